@@ -1,0 +1,369 @@
+//! The group consumer: read, hand out, acknowledge, reclaim.
+//!
+//! [`GroupConsumer::start`] spawns three tasks it owns: the read loop (on a
+//! dedicated blocking connection), the reclaimer (`XAUTOCLAIM`) and the
+//! acker (batched `XACK`). Deliveries come out of a [`Deliveries`] stream,
+//! or are fed to a handler by [`GroupConsumer::run`].
+//!
+//! ```no_run
+//! # async fn f(redis: streamkeeper::Connector) -> streamkeeper::Result<()> {
+//! use streamkeeper::{GroupConsumer, Outcome, StartFrom, StreamKey, GroupName};
+//! let consumer = GroupConsumer::new(&redis, StreamKey::new("orders")?, GroupName::new("billing")?)
+//!     .create_group(StartFrom::Beginning)
+//!     .claim_after(std::time::Duration::from_secs(30));
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! consumer
+//!     .run(|d| async move {
+//!         println!("{} delivered {} time(s)", d.id(), d.delivery_count());
+//!         Ok::<_, std::convert::Infallible>(Outcome::Ack)
+//!     }, 8, shutdown)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+mod acker;
+mod delivery;
+mod read_loop;
+mod reclaim;
+mod run;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use delivery::{AckMode, Delivery, Outcome, Source};
+pub use run::RunStats;
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::group;
+use crate::reply;
+use crate::types::{ConsumerName, Entry, GroupName, StartFrom, StreamId, StreamKey};
+use acker::Acker;
+use delivery::InFlight;
+
+/// Settings of a [`GroupConsumer`]; the builder methods set them.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Entries per `XREADGROUP` (COUNT).
+    pub batch: usize,
+    /// Batches read ahead of the handler (memory bound: `batch × prefetch`).
+    pub prefetch: usize,
+    /// `BLOCK` time of one read.
+    pub block: Duration,
+    /// When entries are acknowledged.
+    pub ack_mode: AckMode,
+    /// Most IDs in one `XACK`.
+    pub ack_batch: usize,
+    /// Longest time an ack waits before it is sent.
+    pub ack_interval: Duration,
+    /// Reclaim entries of any consumer idle longer than this (`None`: never).
+    pub claim_after: Option<Duration>,
+    /// Create the group from here if it does not exist.
+    pub create: Option<StartFrom>,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            batch: 100,
+            prefetch: 2,
+            block: Duration::from_secs(5),
+            ack_mode: AckMode::Auto,
+            ack_batch: 1000,
+            ack_interval: Duration::from_millis(50),
+            claim_after: Some(Duration::from_secs(60)),
+            create: None,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// How often the reclaimer looks for idle entries: a quarter of
+    /// `claim_after`, between 100 ms and 30 s.
+    pub fn claim_interval(&self) -> Duration {
+        self.claim_after
+            .map(|d| (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
+            .unwrap_or(Duration::from_secs(30))
+    }
+}
+
+/// A member of a consumer group on one stream.
+#[derive(Debug, Clone)]
+pub struct GroupConsumer {
+    connector: Connector,
+    stream: StreamKey,
+    group: GroupName,
+    consumer: ConsumerName,
+    options: ConsumerOptions,
+}
+
+/// What the consumer's tasks share.
+pub(crate) struct Shared {
+    pub(crate) connector: Connector,
+    pub(crate) stream: StreamKey,
+    pub(crate) group: GroupName,
+    pub(crate) consumer: ConsumerName,
+    pub(crate) options: ConsumerOptions,
+    pub(crate) acker: Acker,
+}
+
+impl Shared {
+    pub(crate) fn delivery(
+        &self,
+        entry: Entry,
+        count: u64,
+        source: Source,
+        in_flight: &Arc<InFlight>,
+    ) -> Delivery {
+        Delivery::new(
+            entry,
+            self.stream.clone(),
+            count,
+            source,
+            self.acker.clone(),
+            in_flight.clone(),
+        )
+    }
+}
+
+/// Delivery counts of `entries` from `XPENDING` (one round trip).
+pub(crate) async fn pending_counts(
+    shared: &Shared,
+    entries: &[Entry],
+) -> Result<HashMap<StreamId, u64>> {
+    let (Some(first), Some(last)) = (
+        entries.iter().map(|e| e.id).min(),
+        entries.iter().map(|e| e.id).max(),
+    ) else {
+        return Ok(HashMap::new());
+    };
+    let mut conn = shared.connector.shared();
+    let v: Value = redis::cmd("XPENDING")
+        .arg(&shared.stream)
+        .arg(&shared.group)
+        .arg(first)
+        .arg(last)
+        .arg(entries.len())
+        .arg(&shared.consumer)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("XPENDING {}", shared.stream), e))?;
+    Ok(reply::pending_reply(v)?
+        .into_iter()
+        .map(|p| (p.id, p.deliveries))
+        .collect())
+}
+
+impl GroupConsumer {
+    /// A consumer named uniquely for this process (see
+    /// [`ConsumerName::unique`]); set a stable name with
+    /// [`consumer_name`](Self::consumer_name) so a restart re-reads its
+    /// own pending entries.
+    pub fn new(connector: &Connector, stream: StreamKey, group: GroupName) -> Self {
+        GroupConsumer {
+            connector: connector.clone(),
+            stream,
+            group,
+            consumer: ConsumerName::unique(),
+            options: ConsumerOptions::default(),
+        }
+    }
+
+    /// Sets the consumer's name.
+    pub fn consumer_name(mut self, name: ConsumerName) -> Self {
+        self.consumer = name;
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn options(mut self, options: ConsumerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Creates the group (and the stream) from `from` if missing.
+    pub fn create_group(mut self, from: StartFrom) -> Self {
+        self.options.create = Some(from);
+        self
+    }
+
+    /// Entries per read.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.options.batch = n.max(1);
+        self
+    }
+
+    /// `BLOCK` time of one read.
+    pub fn block(mut self, d: Duration) -> Self {
+        self.options.block = d;
+        self
+    }
+
+    /// Ack mode.
+    pub fn ack_mode(mut self, m: AckMode) -> Self {
+        self.options.ack_mode = m;
+        self
+    }
+
+    /// Reclaim entries idle longer than `d`.
+    pub fn claim_after(mut self, d: Duration) -> Self {
+        self.options.claim_after = Some(d);
+        self
+    }
+
+    /// The consumer's name.
+    pub fn name(&self) -> &ConsumerName {
+        &self.consumer
+    }
+
+    /// Checks the group (creating it if asked), opens the dedicated
+    /// connection and starts the tasks. Fails with
+    /// [`Error::GroupMissing`] or [`Error::WrongType`] before reading
+    /// anything.
+    pub async fn start(self) -> Result<Deliveries> {
+        match self.options.create {
+            Some(from) => {
+                group::create_group(&self.connector, &self.stream, &self.group, from).await?;
+            }
+            None => {
+                let groups = group::list_groups(&self.connector, &self.stream).await?;
+                if !groups.iter().any(|g| g.name == self.group.as_str()) {
+                    return Err(Error::GroupMissing {
+                        stream: self.stream.clone(),
+                        group: self.group.clone(),
+                    });
+                }
+            }
+        }
+        let conn = self.connector.dedicated(self.options.block).await?;
+        let (acker, ack_task) = Acker::spawn(
+            self.connector.shared(),
+            self.stream.clone(),
+            self.group.clone(),
+            self.options.ack_batch,
+            self.options.ack_interval,
+        );
+        let shared = Arc::new(Shared {
+            connector: self.connector,
+            stream: self.stream,
+            group: self.group,
+            consumer: self.consumer,
+            options: self.options,
+            acker: acker.clone(),
+        });
+        let capacity = (shared.options.batch * shared.options.prefetch.max(1)).max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let cancel = CancellationToken::new();
+        let in_flight = Arc::new(InFlight::default());
+        let reader = tokio::spawn(read_loop::read_loop(
+            shared.clone(),
+            conn,
+            tx.clone(),
+            in_flight.clone(),
+            cancel.clone(),
+        ));
+        let reclaimer = tokio::spawn(reclaim::reclaim_loop(
+            shared.clone(),
+            tx,
+            in_flight,
+            cancel.clone(),
+        ));
+        Ok(Deliveries {
+            rx,
+            cancel,
+            tasks: vec![reader, reclaimer],
+            ack_task: Some(ack_task),
+            acker,
+            shared,
+        })
+    }
+}
+
+/// The stream of deliveries of a started consumer.
+///
+/// It ends after an error that retrying cannot fix (the error is its last
+/// item). [`close`](Self::close) stops reading and flushes queued acks;
+/// entries read but not yet handed out stay pending for this consumer and
+/// are re-read on its next start (or reclaimed by others).
+pub struct Deliveries {
+    rx: mpsc::Receiver<Result<Delivery>>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    ack_task: Option<JoinHandle<()>>,
+    acker: Acker,
+    shared: Arc<Shared>,
+}
+
+impl Deliveries {
+    /// The next delivery; `None` after close or a fatal error.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        self.rx.recv().await
+    }
+
+    /// The consumer's name.
+    pub fn consumer(&self) -> &ConsumerName {
+        &self.shared.consumer
+    }
+
+    /// Sends the queued acks now.
+    pub async fn flush_acks(&self) -> Result<()> {
+        self.acker.flush().await
+    }
+
+    /// Entries acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acker.acked()
+    }
+
+    /// Stops reading, then flushes queued acks.
+    pub async fn close(mut self) -> Result<()> {
+        self.stop().await
+    }
+
+    async fn stop(&mut self) -> Result<()> {
+        self.cancel.cancel();
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        self.rx.close();
+        let r = self.acker.close().await;
+        if let Some(t) = self.ack_task.take() {
+            let _ = t.await;
+        }
+        r
+    }
+}
+
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries")
+            .field("stream", &self.shared.stream)
+            .field("group", &self.shared.group)
+            .field("consumer", &self.shared.consumer)
+            .finish()
+    }
+}
+
+impl Drop for Deliveries {
+    fn drop(&mut self) {
+        // Without an async close the tasks are stopped; acks already queued
+        // are still sent because the acker drains its channel on shutdown.
+        self.cancel.cancel();
+    }
+}
+
+impl futures::Stream for Deliveries {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}

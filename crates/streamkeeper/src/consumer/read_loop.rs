@@ -1,0 +1,189 @@
+//! The read loop of a group consumer, on its own dedicated connection.
+//!
+//! It first re-reads this consumer's own pending entries (`0`), then blocks
+//! on new ones (`>`). The bounded channel it feeds is the prefetch: while
+//! the handler works on one batch the next is already read, and the loop
+//! waits when the channel is full, so memory is bounded by the prefetch and
+//! not by the backlog. After a retryable error (failover, dropped
+//! connection) it reconnects with jittered backoff and resumes from the
+//! group's state: pending first, then `>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::delivery::{Delivery, InFlight, Source};
+use crate::consumer::{pending_counts, Shared};
+use crate::error::Result;
+use crate::keys;
+use crate::reply;
+use crate::types::StreamId;
+
+enum Phase {
+    /// Re-reading own pending entries after this ID.
+    Pending(StreamId),
+    /// Reading new entries.
+    New,
+}
+
+pub(crate) async fn read_loop(
+    shared: Arc<Shared>,
+    mut conn: MultiplexedConnection,
+    tx: mpsc::Sender<Result<Delivery>>,
+    in_flight: Arc<InFlight>,
+    cancel: CancellationToken,
+) {
+    let noack = shared.options.ack_mode == crate::AckMode::None;
+    let mut phase = if noack {
+        Phase::New
+    } else {
+        Phase::Pending(StreamId::MIN)
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        let step = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = read_once(&shared, &mut conn, &mut phase, &in_flight, noack) => r,
+        };
+        match step {
+            Ok(deliveries) => {
+                backoff.reset();
+                for d in deliveries {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        sent = tx.send(Ok(d)) => if sent.is_err() { return },
+                    }
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.next();
+                tracing::warn!(stream = %shared.stream, group = %shared.group, error = %e, ?delay,
+                    "read failed, reconnecting");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                match shared.connector.dedicated(shared.options.block).await {
+                    Ok(c) => conn = c,
+                    Err(e) => tracing::warn!(error = %e, "reconnect failed"),
+                }
+                if !noack {
+                    phase = Phase::Pending(StreamId::MIN);
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn read_once(
+    shared: &Shared,
+    conn: &mut MultiplexedConnection,
+    phase: &mut Phase,
+    in_flight: &Arc<InFlight>,
+    noack: bool,
+) -> Result<Vec<Delivery>> {
+    let opts = &shared.options;
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&shared.group)
+        .arg(&shared.consumer)
+        .arg("COUNT")
+        .arg(opts.batch);
+    match phase {
+        Phase::Pending(after) => {
+            cmd.arg("STREAMS").arg(&shared.stream).arg(*after);
+        }
+        Phase::New => {
+            cmd.arg("BLOCK").arg(
+                u64::try_from(opts.block.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+            if noack {
+                cmd.arg("NOACK");
+            }
+            cmd.arg("STREAMS").arg(&shared.stream).arg(">");
+        }
+    }
+    let v: Value = match cmd.query_async(conn).await {
+        Ok(v) => v,
+        Err(e) => {
+            let mut c = conn.clone();
+            return Err(keys::explain_group(
+                &mut c,
+                &shared.stream,
+                &shared.group,
+                "XREADGROUP",
+                e,
+            )
+            .await);
+        }
+    };
+    let (entries, deleted) = reply::read_reply(v, "XREADGROUP")?;
+    match phase {
+        Phase::Pending(_) => {
+            let last = entries
+                .iter()
+                .map(|e| e.id)
+                .chain(deleted.iter().copied())
+                .max();
+            if !deleted.is_empty() {
+                // Pending but deleted (trimmed or XDEL'd): nothing left to
+                // process, so drop them from the pending list.
+                for id in &deleted {
+                    shared.acker.ack(*id);
+                }
+            }
+            match last {
+                Some(last) => *phase = Phase::Pending(last),
+                None => {
+                    *phase = Phase::New;
+                    return Ok(Vec::new());
+                }
+            }
+            let counts = pending_counts(shared, &entries).await?;
+            Ok(entries
+                .into_iter()
+                .filter(|e| in_flight.insert(e.id))
+                .map(|e| {
+                    let n = counts.get(&e.id).copied().unwrap_or(1);
+                    shared.delivery(e, n, Source::Pending, in_flight)
+                })
+                .collect())
+        }
+        Phase::New => Ok(entries
+            .into_iter()
+            .map(|e| {
+                in_flight.insert(e.id);
+                shared.delivery(e, 1, Source::New, in_flight)
+            })
+            .collect()),
+    }
+}
+
+/// Jittered exponential backoff between reconnect attempts (100 ms → 5 s).
+#[derive(Default)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let base = 100u64.saturating_mul(1 << self.attempt.min(6)).min(5_000);
+        self.attempt += 1;
+        let jitter = rand::random::<u64>() % (base / 2 + 1);
+        Duration::from_millis(base / 2 + jitter)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

@@ -1,0 +1,127 @@
+//! Reclaiming the work of crashed consumers with `XAUTOCLAIM`.
+//!
+//! Every `claim_interval`, entries of this group idle longer than
+//! `claim_after` move to this consumer and are delivered with
+//! [`Source::Claimed`](crate::consumer::Source::Claimed). It runs on the
+//! shared connection (XAUTOCLAIM never blocks), beside the blocking read,
+//! so a quiet stream does not delay reclaiming. `claim_after` must exceed
+//! the longest time a handler needs, or slow work is taken over and done
+//! twice.
+
+use std::sync::Arc;
+
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::delivery::{Delivery, InFlight, Source};
+use crate::consumer::{pending_counts, Shared};
+use crate::error::Result;
+use crate::keys;
+use crate::reply;
+use crate::types::StreamId;
+
+pub(crate) async fn reclaim_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Result<Delivery>>,
+    in_flight: Arc<InFlight>,
+    cancel: CancellationToken,
+) {
+    let Some(claim_after) = shared.options.claim_after else {
+        return;
+    };
+    let mut tick = tokio::time::interval(shared.options.claim_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut cursor = StreamId::MIN;
+        loop {
+            let round = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = claim_once(&shared, cursor, claim_after, &in_flight) => r,
+            };
+            match round {
+                Ok((next, deliveries)) => {
+                    for d in deliveries {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            sent = tx.send(Ok(d)) => if sent.is_err() { return },
+                        }
+                    }
+                    if next == StreamId::MIN {
+                        break;
+                    }
+                    cursor = next;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "XAUTOCLAIM failed; will retry next interval");
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn claim_once(
+    shared: &Shared,
+    cursor: StreamId,
+    claim_after: std::time::Duration,
+    in_flight: &Arc<InFlight>,
+) -> Result<(StreamId, Vec<Delivery>)> {
+    let mut conn = shared.connector.shared();
+    let r: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
+        .arg(&shared.stream)
+        .arg(&shared.group)
+        .arg(&shared.consumer)
+        .arg(u64::try_from(claim_after.as_millis()).unwrap_or(u64::MAX))
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(shared.options.batch)
+        .query_async(&mut conn)
+        .await;
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(keys::explain_group(
+                &mut conn,
+                &shared.stream,
+                &shared.group,
+                "XAUTOCLAIM",
+                e,
+            )
+            .await)
+        }
+    };
+    let (next, claimed, deleted) = reply::autoclaim_reply(v)?;
+    if !deleted.is_empty() {
+        tracing::warn!(stream = %shared.stream, n = deleted.len(),
+            "pending entries were deleted from the stream before being processed (XDEL or trimming)");
+    }
+    // Entries this consumer already holds were "claimed" from itself: they
+    // are being worked on, so do not hand them out twice.
+    let fresh: Vec<_> = claimed
+        .into_iter()
+        .filter(|e| !in_flight.contains(&e.id))
+        .collect();
+    if !fresh.is_empty() {
+        tracing::info!(stream = %shared.stream, group = %shared.group, n = fresh.len(),
+            "reclaimed entries from idle consumers");
+    }
+    let counts = pending_counts(shared, &fresh).await?;
+    let deliveries = fresh
+        .into_iter()
+        .filter(|e| in_flight.insert(e.id))
+        .map(|e| {
+            let n = counts.get(&e.id).copied().unwrap_or(1);
+            shared.delivery(e, n, Source::Claimed, in_flight)
+        })
+        .collect();
+    Ok((next, deliveries))
+}

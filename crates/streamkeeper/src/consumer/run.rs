@@ -1,0 +1,116 @@
+//! `GroupConsumer::run`: feed deliveries to a handler with bounded
+//! concurrency and settle each [`Outcome`].
+//!
+//! A handler error or panic counts as a retry. On shutdown, reading stops
+//! first, handlers already running finish and are settled, and queued acks
+//! are flushed, so nothing processed is delivered again.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::{AckMode, Delivery, GroupConsumer, Outcome};
+use crate::error::Result;
+
+/// What a finished [`GroupConsumer::run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Deliveries handed to the handler.
+    pub delivered: u64,
+    /// Handler results that were `Ack`.
+    pub acked: u64,
+    /// Handler results that were `Retry`, errors or panics.
+    pub retried: u64,
+    /// Handler results that were `DeadLetter`.
+    pub dead_lettered: u64,
+}
+
+impl GroupConsumer {
+    /// Runs `handler` on every delivery, at most `concurrency` at a time,
+    /// until `shutdown` is cancelled or a fatal error occurs.
+    pub async fn run<H, F, E>(
+        self,
+        handler: H,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) -> Result<RunStats>
+    where
+        H: Fn(Delivery) -> F,
+        F: Future<Output = std::result::Result<Outcome, E>>,
+        E: std::fmt::Display,
+    {
+        let ack_mode = self.options.ack_mode;
+        let mut deliveries = self.start().await?;
+        let mut stats = RunStats::default();
+        let mut running = FuturesUnordered::new();
+        let limit = concurrency.max(1);
+        let mut fatal = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((d, outcome)) = running.next(), if !running.is_empty() => {
+                    settle(&d, outcome, ack_mode, &mut stats);
+                }
+                next = deliveries.next(), if running.len() < limit => match next {
+                    Some(Ok(d)) => {
+                        stats.delivered += 1;
+                        let fut = AssertUnwindSafe(handler(d.clone())).catch_unwind();
+                        running.push(async move { (d, fut.await) });
+                    }
+                    Some(Err(e)) => { fatal = Some(e); break; }
+                    None => break,
+                },
+            }
+        }
+        // Stop reading before waiting on handlers, so no new work starts.
+        deliveries.cancel.cancel();
+        while let Some((d, outcome)) = running.next().await {
+            settle(&d, outcome, ack_mode, &mut stats);
+        }
+        let closed = deliveries.close().await;
+        match fatal {
+            Some(e) => Err(e),
+            None => closed.map(|()| stats),
+        }
+    }
+}
+
+fn settle<E: std::fmt::Display>(
+    d: &Delivery,
+    outcome: std::thread::Result<std::result::Result<Outcome, E>>,
+    ack_mode: AckMode,
+    stats: &mut RunStats,
+) {
+    let outcome = match outcome {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            tracing::warn!(id = %d.id(), error = %e, "handler failed; the entry will be retried");
+            Outcome::Retry {
+                after: std::time::Duration::ZERO,
+            }
+        }
+        Err(_) => {
+            tracing::error!(id = %d.id(), "handler panicked; the entry will be retried");
+            Outcome::Retry {
+                after: std::time::Duration::ZERO,
+            }
+        }
+    };
+    match outcome {
+        Outcome::Ack => {
+            stats.acked += 1;
+            if ack_mode == AckMode::Auto {
+                d.ack();
+            }
+        }
+        Outcome::Retry { .. } => stats.retried += 1,
+        Outcome::DeadLetter { reason } => {
+            stats.dead_lettered += 1;
+            tracing::warn!(id = %d.id(), %reason, "dead-lettered; it stays pending until the dead-letter queue is available");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The one error type of the library.
+//!
+//! Every variant names what failed and, where it helps, how to fix it;
+//! [`Error::is_retryable`] tells transient trouble (a failover, a dropped
+//! connection, a server still loading) from mistakes that retrying won't fix.
+
+use crate::types::{GroupName, StreamKey};
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in streamkeeper.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection URL could not be understood.
+    #[error("invalid Redis URL {url:?}: {reason}; expected redis://host:port, rediss://…, redis+unix:///path.sock, redis+sentinel://h:p,…/master or redis+cluster://h:p,…")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A feature exists in the contract but not in this build yet.
+    #[error("{what} is not supported yet")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot connect to Redis at {url}: {source}; is redis-server running there? (set --redis or STREAMKEEPER_REDIS)")]
+    Connect {
+        /// Where we tried to connect (password removed).
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The consumer group does not exist.
+    #[error("consumer group {group} does not exist on stream {stream}; create it with `streamkeeper group create {stream} {group}` or pass --create")]
+    GroupMissing {
+        /// The stream.
+        stream: StreamKey,
+        /// The group.
+        group: GroupName,
+    },
+    /// The group already exists (when creating it was required).
+    #[error("consumer group {group} already exists on stream {stream}")]
+    GroupExists {
+        /// The stream.
+        stream: StreamKey,
+        /// The group.
+        group: GroupName,
+    },
+    /// A key holds something other than a stream.
+    #[error("key {key} holds a {actual}, not a stream; use another key name")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// Its Redis type.
+        actual: String,
+    },
+    /// A stream ID could not be parsed.
+    #[error("invalid stream ID {input:?}: expected <ms>-<seq> or <ms> (e.g. 1700000000000-0)")]
+    InvalidId {
+        /// What was given.
+        input: String,
+    },
+    /// Input data (JSON line, field, option) is malformed.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A Redis command failed.
+    #[error("{context}: {source}")]
+    Redis {
+        /// What streamkeeper was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A reply had an unexpected shape.
+    #[error("unexpected reply to {command}: {detail}")]
+    Protocol {
+        /// The command.
+        command: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A value could not be (de)serialized as JSON.
+    #[error("JSON error in field `data`: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `WAIT` saw fewer replicas acknowledge a batch than required; the
+    /// entries are on the master but may be lost in a failover.
+    #[error("batch reached {got} of {wanted} required replicas before the WAIT timeout; the entries are on the master but not yet durable")]
+    NotReplicated {
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        got: u32,
+    },
+    /// A batched send failed together with the rest of its pipeline.
+    #[error("batch failed: {detail}")]
+    BatchFailed {
+        /// The error of the pipeline.
+        detail: String,
+        /// Whether that error was retryable.
+        retryable: bool,
+    },
+    /// The component was shut down.
+    #[error("{0} has been shut down")]
+    Shutdown(&'static str),
+}
+
+impl Error {
+    /// Wraps a redis error with context, turning well-known server errors
+    /// into their own variants.
+    pub fn redis(context: impl Into<String>, source: redis::RedisError) -> Self {
+        Error::Redis {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the same operation may succeed if retried after a
+    /// reconnect: I/O errors, timeouts, and the server errors a failover or
+    /// restart produces (`UNBLOCKED`, `READONLY`, `LOADING`, `MASTERDOWN`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `BUSY`).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Redis { source, .. } => {
+                redis_is_retryable(source)
+            }
+            Error::BatchFailed { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// The Redis error code (`NOGROUP`, `WRONGTYPE`, …), when this wraps one.
+    pub fn server_code(&self) -> Option<String> {
+        match self {
+            Error::Connect { source, .. } | Error::Redis { source, .. } => error_code(source),
+            _ => None,
+        }
+    }
+}
+
+/// Server error codes that a failover, a restart or resharding produce.
+const RETRYABLE_CODES: &[&str] = &[
+    "UNBLOCKED",
+    "READONLY",
+    "LOADING",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MOVED",
+    "ASK",
+    "BUSY",
+    "NOREPLICAS",
+];
+
+/// Classifies a raw redis-rs error; see [`Error::is_retryable`].
+pub fn redis_is_retryable(e: &redis::RedisError) -> bool {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return true;
+    }
+    error_code(e).is_some_and(|c| RETRYABLE_CODES.contains(&c.as_str()))
+}
+
+/// The server error code (`WRONGTYPE`, `NOGROUP`, …) of an error, also when
+/// it came back inside a pipeline reply.
+pub fn error_code(e: &redis::RedisError) -> Option<String> {
+    if let Some(c) = e.code() {
+        return Some(c.to_string());
+    }
+    let items = e.clone().into_server_errors()?;
+    let first = items.first()?;
+    Some(first.1.code().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(text: &str) -> redis::RedisError {
+        // Parse a real RESP error line the way redis-rs does for a reply.
+        let mut bytes = b"-".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        match redis::parse_redis_value(&bytes) {
+            Ok(redis::Value::ServerError(e)) => e.into(),
+            other => panic!("expected a server error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failover_errors_are_retryable() {
+        for text in [
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)",
+            "READONLY You can't write against a read only replica.",
+            "LOADING Redis is loading the dataset in memory",
+            "MASTERDOWN Link with MASTER is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            let e = Error::redis("read", server_error(text));
+            assert!(e.is_retryable(), "{text} should be retryable");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_not_retryable() {
+        for text in [
+            "NOGROUP No such key 's' or consumer group 'g'",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "ERR Invalid stream ID specified as stream command argument",
+        ] {
+            let e = Error::redis("read", server_error(text));
+            assert!(!e.is_retryable(), "{text} should not be retryable");
+        }
+        assert!(!Error::InvalidId { input: "x".into() }.is_retryable());
+    }
+
+    #[test]
+    fn io_errors_are_retryable() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let e = Error::redis("read", redis::RedisError::from(io));
+        assert!(e.is_retryable());
+    }
+}

@@ -1,0 +1,157 @@
+//! Consumer group administration: create, destroy, list.
+//!
+//! Creating from a time resolves the time to an ID on the client (Redis
+//! accepts only IDs); a group that already exists is not an error for
+//! [`create_group`] unless the caller asks for that.
+
+use redis::Value;
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::types::{GroupName, StartFrom, StreamId, StreamKey};
+
+/// What `XINFO GROUPS` says about one group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// Number of consumers.
+    pub consumers: u64,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// The last ID delivered to the group.
+    pub last_delivered: String,
+    /// Entries read by the group (Redis ≥ 7; `None` when unknown).
+    pub entries_read: Option<u64>,
+    /// Entries not yet delivered, as Redis counts them (`None` after
+    /// deletions made it unknowable).
+    pub lag: Option<u64>,
+}
+
+/// Creates `group` on `stream` starting after `from`, creating the stream
+/// if it does not exist (`MKSTREAM`). Returns `false` if the group already
+/// existed (it is left unchanged).
+pub async fn create_group(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    from: StartFrom,
+) -> Result<bool> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg(from.as_arg())
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
+        Err(e) => Err(keys::explain(&mut conn, stream, "XGROUP CREATE", e).await),
+    }
+}
+
+/// Destroys a group (its pending entries are forgotten, the stream stays).
+/// Returns `false` if there was no such group.
+pub async fn destroy_group(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+) -> Result<bool> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<i64> = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(stream)
+        .arg(group)
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => Ok(false),
+        Err(e) => Err(keys::explain(&mut conn, stream, "XGROUP DESTROY", e).await),
+    }
+}
+
+fn is_no_such_key(e: &redis::RedisError) -> bool {
+    e.to_string().contains("no such key")
+}
+
+/// Lists the groups of a stream. A missing stream has no groups.
+pub async fn list_groups(connector: &Connector, stream: &StreamKey) -> Result<Vec<GroupInfo>> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await;
+    let v = match r {
+        Ok(v) => v,
+        Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO GROUPS", e).await),
+    };
+    let Value::Array(groups) = v else {
+        return Ok(Vec::new());
+    };
+    groups.into_iter().map(parse_group).collect()
+}
+
+fn parse_group(v: Value) -> Result<GroupInfo> {
+    let pairs: Vec<(Value, Value)> = match v {
+        Value::Map(m) => m,
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            out
+        }
+        other => {
+            return Err(Error::Protocol {
+                command: "XINFO GROUPS",
+                detail: format!("unexpected item {other:?}"),
+            })
+        }
+    };
+    let mut info = GroupInfo {
+        name: String::new(),
+        consumers: 0,
+        pending: 0,
+        last_delivered: StreamId::MIN.to_string(),
+        entries_read: None,
+        lag: None,
+    };
+    for (k, v) in pairs {
+        let key = text(&k);
+        match key.as_str() {
+            "name" => info.name = text(&v),
+            "consumers" => info.consumers = int(&v).unwrap_or(0),
+            "pending" => info.pending = int(&v).unwrap_or(0),
+            "last-delivered-id" => info.last_delivered = text(&v),
+            "entries-read" => info.entries_read = int(&v),
+            "lag" => info.lag = int(&v),
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,61 @@
+//! streamkeeper: reliable event streaming on Redis Streams.
+//!
+//! Producers that pipeline, group consumers that reclaim the work of
+//! crashed peers and never stop silently, and plain readers — all on
+//! entries kept exactly as Redis holds them, so any other client can read
+//! and write the same streams.
+//!
+//! ```no_run
+//! # async fn f() -> streamkeeper::Result<()> {
+//! use streamkeeper::{fields, Connector, GroupConsumer, GroupName, Outcome, Producer, StartFrom, StreamKey};
+//! let redis = Connector::connect("redis://127.0.0.1:6379").await?;
+//! let orders = StreamKey::new("orders")?;
+//! Producer::new(&redis, orders.clone()).send(&fields([("sku", "a-1")])).await?;
+//! let mut deliveries = GroupConsumer::new(&redis, orders, GroupName::new("billing")?)
+//!     .create_group(StartFrom::Beginning)
+//!     .start()
+//!     .await?;
+//! if let Some(d) = deliveries.next().await {
+//!     let d = d?;
+//!     println!("{:?}", d.entry().get_str("sku"));
+//!     d.ack();
+//! }
+//! deliveries.close().await?; // flushes the ack
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | [`types`] | `StreamKey`, `GroupName`, `ConsumerName`, `StreamId`, `StartFrom`, `Entry` |
+//! | [`error`] | the one `Error` enum and `is_retryable()` |
+//! | [`conn`] | `Connector`: URL parsing, the shared connection, dedicated blocking connections |
+//! | [`producer`] | `Producer` (send, pipelined batches, caps, WAIT) and `BatchedProducer` |
+//! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
+//! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
+//! | [`group`] | consumer group admin: create, destroy, list |
+//! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
+//! | `reply` | parsing raw stream replies, keeping field order and bytes |
+//! | `keys` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
+
+pub mod conn;
+pub mod consumer;
+pub mod error;
+pub mod group;
+mod keys;
+pub mod producer;
+pub mod reader;
+mod reply;
+pub mod types;
+pub mod wire;
+
+pub use conn::{Connector, ConnectorOptions, Topology};
+pub use consumer::{
+    AckMode, ConsumerOptions, Deliveries, Delivery, GroupConsumer, Outcome, RunStats, Source,
+};
+pub use error::{Error, Result};
+pub use producer::{BatchOptions, BatchedProducer, Cap, Producer, Wait};
+pub use reader::Reader;
+pub use reply::PendingEntry;
+pub use types::{fields, ConsumerName, Entry, GroupName, StartFrom, StreamId, StreamKey};

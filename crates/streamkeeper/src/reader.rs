@@ -1,0 +1,172 @@
+//! A plain `XREAD` reader: no group, no acks, just the entries in order.
+//!
+//! It pages from a start (`$`, the beginning, an ID or a time) and, in
+//! follow mode, blocks for new entries on its own dedicated connection.
+//! A `$` start is resolved to the stream's last ID once, at creation, so
+//! no entry added between two reads is skipped.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+
+use crate::conn::Connector;
+use crate::error::Result;
+use crate::keys;
+use crate::reply;
+use crate::types::{Entry, StartFrom, StreamId, StreamKey};
+
+/// Reads a stream in order with `XREAD`.
+///
+/// ```no_run
+/// # async fn f(redis: streamkeeper::Connector) -> streamkeeper::Result<()> {
+/// use streamkeeper::{Reader, StartFrom, StreamKey};
+/// let mut reader = Reader::new(&redis, StreamKey::new("orders")?, StartFrom::Beginning).await?;
+/// loop {
+///     let page = reader.next_page().await?;
+///     if page.is_empty() { break; }
+///     for e in page { println!("{}", e.id); }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Reader {
+    conn: MultiplexedConnection,
+    stream: StreamKey,
+    after: StreamId,
+    page: usize,
+    block: Option<Duration>,
+}
+
+impl Reader {
+    /// A reader of `stream` starting at `from`, pages of 1000, not following.
+    pub async fn new(connector: &Connector, stream: StreamKey, from: StartFrom) -> Result<Self> {
+        let block = Duration::from_secs(5);
+        let mut conn = connector.dedicated(block).await?;
+        let after = match from {
+            StartFrom::End => last_id(&mut conn, &stream).await?.unwrap_or(StreamId::MIN),
+            other => other.as_arg().parse::<StreamId>().unwrap_or(StreamId::MIN),
+        };
+        Ok(Reader {
+            conn,
+            stream,
+            after,
+            page: 1000,
+            block: None,
+        })
+    }
+
+    /// Entries per page (`COUNT`).
+    pub fn page_size(mut self, n: usize) -> Self {
+        self.page = n.max(1);
+        self
+    }
+
+    /// Follow mode: when caught up, wait up to `block` for new entries
+    /// (an empty page then means "nothing new yet", not the end).
+    pub fn follow(mut self, block: Duration) -> Self {
+        self.block = Some(block);
+        self
+    }
+
+    /// The ID after which the next page starts.
+    pub fn position(&self) -> StreamId {
+        self.after
+    }
+
+    /// The next page. Empty at the end of the stream (or, in follow mode,
+    /// when nothing arrived within the block time).
+    pub async fn next_page(&mut self) -> Result<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(self.page);
+        if let Some(b) = self.block {
+            cmd.arg("BLOCK")
+                .arg(u64::try_from(b.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        cmd.arg("STREAMS").arg(&self.stream).arg(self.after);
+        let v: Value = match cmd.query_async(&mut self.conn).await {
+            Ok(v) => v,
+            Err(e) => return Err(keys::explain(&mut self.conn, &self.stream, "XREAD", e).await),
+        };
+        let (entries, _) = reply::read_reply(v, "XREAD")?;
+        if let Some(last) = entries.last() {
+            self.after = last.id;
+        }
+        Ok(entries)
+    }
+}
+
+/// The last `n` entries of a stream, oldest first.
+pub async fn last_entries(
+    connector: &Connector,
+    stream: &StreamKey,
+    n: usize,
+) -> Result<Vec<Entry>> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(n)
+        .query_async(&mut conn)
+        .await;
+    let v = match r {
+        Ok(v) => v,
+        Err(e) => return Err(keys::explain(&mut conn, stream, "XREVRANGE", e).await),
+    };
+    let (mut entries, _) = reply::entries(v, "XREVRANGE")?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Entries with IDs in `[start, end]`, at most `count`, oldest first.
+pub async fn range(
+    connector: &Connector,
+    stream: &StreamKey,
+    start: StreamId,
+    end: StreamId,
+    count: usize,
+) -> Result<Vec<Entry>> {
+    let mut conn = connector.shared();
+    let end_arg = if end == StreamId::MAX {
+        "+".to_string()
+    } else {
+        end.to_string()
+    };
+    let r: redis::RedisResult<Value> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(start)
+        .arg(end_arg)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Ok(v) => Ok(reply::entries(v, "XRANGE")?.0),
+        Err(e) => Err(keys::explain(&mut conn, stream, "XRANGE", e).await),
+    }
+}
+
+async fn last_id(conn: &mut MultiplexedConnection, stream: &StreamKey) -> Result<Option<StreamId>> {
+    let r: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(v) => Ok(reply::entries(v, "XREVRANGE")?.0.first().map(|e| e.id)),
+        Err(e) => Err(keys::explain(conn, stream, "XREVRANGE", e).await),
+    }
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("stream", &self.stream)
+            .field("after", &self.after)
+            .finish()
+    }
+}

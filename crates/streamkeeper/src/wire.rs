@@ -1,0 +1,248 @@
+//! The JSON-lines wire format of DESIGN.md §5, shared by the CLI and dumps.
+//!
+//! One object per entry: `{"stream":"S","id":"1-0","fields":{"k":"v"}}`.
+//! A value (or name) that is not UTF-8 becomes `{"b64":"…"}`; when a field
+//! name repeats, `fields` is an array of pairs so nothing is lost.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::types::{Bytes, Entry, StreamId};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn bytes_to_json(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::String(s.to_owned()),
+        Err(_) => {
+            let mut m = Map::new();
+            m.insert("b64".into(), Value::String(B64.encode(b)));
+            Value::Object(m)
+        }
+    }
+}
+
+fn json_to_bytes(v: &Value, line_hint: &str) -> Result<Bytes> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Object(m) if m.len() == 1 && m.contains_key("b64") => match &m["b64"] {
+            Value::String(s) => B64
+                .decode(s)
+                .map_err(|e| Error::InvalidInput(format!("{line_hint}: bad base64 in {{\"b64\":…}}: {e}"))),
+            _ => Err(Error::InvalidInput(format!("{line_hint}: {{\"b64\":…}} must hold a string"))),
+        },
+        // Numbers and booleans are written the way JSON spells them, which
+        // is what a user typing `{"qty": 2}` means.
+        Value::Number(n) => Ok(n.to_string().into_bytes()),
+        Value::Bool(b) => Ok(b.to_string().into_bytes()),
+        other => Err(Error::InvalidInput(format!(
+            "{line_hint}: field values must be strings, numbers, booleans or {{\"b64\":…}}, got {other}"
+        ))),
+    }
+}
+
+/// The fields of an entry as JSON: an object, or an array of pairs when a
+/// name repeats or a name is not UTF-8.
+pub fn fields_to_json(fields: &[(Bytes, Bytes)]) -> Value {
+    let mut seen = std::collections::HashSet::new();
+    let plain = fields
+        .iter()
+        .all(|(k, _)| std::str::from_utf8(k).is_ok() && seen.insert(k.as_slice()));
+    if plain {
+        let mut m = Map::with_capacity(fields.len());
+        for (k, v) in fields {
+            m.insert(String::from_utf8_lossy(k).into_owned(), bytes_to_json(v));
+        }
+        Value::Object(m)
+    } else {
+        Value::Array(
+            fields
+                .iter()
+                .map(|(k, v)| Value::Array(vec![bytes_to_json(k), bytes_to_json(v)]))
+                .collect(),
+        )
+    }
+}
+
+/// An entry as a JSON object of the wire format.
+pub fn entry_to_json(stream: &str, entry: &Entry) -> Value {
+    let mut m = Map::with_capacity(3);
+    m.insert("stream".into(), Value::String(stream.to_owned()));
+    m.insert("id".into(), Value::String(entry.id.to_string()));
+    m.insert("fields".into(), fields_to_json(&entry.fields));
+    Value::Object(m)
+}
+
+/// An entry as one JSON line (no trailing newline).
+pub fn entry_to_line(stream: &str, entry: &Entry) -> String {
+    entry_to_json(stream, entry).to_string()
+}
+
+/// One parsed input line: the fields, and the stream and ID when the line
+/// was a full entry object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedLine {
+    /// `stream` of an entry object.
+    pub stream: Option<String>,
+    /// `id` of an entry object.
+    pub id: Option<StreamId>,
+    /// The fields, in order.
+    pub fields: Vec<(Bytes, Bytes)>,
+}
+
+/// Parses the `fields` part: an object or an array of `[name, value]` pairs.
+pub fn fields_from_json(v: &Value, hint: &str) -> Result<Vec<(Bytes, Bytes)>> {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| Ok((k.as_bytes().to_vec(), json_to_bytes(v, hint)?)))
+            .collect(),
+        Value::Array(pairs) => pairs
+            .iter()
+            .map(|p| match p {
+                Value::Array(kv) if kv.len() == 2 => {
+                    Ok((json_to_bytes(&kv[0], hint)?, json_to_bytes(&kv[1], hint)?))
+                }
+                _ => Err(Error::InvalidInput(format!(
+                    "{hint}: `fields` as an array must hold [name, value] pairs"
+                ))),
+            })
+            .collect(),
+        _ => Err(Error::InvalidInput(format!(
+            "{hint}: `fields` must be an object or an array of [name, value] pairs"
+        ))),
+    }
+}
+
+/// Parses one input line: either an entry object (`{"stream","id","fields"}`,
+/// `stream` and `id` optional) or a plain object of fields.
+/// `hint` names the place for errors, e.g. `stdin line 3`.
+pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
+    let v: Value = serde_json::from_str(line).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{hint}: invalid JSON ({e}); expected one JSON object per line"
+        ))
+    })?;
+    let Value::Object(m) = &v else {
+        return Err(Error::InvalidInput(format!(
+            "{hint}: expected a JSON object like {{\"k\":\"v\"}} or {{\"fields\":{{…}}}}"
+        )));
+    };
+    let parsed = if let Some(f) = m.get("fields") {
+        let stream = match m.get("stream") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                return Err(Error::InvalidInput(format!(
+                    "{hint}: `stream` must be a string"
+                )))
+            }
+        };
+        let id = match m.get("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.parse::<StreamId>().map_err(|_| {
+                Error::InvalidInput(format!("{hint}: invalid id {s:?}, expected <ms>-<seq>"))
+            })?),
+            Some(_) => {
+                return Err(Error::InvalidInput(format!(
+                    "{hint}: `id` must be a string"
+                )))
+            }
+        };
+        ParsedLine {
+            stream,
+            id,
+            fields: fields_from_json(f, hint)?,
+        }
+    } else {
+        ParsedLine {
+            stream: None,
+            id: None,
+            fields: fields_from_json(&v, hint)?,
+        }
+    };
+    if parsed.fields.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{hint}: an entry needs at least one field"
+        )));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_entry_matches_the_design_example() {
+        let e = Entry {
+            id: StreamId::new(1_700_000_000_000, 0),
+            fields: crate::fields([("k", "v")]),
+        };
+        assert_eq!(
+            entry_to_line("S", &e),
+            r#"{"stream":"S","id":"1700000000000-0","fields":{"k":"v"}}"#
+        );
+    }
+
+    #[test]
+    fn binary_and_repeated_fields_survive() {
+        let e = Entry {
+            id: StreamId::new(1, 2),
+            fields: vec![
+                (b"a".to_vec(), vec![0xff, 0x00]),
+                (b"a".to_vec(), b"x".to_vec()),
+            ],
+        };
+        let line = entry_to_line("S", &e);
+        assert_eq!(
+            line,
+            r#"{"stream":"S","id":"1-2","fields":[["a",{"b64":"/wA="}],["a","x"]]}"#
+        );
+        let back = parse_line(&line, "t").expect("parse");
+        assert_eq!(back.fields, e.fields);
+        assert_eq!(back.id, Some(e.id));
+    }
+
+    #[test]
+    fn plain_object_of_fields_is_accepted() {
+        let p = parse_line(r#"{"user":"ann","qty":2,"ok":true}"#, "t").expect("parse");
+        assert_eq!(
+            p.fields,
+            crate::fields([("user", "ann"), ("qty", "2"), ("ok", "true")])
+        );
+        assert_eq!(p.stream, None);
+    }
+
+    #[test]
+    fn bad_lines_name_the_problem() {
+        for bad in [
+            "{",
+            "[1]",
+            "{}",
+            r#"{"k":[1]}"#,
+            r#"{"fields":{"k":"v"},"id":"x"}"#,
+            r#"{"k":{"b64":"%%"}}"#,
+        ] {
+            let err = parse_line(bad, "stdin line 7").expect_err(bad).to_string();
+            assert!(err.starts_with("stdin line 7"), "{err}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_entry_round_trips(
+            ms in any::<u64>(), seq in any::<u64>(),
+            fields in proptest::collection::vec(
+                (proptest::collection::vec(any::<u8>(), 0..8), proptest::collection::vec(any::<u8>(), 0..16)),
+                1..6)
+        ) {
+            let e = Entry { id: StreamId::new(ms, seq), fields };
+            let back = parse_line(&entry_to_line("s", &e), "p").expect("parse");
+            prop_assert_eq!(back.fields, e.fields);
+            prop_assert_eq!(back.id, Some(e.id));
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! Group consumer behaviour against a real redis-server.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use streamkeeper::{
+    fields, AckMode, Connector, Error, GroupConsumer, GroupName, Outcome, Producer, Source,
+    StartFrom, StreamId, StreamKey,
+};
+use streamkeeper_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+async fn setup() -> (RedisServer, Connector) {
+    let server = RedisServer::start().expect("redis-server");
+    let redis = Connector::connect(&server.url()).await.expect("connect");
+    (server, redis)
+}
+
+fn key(s: &str) -> StreamKey {
+    StreamKey::new(s).expect("key")
+}
+
+fn group(s: &str) -> GroupName {
+    GroupName::new(s).expect("group")
+}
+
+async fn produce(redis: &Connector, stream: &StreamKey, n: usize) -> Vec<StreamId> {
+    let batch: Vec<_> = (0..n).map(|i| fields([("n", i.to_string())])).collect();
+    Producer::new(redis, stream.clone())
+        .send_batch(&batch)
+        .await
+        .expect("produce")
+}
+
+async fn pending_count(redis: &Connector, stream: &StreamKey, g: &str) -> u64 {
+    let mut conn = redis.shared();
+    let v: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(g)
+        .query_async(&mut conn)
+        .await
+        .expect("XPENDING");
+    v.0
+}
+
+#[tokio::test]
+async fn entries_keep_field_order_and_bytes() {
+    let (_server, redis) = setup().await;
+    let s = key("orders");
+    let f = vec![
+        (b"z".to_vec(), vec![0xff, 0x00, 0x01]),
+        (b"a".to_vec(), b"1".to_vec()),
+        (b"z".to_vec(), b"again".to_vec()),
+    ];
+    let id = Producer::new(&redis, s.clone())
+        .send(&f)
+        .await
+        .expect("send");
+    let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let got = d.next().await.expect("item").expect("delivery");
+    assert_eq!(got.id(), id);
+    assert_eq!(got.entry().fields, f);
+    assert_eq!(got.delivery_count(), 1);
+    assert_eq!(got.source(), Source::New);
+    got.ack();
+    d.close().await.expect("close");
+    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+}
+
+#[tokio::test]
+async fn crashed_consumer_entries_are_reclaimed() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let ids = produce(&redis, &s, 50).await;
+    // The "crashed" consumer reads a batch and never acks it.
+    let mut crashed = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .batch(20)
+        .start()
+        .await
+        .expect("start");
+    let mut taken = Vec::new();
+    for _ in 0..20 {
+        taken.push(crashed.next().await.expect("item").expect("delivery").id());
+    }
+    drop(crashed);
+    assert!(pending_count(&redis, &s, "g").await >= 20);
+
+    let survivor =
+        GroupConsumer::new(&redis, s.clone(), group("g")).claim_after(Duration::from_millis(300));
+    let mut d = survivor.start().await.expect("start");
+    let mut seen = HashSet::new();
+    let mut claimed = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < ids.len() && Instant::now() < deadline {
+        let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(5), d.next()).await else {
+            break;
+        };
+        let del = item.expect("delivery");
+        if del.source() == Source::Claimed {
+            assert!(
+                del.delivery_count() >= 2,
+                "a reclaimed entry was delivered before"
+            );
+            claimed.insert(del.id());
+        }
+        seen.insert(del.id());
+        del.ack();
+    }
+    d.close().await.expect("close");
+    assert_eq!(
+        seen,
+        ids.iter().copied().collect::<HashSet<_>>(),
+        "every entry processed"
+    );
+    for id in &taken {
+        assert!(
+            claimed.contains(id),
+            "{id} taken by the crashed consumer was not reclaimed"
+        );
+    }
+    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+}
+
+#[tokio::test]
+async fn restart_rereads_own_pending_first() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let ids = produce(&redis, &s, 5).await;
+    let name = streamkeeper::ConsumerName::new("worker-1").expect("name");
+    let mut first = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .consumer_name(name.clone())
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let a = first.next().await.expect("item").expect("delivery");
+    assert_eq!(a.id(), ids[0]);
+    drop(a);
+    first.close().await.expect("close");
+    produce(&redis, &s, 1).await;
+
+    let mut again = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .consumer_name(name)
+        .start()
+        .await
+        .expect("start");
+    let b = again.next().await.expect("item").expect("delivery");
+    assert_eq!(b.source(), Source::Pending);
+    assert_eq!(b.id(), ids[0]);
+    assert_eq!(b.delivery_count(), 2);
+    again.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn blocking_read_neither_times_out_nor_stalls_other_commands() {
+    let (_server, redis) = setup().await;
+    let s = key("quiet");
+    let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::End)
+        .block(Duration::from_secs(5))
+        .start()
+        .await
+        .expect("start");
+    let reading = tokio::spawn(async move {
+        let item = d.next().await;
+        (item.map(|r| r.map(|del| del.id())), d)
+    });
+    // While the consumer blocks, the shared connection keeps answering.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = redis.shared();
+    for _ in 0..50 {
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("PING");
+        assert_eq!(pong, "PONG");
+    }
+    assert!(
+        !reading.is_finished(),
+        "the read returned before any entry was added"
+    );
+    // Past one whole BLOCK period (5 s, far beyond redis-rs's 500 ms
+    // default response timeout) the read is still alive and gets the entry.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let (item, d) = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("read finished")
+        .expect("join");
+    assert_eq!(item.expect("an entry").expect("no error"), id);
+    d.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn close_flushes_queued_acks() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    produce(&redis, &s, 300).await;
+    let mut opts = streamkeeper::ConsumerOptions::default();
+    opts.ack_interval = Duration::from_secs(3600); // only a flush sends them
+    opts.ack_batch = 100_000;
+    opts.create = Some(StartFrom::Beginning);
+    let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .options(opts)
+        .start()
+        .await
+        .expect("start");
+    for _ in 0..300 {
+        d.next().await.expect("item").expect("delivery").ack();
+    }
+    assert_eq!(
+        pending_count(&redis, &s, "g").await,
+        300,
+        "acks were not batched"
+    );
+    d.close().await.expect("close");
+    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+}
+
+#[tokio::test]
+async fn run_acks_successes_and_keeps_failures_pending() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    produce(&redis, &s, 100).await;
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen2 = seen.clone();
+    let stats = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .run(
+            move |d| {
+                let seen = seen2.clone();
+                let stopper = stopper.clone();
+                async move {
+                    let n: u64 = d
+                        .entry()
+                        .get_str("n")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 100 {
+                        stopper.cancel();
+                    }
+                    match n % 10 {
+                        0 => Err("boom"),
+                        1 => panic!("handler panic on {n}"),
+                        _ => Ok(Outcome::Ack),
+                    }
+                }
+            },
+            4,
+            stop,
+        )
+        .await
+        .expect("run");
+    assert_eq!(stats.delivered, 100);
+    assert_eq!(stats.acked, 80);
+    assert_eq!(stats.retried, 20);
+    assert_eq!(pending_count(&redis, &s, "g").await, 20);
+}
+
+#[tokio::test]
+async fn noack_mode_leaves_nothing_pending() {
+    let (_server, redis) = setup().await;
+    let s = key("events");
+    produce(&redis, &s, 10).await;
+    let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .ack_mode(AckMode::None)
+        .start()
+        .await
+        .expect("start");
+    for _ in 0..10 {
+        d.next().await.expect("item").expect("delivery");
+    }
+    d.close().await.expect("close");
+    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+}
+
+#[tokio::test]
+async fn missing_group_and_wrong_type_are_named() {
+    let (_server, redis) = setup().await;
+    produce(&redis, &key("s"), 1).await;
+    let err = GroupConsumer::new(&redis, key("s"), group("nope"))
+        .start()
+        .await
+        .expect_err("missing group");
+    assert!(matches!(err, Error::GroupMissing { .. }), "{err}");
+    assert!(err.to_string().contains("--create"), "{err}");
+
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("SET")
+        .arg("plain")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let err = GroupConsumer::new(&redis, key("plain"), group("g"))
+        .start()
+        .await
+        .expect_err("wrong type");
+    assert!(
+        matches!(err, Error::WrongType { ref actual, .. } if actual == "string"),
+        "{err}"
+    );
+    let err = Producer::new(&redis, key("plain"))
+        .send(&fields([("k", "v")]))
+        .await
+        .expect_err("wrong type");
+    assert!(matches!(err, Error::WrongType { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn batched_producer_keeps_order_under_concurrency() {
+    let (_server, redis) = setup().await;
+    let s = key("b");
+    let p = Producer::new(&redis, s.clone()).batched(streamkeeper::BatchOptions {
+        max_in_flight: 64,
+        ..Default::default()
+    });
+    let p = std::sync::Arc::new(p);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..250 {
+                ids.push(
+                    p.send(fields([("t", t.to_string()), ("i", i.to_string())]))
+                        .await
+                        .expect("send"),
+                );
+            }
+            ids
+        }));
+    }
+    for t in tasks {
+        let ids = t.await.expect("join");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "one task's IDs are in send order"
+        );
+    }
+    let mut conn = redis.shared();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&s)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(len, 2000);
+}
+
+#[tokio::test]
+async fn maxlen_cap_bounds_the_stream() {
+    let (_server, redis) = setup().await;
+    let s = key("capped");
+    let p = Producer::new(&redis, s.clone()).with_cap(streamkeeper::Cap::MaxLen(1000));
+    let batch: Vec<_> = (0..5000).map(|i| fields([("i", i.to_string())])).collect();
+    p.send_batch(&batch).await.expect("send");
+    let mut conn = redis.shared();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&s)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    // `~` trims whole macro nodes (100 entries by default): about 1000 remain.
+    assert!((1000..1200).contains(&len), "len {len}");
+}
