@@ -1,1 +1,98 @@
-fn main() {}
+//! `streamkeeper`: the command-line tool (contract: shared/CLI.md).
+//!
+//! Exit codes: 0 ok, 1 a check failed, 2 error (one line on stderr),
+//! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
+
+mod bench;
+mod cli;
+mod consume;
+mod demo;
+mod group;
+mod output;
+mod produce;
+mod signal;
+mod tail;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// What a command ended with, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything fine.
+    Ok,
+    /// A check failed (exit 1).
+    CheckFailed,
+    /// Stopped by SIGINT/SIGTERM (exit 130).
+    Interrupted,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamkeeper: error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(Exit::Ok) => ExitCode::SUCCESS,
+        Ok(Exit::CheckFailed) => ExitCode::from(1),
+        Ok(Exit::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("streamkeeper: error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping a cause whose text the
+/// message already includes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,streamkeeper=info,streamkeeper_cli=info",
+        (false, 1) => "info,streamkeeper=debug,streamkeeper_cli=debug",
+        _ => "debug,streamkeeper=trace,streamkeeper_cli=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let global = cli.global();
+    match cli.command {
+        Command::Produce(args) => produce::run(&global, args).await,
+        Command::Tail(args) => tail::run(&global, args).await,
+        Command::Consume(args) => consume::run(&global, args).await,
+        Command::Group(args) => group::run(&global, args).await,
+        Command::Bench(args) => bench::run(&global, args).await,
+        Command::Demo(args) => demo::run(&global, args).await,
+    }
+}

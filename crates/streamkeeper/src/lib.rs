@@ -35,18 +35,22 @@
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
 //! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
 //! | [`group`] | consumer group admin: create, destroy, list |
+//! | [`deadletter`] | moving an entry to `{S}:dlq` and acking it in one script |
+//! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `keys` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
 pub mod conn;
 pub mod consumer;
+pub mod deadletter;
 pub mod error;
 pub mod group;
 mod keys;
 pub mod producer;
 pub mod reader;
 mod reply;
+mod scripts;
 pub mod types;
 pub mod wire;
 

@@ -8,7 +8,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::consumer::acker::Acker;
+use crate::consumer::Shared;
+use crate::error::Result;
 use crate::types::{Entry, StreamId, StreamKey};
 
 /// When entries are acknowledged.
@@ -36,8 +37,8 @@ pub enum Outcome {
         /// Earliest time for the next attempt.
         after: Duration,
     },
-    /// Give up on it. Until the dead-letter queue lands, the entry stays
-    /// pending (nothing is dropped) and is logged at warn.
+    /// Give up on it: move it to the dead-letter stream `{S}:dlq` (with
+    /// `sk-*` metadata) and ack it, atomically.
     DeadLetter {
         /// Why, kept with the dead letter.
         reason: String,
@@ -78,10 +79,9 @@ impl InFlight {
 
 struct Inner {
     entry: Entry,
-    stream: StreamKey,
     delivery_count: u64,
     source: Source,
-    acker: Acker,
+    shared: Arc<Shared>,
     in_flight: Arc<InFlight>,
 }
 
@@ -100,7 +100,7 @@ pub struct Delivery {
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
-            .field("stream", &self.inner.stream)
+            .field("stream", &self.inner.shared.stream)
             .field("id", &self.inner.entry.id)
             .field("delivery_count", &self.inner.delivery_count)
             .field("source", &self.inner.source)
@@ -111,19 +111,17 @@ impl std::fmt::Debug for Delivery {
 impl Delivery {
     pub(crate) fn new(
         entry: Entry,
-        stream: StreamKey,
         delivery_count: u64,
         source: Source,
-        acker: Acker,
+        shared: Arc<Shared>,
         in_flight: Arc<InFlight>,
     ) -> Self {
         Delivery {
             inner: Arc::new(Inner {
                 entry,
-                stream,
                 delivery_count,
                 source,
-                acker,
+                shared,
                 in_flight,
             }),
         }
@@ -141,7 +139,7 @@ impl Delivery {
 
     /// The stream it came from.
     pub fn stream(&self) -> &StreamKey {
-        &self.inner.stream
+        &self.inner.shared.stream
     }
 
     /// How many times Redis has delivered this entry to the group,
@@ -159,6 +157,22 @@ impl Delivery {
     /// Queues the acknowledgement; acks are sent in batches (one `XACK` per
     /// batch or interval) and flushed when the consumer closes.
     pub fn ack(&self) {
-        self.inner.acker.ack(self.inner.entry.id);
+        self.inner.shared.acker.ack(self.inner.entry.id);
+    }
+
+    /// Moves the entry to the dead-letter stream `{S}:dlq` and acks it, in
+    /// one script. Returns the dead letter's ID (`None` if the entry was
+    /// no longer pending).
+    pub async fn dead_letter(&self, reason: &str) -> Result<Option<StreamId>> {
+        let s = &self.inner.shared;
+        crate::deadletter::dead_letter(
+            &s.connector,
+            &s.stream,
+            &s.group,
+            self.inner.entry.id,
+            self.inner.delivery_count,
+            reason,
+        )
+        .await
     }
 }

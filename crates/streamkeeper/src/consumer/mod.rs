@@ -68,6 +68,13 @@ pub struct ConsumerOptions {
     pub claim_after: Option<Duration>,
     /// Create the group from here if it does not exist.
     pub create: Option<StartFrom>,
+    /// Read at most this many entries in all, then end the stream. Reads
+    /// ask only for what is left, so no entry is taken (and left pending)
+    /// beyond the limit.
+    pub limit: Option<u64>,
+    /// In [`GroupConsumer::run`], an entry delivered more often than this
+    /// goes to the dead-letter stream instead of the handler.
+    pub max_deliveries: Option<u64>,
 }
 
 impl Default for ConsumerOptions {
@@ -81,6 +88,8 @@ impl Default for ConsumerOptions {
             ack_interval: Duration::from_millis(50),
             claim_after: Some(Duration::from_secs(60)),
             create: None,
+            limit: None,
+            max_deliveries: None,
         }
     }
 }
@@ -113,24 +122,56 @@ pub(crate) struct Shared {
     pub(crate) consumer: ConsumerName,
     pub(crate) options: ConsumerOptions,
     pub(crate) acker: Acker,
+    pub(crate) budget: Budget,
+}
+
+/// What is left of [`ConsumerOptions::limit`], shared by the read loop and
+/// the reclaimer: each reserves before it reads and returns what it did
+/// not get.
+pub(crate) struct Budget(Option<std::sync::atomic::AtomicU64>);
+
+impl Budget {
+    fn new(limit: Option<u64>) -> Self {
+        Budget(limit.map(std::sync::atomic::AtomicU64::new))
+    }
+
+    /// Reserves up to `want`; 0 means the limit is reached.
+    pub(crate) fn reserve(&self, want: usize) -> usize {
+        use std::sync::atomic::Ordering;
+        let Some(left) = &self.0 else { return want };
+        let want = want as u64;
+        let mut got = 0;
+        let _ = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+            got = l.min(want);
+            Some(l - got)
+        });
+        usize::try_from(got).unwrap_or(usize::MAX)
+    }
+
+    /// Gives back what a read reserved but did not receive.
+    pub(crate) fn give_back(&self, n: usize) {
+        if let Some(left) = &self.0 {
+            left.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// True when the limit is set and used up.
+    pub(crate) fn exhausted(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst) == 0)
+    }
 }
 
 impl Shared {
     pub(crate) fn delivery(
-        &self,
+        self: &Arc<Self>,
         entry: Entry,
         count: u64,
         source: Source,
         in_flight: &Arc<InFlight>,
     ) -> Delivery {
-        Delivery::new(
-            entry,
-            self.stream.clone(),
-            count,
-            source,
-            self.acker.clone(),
-            in_flight.clone(),
-        )
+        Delivery::new(entry, count, source, self.clone(), in_flight.clone())
     }
 }
 
@@ -219,6 +260,19 @@ impl GroupConsumer {
         self
     }
 
+    /// Dead-letter entries delivered more than `n` times (see
+    /// [`ConsumerOptions::max_deliveries`]).
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.options.max_deliveries = Some(n);
+        self
+    }
+
+    /// Read at most `n` entries, then end (see [`ConsumerOptions::limit`]).
+    pub fn limit(mut self, n: u64) -> Self {
+        self.options.limit = Some(n);
+        self
+    }
+
     /// The consumer's name.
     pub fn name(&self) -> &ConsumerName {
         &self.consumer
@@ -251,6 +305,7 @@ impl GroupConsumer {
             self.options.ack_batch,
             self.options.ack_interval,
         );
+        let limit = self.options.limit;
         let shared = Arc::new(Shared {
             connector: self.connector,
             stream: self.stream,
@@ -258,6 +313,7 @@ impl GroupConsumer {
             consumer: self.consumer,
             options: self.options,
             acker: acker.clone(),
+            budget: Budget::new(limit),
         });
         let capacity = (shared.options.batch * shared.options.prefetch.max(1)).max(1);
         let (tx, rx) = mpsc::channel(capacity);

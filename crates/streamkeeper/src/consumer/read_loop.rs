@@ -45,10 +45,16 @@ pub(crate) async fn read_loop(
     };
     let mut backoff = Backoff::default();
     loop {
+        let want = shared.budget.reserve(shared.options.batch);
+        if want == 0 {
+            return;
+        }
         let step = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = read_once(&shared, &mut conn, &mut phase, &in_flight, noack) => r,
+            r = read_once(&shared, &mut conn, &mut phase, &in_flight, noack, want) => r,
         };
+        let got = step.as_ref().map(Vec::len).unwrap_or(0);
+        shared.budget.give_back(want.saturating_sub(got));
         match step {
             Ok(deliveries) => {
                 backoff.reset();
@@ -84,11 +90,12 @@ pub(crate) async fn read_loop(
 }
 
 async fn read_once(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &mut MultiplexedConnection,
     phase: &mut Phase,
     in_flight: &Arc<InFlight>,
     noack: bool,
+    count: usize,
 ) -> Result<Vec<Delivery>> {
     let opts = &shared.options;
     let mut cmd = redis::cmd("XREADGROUP");
@@ -96,7 +103,7 @@ async fn read_once(
         .arg(&shared.group)
         .arg(&shared.consumer)
         .arg("COUNT")
-        .arg(opts.batch);
+        .arg(count);
     match phase {
         Phase::Pending(after) => {
             cmd.arg("STREAMS").arg(&shared.stream).arg(*after);

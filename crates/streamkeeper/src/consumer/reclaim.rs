@@ -37,12 +37,21 @@ pub(crate) async fn reclaim_loop(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
+        if shared.budget.exhausted() {
+            return;
+        }
         let mut cursor = StreamId::MIN;
         loop {
+            let want = shared.budget.reserve(shared.options.batch);
+            if want == 0 {
+                break;
+            }
             let round = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = claim_once(&shared, cursor, claim_after, &in_flight) => r,
+                r = claim_once(&shared, cursor, claim_after, &in_flight, want) => r,
             };
+            let got = round.as_ref().map(|r| r.1.len()).unwrap_or(0);
+            shared.budget.give_back(want.saturating_sub(got));
             match round {
                 Ok((next, deliveries)) => {
                     for d in deliveries {
@@ -70,10 +79,11 @@ pub(crate) async fn reclaim_loop(
 }
 
 async fn claim_once(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cursor: StreamId,
     claim_after: std::time::Duration,
     in_flight: &Arc<InFlight>,
+    count: usize,
 ) -> Result<(StreamId, Vec<Delivery>)> {
     let mut conn = shared.connector.shared();
     let r: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
@@ -83,7 +93,7 @@ async fn claim_once(
         .arg(u64::try_from(claim_after.as_millis()).unwrap_or(u64::MAX))
         .arg(cursor)
         .arg("COUNT")
-        .arg(shared.options.batch)
+        .arg(count)
         .query_async(&mut conn)
         .await;
     let v = match r {

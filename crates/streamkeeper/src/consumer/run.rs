@@ -24,7 +24,8 @@ pub struct RunStats {
     pub acked: u64,
     /// Handler results that were `Retry`, errors or panics.
     pub retried: u64,
-    /// Handler results that were `DeadLetter`.
+    /// Entries moved to the dead-letter stream (handler said so, or
+    /// `max_deliveries` was exceeded).
     pub dead_lettered: u64,
 }
 
@@ -43,21 +44,32 @@ impl GroupConsumer {
         E: std::fmt::Display,
     {
         let ack_mode = self.options.ack_mode;
+        let limit = self.options.limit;
+        let max_deliveries = self.options.max_deliveries;
         let mut deliveries = self.start().await?;
         let mut stats = RunStats::default();
         let mut running = FuturesUnordered::new();
-        let limit = concurrency.max(1);
+        let max_running = concurrency.max(1);
         let mut fatal = None;
         loop {
+            let reading = limit.is_none_or(|l| stats.delivered < l);
+            if !reading && running.is_empty() {
+                break;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((d, outcome)) = running.next(), if !running.is_empty() => {
-                    settle(&d, outcome, ack_mode, &mut stats);
+                    settle(&d, outcome, ack_mode, &mut stats).await;
                 }
-                next = deliveries.next(), if running.len() < limit => match next {
+                next = deliveries.next(), if reading && running.len() < max_running => match next {
                     Some(Ok(d)) => {
                         stats.delivered += 1;
+                        if let Some(max) = max_deliveries.filter(|m| d.delivery_count() > *m) {
+                            let reason = format!("delivered {} times (max {max})", d.delivery_count());
+                            dead_letter(&d, &reason, &mut stats).await;
+                            continue;
+                        }
                         let fut = AssertUnwindSafe(handler(d.clone())).catch_unwind();
                         running.push(async move { (d, fut.await) });
                     }
@@ -69,7 +81,7 @@ impl GroupConsumer {
         // Stop reading before waiting on handlers, so no new work starts.
         deliveries.cancel.cancel();
         while let Some((d, outcome)) = running.next().await {
-            settle(&d, outcome, ack_mode, &mut stats);
+            settle(&d, outcome, ack_mode, &mut stats).await;
         }
         let closed = deliveries.close().await;
         match fatal {
@@ -79,7 +91,19 @@ impl GroupConsumer {
     }
 }
 
-fn settle<E: std::fmt::Display>(
+async fn dead_letter(d: &Delivery, reason: &str, stats: &mut RunStats) {
+    match d.dead_letter(reason).await {
+        Ok(Some(dead_id)) => {
+            stats.dead_lettered += 1;
+            tracing::warn!(id = %d.id(), %dead_id, %reason, "moved to the dead-letter stream");
+        }
+        Ok(None) => tracing::debug!(id = %d.id(), "not pending any more; nothing to dead-letter"),
+        // It stays pending and comes back after claim_after: nothing lost.
+        Err(e) => tracing::error!(id = %d.id(), error = %e, "dead-lettering failed; the entry stays pending"),
+    }
+}
+
+async fn settle<E: std::fmt::Display>(
     d: &Delivery,
     outcome: std::thread::Result<std::result::Result<Outcome, E>>,
     ack_mode: AckMode,
@@ -108,9 +132,6 @@ fn settle<E: std::fmt::Display>(
             }
         }
         Outcome::Retry { .. } => stats.retried += 1,
-        Outcome::DeadLetter { reason } => {
-            stats.dead_lettered += 1;
-            tracing::warn!(id = %d.id(), %reason, "dead-lettered; it stays pending until the dead-letter queue is available");
-        }
+        Outcome::DeadLetter { reason } => dead_letter(d, &reason, stats).await,
     }
 }

@@ -1,0 +1,340 @@
+//! `streamkeeper bench`: throughput of the library against the best plain
+//! redis-rs loop doing the same work, on the same server, in the same run.
+//!
+//! Baselines: produce = pipelines of 1000 XADD; consume = XREADGROUP COUNT
+//! 1000 with the XACK of each batch pipelined with the next read; read =
+//! XREAD COUNT 1000. Each side runs `ROUNDS` times, interleaved, and the
+//! best round counts (the machine is shared and noisy). The consume phase
+//! also reports the process's peak RSS, reset before the phase starts.
+
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use redis::Value;
+use serde_json::json;
+use streamkeeper::{
+    fields, Connector, ConsumerOptions, GroupConsumer, GroupName, Outcome, Producer, Reader, StartFrom, StreamKey,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{BenchArgs, BenchMode, Global};
+use crate::output;
+use crate::Exit;
+
+const ROUNDS: usize = 3;
+const BATCH: usize = 1000;
+
+struct Figure {
+    mode: &'static str,
+    messages: u64,
+    rate: f64,
+    baseline_rate: Option<f64>,
+    peak_rss_bytes: Option<u64>,
+}
+
+pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
+    if args.messages == 0 {
+        anyhow::bail!("--messages must be at least 1");
+    }
+    // Without --redis, a private server: never benchmark someone's
+    // production Redis by accident.
+    let (_server, url) = match &global.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            let s = streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let url = s.url();
+            (Some(s), url)
+        }
+    };
+    let redis = Connector::connect(&url).await?;
+    let client = redis::Client::open(url.as_str())?;
+    let mut plain = client.get_multiplexed_async_connection().await?;
+    if cfg!(debug_assertions) {
+        eprintln!("note: this is a debug build; use `cargo run --release -- bench …` for real figures");
+    }
+    let payload = "x".repeat(args.size);
+    let modes: &[BenchMode] = match args.mode {
+        BenchMode::All => &[BenchMode::Produce, BenchMode::Consume, BenchMode::Read],
+        m => std::slice::from_ref(match m {
+            BenchMode::Produce => &BenchMode::Produce,
+            BenchMode::Consume => &BenchMode::Consume,
+            _ => &BenchMode::Read,
+        }),
+    };
+    for mode in modes {
+        let fig = match mode {
+            BenchMode::Produce => bench_produce(&redis, &mut plain, &args, &payload).await?,
+            BenchMode::Consume => bench_consume(&redis, &mut plain, &args, &payload).await?,
+            _ => bench_read(&redis, &mut plain, &args, &payload).await?,
+        };
+        report(global.json, &fig);
+    }
+    Ok(Exit::Ok)
+}
+
+fn report(json: bool, f: &Figure) {
+    let ratio = f.baseline_rate.map(|b| f.rate / b);
+    if json {
+        output::json_line(&json!({
+            "mode": f.mode,
+            "messages": f.messages,
+            "rate": f.rate.round(),
+            "baseline_rate": f.baseline_rate.map(f64::round),
+            "ratio": ratio.map(|r| (r * 1000.0).round() / 1000.0),
+            "peak_rss_bytes": f.peak_rss_bytes,
+        }));
+    } else {
+        let mut line = format!("{:<8} {:>9} msgs  {:>10.0} msg/s", f.mode, f.messages, f.rate);
+        if let (Some(b), Some(r)) = (f.baseline_rate, ratio) {
+            line.push_str(&format!("  baseline {b:>10.0} msg/s  ratio {r:.2}x"));
+        }
+        if let Some(rss) = f.peak_rss_bytes {
+            line.push_str(&format!("  peak RSS {:.1} MiB", rss as f64 / (1024.0 * 1024.0)));
+        }
+        println!("{line}");
+    }
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
+    let _: () = redis::cmd("DEL").arg(key).query_async(conn).await?;
+    Ok(())
+}
+
+/// Fills `key` with `n` entries using plain pipelines (setup, not timed).
+async fn fill(conn: &mut MultiplexedConnection, key: &str, n: u64, payload: &str) -> anyhow::Result<()> {
+    plain_produce(conn, key, n, payload).await
+}
+
+async fn plain_produce(conn: &mut MultiplexedConnection, key: &str, n: u64, payload: &str) -> anyhow::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH as u64);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("XADD").arg(key).arg("*").arg("data").arg(payload).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
+        left -= k;
+    }
+    Ok(())
+}
+
+async fn bench_produce(
+    redis: &Connector,
+    plain: &mut MultiplexedConnection,
+    args: &BenchArgs,
+    payload: &str,
+) -> anyhow::Result<Figure> {
+    let key = "sk-bench:produce";
+    let batch: Vec<_> = (0..BATCH).map(|_| fields([("data", payload)])).collect();
+    let producer = Producer::new(redis, StreamKey::new(key)?);
+    let (mut best, mut best_base) = (0f64, 0f64);
+    for _ in 0..ROUNDS {
+        del(plain, key).await?;
+        let t = Instant::now();
+        let mut left = args.messages;
+        while left > 0 {
+            let k = usize::try_from(left.min(BATCH as u64))?;
+            producer.send_batch(&batch[..k]).await?;
+            left -= k as u64;
+        }
+        best = best.max(rate(args.messages, t.elapsed()));
+        if args.baseline {
+            del(plain, key).await?;
+            let t = Instant::now();
+            plain_produce(plain, key, args.messages, payload).await?;
+            best_base = best_base.max(rate(args.messages, t.elapsed()));
+        }
+    }
+    del(plain, key).await?;
+    Ok(Figure {
+        mode: "produce",
+        messages: args.messages,
+        rate: best,
+        baseline_rate: args.baseline.then_some(best_base),
+        peak_rss_bytes: None,
+    })
+}
+
+async fn bench_consume(
+    redis: &Connector,
+    plain: &mut MultiplexedConnection,
+    args: &BenchArgs,
+    payload: &str,
+) -> anyhow::Result<Figure> {
+    let key = "sk-bench:consume";
+    del(plain, key).await?;
+    fill(plain, key, args.messages, payload).await?;
+    let (mut best, mut best_base) = (0f64, 0f64);
+    let mut peak = None;
+    for round in 0..ROUNDS {
+        let g = format!("sk-{round}");
+        let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg(&g).arg("0").query_async(plain).await?;
+        reset_peak_rss();
+        let t = Instant::now();
+        let options = ConsumerOptions {
+            batch: BATCH,
+            limit: Some(args.messages),
+            claim_after: None,
+            ..ConsumerOptions::default()
+        };
+        let stats = GroupConsumer::new(redis, StreamKey::new(key)?, GroupName::new(g.clone())?)
+            .options(options)
+            .run(|_d| async { Ok::<_, std::convert::Infallible>(Outcome::Ack) }, 64, CancellationToken::new())
+            .await?;
+        best = best.max(rate(stats.acked, t.elapsed()));
+        peak = peak.max(peak_rss());
+        check_drained(plain, key, &g).await?;
+        if args.baseline {
+            let g = format!("base-{round}");
+            let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg(&g).arg("0").query_async(plain).await?;
+            let client_conn = redis.dedicated(Duration::from_secs(5)).await?;
+            let t = Instant::now();
+            let n = plain_consume(client_conn, key, &g, args.messages).await?;
+            best_base = best_base.max(rate(n, t.elapsed()));
+            check_drained(plain, key, &g).await?;
+        }
+    }
+    del(plain, key).await?;
+    Ok(Figure {
+        mode: "consume",
+        messages: args.messages,
+        rate: best,
+        baseline_rate: args.baseline.then_some(best_base),
+        peak_rss_bytes: peak,
+    })
+}
+
+/// The best plain loop: read a batch, then pipeline its XACK with the next read.
+async fn plain_consume(mut conn: MultiplexedConnection, key: &str, group: &str, total: u64) -> anyhow::Result<u64> {
+    let read = || {
+        let mut c = redis::cmd("XREADGROUP");
+        c.arg("GROUP").arg(group).arg("bench").arg("COUNT").arg(BATCH).arg("STREAMS").arg(key).arg(">");
+        c
+    };
+    let mut ids: Vec<Vec<u8>> = Vec::new();
+    let mut done = 0u64;
+    loop {
+        let mut pipe = redis::pipe();
+        if !ids.is_empty() {
+            pipe.cmd("XACK").arg(key).arg(group).arg(&ids).ignore();
+        }
+        pipe.add_command(read());
+        let (v,): (Value,) = pipe.query_async(&mut conn).await?;
+        ids = reply_ids(v);
+        done += ids.len() as u64;
+        if ids.is_empty() || done >= total {
+            break;
+        }
+    }
+    if !ids.is_empty() {
+        let _: () = redis::cmd("XACK").arg(key).arg(group).arg(&ids).query_async(&mut conn).await?;
+    }
+    Ok(done)
+}
+
+/// The IDs of a one-stream XREAD/XREADGROUP reply.
+fn reply_ids(v: Value) -> Vec<Vec<u8>> {
+    let Value::Array(streams) = v else { return Vec::new() };
+    let mut ids = Vec::new();
+    for s in streams {
+        let Value::Array(mut kv) = s else { continue };
+        let Some(Value::Array(entries)) = kv.pop() else { continue };
+        for e in entries {
+            if let Value::Array(mut parts) = e {
+                if !parts.is_empty() {
+                    if let Value::BulkString(id) = parts.swap_remove(0) {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
+async fn check_drained(plain: &mut MultiplexedConnection, key: &str, group: &str) -> anyhow::Result<()> {
+    let v: (u64, Value, Value, Value) = redis::cmd("XPENDING").arg(key).arg(group).query_async(plain).await?;
+    if v.0 != 0 {
+        anyhow::bail!("bench bug: group {group} left {} entries pending", v.0);
+    }
+    Ok(())
+}
+
+async fn bench_read(
+    redis: &Connector,
+    plain: &mut MultiplexedConnection,
+    args: &BenchArgs,
+    payload: &str,
+) -> anyhow::Result<Figure> {
+    let key = "sk-bench:read";
+    del(plain, key).await?;
+    fill(plain, key, args.messages, payload).await?;
+    let (mut best, mut best_base) = (0f64, 0f64);
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        let mut reader = Reader::new(redis, StreamKey::new(key)?, StartFrom::Beginning).await?.page_size(BATCH);
+        let mut n = 0u64;
+        loop {
+            let page = reader.next_page().await?;
+            if page.is_empty() {
+                break;
+            }
+            n += page.len() as u64;
+        }
+        best = best.max(rate(n, t.elapsed()));
+        if args.baseline {
+            let t = Instant::now();
+            let mut after = b"0".to_vec();
+            let mut n = 0u64;
+            loop {
+                let v: Value = redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("STREAMS")
+                    .arg(key)
+                    .arg(&after)
+                    .query_async(plain)
+                    .await?;
+                let ids = reply_ids(v);
+                match ids.last() {
+                    Some(last) => after = last.clone(),
+                    None => break,
+                }
+                n += ids.len() as u64;
+            }
+            best_base = best_base.max(rate(n, t.elapsed()));
+        }
+    }
+    del(plain, key).await?;
+    Ok(Figure {
+        mode: "read",
+        messages: args.messages,
+        rate: best,
+        baseline_rate: args.baseline.then_some(best_base),
+        peak_rss_bytes: None,
+    })
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak RSS (VmHWM) in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,301 @@
+//! The command-line grammar (clap derive) and the values shared by every
+//! command: where Redis is, and whether stdout is JSON.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use streamkeeper::{Connector, StreamKey};
+
+/// The address used when neither --redis nor STREAMKEEPER_REDIS is set.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// Reliable event streaming and scheduling on Redis Streams.
+///
+/// Exit codes: 0 ok, 1 a check failed, 2 error, 130 interrupted.
+#[derive(Debug, Parser)]
+#[command(name = "streamkeeper", version, about, long_about = None)]
+pub struct Cli {
+    /// Redis URL: redis://[user:pass@]host:port[/db], rediss://…,
+    /// redis+unix:///path.sock (default redis://127.0.0.1:6379).
+    #[arg(long, global = true, env = "STREAMKEEPER_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// Print JSON lines on stdout (one object per line, stable names).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Append entries (from --field, or JSON lines on stdin).
+    Produce(ProduceArgs),
+    /// Print entries of a stream (XREAD), optionally following new ones.
+    Tail(TailArgs),
+    /// Read as a consumer group member; print entries or run a command per entry.
+    Consume(ConsumeArgs),
+    /// Create, destroy and list consumer groups.
+    Group(GroupArgs),
+    /// Measure throughput against a plain redis-rs baseline.
+    Bench(BenchArgs),
+    /// Run the end-to-end demo (starts a private redis-server if no --redis).
+    Demo(DemoArgs),
+}
+
+/// Options every command sees.
+#[derive(Debug, Clone)]
+pub struct Global {
+    /// The URL given, if any.
+    pub redis: Option<String>,
+    /// JSON output.
+    pub json: bool,
+}
+
+impl Cli {
+    /// The global options.
+    pub fn global(&self) -> Global {
+        Global {
+            redis: self.redis.clone(),
+            json: self.json,
+        }
+    }
+}
+
+impl Global {
+    /// The URL to use.
+    pub fn url(&self) -> &str {
+        self.redis.as_deref().unwrap_or(DEFAULT_URL)
+    }
+
+    /// Connects, with an error that names the URL and the fix.
+    pub async fn connect(&self) -> anyhow::Result<Connector> {
+        Ok(Connector::connect(self.url()).await?)
+    }
+}
+
+/// Parses a stream key argument.
+pub fn stream_key(s: &str) -> anyhow::Result<StreamKey> {
+    StreamKey::new(s).context("invalid stream key")
+}
+
+/// Parses `k=v`.
+pub fn parse_field(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
+}
+
+/// Parses a humantime duration (`500ms`, `1s`, `2m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 1s, 2m)"))
+}
+
+/// Parses a rate: `100`, `100/s`, `6000/m`.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let (n, per) = match s.split_once('/') {
+        Some((n, unit)) => {
+            let per = match unit {
+                "s" | "sec" => 1.0,
+                "m" | "min" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("unknown rate unit {unit:?}: use /s, /m or /h")),
+            };
+            (n, per)
+        }
+        None => (s, 1.0),
+    };
+    let n: f64 = n.parse().map_err(|_| format!("expected a rate like 100/s, got {s:?}"))?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err(format!("rate must be positive, got {s:?}"));
+    }
+    Ok(n / per)
+}
+
+/// `produce` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "Without --field, reads JSON lines from stdin: either entry objects \
+{\"fields\":{\"k\":\"v\"}} or plain objects {\"k\":\"v\"}. All of stdin is checked before \
+anything is written: a bad line writes nothing and exits 2.\n\
+In --field values, {i} is replaced by the entry's index (0, 1, …).")]
+pub struct ProduceArgs {
+    /// The stream.
+    pub stream: String,
+    /// A field of every entry (repeatable).
+    #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
+    pub fields: Vec<(String, String)>,
+    /// How many entries to append with --field.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: u64,
+    /// Rate limit, e.g. 100/s.
+    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    pub rate: Option<f64>,
+    /// Cap the stream at about N entries (XADD MAXLEN ~ N). Deletes old
+    /// entries whether processed or not.
+    #[arg(long, value_name = "N")]
+    pub maxlen: Option<u64>,
+    /// Do not print the new IDs.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `tail` arguments.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The stream.
+    pub stream: String,
+    /// Start at an ID (inclusive), `-` (the beginning), `$` (only new
+    /// entries), an RFC 3339 time or a relative time (`10m ago`).
+    /// Without it: the last --count entries (default 10).
+    #[arg(long, value_name = "ID|$|-|TIME")]
+    pub from: Option<String>,
+    /// How many entries to print (with --follow: before following).
+    #[arg(long, short = 'n')]
+    pub count: Option<usize>,
+    /// Keep printing new entries as they arrive (Ctrl-C to stop).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+/// Ack modes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AckArg {
+    /// Ack after the entry is printed or --exec exits 0.
+    Auto,
+    /// Read with NOACK (at-most-once).
+    None,
+    /// Never ack (entries stay pending; ack them yourself with XACK).
+    Manual,
+}
+
+/// `consume` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
+line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_DELIVERIES in its environment. \
+Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a failed delivery \
+(the entry stays pending and is redelivered after --claim-after; after --max-deliveries \
+failed deliveries it is moved to the dead-letter stream {S}:dlq).\n\
+SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130.")]
+pub struct ConsumeArgs {
+    /// The stream.
+    pub stream: String,
+    /// The consumer group.
+    #[arg(long, short = 'g')]
+    pub group: String,
+    /// This consumer's name (default: <hostname>-<pid>-<random>). Reuse a
+    /// name to re-read its pending entries after a crash.
+    #[arg(long, short = 'c')]
+    pub consumer: Option<String>,
+    /// Create the group (and the stream) if missing.
+    #[arg(long)]
+    pub create: bool,
+    /// With --create: where the new group starts (ID, `$`, `-` or a time).
+    #[arg(long, default_value = "$", requires = "create", value_name = "ID|$|TIME")]
+    pub from: String,
+    /// End after N entries.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// When entries are acknowledged.
+    #[arg(long, value_enum, default_value_t = AckArg::Auto)]
+    pub ack: AckArg,
+    /// Run CMD per entry (see below).
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Entries handled at once with --exec.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Dead-letter an entry after this many deliveries.
+    #[arg(long, value_name = "N")]
+    pub max_deliveries: Option<u64>,
+    /// Reclaim entries of consumers idle longer than this.
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub claim_after: Duration,
+    /// End when no entry arrived for this long.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_exit: Option<Duration>,
+    /// Entries per read (XREADGROUP COUNT).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+}
+
+/// `group` arguments.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(subcommand)]
+    pub action: GroupAction,
+}
+
+/// `group` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Create a group (and the stream if missing).
+    Create {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+        /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
+        #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
+        from: String,
+    },
+    /// Destroy a group (its pending list is dropped; the stream stays).
+    Destroy {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+    },
+    /// List the groups of a stream.
+    Ls {
+        /// The stream.
+        stream: String,
+    },
+}
+
+/// What `bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Pipelined XADD.
+    Produce,
+    /// Group consume + ack.
+    Consume,
+    /// XREAD paging.
+    Read,
+    /// All of the above.
+    All,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+#[command(after_help = "Without --redis, starts a private redis-server. Use a release build \
+(cargo build --release) for meaningful figures.")]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub mode: BenchMode,
+    /// Messages per run.
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Also run the plain redis-rs loop for the same work and print the ratio.
+    #[arg(long)]
+    pub baseline: bool,
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Entries the producer writes.
+    #[arg(long, default_value_t = 5_000)]
+    pub messages: u64,
+}

@@ -1,0 +1,144 @@
+//! `streamkeeper consume`: a consumer group member on the command line.
+//!
+//! Prints entries as JSON lines, or runs `--exec CMD` per entry with the
+//! exit-code protocol of CLI.md: 0 ack, 75 retry later, other = failed
+//! delivery (dead-lettered after `--max-deliveries`).
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use streamkeeper::{wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, GroupName, Outcome, StartFrom};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{stream_key, AckArg, ConsumeArgs, Global};
+use crate::signal;
+use crate::Exit;
+
+/// The exit code a `--exec` command uses to ask for a retry (EX_TEMPFAIL).
+pub const EXIT_RETRY: i32 = 75;
+
+pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
+    let stream = stream_key(&args.stream)?;
+    let group = GroupName::new(args.group.clone()).context("invalid --group")?;
+    let consumer = match &args.consumer {
+        Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
+        None => ConsumerName::unique(),
+    };
+    let create = if args.create {
+        Some(args.from.parse::<StartFrom>().context("invalid --from")?)
+    } else {
+        None
+    };
+    if args.count == Some(0) {
+        anyhow::bail!("--count must be at least 1");
+    }
+    if args.max_deliveries == Some(0) {
+        anyhow::bail!("--max-deliveries must be at least 1");
+    }
+    let redis = global.connect().await?;
+    let options = ConsumerOptions {
+        batch: args.batch.max(1),
+        ack_mode: match args.ack {
+            AckArg::Auto => AckMode::Auto,
+            AckArg::None => AckMode::None,
+            AckArg::Manual => AckMode::Manual,
+        },
+        claim_after: Some(args.claim_after),
+        create,
+        limit: args.count,
+        max_deliveries: args.max_deliveries,
+        ..ConsumerOptions::default()
+    };
+    let stop = CancellationToken::new();
+    let interrupted = signal::cancel_on_signal(stop.clone());
+    let started = Instant::now();
+    let last_activity = Arc::new(AtomicU64::new(0));
+    if let Some(idle) = args.idle_exit {
+        tokio::spawn(idle_watchdog(idle, started, last_activity.clone(), stop.clone()));
+    }
+    tracing::debug!(%consumer, "consuming");
+    let exec = args.exec.map(Arc::new);
+    let group_name = group.to_string();
+    let handler = move |d: Delivery| {
+        let exec = exec.clone();
+        let last_activity = last_activity.clone();
+        let group_name = group_name.clone();
+        async move {
+            last_activity.store(elapsed_ms(started), Ordering::Relaxed);
+            let line = wire::entry_to_line(d.stream().as_str(), d.entry());
+            let outcome = match exec {
+                None => {
+                    crate::output::json_line_str(&line);
+                    Ok(Outcome::Ack)
+                }
+                Some(cmd) => run_exec(&cmd, &d, &group_name, &line).await,
+            };
+            last_activity.store(elapsed_ms(started), Ordering::Relaxed);
+            outcome
+        }
+    };
+    let stats = GroupConsumer::new(&redis, stream, group)
+        .consumer_name(consumer)
+        .options(options)
+        .run(handler, args.concurrency.max(1), stop)
+        .await?;
+    tracing::info!(
+        delivered = stats.delivered,
+        acked = stats.acked,
+        retried = stats.retried,
+        dead_lettered = stats.dead_lettered,
+        "consumer stopped"
+    );
+    Ok(if interrupted.get() { Exit::Interrupted } else { Exit::Ok })
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn idle_watchdog(idle: Duration, started: Instant, last: Arc<AtomicU64>, stop: CancellationToken) {
+    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+    let tick = (idle / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if elapsed_ms(started).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+            tracing::info!(?idle, "no entry arrived for the idle time; exiting");
+            stop.cancel();
+            return;
+        }
+    }
+}
+
+/// Runs the command for one entry and maps its exit code to an outcome.
+async fn run_exec(cmd: &str, d: &Delivery, group: &str, line: &str) -> Result<Outcome, String> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("SK_STREAM", d.stream().as_str())
+        .env("SK_ID", d.id().to_string())
+        .env("SK_GROUP", group)
+        .env("SK_DELIVERIES", d.delivery_count().to_string())
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run --exec command: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its stdin closes the pipe early;
+        // that is not an error of the entry.
+        let _ = stdin.write_all(line.as_bytes()).await;
+        let _ = stdin.write_all(b"\n").await;
+    }
+    let status = child.wait().await.map_err(|e| format!("--exec command failed: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(Outcome::Ack),
+        Some(EXIT_RETRY) => Ok(Outcome::Retry { after: Duration::ZERO }),
+        Some(code) => Err(format!("--exec command exited with {code}")),
+        None => Err("--exec command was killed by a signal".into()),
+    }
+}

@@ -1,0 +1,240 @@
+//! `streamkeeper demo`: the end-to-end scenario of DESIGN.md §9.
+//!
+//! A producer writes orders; group `billing` (two fast consumers) and
+//! group `analytics` (one slow consumer) read them. A third billing
+//! consumer crashes mid-batch without acking; the survivors reclaim its
+//! entries. One poison order always fails and ends in the dead-letter
+//! stream of billing (analytics only counts orders, so it accepts it).
+//! The summary counts what each group processed: nothing is lost.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use comfy_table::Table;
+use serde_json::json;
+use streamkeeper::{
+    fields, Connector, ConsumerName, GroupConsumer, GroupName, Outcome, Producer, RunStats, StartFrom, StreamId,
+    StreamKey,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DemoArgs, Global};
+use crate::output;
+use crate::Exit;
+
+const STREAM: &str = "demo:orders";
+const CLAIM_AFTER: Duration = Duration::from_secs(1);
+const MAX_DELIVERIES: u64 = 3;
+
+type Seen = Arc<Mutex<HashSet<StreamId>>>;
+
+pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
+    let (_server, url) = match &global.redis {
+        Some(url) => (None, url.clone()),
+        None => {
+            let s = streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!("started a private redis-server at {}", s.url());
+            let url = s.url();
+            (Some(s), url)
+        }
+    };
+    let redis = Connector::connect(&url).await?;
+    let stream = StreamKey::new(STREAM)?;
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("DEL")
+        .arg(stream.as_str())
+        .arg(stream.derived("dlq"))
+        .query_async(&mut conn)
+        .await?;
+    let billing = GroupName::new("billing")?;
+    let analytics = GroupName::new("analytics")?;
+    for g in [&billing, &analytics] {
+        streamkeeper::group::create_group(&redis, &stream, g, StartFrom::Beginning).await?;
+    }
+    let started = Instant::now();
+
+    // 1. The producer, with one poison order in the middle.
+    let poison_at = args.messages / 2;
+    let producer = Producer::new(&redis, stream.clone());
+    let mut produced = 0u64;
+    let mut poison_id = None;
+    let first: Vec<_> = (0..poison_at).map(order).collect();
+    produced += producer.send_batch(&first).await?.len() as u64;
+    poison_id = Some(poison_id.unwrap_or(producer.send(&fields([("order", "poison"), ("poison", "1")])).await?));
+    produced += 1;
+    eprintln!("produced {produced} orders (one of them poison)");
+
+    // 2. A billing consumer takes a batch and crashes before acking any of it.
+    let mut crashing = GroupConsumer::new(&redis, stream.clone(), billing.clone())
+        .consumer_name(ConsumerName::new("billing-crashes")?)
+        .batch(50)
+        .limit(50)
+        .start()
+        .await?;
+    let mut taken = 0;
+    while taken < 50 {
+        match crashing.next().await {
+            Some(Ok(_)) => taken += 1,
+            _ => break,
+        }
+    }
+    drop(crashing); // no ack, no close: its 50 entries stay pending
+    eprintln!("consumer billing-crashes took {taken} orders and crashed without acking");
+
+    // 3. The survivors and the slow group, while the rest is produced.
+    let stop = CancellationToken::new();
+    let seen_billing: Seen = Arc::default();
+    let seen_analytics: Seen = Arc::default();
+    let mut workers = Vec::new();
+    for name in ["billing-1", "billing-2"] {
+        workers.push(tokio::spawn(worker(
+            redis.clone(),
+            stream.clone(),
+            billing.clone(),
+            name,
+            seen_billing.clone(),
+            Duration::ZERO,
+            true,
+            stop.clone(),
+        )));
+    }
+    workers.push(tokio::spawn(worker(
+        redis.clone(),
+        stream.clone(),
+        analytics.clone(),
+        "analytics-1",
+        seen_analytics.clone(),
+        Duration::from_micros(200),
+        false,
+        stop.clone(),
+    )));
+    let rest: Vec<_> = (poison_at + 1..args.messages).map(order).collect();
+    for chunk in rest.chunks(500) {
+        produced += producer.send_batch(chunk).await?.len() as u64;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 4. Wait until both groups are done: every order processed or dead-lettered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dlq = StreamKey::new(stream.derived("dlq"))?;
+    loop {
+        let dead = xlen(&redis, &dlq).await?;
+        let pending_b = pending(&redis, &stream, &billing).await?;
+        let pending_a = pending(&redis, &stream, &analytics).await?;
+        let done_b = count(&seen_billing) as u64 + dead >= produced && pending_b == 0;
+        let done_a = count(&seen_analytics) as u64 >= produced && pending_a == 0;
+        if (done_b && done_a) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let mut stats = Vec::new();
+    for w in workers {
+        stats.push(w.await??);
+    }
+
+    // 5. The summary.
+    let dead = xlen(&redis, &dlq).await?;
+    let dead_ids = dead_letter_origins(&redis, &dlq).await?;
+    let mut rows = Vec::new();
+    let mut lost_total = 0;
+    for (g, seen) in [(&billing, &seen_billing), (&analytics, &seen_analytics)] {
+        let processed = count(seen) as u64;
+        let dead_here = if g == &billing { dead } else { 0 };
+        let pend = pending(&redis, &stream, g).await?;
+        let lost = produced.saturating_sub(processed + dead_here);
+        lost_total += lost;
+        rows.push((g.to_string(), processed, dead_here, pend, lost));
+    }
+    let delivered: u64 = stats.iter().map(|s: &RunStats| s.delivered).sum();
+    if global.json {
+        for (g, processed, dead, pend, lost) in &rows {
+            output::json_line(&json!({
+                "group": g, "produced": produced, "processed": processed,
+                "dead_lettered": dead, "pending": pend, "lost": lost,
+            }));
+        }
+    } else {
+        let mut t = Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header(["group", "produced", "processed", "dead-lettered", "pending", "lost"]);
+        for (g, processed, dead, pend, lost) in &rows {
+            t.add_row([g.clone(), produced.to_string(), processed.to_string(), dead.to_string(), pend.to_string(), lost.to_string()]);
+        }
+        println!("{t}");
+        println!(
+            "the crashed consumer's {taken} orders were reclaimed by the survivors; {delivered} deliveries in all; \
+             poison order {} is in {} ({}); took {:.1}s",
+            poison_id.map(|i| i.to_string()).unwrap_or_default(),
+            dlq,
+            if poison_id.is_some_and(|p| dead_ids.contains(&p)) { "ok" } else { "MISSING" },
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(if lost_total == 0 { Exit::Ok } else { Exit::CheckFailed })
+}
+
+fn order(i: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fields([("order", i.to_string()), ("amount", format!("{}.{:02}", i % 97, i % 100))])
+}
+
+fn count(seen: &Seen) -> usize {
+    seen.lock().map(|s| s.len()).unwrap_or(0)
+}
+
+async fn worker(
+    redis: Connector,
+    stream: StreamKey,
+    group: GroupName,
+    name: &'static str,
+    seen: Seen,
+    work: Duration,
+    rejects_poison: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<RunStats> {
+    let stats = GroupConsumer::new(&redis, stream, group)
+        .consumer_name(ConsumerName::new(name)?)
+        .claim_after(CLAIM_AFTER)
+        .max_deliveries(MAX_DELIVERIES)
+        .run(
+            move |d| {
+                let seen = seen.clone();
+                async move {
+                    if rejects_poison && d.entry().get("poison").is_some() {
+                        return Err("cannot parse order");
+                    }
+                    if !work.is_zero() {
+                        tokio::time::sleep(work).await;
+                    }
+                    if let Ok(mut s) = seen.lock() {
+                        s.insert(d.id());
+                    }
+                    Ok(Outcome::Ack)
+                }
+            },
+            16,
+            stop,
+        )
+        .await?;
+    Ok(stats)
+}
+
+async fn xlen(redis: &Connector, key: &StreamKey) -> anyhow::Result<u64> {
+    let mut conn = redis.shared();
+    Ok(redis::cmd("XLEN").arg(key).query_async(&mut conn).await?)
+}
+
+async fn pending(redis: &Connector, stream: &StreamKey, group: &GroupName) -> anyhow::Result<u64> {
+    let groups = streamkeeper::group::list_groups(redis, stream).await?;
+    Ok(groups.iter().find(|g| g.name == group.as_str()).map_or(0, |g| g.pending))
+}
+
+async fn dead_letter_origins(redis: &Connector, dlq: &StreamKey) -> anyhow::Result<HashSet<StreamId>> {
+    let entries = streamkeeper::reader::range(redis, dlq, StreamId::MIN, StreamId::MAX, 1000).await?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| e.get_str("sk-origin-id").and_then(|s| s.parse().ok()))
+        .collect())
+}

@@ -1,0 +1,76 @@
+//! `streamkeeper tail`: print entries with XREAD, optionally following.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use streamkeeper::{reader, Reader, StartFrom, StreamId};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{stream_key, Global, TailArgs};
+use crate::output;
+use crate::signal;
+use crate::Exit;
+
+/// The ID just before `id`, so that XREAD (exclusive) starts *at* `id`.
+fn before(id: StreamId) -> StreamId {
+    match (id.ms, id.seq) {
+        (0, 0) => StreamId::MIN,
+        (ms, 0) => StreamId::new(ms - 1, u64::MAX),
+        (ms, seq) => StreamId::new(ms, seq - 1),
+    }
+}
+
+pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
+    let stream = stream_key(&args.stream)?;
+    let from = match &args.from {
+        None => None,
+        Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
+            StartFrom::After(id) => StartFrom::After(before(id)),
+            other => other,
+        }),
+    };
+    let redis = global.connect().await?;
+    let stop = CancellationToken::new();
+    let interrupted = signal::cancel_on_signal(stop.clone());
+    let name = stream.as_str().to_string();
+
+    let mut reader = match from {
+        Some(from) => Reader::new(&redis, stream.clone(), from).await?,
+        None => {
+            // Like tail(1): the last N entries, then (with --follow) what comes next.
+            let last = reader::last_entries(&redis, &stream, args.count.unwrap_or(10)).await?;
+            for e in &last {
+                output::entry(global.json, &name, e);
+            }
+            if !args.follow {
+                return Ok(Exit::Ok);
+            }
+            let after = last.last().map(|e| StartFrom::After(e.id)).unwrap_or(StartFrom::End);
+            Reader::new(&redis, stream.clone(), after).await?
+        }
+    };
+    let mut left = if args.from.is_some() && !args.follow { args.count } else { None };
+    if args.follow {
+        reader = reader.follow(Duration::from_secs(5));
+    }
+    loop {
+        let page = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = reader.next_page() => p?,
+        };
+        if page.is_empty() && !args.follow {
+            break;
+        }
+        for e in &page {
+            if left == Some(0) {
+                break;
+            }
+            output::entry(global.json, &name, e);
+            left = left.map(|l| l - 1);
+        }
+        if left == Some(0) && !args.follow {
+            break;
+        }
+    }
+    Ok(if interrupted.get() { Exit::Interrupted } else { Exit::Ok })
+}

@@ -1,0 +1,38 @@
+-- Moves one pending entry to the dead-letter stream and acks it, atomically:
+-- the entry is never in both places and never in neither.
+--
+-- KEYS[1]  the stream S
+-- KEYS[2]  the dead-letter stream {S}:dlq
+-- ARGV[1]  consumer group
+-- ARGV[2]  entry ID
+-- ARGV[3]  delivery count
+-- ARGV[4]  reason
+-- ARGV[5]  now, in ms (sk-dead-at)
+--
+-- Returns the dead letter's ID, or false when the entry is no longer
+-- pending in the group (someone acked or moved it already).
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 then
+  return false
+end
+local args = {KEYS[2], '*'}
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #found == 1 then
+  for _, v in ipairs(found[1][2]) do
+    args[#args + 1] = v
+  end
+end
+local meta = {
+  'sk-origin', KEYS[1],
+  'sk-origin-id', ARGV[2],
+  'sk-group', ARGV[1],
+  'sk-deliveries', ARGV[3],
+  'sk-reason', ARGV[4],
+  'sk-dead-at', ARGV[5],
+}
+for _, v in ipairs(meta) do
+  args[#args + 1] = v
+end
+local id = redis.call('XADD', unpack(args))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id
