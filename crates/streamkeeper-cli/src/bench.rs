@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 use redis::Value;
 use serde_json::json;
 use streamkeeper::{
-    fields, Connector, ConsumerOptions, GroupConsumer, GroupName, Outcome, Producer, Reader, StartFrom, StreamKey,
+    fields, Connector, ConsumerOptions, GroupConsumer, GroupName, Outcome, Producer, Reader,
+    StartFrom, StreamKey,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +42,8 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
     let (_server, url) = match &global.redis {
         Some(url) => (None, url.clone()),
         None => {
-            let s = streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let s =
+                streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
             let url = s.url();
             (Some(s), url)
         }
@@ -50,7 +52,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
     let client = redis::Client::open(url.as_str())?;
     let mut plain = client.get_multiplexed_async_connection().await?;
     if cfg!(debug_assertions) {
-        eprintln!("note: this is a debug build; use `cargo run --release -- bench …` for real figures");
+        eprintln!(
+            "note: this is a debug build; use `cargo run --release -- bench …` for real figures"
+        );
     }
     let payload = "x".repeat(args.size);
     let modes: &[BenchMode] = match args.mode {
@@ -84,12 +88,18 @@ fn report(json: bool, f: &Figure) {
             "peak_rss_bytes": f.peak_rss_bytes,
         }));
     } else {
-        let mut line = format!("{:<8} {:>9} msgs  {:>10.0} msg/s", f.mode, f.messages, f.rate);
+        let mut line = format!(
+            "{:<8} {:>9} msgs  {:>10.0} msg/s",
+            f.mode, f.messages, f.rate
+        );
         if let (Some(b), Some(r)) = (f.baseline_rate, ratio) {
             line.push_str(&format!("  baseline {b:>10.0} msg/s  ratio {r:.2}x"));
         }
         if let Some(rss) = f.peak_rss_bytes {
-            line.push_str(&format!("  peak RSS {:.1} MiB", rss as f64 / (1024.0 * 1024.0)));
+            line.push_str(&format!(
+                "  peak RSS {:.1} MiB",
+                rss as f64 / (1024.0 * 1024.0)
+            ));
         }
         println!("{line}");
     }
@@ -105,17 +115,32 @@ async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> 
 }
 
 /// Fills `key` with `n` entries using plain pipelines (setup, not timed).
-async fn fill(conn: &mut MultiplexedConnection, key: &str, n: u64, payload: &str) -> anyhow::Result<()> {
+async fn fill(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    n: u64,
+    payload: &str,
+) -> anyhow::Result<()> {
     plain_produce(conn, key, n, payload).await
 }
 
-async fn plain_produce(conn: &mut MultiplexedConnection, key: &str, n: u64, payload: &str) -> anyhow::Result<()> {
+async fn plain_produce(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    n: u64,
+    payload: &str,
+) -> anyhow::Result<()> {
     let mut left = n;
     while left > 0 {
         let k = left.min(BATCH as u64);
         let mut pipe = redis::pipe();
         for _ in 0..k {
-            pipe.cmd("XADD").arg(key).arg("*").arg("data").arg(payload).ignore();
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("data")
+                .arg(payload)
+                .ignore();
         }
         let _: () = pipe.query_async(conn).await?;
         left -= k;
@@ -173,7 +198,13 @@ async fn bench_consume(
     let mut peak = None;
     for round in 0..ROUNDS {
         let g = format!("sk-{round}");
-        let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg(&g).arg("0").query_async(plain).await?;
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg(&g)
+            .arg("0")
+            .query_async(plain)
+            .await?;
         reset_peak_rss();
         let t = Instant::now();
         let options = ConsumerOptions {
@@ -184,14 +215,24 @@ async fn bench_consume(
         };
         let stats = GroupConsumer::new(redis, StreamKey::new(key)?, GroupName::new(g.clone())?)
             .options(options)
-            .run(|_d| async { Ok::<_, std::convert::Infallible>(Outcome::Ack) }, 64, CancellationToken::new())
+            .run(
+                |_d| async { Ok::<_, std::convert::Infallible>(Outcome::Ack) },
+                64,
+                CancellationToken::new(),
+            )
             .await?;
         best = best.max(rate(stats.acked, t.elapsed()));
         peak = peak.max(peak_rss());
         check_drained(plain, key, &g).await?;
         if args.baseline {
             let g = format!("base-{round}");
-            let _: () = redis::cmd("XGROUP").arg("CREATE").arg(key).arg(&g).arg("0").query_async(plain).await?;
+            let _: () = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(key)
+                .arg(&g)
+                .arg("0")
+                .query_async(plain)
+                .await?;
             let client_conn = redis.dedicated(Duration::from_secs(5)).await?;
             let t = Instant::now();
             let n = plain_consume(client_conn, key, &g, args.messages).await?;
@@ -210,10 +251,22 @@ async fn bench_consume(
 }
 
 /// The best plain loop: read a batch, then pipeline its XACK with the next read.
-async fn plain_consume(mut conn: MultiplexedConnection, key: &str, group: &str, total: u64) -> anyhow::Result<u64> {
+async fn plain_consume(
+    mut conn: MultiplexedConnection,
+    key: &str,
+    group: &str,
+    total: u64,
+) -> anyhow::Result<u64> {
     let read = || {
         let mut c = redis::cmd("XREADGROUP");
-        c.arg("GROUP").arg(group).arg("bench").arg("COUNT").arg(BATCH).arg("STREAMS").arg(key).arg(">");
+        c.arg("GROUP")
+            .arg(group)
+            .arg("bench")
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">");
         c
     };
     let mut ids: Vec<Vec<u8>> = Vec::new();
@@ -232,18 +285,27 @@ async fn plain_consume(mut conn: MultiplexedConnection, key: &str, group: &str, 
         }
     }
     if !ids.is_empty() {
-        let _: () = redis::cmd("XACK").arg(key).arg(group).arg(&ids).query_async(&mut conn).await?;
+        let _: () = redis::cmd("XACK")
+            .arg(key)
+            .arg(group)
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
     }
     Ok(done)
 }
 
 /// The IDs of a one-stream XREAD/XREADGROUP reply.
 fn reply_ids(v: Value) -> Vec<Vec<u8>> {
-    let Value::Array(streams) = v else { return Vec::new() };
+    let Value::Array(streams) = v else {
+        return Vec::new();
+    };
     let mut ids = Vec::new();
     for s in streams {
         let Value::Array(mut kv) = s else { continue };
-        let Some(Value::Array(entries)) = kv.pop() else { continue };
+        let Some(Value::Array(entries)) = kv.pop() else {
+            continue;
+        };
         for e in entries {
             if let Value::Array(mut parts) = e {
                 if !parts.is_empty() {
@@ -257,8 +319,16 @@ fn reply_ids(v: Value) -> Vec<Vec<u8>> {
     ids
 }
 
-async fn check_drained(plain: &mut MultiplexedConnection, key: &str, group: &str) -> anyhow::Result<()> {
-    let v: (u64, Value, Value, Value) = redis::cmd("XPENDING").arg(key).arg(group).query_async(plain).await?;
+async fn check_drained(
+    plain: &mut MultiplexedConnection,
+    key: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    let v: (u64, Value, Value, Value) = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(group)
+        .query_async(plain)
+        .await?;
     if v.0 != 0 {
         anyhow::bail!("bench bug: group {group} left {} entries pending", v.0);
     }
@@ -277,7 +347,9 @@ async fn bench_read(
     let (mut best, mut best_base) = (0f64, 0f64);
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        let mut reader = Reader::new(redis, StreamKey::new(key)?, StartFrom::Beginning).await?.page_size(BATCH);
+        let mut reader = Reader::new(redis, StreamKey::new(key)?, StartFrom::Beginning)
+            .await?
+            .page_size(BATCH);
         let mut n = 0u64;
         loop {
             let page = reader.next_page().await?;

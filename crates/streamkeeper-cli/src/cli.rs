@@ -113,7 +113,9 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         }
         None => (s, 1.0),
     };
-    let n: f64 = n.parse().map_err(|_| format!("expected a rate like 100/s, got {s:?}"))?;
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("expected a rate like 100/s, got {s:?}"))?;
     if !(n > 0.0 && n.is_finite()) {
         return Err(format!("rate must be positive, got {s:?}"));
     }
@@ -122,10 +124,12 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// `produce` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = "Without --field, reads JSON lines from stdin: either entry objects \
+#[command(
+    after_help = "Without --field, reads JSON lines from stdin: either entry objects \
 {\"fields\":{\"k\":\"v\"}} or plain objects {\"k\":\"v\"}. All of stdin is checked before \
 anything is written: a bad line writes nothing and exits 2.\n\
-In --field values, {i} is replaced by the entry's index (0, 1, …).")]
+In --field values, {i} is replaced by the entry's index (0, 1, …)."
+)]
 pub struct ProduceArgs {
     /// The stream.
     pub stream: String,
@@ -178,12 +182,14 @@ pub enum AckArg {
 
 /// `consume` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
+#[command(
+    after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
 line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_DELIVERIES in its environment. \
 Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a failed delivery \
 (the entry stays pending and is redelivered after --claim-after; after --max-deliveries \
 failed deliveries it is moved to the dead-letter stream {S}:dlq).\n\
-SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130.")]
+SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
+)]
 pub struct ConsumeArgs {
     /// The stream.
     pub stream: String,
@@ -198,7 +204,12 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub create: bool,
     /// With --create: where the new group starts (ID, `$`, `-` or a time).
-    #[arg(long, default_value = "$", requires = "create", value_name = "ID|$|TIME")]
+    #[arg(
+        long,
+        default_value = "$",
+        requires = "create",
+        value_name = "ID|$|TIME"
+    )]
     pub from: String,
     /// End after N entries.
     #[arg(long, short = 'n')]
@@ -275,8 +286,10 @@ pub enum BenchMode {
 
 /// `bench` arguments.
 #[derive(Debug, Args)]
-#[command(after_help = "Without --redis, starts a private redis-server. Use a release build \
-(cargo build --release) for meaningful figures.")]
+#[command(
+    after_help = "Without --redis, starts a private redis-server. Use a release build \
+(cargo build --release) for meaningful figures."
+)]
 pub struct BenchArgs {
     /// What to measure.
     #[arg(value_enum)]

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use streamkeeper::{wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, GroupName, Outcome, StartFrom};
+use streamkeeper::{
+    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, GroupName, Outcome,
+    StartFrom,
+};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +61,12 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let last_activity = Arc::new(AtomicU64::new(0));
     if let Some(idle) = args.idle_exit {
-        tokio::spawn(idle_watchdog(idle, started, last_activity.clone(), stop.clone()));
+        tokio::spawn(idle_watchdog(
+            idle,
+            started,
+            last_activity.clone(),
+            stop.clone(),
+        ));
     }
     tracing::debug!(%consumer, "consuming");
     let exec = args.exec.map(Arc::new);
@@ -93,14 +101,23 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         dead_lettered = stats.dead_lettered,
         "consumer stopped"
     );
-    Ok(if interrupted.get() { Exit::Interrupted } else { Exit::Ok })
+    Ok(if interrupted.get() {
+        Exit::Interrupted
+    } else {
+        Exit::Ok
+    })
 }
 
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-async fn idle_watchdog(idle: Duration, started: Instant, last: Arc<AtomicU64>, stop: CancellationToken) {
+async fn idle_watchdog(
+    idle: Duration,
+    started: Instant,
+    last: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
     let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
     let tick = (idle / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
     loop {
@@ -134,10 +151,15 @@ async fn run_exec(cmd: &str, d: &Delivery, group: &str, line: &str) -> Result<Ou
         let _ = stdin.write_all(line.as_bytes()).await;
         let _ = stdin.write_all(b"\n").await;
     }
-    let status = child.wait().await.map_err(|e| format!("--exec command failed: {e}"))?;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| format!("--exec command failed: {e}"))?;
     match status.code() {
         Some(0) => Ok(Outcome::Ack),
-        Some(EXIT_RETRY) => Ok(Outcome::Retry { after: Duration::ZERO }),
+        Some(EXIT_RETRY) => Ok(Outcome::Retry {
+            after: Duration::ZERO,
+        }),
         Some(code) => Err(format!("--exec command exited with {code}")),
         None => Err("--exec command was killed by a signal".into()),
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use comfy_table::Table;
 use serde_json::json;
 use streamkeeper::{
-    fields, Connector, ConsumerName, GroupConsumer, GroupName, Outcome, Producer, RunStats, StartFrom, StreamId,
-    StreamKey,
+    fields, Connector, ConsumerName, GroupConsumer, GroupName, Outcome, Producer, RunStats,
+    StartFrom, StreamId, StreamKey,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,8 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     let (_server, url) = match &global.redis {
         Some(url) => (None, url.clone()),
         None => {
-            let s = streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let s =
+                streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!("started a private redis-server at {}", s.url());
             let url = s.url();
             (Some(s), url)
@@ -61,7 +62,13 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     let mut poison_id = None;
     let first: Vec<_> = (0..poison_at).map(order).collect();
     produced += producer.send_batch(&first).await?.len() as u64;
-    poison_id = Some(poison_id.unwrap_or(producer.send(&fields([("order", "poison"), ("poison", "1")])).await?));
+    poison_id = Some(
+        poison_id.unwrap_or(
+            producer
+                .send(&fields([("order", "poison"), ("poison", "1")]))
+                .await?,
+        ),
+    );
     produced += 1;
     eprintln!("produced {produced} orders (one of them poison)");
 
@@ -159,9 +166,23 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     } else {
         let mut t = Table::new();
         t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-        t.set_header(["group", "produced", "processed", "dead-lettered", "pending", "lost"]);
+        t.set_header([
+            "group",
+            "produced",
+            "processed",
+            "dead-lettered",
+            "pending",
+            "lost",
+        ]);
         for (g, processed, dead, pend, lost) in &rows {
-            t.add_row([g.clone(), produced.to_string(), processed.to_string(), dead.to_string(), pend.to_string(), lost.to_string()]);
+            t.add_row([
+                g.clone(),
+                produced.to_string(),
+                processed.to_string(),
+                dead.to_string(),
+                pend.to_string(),
+                lost.to_string(),
+            ]);
         }
         println!("{t}");
         println!(
@@ -173,11 +194,18 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
             started.elapsed().as_secs_f64()
         );
     }
-    Ok(if lost_total == 0 { Exit::Ok } else { Exit::CheckFailed })
+    Ok(if lost_total == 0 {
+        Exit::Ok
+    } else {
+        Exit::CheckFailed
+    })
 }
 
 fn order(i: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    fields([("order", i.to_string()), ("amount", format!("{}.{:02}", i % 97, i % 100))])
+    fields([
+        ("order", i.to_string()),
+        ("amount", format!("{}.{:02}", i % 97, i % 100)),
+    ])
 }
 
 fn count(seen: &Seen) -> usize {
@@ -228,11 +256,18 @@ async fn xlen(redis: &Connector, key: &StreamKey) -> anyhow::Result<u64> {
 
 async fn pending(redis: &Connector, stream: &StreamKey, group: &GroupName) -> anyhow::Result<u64> {
     let groups = streamkeeper::group::list_groups(redis, stream).await?;
-    Ok(groups.iter().find(|g| g.name == group.as_str()).map_or(0, |g| g.pending))
+    Ok(groups
+        .iter()
+        .find(|g| g.name == group.as_str())
+        .map_or(0, |g| g.pending))
 }
 
-async fn dead_letter_origins(redis: &Connector, dlq: &StreamKey) -> anyhow::Result<HashSet<StreamId>> {
-    let entries = streamkeeper::reader::range(redis, dlq, StreamId::MIN, StreamId::MAX, 1000).await?;
+async fn dead_letter_origins(
+    redis: &Connector,
+    dlq: &StreamKey,
+) -> anyhow::Result<HashSet<StreamId>> {
+    let entries =
+        streamkeeper::reader::range(redis, dlq, StreamId::MIN, StreamId::MAX, 1000).await?;
     Ok(entries
         .iter()
         .filter_map(|e| e.get_str("sk-origin-id").and_then(|s| s.parse().ok()))

@@ -4,20 +4,26 @@ use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::{group, GroupName, StartFrom};
 
-use crate::cli::{stream_key, GroupAction, GroupArgs, Global};
+use crate::cli::{stream_key, Global, GroupAction, GroupArgs};
 use crate::output;
 use crate::Exit;
 
 pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
     match args.action {
-        GroupAction::Create { stream, group: g, from } => {
+        GroupAction::Create {
+            stream,
+            group: g,
+            from,
+        } => {
             let stream = stream_key(&stream)?;
             let g = GroupName::new(g).context("invalid group name")?;
             let from: StartFrom = from.parse().context("invalid --from")?;
             let redis = global.connect().await?;
             let created = group::create_group(&redis, &stream, &g, from).await?;
             if global.json {
-                output::json_line(&serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "created": created}));
+                output::json_line(
+                    &serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "created": created}),
+                );
             } else if created {
                 println!("created group {g} on {stream} from {}", from.as_arg());
             } else {
@@ -30,7 +36,9 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             let redis = global.connect().await?;
             let destroyed = group::destroy_group(&redis, &stream, &g).await?;
             if global.json {
-                output::json_line(&serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "destroyed": destroyed}));
+                output::json_line(
+                    &serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "destroyed": destroyed}),
+                );
             } else if destroyed {
                 println!("destroyed group {g} on {stream}");
             } else {

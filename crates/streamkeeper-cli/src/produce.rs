@@ -35,7 +35,12 @@ pub fn read_json_lines(input: impl BufRead, what: &str) -> anyhow::Result<Vec<Fi
 fn templated(fields: &[(String, String)], i: u64) -> Fields {
     fields
         .iter()
-        .map(|(k, v)| (k.as_bytes().to_vec(), v.replace("{i}", &i.to_string()).into_bytes()))
+        .map(|(k, v)| {
+            (
+                k.as_bytes().to_vec(),
+                v.replace("{i}", &i.to_string()).into_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -47,7 +52,9 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
         read_json_lines(std::io::stdin().lock(), "stdin")?
     } else {
-        (0..args.count).map(|i| templated(&args.fields, i)).collect()
+        (0..args.count)
+            .map(|i| templated(&args.fields, i))
+            .collect()
     };
     if entries.is_empty() {
         anyhow::bail!("no entries to produce: give --field k=v or JSON lines on stdin");

@@ -23,7 +23,10 @@ pub fn cancel_on_signal(token: CancellationToken) -> Interrupted {
     let flag = Interrupted::default();
     let set = flag.clone();
     tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         tokio::select! {

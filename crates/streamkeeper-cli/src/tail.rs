@@ -45,11 +45,18 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
             if !args.follow {
                 return Ok(Exit::Ok);
             }
-            let after = last.last().map(|e| StartFrom::After(e.id)).unwrap_or(StartFrom::End);
+            let after = last
+                .last()
+                .map(|e| StartFrom::After(e.id))
+                .unwrap_or(StartFrom::End);
             Reader::new(&redis, stream.clone(), after).await?
         }
     };
-    let mut left = if args.from.is_some() && !args.follow { args.count } else { None };
+    let mut left = if args.from.is_some() && !args.follow {
+        args.count
+    } else {
+        None
+    };
     if args.follow {
         reader = reader.follow(Duration::from_secs(5));
     }
@@ -72,5 +79,9 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
             break;
         }
     }
-    Ok(if interrupted.get() { Exit::Interrupted } else { Exit::Ok })
+    Ok(if interrupted.get() {
+        Exit::Interrupted
+    } else {
+        Exit::Ok
+    })
 }

@@ -99,7 +99,9 @@ async fn dead_letter(d: &Delivery, reason: &str, stats: &mut RunStats) {
         }
         Ok(None) => tracing::debug!(id = %d.id(), "not pending any more; nothing to dead-letter"),
         // It stays pending and comes back after claim_after: nothing lost.
-        Err(e) => tracing::error!(id = %d.id(), error = %e, "dead-lettering failed; the entry stays pending"),
+        Err(e) => {
+            tracing::error!(id = %d.id(), error = %e, "dead-lettering failed; the entry stays pending")
+        }
     }
 }
 
