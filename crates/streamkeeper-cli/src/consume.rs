@@ -94,7 +94,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         .options(options)
         .run(handler, args.concurrency.max(1), stop)
         .await?;
-    tracing::info!(
+    tracing::debug!(
         delivered = stats.delivered,
         acked = stats.acked,
         retried = stats.retried,

@@ -94,28 +94,31 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     let seen_billing: Seen = Arc::default();
     let seen_analytics: Seen = Arc::default();
     let mut workers = Vec::new();
-    for name in ["billing-1", "billing-2"] {
-        workers.push(tokio::spawn(worker(
+    let members = [
+        ("billing-1", &billing, &seen_billing, Duration::ZERO, true),
+        ("billing-2", &billing, &seen_billing, Duration::ZERO, true),
+        (
+            "analytics-1",
+            &analytics,
+            &seen_analytics,
+            Duration::from_micros(200),
+            false,
+        ),
+    ];
+    for (name, group, seen, work, rejects_poison) in members {
+        let member = Member {
+            name,
+            group: group.clone(),
+            seen: seen.clone(),
+            work,
+            rejects_poison,
+        };
+        workers.push(tokio::spawn(member.run(
             redis.clone(),
             stream.clone(),
-            billing.clone(),
-            name,
-            seen_billing.clone(),
-            Duration::ZERO,
-            true,
             stop.clone(),
         )));
     }
-    workers.push(tokio::spawn(worker(
-        redis.clone(),
-        stream.clone(),
-        analytics.clone(),
-        "analytics-1",
-        seen_analytics.clone(),
-        Duration::from_micros(200),
-        false,
-        stop.clone(),
-    )));
     let rest: Vec<_> = (poison_at + 1..args.messages).map(order).collect();
     for chunk in rest.chunks(500) {
         produced += producer.send_batch(chunk).await?.len() as u64;
@@ -212,41 +215,56 @@ fn count(seen: &Seen) -> usize {
     seen.lock().map(|s| s.len()).unwrap_or(0)
 }
 
-async fn worker(
-    redis: Connector,
-    stream: StreamKey,
-    group: GroupName,
+/// One demo consumer: billing members reject the poison order, the
+/// analytics member (slower, `work` per entry) accepts everything.
+struct Member {
     name: &'static str,
+    group: GroupName,
     seen: Seen,
     work: Duration,
     rejects_poison: bool,
-    stop: CancellationToken,
-) -> anyhow::Result<RunStats> {
-    let stats = GroupConsumer::new(&redis, stream, group)
-        .consumer_name(ConsumerName::new(name)?)
-        .claim_after(CLAIM_AFTER)
-        .max_deliveries(MAX_DELIVERIES)
-        .run(
-            move |d| {
-                let seen = seen.clone();
-                async move {
-                    if rejects_poison && d.entry().get("poison").is_some() {
-                        return Err("cannot parse order");
+}
+
+impl Member {
+    async fn run(
+        self,
+        redis: Connector,
+        stream: StreamKey,
+        stop: CancellationToken,
+    ) -> anyhow::Result<RunStats> {
+        let Member {
+            name,
+            group,
+            seen,
+            work,
+            rejects_poison,
+        } = self;
+        let stats = GroupConsumer::new(&redis, stream, group)
+            .consumer_name(ConsumerName::new(name)?)
+            .claim_after(CLAIM_AFTER)
+            .max_deliveries(MAX_DELIVERIES)
+            .run(
+                move |d| {
+                    let seen = seen.clone();
+                    async move {
+                        if rejects_poison && d.entry().get("poison").is_some() {
+                            return Err("cannot parse order");
+                        }
+                        if !work.is_zero() {
+                            tokio::time::sleep(work).await;
+                        }
+                        if let Ok(mut s) = seen.lock() {
+                            s.insert(d.id());
+                        }
+                        Ok(Outcome::Ack)
                     }
-                    if !work.is_zero() {
-                        tokio::time::sleep(work).await;
-                    }
-                    if let Ok(mut s) = seen.lock() {
-                        s.insert(d.id());
-                    }
-                    Ok(Outcome::Ack)
-                }
-            },
-            16,
-            stop,
-        )
-        .await?;
-    Ok(stats)
+                },
+                16,
+                stop,
+            )
+            .await?;
+        Ok(stats)
+    }
 }
 
 async fn xlen(redis: &Connector, key: &StreamKey) -> anyhow::Result<u64> {

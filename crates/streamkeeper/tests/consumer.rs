@@ -204,10 +204,12 @@ async fn close_flushes_queued_acks() {
     let (_server, redis) = setup().await;
     let s = key("jobs");
     produce(&redis, &s, 300).await;
-    let mut opts = streamkeeper::ConsumerOptions::default();
-    opts.ack_interval = Duration::from_secs(3600); // only a flush sends them
-    opts.ack_batch = 100_000;
-    opts.create = Some(StartFrom::Beginning);
+    let opts = streamkeeper::ConsumerOptions {
+        ack_interval: Duration::from_secs(3600), // only a flush sends them
+        ack_batch: 100_000,
+        create: Some(StartFrom::Beginning),
+        ..Default::default()
+    };
     let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
         .options(opts)
         .start()

@@ -1,0 +1,38 @@
+# The two front-door commands (README.md): `make demo` and `make test`.
+# Both install what a fresh Debian/Ubuntu machine lacks (redis-server,
+# redis-tools, redis-sentinel) and need only Rust (cargo) besides.
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CARGO ?= cargo
+
+.PHONY: demo test deps bench check
+
+deps:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null; then \
+		if command -v apt-get >/dev/null; then \
+			echo "installing redis-server redis-tools redis-sentinel with apt-get"; \
+			$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel >/dev/null; \
+		else \
+			echo "redis-server is missing: install redis-server, redis-tools and redis-sentinel with your package manager"; exit 2; \
+		fi; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 2; }
+
+demo: deps
+	$(CARGO) run --release --quiet -p streamkeeper-cli -- demo
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+test: deps check
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc --quiet
+
+bench: deps
+	$(CARGO) run --release --quiet -p streamkeeper-cli -- bench all --baseline
