@@ -140,7 +140,8 @@ async fn ack_loop(
     interval: Duration,
 ) {
     let mut ids: Vec<StreamId> = Vec::with_capacity(max_batch);
-    let mut tick = tokio::time::interval(interval);
+    // interval_at: a plain interval's first tick is immediate.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
