@@ -17,7 +17,8 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 #[command(name = "streamkeeper", version, about, long_about = None)]
 pub struct Cli {
     /// Redis URL: redis://[user:pass@]host:port[/db], rediss://…,
-    /// redis+unix:///path.sock (default redis://127.0.0.1:6379).
+    /// redis+unix:///path.sock, redis+sentinel://h1:p1,h2:p2/<master>
+    /// (default redis://127.0.0.1:6379).
     #[arg(long, global = true, env = "STREAMKEEPER_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// Print JSON lines on stdout (one object per line, stable names).
@@ -26,7 +27,7 @@ pub struct Cli {
     /// More log output on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-    /// Only errors on stderr.
+    /// Only errors on stderr; `produce` prints no IDs.
     #[arg(short, long, global = true)]
     pub quiet: bool,
     #[command(subcommand)]
@@ -44,6 +45,8 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Create, destroy and list consumer groups.
     Group(GroupArgs),
+    /// Dead-letter queue: list, replay, purge.
+    Dlq(DlqArgs),
     /// Measure throughput against a plain redis-rs baseline.
     Bench(BenchArgs),
     /// Run the end-to-end demo (starts a private redis-server if no --redis).
@@ -57,6 +60,8 @@ pub struct Global {
     pub redis: Option<String>,
     /// JSON output.
     pub json: bool,
+    /// Quiet: no logs but errors, no per-entry output where that is optional.
+    pub quiet: bool,
 }
 
 impl Cli {
@@ -65,6 +70,7 @@ impl Cli {
         Global {
             redis: self.redis.clone(),
             json: self.json,
+            quiet: self.quiet,
         }
     }
 }
@@ -78,6 +84,14 @@ impl Global {
     /// Connects, with an error that names the URL and the fix.
     pub async fn connect(&self) -> anyhow::Result<Connector> {
         Ok(Connector::connect(self.url()).await?)
+    }
+
+    /// Connects with explicit options.
+    pub async fn connect_with(
+        &self,
+        options: streamkeeper::ConnectorOptions,
+    ) -> anyhow::Result<Connector> {
+        Ok(Connector::connect_with(self.url(), options).await?)
     }
 }
 
@@ -146,9 +160,6 @@ pub struct ProduceArgs {
     /// entries whether processed or not.
     #[arg(long, value_name = "N")]
     pub maxlen: Option<u64>,
-    /// Do not print the new IDs.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 /// `tail` arguments.
@@ -185,9 +196,11 @@ pub enum AckArg {
 #[command(
     after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
 line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_DELIVERIES in its environment. \
-Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a failed delivery \
-(the entry stays pending and is redelivered after --claim-after; after --max-deliveries \
-failed deliveries it is moved to the dead-letter stream {S}:dlq).\n\
+Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a failed delivery. \
+Either way the entry is acked and stored in {S}:retry, then re-appended for this group \
+after --retry-backoff (doubling per delivery); after --max-deliveries deliveries it is \
+moved to the dead-letter stream {S}:dlq instead (see `streamkeeper dlq`).\n\
+Reconnects through failovers and restarts forever (each reconnect is logged).\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
 pub struct ConsumeArgs {
@@ -229,6 +242,13 @@ pub struct ConsumeArgs {
     /// Reclaim entries of consumers idle longer than this.
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
+    /// First retry delay after a failed --exec (exit 75 or other); it
+    /// doubles with every delivery, up to 5 minutes.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
+    pub retry_backoff: Duration,
+    /// Dead-letter entries older than this (by the time in their ID).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
     /// End when no entry arrived for this long.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub idle_exit: Option<Duration>,
@@ -311,4 +331,44 @@ pub struct DemoArgs {
     /// Entries the producer writes.
     #[arg(long, default_value_t = 5_000)]
     pub messages: u64,
+}
+
+/// `dlq` arguments.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+/// `dlq` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters of S (stored in {S}:dlq), oldest first.
+    Ls {
+        /// The stream.
+        stream: String,
+        /// At most this many.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        count: usize,
+    },
+    /// Move dead letters back to S (each atomically); only the group that
+    /// gave up on an entry processes it again.
+    Replay {
+        /// The stream.
+        stream: String,
+        /// The dead letter's ID in {S}:dlq (repeatable).
+        #[arg(long = "id", value_name = "ID", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Replay all dead letters.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters (all, or those before an ID or time).
+    Purge {
+        /// The stream.
+        stream: String,
+        /// Only dead letters older than this ID or time.
+        #[arg(long, value_name = "ID|TIME")]
+        before: Option<String>,
+    },
 }

@@ -24,6 +24,9 @@ use crate::Exit;
 /// The exit code a `--exec` command uses to ask for a retry (EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
 
+/// The longest retry delay.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
 pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stream = stream_key(&args.stream)?;
     let group = GroupName::new(args.group.clone()).context("invalid --group")?;
@@ -42,7 +45,13 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     if args.max_deliveries == Some(0) {
         anyhow::bail!("--max-deliveries must be at least 1");
     }
-    let redis = global.connect().await?;
+    // A consumer on the command line never gives up reconnecting.
+    let redis = global
+        .connect_with(streamkeeper::ConnectorOptions {
+            reconnect_timeout: None,
+            ..Default::default()
+        })
+        .await?;
     let options = ConsumerOptions {
         batch: args.batch.max(1),
         ack_mode: match args.ack {
@@ -54,6 +63,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         create,
         limit: args.count,
         max_deliveries: args.max_deliveries,
+        max_age: args.max_age,
+        retry_backoff: args.retry_backoff,
+        retry_backoff_max: RETRY_BACKOFF_MAX,
         ..ConsumerOptions::default()
     };
     let stop = CancellationToken::new();
@@ -70,6 +82,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     }
     tracing::debug!(%consumer, "consuming");
     let exec = args.exec.map(Arc::new);
+    let retry_backoff = args.retry_backoff;
     let group_name = group.to_string();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
@@ -83,7 +96,14 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                     crate::output::json_line_str(&line);
                     Ok(Outcome::Ack)
                 }
-                Some(cmd) => run_exec(&cmd, &d, &group_name, &line).await,
+                Some(cmd) => {
+                    let backoff = streamkeeper::retry::backoff(
+                        d.delivery_count(),
+                        retry_backoff,
+                        RETRY_BACKOFF_MAX,
+                    );
+                    run_exec(&cmd, &d, &group_name, &line, backoff).await
+                }
             };
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
             outcome
@@ -134,7 +154,13 @@ async fn idle_watchdog(
 }
 
 /// Runs the command for one entry and maps its exit code to an outcome.
-async fn run_exec(cmd: &str, d: &Delivery, group: &str, line: &str) -> Result<Outcome, String> {
+async fn run_exec(
+    cmd: &str,
+    d: &Delivery,
+    group: &str,
+    line: &str,
+    backoff: Duration,
+) -> Result<Outcome, String> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -157,9 +183,7 @@ async fn run_exec(cmd: &str, d: &Delivery, group: &str, line: &str) -> Result<Ou
         .map_err(|e| format!("--exec command failed: {e}"))?;
     match status.code() {
         Some(0) => Ok(Outcome::Ack),
-        Some(EXIT_RETRY) => Ok(Outcome::Retry {
-            after: Duration::ZERO,
-        }),
+        Some(EXIT_RETRY) => Ok(Outcome::Retry { after: backoff }),
         Some(code) => Err(format!("--exec command exited with {code}")),
         None => Err("--exec command was killed by a signal".into()),
     }

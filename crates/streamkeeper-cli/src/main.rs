@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod consume;
 mod demo;
+mod dlq;
 mod group;
 mod output;
 mod produce;
@@ -95,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Tail(args) => tail::run(&global, args).await,
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
+        Command::Dlq(args) => dlq::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }

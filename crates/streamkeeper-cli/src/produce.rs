@@ -78,7 +78,7 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
         let ids = producer.send_batch(part).await?;
         sent += ids.len();
-        if !args.quiet {
+        if !global.quiet {
             print_ids(global.json, &ids);
         }
     }

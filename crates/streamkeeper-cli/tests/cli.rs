@@ -337,7 +337,8 @@ fn exec_exit_codes_follow_the_protocol() {
     )
     .status
     .success());
-    // Exit 1 every time: after 2 deliveries the entry goes to the DLQ.
+    // Exit 1 every time: retried after 100 ms, then 200 ms; the third
+    // delivery goes to the DLQ instead of the command.
     let o = run(
         &server,
         &[
@@ -352,8 +353,8 @@ fn exec_exit_codes_follow_the_protocol() {
             "exit 1",
             "--max-deliveries",
             "2",
-            "--claim-after",
-            "200ms",
+            "--retry-backoff",
+            "100ms",
             "--idle-exit",
             "2s",
         ],
@@ -361,6 +362,7 @@ fn exec_exit_codes_follow_the_protocol() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "3");
     assert_eq!(xpending(&server, "s", "g"), 0);
+    assert_eq!(cli(&server, &["ZCARD", "{s}:retry"]), "0");
     let dead = cli(&server, &["XRANGE", "{s}:dlq", "-", "+", "COUNT", "1"]);
     for field in [
         "k",

@@ -11,6 +11,10 @@
 //! println!("connect to {}", server.url());
 //! ```
 
+mod sentinel;
+
+pub use sentinel::{SentinelTopology, MASTER_NAME};
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -316,5 +320,19 @@ mod tests {
         assert!(ping(server.socket()).is_err());
         server.restart().expect("restart");
         assert!(ping(server.socket()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod sentinel_tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_failover_switches_the_master() {
+        let topo = SentinelTopology::start().expect("topology");
+        let before = topo.master_port().expect("master");
+        let after = topo.failover().expect("failover");
+        assert_ne!(before, after);
+        assert_eq!(topo.master_port(), Some(after));
     }
 }

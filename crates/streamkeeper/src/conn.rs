@@ -7,7 +7,7 @@
 //! blocking read short, and a blocking read on the shared connection would
 //! stall every other command queued behind it.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -45,6 +45,9 @@ pub struct ConnectorOptions {
     pub connect_timeout: Duration,
     /// How long a normal (non-blocking) command may take before it fails.
     pub response_timeout: Duration,
+    /// How long an operation keeps reconnecting and retrying through a
+    /// failover or outage before it gives up with the cause (`None`: never).
+    pub reconnect_timeout: Option<Duration>,
 }
 
 impl Default for ConnectorOptions {
@@ -52,11 +55,16 @@ impl Default for ConnectorOptions {
         ConnectorOptions {
             connect_timeout: Duration::from_secs(3),
             response_timeout: Duration::from_secs(10),
+            reconnect_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
 
 /// Connects to Redis as a URL says; cheap to clone (shares one connection).
+///
+/// With a Sentinel URL it asks the sentinels for the master, checks the
+/// master's `ROLE`, and after a failover ([`recover`](Self::recover))
+/// resolves and connects to the new master.
 ///
 /// ```no_run
 /// # async fn f() -> streamkeeper::Result<()> {
@@ -72,9 +80,21 @@ pub struct Connector {
 
 struct Inner {
     display_url: String,
+    topology: Topology,
+    /// `user:pass@` of the URL (applies to the master of a Sentinel URL).
+    userinfo: Option<String>,
+    options: ConnectorOptions,
+    current: RwLock<Current>,
+    /// Serializes recoveries so a burst of errors causes one re-resolve.
+    recovering: tokio::sync::Mutex<()>,
+}
+
+/// The server in use now and the shared connection to it.
+#[derive(Clone)]
+struct Current {
     client: redis::Client,
     shared: ConnectionManager,
-    options: ConnectorOptions,
+    addr: String,
 }
 
 impl std::fmt::Debug for Connector {
@@ -154,43 +174,59 @@ impl Connector {
     /// Like [`connect`](Self::connect) with explicit timeouts.
     pub async fn connect_with(url: &str, options: ConnectorOptions) -> Result<Self> {
         let display_url = redact(url);
-        match parse_topology(url)? {
-            Topology::Standalone => {}
-            Topology::Sentinel { .. } => {
-                return Err(Error::Unsupported {
-                    what: format!("Sentinel URLs ({display_url})"),
-                })
+        let topology = parse_topology(url)?;
+        let userinfo = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .map(|(u, _)| u.to_string())
+            .filter(|u| !u.contains('/'));
+        let (client, addr) = match &topology {
+            Topology::Standalone => {
+                let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
+                    url: display_url.clone(),
+                    reason: e.to_string(),
+                })?;
+                (client, display_url.clone())
+            }
+            Topology::Sentinel { sentinels, master } => {
+                resolve_master(sentinels, master, userinfo.as_deref(), &options).await?
             }
             Topology::Cluster { .. } => {
                 return Err(Error::Unsupported {
                     what: format!("Cluster URLs ({display_url})"),
                 })
             }
-        }
-        let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
-            url: display_url.clone(),
-            reason: e.to_string(),
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(100));
-        let shared = client
-            .get_connection_manager_with_config(config)
+        };
+        let shared = manager(&client, &options)
             .await
             .map_err(|source| Error::Connect {
                 url: display_url.clone(),
                 source,
             })?;
+        if let Topology::Sentinel { master, .. } = &topology {
+            check_master_role(&mut shared.clone(), master).await?;
+        }
         Ok(Connector {
             inner: Arc::new(Inner {
                 display_url,
-                client,
-                shared,
+                topology,
+                userinfo,
                 options,
+                current: RwLock::new(Current {
+                    client,
+                    shared,
+                    addr,
+                }),
+                recovering: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    fn current(&self) -> Current {
+        match self.inner.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The URL this connector was made from, password redacted.
@@ -198,10 +234,25 @@ impl Connector {
         &self.inner.display_url
     }
 
+    /// The topology of the URL.
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ConnectorOptions {
+        &self.inner.options
+    }
+
+    /// The address of the server in use (the current master).
+    pub fn server_addr(&self) -> String {
+        self.current().addr
+    }
+
     /// The shared connection for normal commands. It reconnects by itself
     /// after a connection error; never send a blocking command on it.
     pub fn shared(&self) -> ConnectionManager {
-        self.inner.shared.clone()
+        self.current().shared
     }
 
     /// A new connection of its own, for one blocking reader: its response
@@ -210,14 +261,112 @@ impl Connector {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.inner.options.connect_timeout))
             .set_response_timeout(Some(block + BLOCK_MARGIN));
-        self.inner
+        let current = self.current();
+        current
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|source| Error::Connect {
-                url: self.inner.display_url.clone(),
+                url: current.addr.clone(),
                 source,
             })
+    }
+
+    /// After a retryable error: for a Sentinel URL, asks the sentinels for
+    /// the master again and, if it moved (or the one in use is no longer a
+    /// master), switches every later [`shared`](Self::shared) and
+    /// [`dedicated`](Self::dedicated) connection to it. For a single
+    /// server it only checks that the server answers (the shared
+    /// connection reconnects by itself). Returns an error while no master
+    /// can be reached.
+    pub async fn recover(&self) -> Result<()> {
+        let _one_at_a_time = self.inner.recovering.lock().await;
+        crate::metrics::reconnect();
+        match &self.inner.topology {
+            Topology::Sentinel { sentinels, master } => {
+                let current = self.current();
+                let (client, addr) = resolve_master(
+                    sentinels,
+                    master,
+                    self.inner.userinfo.as_deref(),
+                    &self.inner.options,
+                )
+                .await?;
+                if addr == current.addr
+                    && check_master_role(&mut current.shared.clone(), master)
+                        .await
+                        .is_ok()
+                {
+                    return Ok(());
+                }
+                let shared = manager(&client, &self.inner.options)
+                    .await
+                    .map_err(|source| Error::Connect {
+                        url: addr.clone(),
+                        source,
+                    })?;
+                check_master_role(&mut shared.clone(), master).await?;
+                tracing::warn!(from = %current.addr, to = %addr, "following the Sentinel failover to the new master");
+                let mut slot = match self.inner.current.write() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *slot = Current {
+                    client,
+                    shared,
+                    addr,
+                };
+                Ok(())
+            }
+            _ => {
+                let mut conn = self.shared();
+                redis::cmd("PING")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|source| Error::Connect {
+                        url: self.inner.display_url.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// Runs `op` on the shared connection; on a retryable error, recovers
+    /// (see [`recover`](Self::recover)) and tries again with jittered
+    /// backoff until `reconnect_timeout` has passed, then fails with
+    /// [`Error::GaveUp`] naming the last cause.
+    ///
+    /// Use it only for operations that are safe to repeat.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let started = std::time::Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            match op(self.shared()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => {
+                    if let Some(limit) = self.inner.options.reconnect_timeout {
+                        if started.elapsed() >= limit {
+                            return Err(Error::GaveUp {
+                                what: what.to_string(),
+                                after: started.elapsed(),
+                                cause: e.to_string(),
+                            });
+                        }
+                    }
+                    let delay = backoff.next();
+                    tracing::warn!(%what, error = %e, ?delay, "retryable error; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    if let Err(e) = self.recover().await {
+                        tracing::warn!(error = %e, "reconnect failed");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The server's version as `(major, minor, patch)`.
@@ -241,6 +390,116 @@ impl Connector {
             parts.next().unwrap_or(0),
             parts.next().unwrap_or(0),
         ))
+    }
+}
+
+async fn manager(
+    client: &redis::Client,
+    options: &ConnectorOptions,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(100));
+    client.get_connection_manager_with_config(config).await
+}
+
+/// Asks each sentinel in turn for the master's address; the first answer
+/// wins. Returns a client for the master and its `host:port`.
+async fn resolve_master(
+    sentinels: &[String],
+    master: &str,
+    userinfo: Option<&str>,
+    options: &ConnectorOptions,
+) -> Result<(redis::Client, String)> {
+    let mut last_error = String::from("no sentinel answered");
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.connect_timeout));
+    for sentinel in sentinels {
+        let client = match redis::Client::open(format!("redis://{sentinel}")) {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = format!("{sentinel}: {e}");
+                continue;
+            }
+        };
+        let answer: redis::RedisResult<Option<(String, u16)>> = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master)
+                .query_async(&mut conn)
+                .await
+        }
+        .await;
+        match answer {
+            Ok(Some((host, port))) => {
+                let addr = format!("{host}:{port}");
+                let url = match userinfo {
+                    Some(u) => format!("redis://{u}@{addr}"),
+                    None => format!("redis://{addr}"),
+                };
+                let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
+                    url: redact(&addr),
+                    reason: e.to_string(),
+                })?;
+                return Ok((client, addr));
+            }
+            Ok(None) => {
+                last_error = format!("sentinel {sentinel} does not know a master named {master:?}")
+            }
+            Err(e) => last_error = format!("sentinel {sentinel}: {e}"),
+        }
+    }
+    Err(Error::NoMaster {
+        master: master.to_string(),
+        cause: last_error,
+    })
+}
+
+/// Fails unless the server behind `conn` says it is a master (during a
+/// failover a sentinel may still name the demoted one).
+async fn check_master_role(conn: &mut ConnectionManager, master: &str) -> Result<()> {
+    let role: redis::Value = redis::cmd("ROLE")
+        .query_async(conn)
+        .await
+        .map_err(|e| Error::redis("ROLE", e))?;
+    let first = match &role {
+        redis::Value::Array(items) => items.first().map(crate::group::text),
+        _ => None,
+    };
+    if first.as_deref() == Some("master") {
+        Ok(())
+    } else {
+        Err(Error::NoMaster {
+            master: master.to_string(),
+            cause: format!(
+                "the server the sentinels named reports role {first:?}; a failover is in progress"
+            ),
+        })
+    }
+}
+
+/// Jittered exponential backoff between reconnect attempts (100 ms → 5 s).
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let base = 100u64.saturating_mul(1 << self.attempt.min(6)).min(5_000);
+        self.attempt += 1;
+        let jitter = rand::random::<u64>() % (base / 2 + 1);
+        Duration::from_millis(base / 2 + jitter)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
     }
 }
 

@@ -4,8 +4,6 @@
 //! The move and the ack happen in one script, so an entry is never both
 //! pending and dead, nor lost between the two.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use redis::Value;
 
 use crate::conn::Connector;
@@ -28,10 +26,7 @@ pub async fn dead_letter(
     deliveries: u64,
     reason: &str,
 ) -> Result<Option<StreamId>> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let now = crate::retry::now_ms();
     let mut conn = connector.shared();
     let r: redis::RedisResult<Value> = scripts::DEAD_LETTER
         .key(stream)
@@ -40,12 +35,82 @@ pub async fn dead_letter(
         .arg(id)
         .arg(deliveries)
         .arg(reason)
-        .arg(u64::try_from(now).unwrap_or(0))
+        .arg(now)
+        .invoke_async(&mut conn)
+        .await;
+    match r {
+        Ok(Value::BulkString(b)) => {
+            crate::metrics::dead_lettered();
+            Ok(Some(StreamId::from_bytes(&b)?))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "dead-letter script", e).await),
+    }
+}
+
+/// The dead letters of `stream`, oldest first, at most `count`.
+pub async fn list(
+    connector: &Connector,
+    stream: &StreamKey,
+    count: usize,
+) -> Result<Vec<crate::Entry>> {
+    let dlq = StreamKey::new(stream.derived(DLQ_SUFFIX))?;
+    crate::reader::range(connector, &dlq, StreamId::MIN, StreamId::MAX, count).await
+}
+
+/// Moves one dead letter back to `stream` (atomically: XADD + XDEL in one
+/// script). Only the group that gave up on it processes it again; its
+/// delivery count starts afresh. Returns the new ID, or `None` when there
+/// is no dead letter with that ID.
+pub async fn replay(
+    connector: &Connector,
+    stream: &StreamKey,
+    id: StreamId,
+) -> Result<Option<StreamId>> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
+        .key(stream.derived(DLQ_SUFFIX))
+        .key(stream)
+        .arg(id)
         .invoke_async(&mut conn)
         .await;
     match r {
         Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
         Ok(_) => Ok(None),
-        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "dead-letter script", e).await),
+        Err(e) => Err(keys::explain(&mut conn, stream, "dead-letter replay", e).await),
     }
+}
+
+/// Deletes dead letters with IDs below `before` (all of them with `None`).
+/// Returns how many were deleted.
+pub async fn purge(
+    connector: &Connector,
+    stream: &StreamKey,
+    before: Option<StreamId>,
+) -> Result<u64> {
+    let mut conn = connector.shared();
+    let dlq = stream.derived(DLQ_SUFFIX);
+    let r: redis::RedisResult<u64> = match before {
+        Some(id) => {
+            redis::cmd("XTRIM")
+                .arg(&dlq)
+                .arg("MINID")
+                .arg(id)
+                .query_async(&mut conn)
+                .await
+        }
+        None => {
+            let len: u64 = redis::cmd("XLEN")
+                .arg(&dlq)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| crate::Error::redis("XLEN", e))?;
+            redis::cmd("DEL")
+                .arg(&dlq)
+                .query_async::<u64>(&mut conn)
+                .await
+                .map(|_| len)
+        }
+    };
+    r.map_err(|e| crate::Error::redis(format!("purging {dlq}"), e))
 }

@@ -106,6 +106,24 @@ pub enum Error {
         /// Whether that error was retryable.
         retryable: bool,
     },
+    /// No master could be found through Sentinel.
+    #[error("no master {master:?} available through Sentinel: {cause}")]
+    NoMaster {
+        /// The master name of the URL.
+        master: String,
+        /// What the sentinels said.
+        cause: String,
+    },
+    /// Retrying through reconnects did not succeed within `reconnect_timeout`.
+    #[error("{what}: gave up after {after:?} of reconnecting; last error: {cause}")]
+    GaveUp {
+        /// The operation.
+        what: String,
+        /// How long it tried.
+        after: std::time::Duration,
+        /// The last error.
+        cause: String,
+    },
     /// The component was shut down.
     #[error("{0} has been shut down")]
     Shutdown(&'static str),
@@ -131,6 +149,8 @@ impl Error {
                 redis_is_retryable(source)
             }
             Error::BatchFailed { retryable, .. } => *retryable,
+            // The sentinels may name a master again in a moment.
+            Error::NoMaster { .. } => true,
             _ => false,
         }
     }

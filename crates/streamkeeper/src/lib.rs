@@ -35,21 +35,27 @@
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
 //! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
 //! | [`group`] | consumer group admin: create, destroy, list |
-//! | [`deadletter`] | moving an entry to `{S}:dlq` and acking it in one script |
+//! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
+//! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
+//! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
+//! | `metrics` | counters recorded through the `metrics` facade |
 //! | `keys` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
 pub mod conn;
 pub mod consumer;
 pub mod deadletter;
 pub mod error;
+pub mod exactly_once;
 pub mod group;
 mod keys;
+mod metrics;
 pub mod producer;
 pub mod reader;
 mod reply;
+pub mod retry;
 mod scripts;
 pub mod types;
 pub mod wire;

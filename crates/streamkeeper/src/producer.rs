@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Value;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -59,7 +58,7 @@ pub struct Wait {
 /// ```
 #[derive(Clone)]
 pub struct Producer {
-    conn: ConnectionManager,
+    connector: Connector,
     stream: StreamKey,
     cap: Option<Cap>,
     wait: Option<Wait>,
@@ -69,7 +68,7 @@ impl Producer {
     /// A producer for `stream` on the connector's shared connection.
     pub fn new(connector: &Connector, stream: StreamKey) -> Self {
         Producer {
-            conn: connector.shared(),
+            connector: connector.clone(),
             stream,
             cap: None,
             wait: None,
@@ -147,13 +146,22 @@ impl Producer {
                     .arg(w.replicas)
                     .arg(u64::try_from(w.timeout.as_millis()).unwrap_or(u64::MAX));
             }
-            let mut conn = self.conn.clone();
-            let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
-                Ok(r) => r,
-                Err(e) => {
-                    return Err(crate::keys::explain(&mut conn, &self.stream, "XADD", e).await)
-                }
-            };
+            // Through a failover the pipeline is sent again on the new
+            // master: an XADD whose reply was lost may then be appended
+            // twice (at-least-once production), never lost.
+            let replies: Vec<Value> = self
+                .connector
+                .retrying("XADD", |mut conn| {
+                    let pipe = &pipe;
+                    let stream = &self.stream;
+                    async move {
+                        match pipe.query_async(&mut conn).await {
+                            Ok(r) => Ok(r),
+                            Err(e) => Err(crate::keys::explain(&mut conn, stream, "XADD", e).await),
+                        }
+                    }
+                })
+                .await?;
             let mut replies = replies.into_iter();
             for _ in chunk {
                 let v = replies.next().ok_or(Error::Protocol {
@@ -174,7 +182,7 @@ impl Producer {
                     });
                 }
             }
-            metrics_produced(chunk.len());
+            crate::metrics::produced(chunk.len());
         }
         Ok(ids)
     }
@@ -183,10 +191,6 @@ impl Producer {
     pub fn batched(self, options: BatchOptions) -> BatchedProducer {
         BatchedProducer::start(self, options)
     }
-}
-
-fn metrics_produced(n: usize) {
-    tracing::trace!(n, "produced");
 }
 
 /// Settings of a [`BatchedProducer`].

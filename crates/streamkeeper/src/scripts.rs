@@ -8,6 +8,41 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// `dead_letter.lua`: move a pending entry to `{S}:dlq` and ack it.
-pub(crate) static DEAD_LETTER: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/dead_letter.lua")));
+macro_rules! script {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(include_str!(concat!("lua/", $file))));
+    };
+}
+
+script!(
+    /// Move a pending entry to `{S}:dlq` and ack it.
+    DEAD_LETTER,
+    "dead_letter.lua"
+);
+script!(
+    /// Store a pending entry in `{S}:retry` and ack it.
+    RETRY_STORE,
+    "retry_store.lua"
+);
+script!(
+    /// Re-append due retries to `S`.
+    RETRY_MOVE,
+    "retry_move.lua"
+);
+script!(
+    /// Move a dead letter back to `S`.
+    DLQ_REPLAY,
+    "dlq_replay.lua"
+);
+script!(
+    /// Ack an input and append an output in one step.
+    ACK_AND_PRODUCE,
+    "ack_and_produce.lua"
+);
+script!(
+    /// Append at most once per dedupe key.
+    SEND_ONCE,
+    "send_once.lua"
+);

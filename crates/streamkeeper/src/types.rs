@@ -97,6 +97,40 @@ impl StreamKey {
     }
 }
 
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of the key, or of
+/// its `{…}` hash tag, modulo 16384).
+///
+/// ```
+/// assert_eq!(streamkeeper::types::key_slot("{user1000}.following"), streamkeeper::types::key_slot("{user1000}.followers"));
+/// assert_eq!(streamkeeper::types::key_slot("123456789"), 12739);
+/// ```
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = match key.find('{') {
+        Some(open) => match key[open + 1..].find('}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    crc16_xmodem(hashed) % 16384
+}
+
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 /// True if `key` contains a non-empty `{…}` hash tag (Redis Cluster rules).
 fn has_hash_tag(key: &str) -> bool {
     match key.find('{') {

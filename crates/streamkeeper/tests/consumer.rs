@@ -228,7 +228,7 @@ async fn close_flushes_queued_acks() {
 }
 
 #[tokio::test]
-async fn run_acks_successes_and_keeps_failures_pending() {
+async fn run_acks_successes_and_stores_failures_for_retry() {
     let (_server, redis) = setup().await;
     let s = key("jobs");
     produce(&redis, &s, 100).await;
@@ -266,7 +266,14 @@ async fn run_acks_successes_and_keeps_failures_pending() {
     assert_eq!(stats.delivered, 100);
     assert_eq!(stats.acked, 80);
     assert_eq!(stats.retried, 20);
-    assert_eq!(pending_count(&redis, &s, "g").await, 20);
+    // Failures are acked and wait in {jobs}:retry (backoff 1 s), not pending.
+    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+    assert_eq!(
+        streamkeeper::retry::waiting(&redis, &s)
+            .await
+            .expect("ZCARD"),
+        20
+    );
 }
 
 #[tokio::test]

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::types::{GroupName, StreamId, StreamKey};
 
@@ -32,7 +32,7 @@ pub(crate) struct Acker {
 impl Acker {
     /// Starts the ack task for one stream and group.
     pub(crate) fn spawn(
-        conn: ConnectionManager,
+        connector: Connector,
         stream: StreamKey,
         group: GroupName,
         max_batch: usize,
@@ -42,7 +42,7 @@ impl Acker {
         let acked = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(ack_loop(
             AckTarget {
-                conn,
+                connector,
                 stream,
                 group,
                 acked: acked.clone(),
@@ -86,48 +86,47 @@ impl Acker {
 }
 
 struct AckTarget {
-    conn: ConnectionManager,
+    connector: Connector,
     stream: StreamKey,
     group: GroupName,
     acked: Arc<AtomicU64>,
 }
 
 impl AckTarget {
-    /// Sends one XACK for `ids`, retrying transient errors a few times:
-    /// an ack lost here means a redelivery, not a loss, but it is worth
-    /// a second try.
+    /// Sends one XACK for `ids`, reconnecting and retrying through a
+    /// failover (XACK is idempotent) until the connector's
+    /// `reconnect_timeout`. An ack lost here means a redelivery, not a loss.
     async fn send(&mut self, ids: &mut Vec<StreamId>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut attempt = 0u32;
-        loop {
-            let r: redis::RedisResult<u64> = redis::cmd("XACK")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(ids.as_slice())
-                .query_async(&mut self.conn)
-                .await;
-            match r {
-                Ok(n) => {
-                    self.acked.fetch_add(ids.len() as u64, Ordering::Relaxed);
-                    tracing::trace!(sent = ids.len(), acked = n, "XACK");
-                    ids.clear();
-                    return Ok(());
-                }
-                Err(e) if crate::error::redis_is_retryable(&e) && attempt < 5 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "XACK failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-                }
-                Err(e) => {
-                    let n = ids.len();
-                    ids.clear();
-                    return Err(Error::redis(
-                        format!("XACK of {n} entries on {} group {} (they stay pending and will be redelivered)", self.stream, self.group),
-                        e,
-                    ));
-                }
+        let (stream, group) = (&self.stream, &self.group);
+        let batch: &[StreamId] = ids;
+        let r = self
+            .connector
+            .retrying("XACK", |mut conn| async move {
+                redis::cmd("XACK")
+                    .arg(stream)
+                    .arg(group)
+                    .arg(batch)
+                    .query_async::<u64>(&mut conn)
+                    .await
+                    .map_err(|e| Error::redis(format!("XACK on {stream} group {group}"), e))
+            })
+            .await;
+        let n = ids.len();
+        ids.clear();
+        match r {
+            Ok(_) => {
+                self.acked.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(
+                    n,
+                    "XACK failed; these entries stay pending and will be redelivered"
+                );
+                Err(e)
             }
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::consumer::Shared;
 use crate::error::Result;
-use crate::types::{Entry, StreamId, StreamKey};
+use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
 /// When entries are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,9 +30,10 @@ pub enum AckMode {
 pub enum Outcome {
     /// Done: acknowledge it.
     Ack,
-    /// Try again later. Until delayed retries are stored (`{S}:retry`), the
-    /// entry stays pending and is redelivered once it has been idle for the
-    /// consumer's `claim_after`.
+    /// Try again later: the entry is acked and stored in `{S}:retry`
+    /// (atomically), then re-appended for this group when `after` has
+    /// passed. Handler errors and panics become retries with the
+    /// consumer's exponential backoff.
     Retry {
         /// Earliest time for the next attempt.
         after: Duration,
@@ -142,8 +143,9 @@ impl Delivery {
         &self.inner.shared.stream
     }
 
-    /// How many times Redis has delivered this entry to the group,
-    /// this delivery included (1 for a first delivery).
+    /// How many times this entry has been delivered to the group, this
+    /// delivery included (1 for a first delivery). Deliveries before a
+    /// delayed retry count too.
     pub fn delivery_count(&self) -> u64 {
         self.inner.delivery_count
     }
@@ -152,6 +154,32 @@ impl Delivery {
     /// or reclaimed from another consumer.
     pub fn source(&self) -> Source {
         self.inner.source
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &GroupName {
+        &self.inner.shared.group
+    }
+
+    pub(crate) fn connector(&self) -> &crate::Connector {
+        &self.inner.shared.connector
+    }
+
+    /// Acks the entry and stores it for a retry after `after` (one
+    /// script); the retry mover re-appends it for this group when due.
+    pub async fn retry(&self, after: Duration) -> Result<crate::retry::Stored> {
+        let s = &self.inner.shared;
+        let due = crate::retry::now_ms()
+            .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+        crate::retry::store(
+            &s.connector,
+            &s.stream,
+            &s.group,
+            self.inner.entry.id,
+            due,
+            self.inner.delivery_count,
+        )
+        .await
     }
 
     /// Queues the acknowledgement; acks are sent in batches (one `XACK` per

@@ -75,6 +75,16 @@ pub struct ConsumerOptions {
     /// In [`GroupConsumer::run`], an entry delivered more often than this
     /// goes to the dead-letter stream instead of the handler.
     pub max_deliveries: Option<u64>,
+    /// In [`GroupConsumer::run`], an entry older than this (by the time in
+    /// its first ID) goes to the dead-letter stream instead of the handler.
+    pub max_age: Option<Duration>,
+    /// Backoff of the first retry after a handler error or panic; it
+    /// doubles with every delivery…
+    pub retry_backoff: Duration,
+    /// …up to this.
+    pub retry_backoff_max: Duration,
+    /// How often the retry mover looks for due retries.
+    pub retry_poll: Duration,
 }
 
 impl Default for ConsumerOptions {
@@ -90,6 +100,10 @@ impl Default for ConsumerOptions {
             create: None,
             limit: None,
             max_deliveries: None,
+            max_age: None,
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(300),
+            retry_poll: Duration::from_millis(200),
         }
     }
 }
@@ -171,7 +185,29 @@ impl Shared {
         source: Source,
         in_flight: &Arc<InFlight>,
     ) -> Delivery {
-        Delivery::new(entry, count, source, self.clone(), in_flight.clone())
+        let earlier = crate::retry::retry_info(&entry).map_or(0, |(_, attempt)| attempt);
+        Delivery::new(
+            entry,
+            count + earlier,
+            source,
+            self.clone(),
+            in_flight.clone(),
+        )
+    }
+
+    /// Drops (and acks) retries that another group of the stream asked
+    /// for: a re-appended retry is meant for one group only.
+    pub(crate) fn admit(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        entries
+            .into_iter()
+            .filter(|e| match crate::retry::retry_info(e) {
+                Some((group, _)) if group != self.group.as_str() => {
+                    self.acker.ack(e.id);
+                    false
+                }
+                _ => true,
+            })
+            .collect()
     }
 }
 
@@ -267,6 +303,19 @@ impl GroupConsumer {
         self
     }
 
+    /// Dead-letter entries older than `d` (see [`ConsumerOptions::max_age`]).
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.options.max_age = Some(d);
+        self
+    }
+
+    /// Backoff after a handler error: `base`, doubling per delivery, at most `max`.
+    pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.options.retry_backoff = base;
+        self.options.retry_backoff_max = max;
+        self
+    }
+
     /// Read at most `n` entries, then end (see [`ConsumerOptions::limit`]).
     pub fn limit(mut self, n: u64) -> Self {
         self.options.limit = Some(n);
@@ -299,7 +348,7 @@ impl GroupConsumer {
         }
         let conn = self.connector.dedicated(self.options.block).await?;
         let (acker, ack_task) = Acker::spawn(
-            self.connector.shared(),
+            self.connector.clone(),
             self.stream.clone(),
             self.group.clone(),
             self.options.ack_batch,
@@ -332,10 +381,16 @@ impl GroupConsumer {
             in_flight,
             cancel.clone(),
         ));
+        let mover = tokio::spawn(crate::retry::mover_loop(
+            shared.connector.clone(),
+            shared.stream.clone(),
+            shared.options.retry_poll,
+            cancel.clone(),
+        ));
         Ok(Deliveries {
             rx,
             cancel,
-            tasks: vec![reader, reclaimer],
+            tasks: vec![reader, reclaimer, mover],
             ack_task: Some(ack_task),
             acker,
             shared,

@@ -9,13 +9,13 @@
 //! group's state: pending first, then `>`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::Backoff;
 use crate::consumer::delivery::{Delivery, InFlight, Source};
 use crate::consumer::{pending_counts, Shared};
 use crate::error::Result;
@@ -44,6 +44,7 @@ pub(crate) async fn read_loop(
         Phase::Pending(StreamId::MIN)
     };
     let mut backoff = Backoff::default();
+    let mut failing_since: Option<std::time::Instant> = None;
     loop {
         let want = shared.budget.reserve(shared.options.batch);
         if want == 0 {
@@ -58,6 +59,7 @@ pub(crate) async fn read_loop(
         match step {
             Ok(deliveries) => {
                 backoff.reset();
+                failing_since = None;
                 for d in deliveries {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
@@ -66,12 +68,28 @@ pub(crate) async fn read_loop(
                 }
             }
             Err(e) if e.is_retryable() => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if let Some(limit) = shared.connector.options().reconnect_timeout {
+                    if since.elapsed() >= limit {
+                        let gave_up = crate::Error::GaveUp {
+                            what: format!("reading {} as group {}", shared.stream, shared.group),
+                            after: since.elapsed(),
+                            cause: e.to_string(),
+                        };
+                        let _ = tx.send(Err(gave_up)).await;
+                        return;
+                    }
+                }
                 let delay = backoff.next();
                 tracing::warn!(stream = %shared.stream, group = %shared.group, error = %e, ?delay,
                     "read failed, reconnecting");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
+                }
+                if let Err(e) = shared.connector.recover().await {
+                    tracing::warn!(error = %e, "no server to reconnect to yet");
+                    continue;
                 }
                 match shared.connector.dedicated(shared.options.block).await {
                     Ok(c) => conn = c,
@@ -135,6 +153,7 @@ async fn read_once(
         }
     };
     let (entries, deleted) = reply::read_reply(v, "XREADGROUP")?;
+    let entries = shared.admit(entries);
     match phase {
         Phase::Pending(_) => {
             let last = entries
@@ -173,24 +192,5 @@ async fn read_once(
                 shared.delivery(e, 1, Source::New, in_flight)
             })
             .collect()),
-    }
-}
-
-/// Jittered exponential backoff between reconnect attempts (100 ms → 5 s).
-#[derive(Default)]
-pub(crate) struct Backoff {
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn next(&mut self) -> Duration {
-        let base = 100u64.saturating_mul(1 << self.attempt.min(6)).min(5_000);
-        self.attempt += 1;
-        let jitter = rand::random::<u64>() % (base / 2 + 1);
-        Duration::from_millis(base / 2 + jitter)
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
     }
 }

@@ -66,7 +66,10 @@ pub(crate) async fn reclaim_loop(
                     cursor = next;
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "XAUTOCLAIM failed; will retry next interval");
+                    tracing::warn!(error = %e, "XAUTOCLAIM failed; reconnecting, will retry next interval");
+                    if let Err(e) = shared.connector.recover().await {
+                        tracing::warn!(error = %e, "no server to reconnect to yet");
+                    }
                     break;
                 }
                 Err(e) => {
@@ -110,6 +113,7 @@ async fn claim_once(
         }
     };
     let (next, claimed, deleted) = reply::autoclaim_reply(v)?;
+    let claimed = shared.admit(claimed);
     if !deleted.is_empty() {
         tracing::warn!(stream = %shared.stream, n = deleted.len(),
             "pending entries were deleted from the stream before being processed (XDEL or trimming)");

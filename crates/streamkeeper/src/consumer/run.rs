@@ -46,6 +46,8 @@ impl GroupConsumer {
         let ack_mode = self.options.ack_mode;
         let limit = self.options.limit;
         let max_deliveries = self.options.max_deliveries;
+        let max_age = self.options.max_age;
+        let backoff = (self.options.retry_backoff, self.options.retry_backoff_max);
         let mut deliveries = self.start().await?;
         let mut stats = RunStats::default();
         let mut running = FuturesUnordered::new();
@@ -60,7 +62,7 @@ impl GroupConsumer {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((d, outcome)) = running.next(), if !running.is_empty() => {
-                    settle(&d, outcome, ack_mode, &mut stats).await;
+                    settle(&d, outcome, ack_mode, backoff, &mut stats).await;
                 }
                 next = deliveries.next(), if reading && running.len() < max_running => match next {
                     Some(Ok(d)) => {
@@ -69,6 +71,17 @@ impl GroupConsumer {
                             let reason = format!("delivered {} times (max {max})", d.delivery_count());
                             dead_letter(&d, &reason, &mut stats).await;
                             continue;
+                        }
+                        if let Some(max) = max_age {
+                            let first = crate::retry::origin_id(d.entry());
+                            let age = std::time::Duration::from_millis(crate::retry::now_ms().saturating_sub(first.ms));
+                            if age > max {
+                                let reason = format!("older than the max age ({} > {})",
+                                    humantime::format_duration(std::time::Duration::from_secs(age.as_secs())),
+                                    humantime::format_duration(max));
+                                dead_letter(&d, &reason, &mut stats).await;
+                                continue;
+                            }
                         }
                         let fut = AssertUnwindSafe(handler(d.clone())).catch_unwind();
                         running.push(async move { (d, fut.await) });
@@ -81,7 +94,7 @@ impl GroupConsumer {
         // Stop reading before waiting on handlers, so no new work starts.
         deliveries.cancel.cancel();
         while let Some((d, outcome)) = running.next().await {
-            settle(&d, outcome, ack_mode, &mut stats).await;
+            settle(&d, outcome, ack_mode, backoff, &mut stats).await;
         }
         let closed = deliveries.close().await;
         match fatal {
@@ -109,21 +122,19 @@ async fn settle<E: std::fmt::Display>(
     d: &Delivery,
     outcome: std::thread::Result<std::result::Result<Outcome, E>>,
     ack_mode: AckMode,
+    (base, max): (std::time::Duration, std::time::Duration),
     stats: &mut RunStats,
 ) {
+    let after = crate::retry::backoff(d.delivery_count(), base, max);
     let outcome = match outcome {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => {
-            tracing::warn!(id = %d.id(), error = %e, "handler failed; the entry will be retried");
-            Outcome::Retry {
-                after: std::time::Duration::ZERO,
-            }
+            tracing::warn!(id = %d.id(), error = %e, ?after, "handler failed; retrying later");
+            Outcome::Retry { after }
         }
         Err(_) => {
-            tracing::error!(id = %d.id(), "handler panicked; the entry will be retried");
-            Outcome::Retry {
-                after: std::time::Duration::ZERO,
-            }
+            tracing::error!(id = %d.id(), ?after, "handler panicked; retrying later");
+            Outcome::Retry { after }
         }
     };
     match outcome {
@@ -133,7 +144,18 @@ async fn settle<E: std::fmt::Display>(
                 d.ack();
             }
         }
-        Outcome::Retry { .. } => stats.retried += 1,
+        // With NOACK nothing is pending, so there is nothing to store.
+        Outcome::Retry { .. } if ack_mode == AckMode::None => stats.retried += 1,
+        Outcome::Retry { after } => {
+            stats.retried += 1;
+            match d.retry(after).await {
+                Ok(stored) => tracing::debug!(id = %d.id(), ?after, ?stored, "retry stored"),
+                // Still pending: it comes back after claim_after instead.
+                Err(e) => {
+                    tracing::error!(id = %d.id(), error = %e, "storing the retry failed; the entry stays pending")
+                }
+            }
+        }
         Outcome::DeadLetter { reason } => dead_letter(d, &reason, stats).await,
     }
 }

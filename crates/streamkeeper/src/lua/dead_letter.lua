@@ -5,7 +5,7 @@
 -- KEYS[2]  the dead-letter stream {S}:dlq
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry ID
--- ARGV[3]  delivery count
+-- ARGV[3]  delivery count (including earlier retries)
 -- ARGV[4]  reason
 -- ARGV[5]  now, in ms (sk-dead-at)
 --
@@ -16,15 +16,24 @@ if #pending == 0 then
   return false
 end
 local args = {KEYS[2], '*'}
+local origin = ARGV[2]
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #found == 1 then
-  for _, v in ipairs(found[1][2]) do
-    args[#args + 1] = v
+  local f = found[1][2]
+  for i = 1, #f, 2 do
+    local k = f[i]
+    -- A retried entry carries the ID it started as; keep that one.
+    if k == 'sk-origin-id' then
+      origin = f[i + 1]
+    elseif k ~= 'sk-retry-group' and k ~= 'sk-attempt' then
+      args[#args + 1] = k
+      args[#args + 1] = f[i + 1]
+    end
   end
 end
 local meta = {
   'sk-origin', KEYS[1],
-  'sk-origin-id', ARGV[2],
+  'sk-origin-id', origin,
   'sk-group', ARGV[1],
   'sk-deliveries', ARGV[3],
   'sk-reason', ARGV[4],

@@ -1,0 +1,107 @@
+//! `streamkeeper dlq ls|replay|purge`: the dead-letter stream `{S}:dlq`.
+
+use anyhow::Context;
+use comfy_table::Table;
+use streamkeeper::{deadletter, StartFrom, StreamId};
+
+use crate::cli::{stream_key, DlqAction, DlqArgs, Global};
+use crate::output;
+use crate::Exit;
+
+pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
+    match args.action {
+        DlqAction::Ls { stream, count } => {
+            let stream = stream_key(&stream)?;
+            let redis = global.connect().await?;
+            let dead = deadletter::list(&redis, &stream, count).await?;
+            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            if global.json {
+                for e in &dead {
+                    output::entry(true, &dlq, e);
+                }
+            } else if dead.is_empty() {
+                println!("no dead letters in {dlq}");
+            } else {
+                let mut t = Table::new();
+                t.load_preset(comfy_table::presets::NOTHING);
+                t.set_header(["id", "origin id", "group", "deliveries", "reason", "fields"]);
+                for e in &dead {
+                    let user: Vec<String> = e
+                        .fields
+                        .iter()
+                        .filter(|(k, _)| !k.starts_with(b"sk-"))
+                        .map(|(k, v)| format!("{}={}", output::escaped(k), output::escaped(v)))
+                        .collect();
+                    t.add_row([
+                        e.id.to_string(),
+                        e.get_str("sk-origin-id").unwrap_or("").to_string(),
+                        e.get_str("sk-group").unwrap_or("").to_string(),
+                        e.get_str("sk-deliveries").unwrap_or("").to_string(),
+                        e.get_str("sk-reason").unwrap_or("").to_string(),
+                        user.join(" "),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        DlqAction::Replay { stream, ids, all } => {
+            let stream = stream_key(&stream)?;
+            let ids: Vec<StreamId> = ids
+                .iter()
+                .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
+                .collect::<anyhow::Result<_>>()?;
+            let redis = global.connect().await?;
+            let ids = if all {
+                deadletter::list(&redis, &stream, usize::MAX >> 1)
+                    .await?
+                    .into_iter()
+                    .map(|e| e.id)
+                    .collect()
+            } else {
+                ids
+            };
+            let mut missing = Vec::new();
+            for id in ids {
+                match deadletter::replay(&redis, &stream, id).await? {
+                    Some(new_id) => {
+                        if global.json {
+                            output::json_line(
+                                &serde_json::json!({"dead_id": id.to_string(), "id": new_id.to_string()}),
+                            );
+                        } else {
+                            println!("{id} -> {stream} {new_id}");
+                        }
+                    }
+                    None => missing.push(id.to_string()),
+                }
+            }
+            if !missing.is_empty() {
+                anyhow::bail!(
+                    "no dead letter with ID {} in {}",
+                    missing.join(", "),
+                    stream.derived(deadletter::DLQ_SUFFIX)
+                );
+            }
+        }
+        DlqAction::Purge { stream, before } => {
+            let stream = stream_key(&stream)?;
+            let before = match before {
+                None => None,
+                Some(b) => Some(match b.parse::<StartFrom>().context("invalid --before")? {
+                    StartFrom::After(id) => id,
+                    StartFrom::Time(t) => StreamId::from_time(t),
+                    StartFrom::End => StreamId::MAX,
+                    StartFrom::Beginning => StreamId::MIN,
+                }),
+            };
+            let redis = global.connect().await?;
+            let n = deadletter::purge(&redis, &stream, before).await?;
+            if global.json {
+                output::json_line(&serde_json::json!({"stream": stream.as_str(), "purged": n}));
+            } else {
+                println!("purged {n} dead letters of {stream}");
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}

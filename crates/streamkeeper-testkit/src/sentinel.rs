@@ -1,0 +1,210 @@
+//! A Sentinel topology on loopback: one master, one replica, three
+//! sentinels, and [`SentinelTopology::failover`] to switch roles on demand.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, server_binary, RedisServer, ServerConfig, StartError};
+
+/// The master name the sentinels monitor.
+pub const MASTER_NAME: &str = "sk-master";
+
+/// A running `redis-sentinel` process; killed on drop.
+#[derive(Debug)]
+struct SentinelProc {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SentinelProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Master + replica + 3 sentinels, all on 127.0.0.1.
+#[derive(Debug)]
+pub struct SentinelTopology {
+    /// The two data servers (which one is master changes with failovers).
+    pub servers: Vec<RedisServer>,
+    sentinels: Vec<SentinelProc>,
+    _dir: tempfile::TempDir,
+}
+
+fn cli_tcp(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), StartError> {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return Err(StartError(format!("timed out waiting for {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+impl SentinelTopology {
+    /// Starts the topology and waits until the sentinels know the master,
+    /// the replica and each other, so a failover can happen.
+    pub fn start() -> Result<Self, StartError> {
+        let tcp = |extra: Vec<String>| ServerConfig {
+            tcp_port: Some(0),
+            appendonly: false,
+            extra_args: extra,
+        };
+        let master = RedisServer::start_with(tcp(vec![]))?;
+        let master_port = master
+            .tcp_port()
+            .ok_or_else(|| StartError("master has no port".into()))?;
+        let replica = RedisServer::start_with(tcp(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+        ]))?;
+        let replica_port = replica
+            .tcp_port()
+            .ok_or_else(|| StartError("replica has no port".into()))?;
+        wait("the replica to sync", Duration::from_secs(20), || {
+            cli_tcp(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
+        })?;
+
+        let dir = tempfile::Builder::new()
+            .prefix("streamkeeper-sentinel-")
+            .tempdir()
+            .map_err(|e| StartError(format!("temp dir: {e}")))?;
+        let binary = server_binary()?;
+        let mut sentinels = Vec::new();
+        for i in 0..3 {
+            let port = free_port()?;
+            let conf: PathBuf = dir.path().join(format!("sentinel-{i}.conf"));
+            let text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {dir}/sentinel-{i}.log\n\
+                 sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
+                 sentinel failover-timeout {MASTER_NAME} 4000\n\
+                 sentinel parallel-syncs {MASTER_NAME} 1\n",
+                dir = dir.path().display()
+            );
+            std::fs::write(&conf, text).map_err(|e| StartError(format!("sentinel config: {e}")))?;
+            let child = Command::new(&binary)
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| StartError(format!("cannot start redis-sentinel: {e}")))?;
+            sentinels.push(SentinelProc { child, port });
+        }
+        let topo = SentinelTopology {
+            servers: vec![master, replica],
+            sentinels,
+            _dir: dir,
+        };
+        topo.wait_ready(Duration::from_secs(30))?;
+        Ok(topo)
+    }
+
+    fn wait_ready(&self, timeout: Duration) -> Result<(), StartError> {
+        for s in &self.sentinels {
+            wait(
+                "the sentinels to see the replica and each other",
+                timeout,
+                || {
+                    let replicas = cli_tcp(s.port, &["SENTINEL", "replicas", MASTER_NAME]);
+                    let peers = cli_tcp(s.port, &["SENTINEL", "sentinels", MASTER_NAME]);
+                    let master = cli_tcp(s.port, &["SENTINEL", "master", MASTER_NAME]);
+                    replicas.contains("slave")
+                        && !replicas.contains("s_down")
+                        && !replicas.contains("disconnected")
+                        && peers.matches("name").count() >= 2
+                        && !master.contains("failover_in_progress")
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// `redis+sentinel://127.0.0.1:p1,…/sk-master`.
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER_NAME}", addrs.join(","))
+    }
+
+    /// The port of the current master, as the sentinels report it.
+    pub fn master_port(&self) -> Option<u16> {
+        for s in &self.sentinels {
+            let out = cli_tcp(
+                s.port,
+                &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
+            );
+            if let Some(port) = out.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// The data server that is master now.
+    pub fn master(&self) -> Option<&RedisServer> {
+        let port = self.master_port()?;
+        self.servers.iter().find(|s| s.tcp_port() == Some(port))
+    }
+
+    /// Forces a failover and waits until the replica is master, the old
+    /// master is its replica and in sync, and the sentinels agree.
+    /// Returns the new master's port.
+    pub fn failover(&self) -> Result<u16, StartError> {
+        let old = self
+            .master_port()
+            .ok_or_else(|| StartError("no master known".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // A sentinel refuses while a previous failover is settling; retry.
+        loop {
+            let out = cli_tcp(
+                self.sentinels[0].port,
+                &["SENTINEL", "FAILOVER", MASTER_NAME],
+            );
+            if out == "OK" {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(StartError(format!("SENTINEL FAILOVER refused: {out}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut new = 0;
+        wait(
+            "the sentinels to name a new master",
+            Duration::from_secs(30),
+            || {
+                new = self.master_port().unwrap_or(old);
+                new != old && cli_tcp(new, &["ROLE"]).starts_with("master")
+            },
+        )?;
+        wait(
+            "the old master to replicate the new one",
+            Duration::from_secs(30),
+            || {
+                let info = cli_tcp(old, &["INFO", "replication"]);
+                info.contains("role:slave") && info.contains("master_link_status:up")
+            },
+        )?;
+        self.wait_ready(Duration::from_secs(30))?;
+        Ok(new)
+    }
+}

@@ -1,0 +1,178 @@
+//! Delayed retries: a pending entry is stored in `{S}:retry` (score = due
+//! ms) and acked in one script; a mover re-appends due entries to `S` in
+//! another, so a crash between the steps loses or duplicates nothing.
+//!
+//! A re-appended entry carries `sk-origin-id` (its first ID),
+//! `sk-retry-group` (the group that asked for the retry: other groups of
+//! the stream skip it) and `sk-attempt` (deliveries before this one, which
+//! count towards `max_deliveries`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::scripts;
+use crate::types::{Entry, GroupName, StreamId, StreamKey};
+
+/// The suffix of the retry set: `{S}:retry`.
+pub const RETRY_SUFFIX: &str = "retry";
+/// The ID an entry had when it was first appended.
+pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
+/// The group a re-appended retry is meant for.
+pub const RETRY_GROUP_FIELD: &str = "sk-retry-group";
+/// Deliveries of a retried entry before the current one.
+pub const ATTEMPT_FIELD: &str = "sk-attempt";
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What [`store`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// In the retry set, acked in the stream.
+    Scheduled,
+    /// The entry was not pending any more (acked or moved by someone else).
+    NotPending,
+    /// The entry was pending but deleted from the stream; it was acked.
+    Deleted,
+}
+
+/// Stores the pending entry `id` of `group` for a retry at `due_ms` and
+/// acks it, atomically. `deliveries` is its delivery count so far.
+pub async fn store(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    id: StreamId,
+    due_ms: u64,
+    deliveries: u64,
+) -> Result<Stored> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<i64> = scripts::RETRY_STORE
+        .key(stream)
+        .key(stream.derived(RETRY_SUFFIX))
+        .arg(group)
+        .arg(id)
+        .arg(due_ms)
+        .arg(deliveries)
+        .invoke_async(&mut conn)
+        .await;
+    match r {
+        Ok(1) => {
+            crate::metrics::retried();
+            Ok(Stored::Scheduled)
+        }
+        Ok(-1) => Ok(Stored::Deleted),
+        Ok(_) => Ok(Stored::NotPending),
+        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "retry script", e).await),
+    }
+}
+
+/// Re-appends up to `max` retries of `stream` that are due now. Returns how
+/// many moved. Safe to run from any number of processes at once.
+pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> Result<u64> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<u64> = scripts::RETRY_MOVE
+        .key(stream)
+        .key(stream.derived(RETRY_SUFFIX))
+        .arg(now_ms())
+        .arg(max)
+        .invoke_async(&mut conn)
+        .await;
+    r.map_err(|e| Error::redis(format!("retry mover on {stream}"), e))
+}
+
+/// How many retries wait in `{S}:retry`.
+pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
+    let mut conn = connector.shared();
+    redis::cmd("ZCARD")
+        .arg(stream.derived(RETRY_SUFFIX))
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis("ZCARD retry set", e))
+}
+
+/// The retry bookkeeping of an entry: which group it is meant for and how
+/// many deliveries it had before. `None` for an entry never retried.
+pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
+    let group = entry.get_str(RETRY_GROUP_FIELD)?;
+    let attempt = entry
+        .get_str(ATTEMPT_FIELD)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    Some((group, attempt))
+}
+
+/// The first ID of an entry: `sk-origin-id` when it was retried, else its own.
+pub fn origin_id(entry: &Entry) -> StreamId {
+    entry
+        .get_str(ORIGIN_ID_FIELD)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(entry.id)
+}
+
+/// Exponential backoff for the `n`-th failed delivery: `base × 2^(n-1)`,
+/// at most `max`.
+pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
+    let exp = u32::try_from(n.saturating_sub(1).min(30)).unwrap_or(30);
+    base.saturating_mul(1u32 << exp).min(max)
+}
+
+/// Waits until `due` and moves retries of one stream; the consumer runs
+/// this beside its read loop.
+pub(crate) async fn mover_loop(
+    connector: Connector,
+    stream: StreamKey,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            match move_due(&connector, &stream, 100).await {
+                Ok(100) => continue,
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(%stream, n, "re-appended due retries");
+                    }
+                    break;
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "retry mover failed; reconnecting");
+                    let _ = connector.recover().await;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "retry mover failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = |n| backoff(n, Duration::from_secs(1), Duration::from_secs(10));
+        assert_eq!(b(1), Duration::from_secs(1));
+        assert_eq!(b(2), Duration::from_secs(2));
+        assert_eq!(b(4), Duration::from_secs(8));
+        assert_eq!(b(5), Duration::from_secs(10));
+        assert_eq!(b(1000), Duration::from_secs(10));
+    }
+}
