@@ -1,0 +1,543 @@
+//! Retries, dead letters and exactly-once effects against a real server.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use streamkeeper::{
+    deadletter, exactly_once, fields, retry, Connector, GroupConsumer, GroupName, Outcome,
+    Producer, StartFrom, StreamId, StreamKey,
+};
+use streamkeeper_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+async fn setup() -> (RedisServer, Connector) {
+    let server = RedisServer::start().expect("redis-server");
+    let redis = Connector::connect(&server.url()).await.expect("connect");
+    (server, redis)
+}
+
+fn key(s: &str) -> StreamKey {
+    StreamKey::new(s).expect("key")
+}
+
+fn group(s: &str) -> GroupName {
+    GroupName::new(s).expect("group")
+}
+
+/// Where one entry is, read atomically (MULTI): pending in the group, in
+/// the retry set, dead, or appended and not yet delivered (group lag).
+async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64, u64) {
+    let mut conn = redis.shared();
+    let (pending, retries, dead, groups): (
+        (u64, redis::Value, redis::Value, redis::Value),
+        u64,
+        u64,
+        redis::Value,
+    ) = redis::pipe()
+        .atomic()
+        .cmd("XPENDING")
+        .arg(s)
+        .arg(g)
+        .cmd("ZCARD")
+        .arg(s.derived("retry"))
+        .cmd("XLEN")
+        .arg(s.derived("dlq"))
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(s)
+        .query_async(&mut conn)
+        .await
+        .expect("snapshot");
+    let lag = match groups {
+        redis::Value::Array(gs) => gs
+            .into_iter()
+            .find_map(|gv| {
+                let redis::Value::Array(kv) = gv else {
+                    return None;
+                };
+                let mut it = kv.into_iter();
+                let mut name = None;
+                let mut lag = None;
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    match (k, v) {
+                        (redis::Value::BulkString(k), redis::Value::BulkString(v))
+                            if k == b"name" =>
+                        {
+                            name = Some(String::from_utf8_lossy(&v).into_owned())
+                        }
+                        (redis::Value::BulkString(k), redis::Value::Int(v)) if k == b"lag" => {
+                            lag = Some(v as u64)
+                        }
+                        _ => {}
+                    }
+                }
+                (name.as_deref() == Some(g)).then_some(lag.unwrap_or(0))
+            })
+            .unwrap_or(0),
+        _ => 0,
+    };
+    (pending.0, retries, dead, lag)
+}
+
+#[tokio::test]
+async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
+    let (_server, redis) = setup().await;
+    let s = key("orders");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("order", "poison")]))
+        .await
+        .expect("send");
+    streamkeeper::group::create_group(&redis, &s, &group("g"), StartFrom::Beginning)
+        .await
+        .expect("group");
+
+    // A watcher checks, atomically and all the time, that the entry is in
+    // exactly one place: pending, waiting for retry, undelivered, or dead.
+    let stop_watch = CancellationToken::new();
+    let watcher = {
+        let (redis, s, stop) = (redis.clone(), s.clone(), stop_watch.clone());
+        tokio::spawn(async move {
+            let mut snapshots = 0u64;
+            while !stop.is_cancelled() {
+                let (p, r, d, lag) = places(&redis, &s, "g").await;
+                assert_eq!(
+                    p + r + d + lag,
+                    1,
+                    "entry in {p} pending + {r} retry + {d} dead + {lag} undelivered places"
+                );
+                snapshots += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            snapshots
+        })
+    };
+
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let consumer = {
+        let (redis, s, calls, stop) = (redis.clone(), s.clone(), calls.clone(), stop.clone());
+        tokio::spawn(async move {
+            GroupConsumer::new(&redis, s, group("g"))
+                .max_deliveries(3)
+                .retry_backoff(Duration::from_millis(50), Duration::from_millis(200))
+                .run(
+                    move |d| {
+                        let calls = calls.clone();
+                        async move {
+                            calls.lock().expect("lock").push(d.delivery_count());
+                            Err::<Outcome, _>("cannot parse order")
+                        }
+                    },
+                    1,
+                    stop,
+                )
+                .await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deadletter::list(&redis, &s, 10)
+        .await
+        .expect("list")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give a buggy second dead-lettering a chance to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let stats = consumer.await.expect("join").expect("run");
+    stop_watch.cancel();
+    let snapshots = watcher
+        .await
+        .expect("watcher saw the entry in two places (or none)");
+    assert!(snapshots > 10);
+
+    assert_eq!(
+        *calls.lock().expect("lock"),
+        vec![1, 2, 3],
+        "handler calls with their delivery counts"
+    );
+    assert_eq!(stats.dead_lettered, 1);
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(d.get_str("order"), Some("poison"));
+    assert_eq!(d.get_str("sk-origin"), Some("orders"));
+    assert_eq!(d.get_str("sk-origin-id"), Some(id.to_string().as_str()));
+    assert_eq!(d.get_str("sk-group"), Some("g"));
+    assert_eq!(d.get_str("sk-deliveries"), Some("4"));
+    assert!(d.get_str("sk-reason").is_some_and(|r| r.contains("max 3")));
+    let dead_at: u64 = d
+        .get_str("sk-dead-at")
+        .and_then(|t| t.parse().ok())
+        .expect("sk-dead-at");
+    assert!(dead_at >= id.ms);
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 1, 0));
+
+    // Replay puts it back once, for group g only, with a fresh count.
+    let back = deadletter::replay(&redis, &s, d.id)
+        .await
+        .expect("replay")
+        .expect("replayed");
+    assert!(deadletter::replay(&redis, &s, d.id)
+        .await
+        .expect("replay again")
+        .is_none());
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 1));
+    let entries = streamkeeper::reader::range(&redis, &s, back, back, 1)
+        .await
+        .expect("range");
+    assert_eq!(entries[0].get_str("order"), Some("poison"));
+    assert_eq!(
+        entries[0].get_str("sk-origin-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(entries[0].get_str("sk-retry-group"), Some("g"));
+    assert_eq!(entries[0].get_str("sk-reason"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_redelivers_after_the_delay_not_before() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let seen: Arc<Mutex<Vec<(Instant, u64, Option<String>)>>> = Arc::default();
+    let stop = CancellationToken::new();
+    let task = {
+        let (redis, s, seen, stop2) = (redis.clone(), s.clone(), seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            GroupConsumer::new(&redis, s, group("g"))
+                .create_group(StartFrom::Beginning)
+                .run(
+                    move |d| {
+                        let (seen, stop) = (seen.clone(), stop2.clone());
+                        async move {
+                            let mut seen = seen.lock().expect("lock");
+                            seen.push((
+                                Instant::now(),
+                                d.delivery_count(),
+                                d.entry().get_str("sk-attempt").map(str::to_string),
+                            ));
+                            if seen.len() == 1 {
+                                Ok::<_, String>(Outcome::Retry {
+                                    after: Duration::from_secs(2),
+                                })
+                            } else {
+                                stop.cancel();
+                                Ok(Outcome::Ack)
+                            }
+                        }
+                    },
+                    1,
+                    stop,
+                )
+                .await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("finished")
+        .expect("join")
+        .expect("run");
+    let seen = seen.lock().expect("lock");
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].0 - seen[0].0;
+    assert!(gap >= Duration::from_secs(2), "redelivered after {gap:?}");
+    assert_eq!((seen[0].1, seen[1].1), (1, 2), "delivery counts");
+    assert_eq!(
+        seen[1].2.as_deref(),
+        Some("1"),
+        "attempt counter on the retried entry"
+    );
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn crash_between_retry_store_and_reappend_loses_nothing() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let mut first = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let d = first.next().await.expect("item").expect("delivery");
+    assert_eq!(
+        d.retry(Duration::from_millis(300)).await.expect("retry"),
+        retry::Stored::Scheduled
+    );
+    // The process dies right after storing: nothing runs its mover.
+    drop(d);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (p, r, dead, lag) = places(&redis, &s, "g").await;
+    assert_eq!((p, dead, lag), (0, 0, 0));
+    assert_eq!(r, 1, "the retry waits in the set");
+
+    // Any consumer of the stream moves it back when it is due.
+    let mut second = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .start()
+        .await
+        .expect("start");
+    let again = tokio::time::timeout(Duration::from_secs(5), second.next())
+        .await
+        .expect("redelivered")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!(retry::origin_id(again.entry()), id);
+    assert_eq!(again.delivery_count(), 2);
+    again.ack();
+    second.close().await.expect("close");
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn other_groups_skip_a_retry_meant_for_one_group() {
+    let (_server, redis) = setup().await;
+    let s = key("events");
+    for g in ["a", "b"] {
+        streamkeeper::group::create_group(&redis, &s, &group(g), StartFrom::End)
+            .await
+            .expect("group");
+    }
+    Producer::new(&redis, s.clone())
+        .send(&fields([("n", "1")]))
+        .await
+        .expect("send");
+    let mut a = GroupConsumer::new(&redis, s.clone(), group("a"))
+        .start()
+        .await
+        .expect("a");
+    let d = a.next().await.expect("item").expect("delivery");
+    d.retry(Duration::ZERO).await.expect("retry");
+    let d2 = tokio::time::timeout(Duration::from_secs(5), a.next())
+        .await
+        .expect("retry back")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!(d2.entry().get_str("sk-retry-group"), Some("a"));
+    d2.ack();
+    a.close().await.expect("close a");
+
+    // Group b sees the original once, and never the retry meant for a.
+    let mut b = GroupConsumer::new(&redis, s.clone(), group("b"))
+        .start()
+        .await
+        .expect("b");
+    let first = b.next().await.expect("item").expect("delivery");
+    assert_eq!(first.entry().get_str("sk-retry-group"), None);
+    first.ack();
+    let more = tokio::time::timeout(Duration::from_millis(700), b.next()).await;
+    assert!(more.is_err(), "group b got the retry of group a: {more:?}");
+    b.close().await.expect("close b");
+    assert_eq!(places(&redis, &s, "b").await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn send_once_appends_at_most_once_per_key() {
+    let (_server, redis) = setup().await;
+    let s = key("payments");
+    let (sent, id) = exactly_once::send_once(
+        &redis,
+        &s,
+        "pay-42",
+        Duration::from_secs(60),
+        &fields([("amount", "5")]),
+    )
+    .await
+    .expect("first");
+    assert!(sent);
+    let (again, same) = exactly_once::send_once(
+        &redis,
+        &s,
+        "pay-42",
+        Duration::from_secs(60),
+        &fields([("amount", "5")]),
+    )
+    .await
+    .expect("second");
+    assert!(!again);
+    assert_eq!(same, id);
+    let (other, _) = exactly_once::send_once(
+        &redis,
+        &s,
+        "pay-43",
+        Duration::from_secs(60),
+        &fields([("amount", "7")]),
+    )
+    .await
+    .expect("other key");
+    assert!(other);
+    let mut conn = redis.shared();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&s)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(len, 2);
+}
+
+#[tokio::test]
+async fn ack_and_produce_needs_one_slot_and_produces_once() {
+    let (_server, redis) = setup().await;
+    let input = key("{orders}.in");
+    Producer::new(&redis, input.clone())
+        .send(&fields([("n", "1")]))
+        .await
+        .expect("send");
+    let mut c = GroupConsumer::new(&redis, input.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let d = c.next().await.expect("item").expect("delivery");
+    let err = exactly_once::ack_and_produce(&d, &key("elsewhere"), &fields([("x", "1")]))
+        .await
+        .expect_err("different slots");
+    assert!(err.to_string().contains("hash slot"), "{err}");
+    let out = key("{orders}.out");
+    let first = exactly_once::ack_and_produce(&d, &out, &fields([("x", "1")]))
+        .await
+        .expect("produce");
+    assert!(first.is_some());
+    let second = exactly_once::ack_and_produce(&d, &out, &fields([("x", "1")]))
+        .await
+        .expect("again");
+    assert_eq!(second, None, "an input already done produces nothing");
+    c.close().await.expect("close");
+    assert_eq!(places(&redis, &input, "g").await, (0, 0, 0, 0));
+}
+
+/// The worker half of the SIGKILL loop below: runs only when the test
+/// binary is re-executed with SK_ACK_AND_PRODUCE_WORKER set.
+#[tokio::test]
+async fn ack_and_produce_worker() {
+    let Ok(url) = std::env::var("SK_ACK_AND_PRODUCE_WORKER") else {
+        return;
+    };
+    let redis = Connector::connect(&url).await.expect("connect");
+    let out = key("{p}.out");
+    let stats = GroupConsumer::new(&redis, key("{p}.in"), group("g"))
+        .claim_after(Duration::from_millis(300))
+        .batch(10)
+        .run(
+            move |d| {
+                let out = out.clone();
+                async move {
+                    let id = d.id().to_string();
+                    // Work takes a while, so kills land mid-batch.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    exactly_once::ack_and_produce(&d, &out, &fields([("in", id.as_str())])).await?;
+                    // Manual: the script acked it already.
+                    Ok::<_, streamkeeper::Error>(Outcome::Ack)
+                }
+            },
+            4,
+            CancellationToken::new(),
+        )
+        .await;
+    eprintln!("{stats:?}");
+}
+
+#[test]
+fn ack_and_produce_survives_a_sigkill_loop() {
+    let server = RedisServer::start().expect("redis-server");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let redis = rt
+        .block_on(Connector::connect(&server.url()))
+        .expect("connect");
+    let input = key("{p}.in");
+    let batch: Vec<_> = (0..2000).map(|i| fields([("n", i.to_string())])).collect();
+    let ids: Vec<StreamId> = rt
+        .block_on(Producer::new(&redis, input.clone()).send_batch(&batch))
+        .expect("produce");
+    rt.block_on(streamkeeper::group::create_group(
+        &redis,
+        &input,
+        &group("g"),
+        StartFrom::Beginning,
+    ))
+    .expect("group");
+
+    let exe = std::env::current_exe().expect("test binary");
+    let spawn = || {
+        std::process::Command::new(&exe)
+            .args(["ack_and_produce_worker", "--exact", "--nocapture"])
+            .env("SK_ACK_AND_PRODUCE_WORKER", server.url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn worker")
+    };
+    let done = || {
+        let (p, _, _, lag) = rt.block_on(places(&redis, &input, "g"));
+        p == 0 && lag == 0
+    };
+    let mut kills = 0;
+    let mut seed = 0x9e37_79b9_u64;
+    while !done() && kills < 40 {
+        let mut a = spawn();
+        let mut b = spawn();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 250));
+        let _ = a.kill();
+        let _ = b.kill();
+        let _ = a.wait();
+        let _ = b.wait();
+        kills += 2;
+    }
+    // One last worker finishes what the killed ones left pending.
+    let mut last = spawn();
+    assert!(
+        streamkeeper_testkit::eventually(Duration::from_secs(30), done),
+        "input never drained"
+    );
+    let _ = last.kill();
+    let _ = last.wait();
+
+    let out = rt
+        .block_on(streamkeeper::reader::range(
+            &redis,
+            &key("{p}.out"),
+            StreamId::MIN,
+            StreamId::MAX,
+            100_000,
+        ))
+        .expect("outputs");
+    let mut per_input: HashMap<String, u64> = HashMap::new();
+    for e in &out {
+        *per_input
+            .entry(e.get_str("in").expect("in").to_string())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_input.iter().filter(|(_, n)| **n > 1).collect();
+    let lost: Vec<_> = ids
+        .iter()
+        .filter(|id| !per_input.contains_key(&id.to_string()))
+        .collect();
+    eprintln!(
+        "{} inputs, {} outputs, {kills} kills, {} twice, {} lost",
+        ids.len(),
+        out.len(),
+        twice.len(),
+        lost.len()
+    );
+    assert!(
+        kills >= 4,
+        "the loop killed too few workers to prove anything"
+    );
+    assert!(twice.is_empty(), "outputs produced twice: {twice:?}");
+    assert!(lost.is_empty(), "inputs without output: {}", lost.len());
+    assert_eq!(out.len(), ids.len());
+}
