@@ -3,7 +3,8 @@
 //! A producer writes orders; group `billing` (two fast consumers) and
 //! group `analytics` (one slow consumer) read them. A third billing
 //! consumer crashes mid-batch without acking; the survivors reclaim its
-//! entries. One poison order always fails and ends in the dead-letter
+//! entries. One order fails once and succeeds on its delayed retry; one
+//! poison order always fails and ends in the dead-letter
 //! stream of billing (analytics only counts orders, so it accepts it).
 //! The summary counts what each group processed: nothing is lost.
 
@@ -70,7 +71,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         ),
     );
     produced += 1;
-    eprintln!("produced {produced} orders (one of them poison)");
+    let flaky_id = producer.send(&fields([("order", "flaky"), ("flaky", "1")])).await?;
+    produced += 1;
+    eprintln!("produced {produced} orders (one poison, one that fails once)");
 
     // 2. A billing consumer takes a batch and crashes before acking any of it.
     let mut crashing = GroupConsumer::new(&redis, stream.clone(), billing.clone())
@@ -189,8 +192,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         }
         println!("{t}");
         println!(
-            "the crashed consumer's {taken} orders were reclaimed by the survivors; {delivered} deliveries in all; \
-             poison order {} is in {} ({}); took {:.1}s",
+            "the crashed consumer's {taken} orders were reclaimed by the survivors; {delivered} deliveries in all;\n\
+             order {flaky_id} failed once and {} on retry; poison order {} is in {} ({}); took {:.1}s",
+            if seen_billing.lock().is_ok_and(|s| s.contains(&flaky_id)) { "succeeded" } else { "did NOT succeed" },
             poison_id.map(|i| i.to_string()).unwrap_or_default(),
             dlq,
             if poison_id.is_some_and(|p| dead_ids.contains(&p)) { "ok" } else { "MISSING" },
@@ -243,6 +247,7 @@ impl Member {
             .consumer_name(ConsumerName::new(name)?)
             .claim_after(CLAIM_AFTER)
             .max_deliveries(MAX_DELIVERIES)
+            .retry_backoff(Duration::from_millis(300), Duration::from_secs(5))
             .run(
                 move |d| {
                     let seen = seen.clone();
@@ -250,11 +255,15 @@ impl Member {
                         if rejects_poison && d.entry().get("poison").is_some() {
                             return Err("cannot parse order");
                         }
+                        if rejects_poison && d.entry().get("flaky").is_some() && d.delivery_count() == 1 {
+                            return Err("payment service timed out");
+                        }
                         if !work.is_zero() {
                             tokio::time::sleep(work).await;
                         }
                         if let Ok(mut s) = seen.lock() {
-                            s.insert(d.id());
+                            // A retried entry has a new ID; count it as the one it was.
+                            s.insert(streamkeeper::retry::origin_id(d.entry()));
                         }
                         Ok(Outcome::Ack)
                     }
