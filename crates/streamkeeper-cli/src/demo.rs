@@ -71,7 +71,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         ),
     );
     produced += 1;
-    let flaky_id = producer.send(&fields([("order", "flaky"), ("flaky", "1")])).await?;
+    let flaky_id = producer
+        .send(&fields([("order", "flaky"), ("flaky", "1")]))
+        .await?;
     produced += 1;
     eprintln!("produced {produced} orders (one poison, one that fails once)");
 
@@ -255,7 +257,10 @@ impl Member {
                         if rejects_poison && d.entry().get("poison").is_some() {
                             return Err("cannot parse order");
                         }
-                        if rejects_poison && d.entry().get("flaky").is_some() && d.delivery_count() == 1 {
+                        if rejects_poison
+                            && d.entry().get("flaky").is_some()
+                            && d.delivery_count() == 1
+                        {
                             return Err("payment service timed out");
                         }
                         if !work.is_zero() {

@@ -534,14 +534,38 @@ fn unreachable_server_and_bad_urls_say_how_to_fix() {
 #[test]
 fn dlq_commands_list_replay_and_purge() {
     let server = RedisServer::start().expect("redis");
-    assert!(run(&server, &["produce", "s", "--field", "k={i}", "--count", "3", "-q"]).status.success());
+    assert!(run(
+        &server,
+        &["produce", "s", "--field", "k={i}", "--count", "3", "-q"]
+    )
+    .status
+    .success());
     let o = run(
         &server,
-        &["consume", "s", "-g", "g", "--create", "--from", "-", "--exec", "exit 3", "--max-deliveries", "1", "--retry-backoff", "100ms", "--idle-exit", "2s"],
+        &[
+            "consume",
+            "s",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--exec",
+            "exit 3",
+            "--max-deliveries",
+            "1",
+            "--retry-backoff",
+            "100ms",
+            "--idle-exit",
+            "2s",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&server, &["dlq", "ls", "s", "--json"]);
-    let dead: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let dead: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(dead.len(), 3);
     assert_eq!(dead[0]["stream"], "{s}:dlq");
     assert_eq!(dead[0]["fields"]["sk-group"], "g");
@@ -554,7 +578,10 @@ fn dlq_commands_list_replay_and_purge() {
     assert_eq!(v["dead_id"], first.as_str());
     assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "2");
     // Replaying it again is an error: it is not there any more.
-    assert_one_line_error(&run(&server, &["dlq", "replay", "s", "--id", &first]), "no dead letter");
+    assert_one_line_error(
+        &run(&server, &["dlq", "replay", "s", "--id", &first]),
+        "no dead letter",
+    );
     // The replayed entry is processed by the group that gave up on it.
     let o = run(&server, &["consume", "s", "-g", "g", "--count", "1"]);
     let got: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");

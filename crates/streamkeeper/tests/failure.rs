@@ -206,7 +206,9 @@ async fn retry_redelivers_after_the_delay_not_before() {
         .send(&fields([("k", "v")]))
         .await
         .expect("send");
-    let seen: Arc<Mutex<Vec<(Instant, u64, Option<String>)>>> = Arc::default();
+    /// When it was handled, its delivery count, its `sk-attempt`.
+    type Seen = Arc<Mutex<Vec<(Instant, u64, Option<String>)>>>;
+    let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
     let task = {
         let (redis, s, seen, stop2) = (redis.clone(), s.clone(), seen.clone(), stop.clone());
@@ -244,7 +246,7 @@ async fn retry_redelivers_after_the_delay_not_before() {
         .expect("finished")
         .expect("join")
         .expect("run");
-    let seen = seen.lock().expect("lock");
+    let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2);
     let gap = seen[1].0 - seen[0].0;
     assert!(gap >= Duration::from_secs(2), "redelivered after {gap:?}");
