@@ -57,6 +57,10 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
         );
     }
     let payload = "x".repeat(args.size);
+    if args.mode == BenchMode::Scheduler {
+        bench_scheduler(&url, global.json, &args).await?;
+        return Ok(Exit::Ok);
+    }
     let modes: &[BenchMode] = match args.mode {
         BenchMode::All => &[BenchMode::Produce, BenchMode::Consume, BenchMode::Read],
         m => std::slice::from_ref(match m {
@@ -409,4 +413,116 @@ fn peak_rss() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// `bench scheduler`: N schedules every D, K instances for a while; every
+/// tick's lateness is its entry ID's time minus its `sk-due`.
+async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()> {
+    use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
+    if args.schedules == 0 || args.instances == 0 {
+        anyhow::bail!("--schedules and --instances must be at least 1");
+    }
+    let ns = "sk-bench";
+    let target = "sk-bench:ticks";
+    let redis = Connector::connect(url).await?;
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{ns}}}:schedules"))
+        .arg(format!("{{{ns}}}:due"))
+        .arg(format!("{{{ns}}}:state"))
+        .arg(target)
+        .query_async(&mut conn)
+        .await?;
+    let every = u64::try_from(args.every.as_millis())?;
+    let n = args.schedules as u64;
+    // First due times spread over one interval, starting a second from now.
+    let start = streamkeeper::retry::now_ms() + 1000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut pipe = redis::pipe();
+        for i in chunk {
+            let s =
+                Schedule::every(&format!("s{i}"), args.every, target)?.missed(Missed::CatchUp(100));
+            pipe.hset(
+                format!("{{{ns}}}:schedules"),
+                &s.name,
+                serde_json::to_string(&s)?,
+            )
+            .ignore();
+            pipe.zadd(format!("{{{ns}}}:due"), &s.name, start + i * every / n)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+    }
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for i in 0..args.instances {
+        let c = Connector::connect(url).await?;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            Scheduler::new(&c, ns)
+                .run(&format!("bench-{i}"), stop)
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000) + args.duration).await;
+    stop.cancel();
+    let mut per_instance = Vec::new();
+    for t in tasks {
+        per_instance.push(t.await??.emitted);
+    }
+    // Measure every tick: lateness, duplicates.
+    let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0u64;
+    let mut reader = Reader::new(&redis, StreamKey::new(target)?, StartFrom::Beginning)
+        .await?
+        .page_size(5000);
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    loop {
+        let page = reader.next_page().await?;
+        if page.is_empty() {
+            break;
+        }
+        for e in page {
+            let due: u64 = e
+                .get_str("sk-due")
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            let name = e.get_str("sk-schedule").unwrap_or("").to_string();
+            if !seen.insert((name, due)) {
+                duplicates += 1;
+            }
+            hist.record(e.id.ms.saturating_sub(due))?;
+            first = first.min(e.id.ms);
+            last = last.max(e.id.ms);
+        }
+    }
+    let ticks = hist.len();
+    let rate =
+        ticks as f64 / (Duration::from_millis(last.saturating_sub(first).max(1))).as_secs_f64();
+    if json {
+        output::json_line(&json!({
+            "mode": "scheduler", "schedules": n, "every_ms": every, "instances": args.instances,
+            "ticks": ticks, "rate": rate.round(), "lateness_p50_ms": hist.value_at_quantile(0.5),
+            "lateness_p99_ms": hist.value_at_quantile(0.99), "lateness_max_ms": hist.max(),
+            "duplicates": duplicates, "per_instance": per_instance,
+        }));
+    } else {
+        println!(
+            "scheduler {n} schedules every {}, {} instances: {ticks} ticks ({rate:.0}/s), lateness p50 {} ms, p99 {} ms, max {} ms, duplicates {duplicates}, per instance {per_instance:?}",
+            humantime::format_duration(args.every),
+            args.instances,
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.99),
+            hist.max()
+        );
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{{{ns}}}:schedules"))
+        .arg(format!("{{{ns}}}:due"))
+        .arg(format!("{{{ns}}}:state"))
+        .arg(target)
+        .query_async(&mut conn)
+        .await?;
+    Ok(())
 }

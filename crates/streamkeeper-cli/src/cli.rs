@@ -47,6 +47,8 @@ pub enum Command {
     Group(GroupArgs),
     /// Dead-letter queue: list, replay, purge.
     Dlq(DlqArgs),
+    /// Periodic ticks into streams: add, ls, rm, pause, resume, run.
+    Schedule(ScheduleArgs),
     /// Measure throughput against a plain redis-rs baseline.
     Bench(BenchArgs),
     /// Run the end-to-end demo (starts a private redis-server if no --redis).
@@ -302,6 +304,8 @@ pub enum BenchMode {
     Read,
     /// All of the above.
     All,
+    /// The scheduler: N schedules, several instances, lateness and duplicates.
+    Scheduler,
 }
 
 /// `bench` arguments.
@@ -323,6 +327,18 @@ pub struct BenchArgs {
     /// Also run the plain redis-rs loop for the same work and print the ratio.
     #[arg(long)]
     pub baseline: bool,
+    /// `bench scheduler`: number of schedules.
+    #[arg(long, default_value_t = 10_000)]
+    pub schedules: usize,
+    /// `bench scheduler`: interval of every schedule.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub every: Duration,
+    /// `bench scheduler`: instances running at once.
+    #[arg(long, default_value_t = 3)]
+    pub instances: usize,
+    /// `bench scheduler`: how long to measure.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
 }
 
 /// `demo` arguments.
@@ -370,5 +386,70 @@ pub enum DlqAction {
         /// Only dead letters older than this ID or time.
         #[arg(long, value_name = "ID|TIME")]
         before: Option<String>,
+    },
+}
+
+/// `schedule` arguments.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Key namespace of the schedules ({N}:schedules, {N}:due).
+    #[arg(long, global = true, default_value = "streamkeeper")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub action: ScheduleAction,
+}
+
+/// `schedule` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleAction {
+    /// Add or replace a schedule (takes effect at the next poll of running instances).
+    #[command(group(clap::ArgGroup::new("when").required(true).args(["every", "cron"])))]
+    Add {
+        /// The schedule's name.
+        name: String,
+        /// Fire every DURATION (e.g. 30s, 22h; at least 100ms).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        every: Option<Duration>,
+        /// Fire on a cron expression (5 fields, or 6 with seconds first).
+        #[arg(long, value_name = "EXPR")]
+        cron: Option<String>,
+        /// Time zone of --cron (IANA name).
+        #[arg(long, default_value = "UTC", requires = "cron", value_name = "ZONE")]
+        tz: String,
+        /// The stream ticks go to.
+        #[arg(long, value_name = "S")]
+        to: String,
+        /// A field of every tick (repeatable).
+        #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
+        fields: Vec<(String, String)>,
+        /// Ticks missed while no instance ran: skip, once or catch-up:N.
+        #[arg(long, default_value = "skip")]
+        missed: String,
+        /// Emit each tick up to this much after its due time (spreads load).
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        jitter: Option<Duration>,
+    },
+    /// List schedules with next due time, last tick and its lateness.
+    Ls,
+    /// Remove a schedule.
+    Rm {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Pause a schedule (it keeps its definition).
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a paused schedule (next tick computed from now).
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Run a scheduler instance until interrupted (any number may run).
+    Run {
+        /// A name for this instance in logs.
+        #[arg(long)]
+        instance: Option<String>,
     },
 }

@@ -11,6 +11,7 @@ mod dlq;
 mod group;
 mod output;
 mod produce;
+mod schedule;
 mod signal;
 mod tail;
 
@@ -97,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
         Command::Dlq(args) => dlq::run(&global, args).await,
+        Command::Schedule(args) => schedule::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }

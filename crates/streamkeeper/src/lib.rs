@@ -37,6 +37,7 @@
 //! | [`group`] | consumer group admin: create, destroy, list |
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
+//! | [`scheduler`] | distributed interval/cron scheduler: model, claim-and-emit script, instances |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
@@ -56,6 +57,7 @@ pub mod producer;
 pub mod reader;
 mod reply;
 pub mod retry;
+pub mod scheduler;
 mod scripts;
 pub mod types;
 pub mod wire;

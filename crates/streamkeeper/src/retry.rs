@@ -25,7 +25,7 @@ pub const RETRY_GROUP_FIELD: &str = "sk-retry-group";
 pub const ATTEMPT_FIELD: &str = "sk-attempt";
 
 /// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -46,3 +46,8 @@ script!(
     SEND_ONCE,
     "send_once.lua"
 );
+script!(
+    /// Claim due schedule ticks and emit them.
+    SCHEDULE_CLAIM,
+    "schedule_claim.lua"
+);

@@ -1,0 +1,155 @@
+//! `streamkeeper schedule add|ls|rm|pause|resume|run`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context;
+use comfy_table::Table;
+use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Global, ScheduleAction, ScheduleArgs};
+use crate::output;
+use crate::signal;
+use crate::Exit;
+
+fn time(ms: Option<u64>) -> String {
+    ms.map_or("-".into(), |ms| {
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    })
+}
+
+pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
+    let ns = args.namespace;
+    match args.action {
+        ScheduleAction::Add {
+            name,
+            every,
+            cron,
+            tz,
+            to,
+            fields,
+            missed,
+            jitter,
+        } => {
+            // Validate everything before connecting: nothing is stored on error.
+            let mut schedule = match (every, cron) {
+                (Some(d), None) => Schedule::every(&name, d, &to)?,
+                (None, Some(expr)) => Schedule::cron(&name, &expr, &tz, &to)?,
+                _ => anyhow::bail!("give exactly one of --every DURATION or --cron EXPR"),
+            };
+            for (k, v) in &fields {
+                schedule = schedule.field(k, v);
+            }
+            schedule = schedule.missed(missed.parse::<Missed>().context("invalid --missed")?);
+            if let Some(j) = jitter {
+                schedule = schedule.jitter(j);
+            }
+            schedule.validate()?;
+            let redis = global.connect().await?;
+            let scheduler = Scheduler::new(&redis, &ns);
+            scheduler.add(&schedule).await?;
+            if global.json {
+                output::json_line(&serde_json::to_value(&schedule)?);
+            } else {
+                println!("schedule {name} → {to} added");
+            }
+        }
+        ScheduleAction::Ls => {
+            let redis = global.connect().await?;
+            let list = Scheduler::new(&redis, &ns).list().await?;
+            if global.json {
+                for s in &list {
+                    let mut v = serde_json::to_value(s)?;
+                    v["lateness_ms"] = s.lateness_ms().into();
+                    output::json_line(&v);
+                }
+            } else if list.is_empty() {
+                println!("no schedules in namespace {ns}");
+            } else {
+                let mut t = Table::new();
+                t.load_preset(comfy_table::presets::NOTHING);
+                t.set_header([
+                    "name",
+                    "when",
+                    "to",
+                    "missed",
+                    "next due",
+                    "last fired",
+                    "lateness",
+                ]);
+                for s in &list {
+                    let when = match &s.schedule.spec {
+                        streamkeeper::scheduler::Spec::EveryMs(ms) => {
+                            format!(
+                                "every {}",
+                                humantime::format_duration(Duration::from_millis(*ms))
+                            )
+                        }
+                        streamkeeper::scheduler::Spec::Cron { expr, tz } => {
+                            format!("cron {expr} ({tz})")
+                        }
+                    };
+                    t.add_row([
+                        s.schedule.name.clone(),
+                        when,
+                        s.schedule.target.clone(),
+                        s.schedule.missed.to_string(),
+                        if s.schedule.paused {
+                            "paused".into()
+                        } else {
+                            time(s.next_due_ms)
+                        },
+                        time(s.last_fired_ms),
+                        s.lateness_ms().map_or("-".into(), |l| format!("{l}ms")),
+                    ]);
+                }
+                println!("{t}");
+            }
+        }
+        ScheduleAction::Rm { name } => {
+            let redis = global.connect().await?;
+            if !Scheduler::new(&redis, &ns).remove(&name).await? {
+                anyhow::bail!(
+                    "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
+                );
+            }
+            println!("schedule {name} removed");
+        }
+        ScheduleAction::Pause { name } => set_paused(global, &ns, &name, true).await?,
+        ScheduleAction::Resume { name } => set_paused(global, &ns, &name, false).await?,
+        ScheduleAction::Run { instance } => {
+            let redis = global
+                .connect_with(streamkeeper::ConnectorOptions {
+                    reconnect_timeout: None,
+                    ..Default::default()
+                })
+                .await?;
+            let instance =
+                instance.unwrap_or_else(|| streamkeeper::ConsumerName::unique().to_string());
+            let stop = CancellationToken::new();
+            let interrupted = signal::cancel_on_signal(stop.clone());
+            let stats = Scheduler::new(&redis, &ns).run(&instance, stop).await?;
+            tracing::debug!(emitted = stats.emitted, "instance stopped");
+            return Ok(if interrupted.get() {
+                Exit::Interrupted
+            } else {
+                Exit::Ok
+            });
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn set_paused(global: &Global, ns: &str, name: &str, paused: bool) -> anyhow::Result<()> {
+    let redis = global.connect().await?;
+    if !Scheduler::new(&redis, ns).set_paused(name, paused).await? {
+        anyhow::bail!(
+            "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
+        );
+    }
+    println!(
+        "schedule {name} {}",
+        if paused { "paused" } else { "resumed" }
+    );
+    Ok(())
+}

@@ -1,0 +1,49 @@
+-- Claims due ticks of many schedules and emits them, each schedule
+-- atomically: only the instance whose expected due time still matches
+-- moves the due time forward, and the same script appends the ticks.
+-- A tick is therefore emitted once, by one instance, or not yet.
+--
+-- KEYS[1]  {N}:due    zset name -> next due ms
+-- KEYS[2]  {N}:state  hash name -> "<last due ms> <fired at ms>"
+-- KEYS[3..] target streams
+-- ARGV[1]  now, in ms
+-- ARGV[2]  number of items, then per item:
+--          name, expected due, next due, target index (into KEYS),
+--          n ticks, tick due × n, n field pairs, field, value × n
+--
+-- Returns {ticks emitted, schedules claimed}.
+local i = 3
+local emitted = 0
+local claimed = 0
+for _ = 1, tonumber(ARGV[2]) do
+  local name = ARGV[i]
+  local expected = tonumber(ARGV[i + 1])
+  local next_due = ARGV[i + 2]
+  local target = KEYS[tonumber(ARGV[i + 3])]
+  local n_ticks = tonumber(ARGV[i + 4])
+  local ticks_at = i + 5
+  local n_pairs = tonumber(ARGV[ticks_at + n_ticks])
+  local fields_at = ticks_at + n_ticks + 1
+  i = fields_at + 2 * n_pairs
+  local current = redis.call('ZSCORE', KEYS[1], name)
+  if current and tonumber(current) == expected then
+    redis.call('ZADD', KEYS[1], next_due, name)
+    claimed = claimed + 1
+    for t = 0, n_ticks - 1 do
+      local args = {target, '*'}
+      for f = 0, 2 * n_pairs - 1 do
+        args[#args + 1] = ARGV[fields_at + f]
+      end
+      args[#args + 1] = 'sk-schedule'
+      args[#args + 1] = name
+      args[#args + 1] = 'sk-due'
+      args[#args + 1] = ARGV[ticks_at + t]
+      redis.call('XADD', unpack(args))
+      emitted = emitted + 1
+    end
+    if n_ticks > 0 then
+      redis.call('HSET', KEYS[2], name, ARGV[ticks_at + n_ticks - 1] .. ' ' .. ARGV[1])
+    end
+  end
+end
+return {emitted, claimed}

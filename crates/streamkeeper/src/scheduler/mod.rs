@@ -1,0 +1,394 @@
+//! The distributed scheduler: interval and cron ticks appended to streams.
+//!
+//! Definitions live in `{N}:schedules` (hash name → JSON) and next due
+//! times in `{N}:due` (zset name → ms); `{N}:state` remembers the last tick
+//! of each schedule. Any number of instances run [`Scheduler::run`]: each
+//! polls the due set and claims ticks through one Lua script that checks
+//! the due time it saw, moves it forward and appends the ticks — so a tick
+//! is emitted by exactly one instance, and an instance that dies before the
+//! script leaves the tick to the others. No leader, no locks. Due times
+//! live in Redis: a restart delays nothing, and edits take effect at the
+//! next poll (≤ 100 ms).
+//!
+//! Target streams must be reachable from the script: on a single server
+//! any key works; on Redis Cluster (a later issue) the targets must share
+//! the namespace's hash slot, e.g. `{streamkeeper}.ticks`.
+
+mod model;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use model::{cron_next, Missed, Schedule, Spec, MIN_EVERY};
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::retry::now_ms;
+use crate::scripts;
+
+/// The default namespace of scheduler keys.
+pub const DEFAULT_NAMESPACE: &str = "streamkeeper";
+
+/// How often an idle instance looks at the due set at most.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Schedules claimed per script call.
+const BATCH: usize = 300;
+
+/// A schedule with its state, as `list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ScheduleStatus {
+    /// The definition.
+    pub schedule: Schedule,
+    /// Next due time (ms), `None` when paused.
+    pub next_due_ms: Option<u64>,
+    /// Due time of the last emitted tick.
+    pub last_due_ms: Option<u64>,
+    /// When the last tick was emitted.
+    pub last_fired_ms: Option<u64>,
+}
+
+impl ScheduleStatus {
+    /// How late the last tick was emitted, in ms.
+    pub fn lateness_ms(&self) -> Option<u64> {
+        Some(self.last_fired_ms?.saturating_sub(self.last_due_ms?))
+    }
+}
+
+/// What one instance did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceStats {
+    /// Ticks this instance appended.
+    pub emitted: u64,
+    /// Schedule transitions it won.
+    pub claimed: u64,
+}
+
+/// Manages schedules and runs instances in one namespace.
+///
+/// ```no_run
+/// # async fn f(redis: streamkeeper::Connector) -> streamkeeper::Result<()> {
+/// use std::time::Duration;
+/// use streamkeeper::scheduler::{Schedule, Scheduler};
+/// let scheduler = Scheduler::new(&redis, "streamkeeper");
+/// scheduler.add(&Schedule::every("health", Duration::from_secs(30), "checks")?).await?;
+/// scheduler.run("instance-1", tokio_util::sync::CancellationToken::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    connector: Connector,
+    schedules: String,
+    due: String,
+    state: String,
+}
+
+impl Scheduler {
+    /// A scheduler over the keys of namespace `ns`.
+    pub fn new(connector: &Connector, ns: &str) -> Self {
+        Scheduler {
+            connector: connector.clone(),
+            schedules: format!("{{{ns}}}:schedules"),
+            due: format!("{{{ns}}}:due"),
+            state: format!("{{{ns}}}:state"),
+        }
+    }
+
+    /// Adds or replaces a schedule (validated first; nothing is stored on
+    /// error). A replaced schedule's next tick is computed from now.
+    pub async fn add(&self, schedule: &Schedule) -> Result<()> {
+        schedule.validate()?;
+        let json = serde_json::to_string(schedule)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().hset(&self.schedules, &schedule.name, json);
+        if schedule.paused {
+            pipe.zrem(&self.due, &schedule.name);
+        } else {
+            pipe.zadd(&self.due, &schedule.name, schedule.next_after(now_ms()));
+        }
+        let mut conn = self.connector.shared();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("storing schedule {}", schedule.name), e))
+    }
+
+    /// Removes a schedule; `false` if there was none.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let mut conn = self.connector.shared();
+        let (n, _, _): (u64, u64, u64) = redis::pipe()
+            .atomic()
+            .hdel(&self.schedules, name)
+            .zrem(&self.due, name)
+            .hdel(&self.state, name)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("removing schedule {name}"), e))?;
+        Ok(n > 0)
+    }
+
+    /// The definition of one schedule.
+    pub async fn get(&self, name: &str) -> Result<Option<Schedule>> {
+        let mut conn = self.connector.shared();
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(&self.schedules)
+            .arg(name)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("HGET schedule", e))?;
+        json.map(|j| serde_json::from_str(&j).map_err(Error::from))
+            .transpose()
+    }
+
+    /// Pauses or resumes a schedule; `false` if there is no such schedule.
+    /// Resuming computes the next tick from now (nothing is caught up).
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool> {
+        let Some(mut s) = self.get(name).await? else {
+            return Ok(false);
+        };
+        s.paused = paused;
+        self.add(&s).await?;
+        Ok(true)
+    }
+
+    /// Every schedule with its next due time and last tick, by name.
+    pub async fn list(&self) -> Result<Vec<ScheduleStatus>> {
+        let mut conn = self.connector.shared();
+        let (defs, due, state): (
+            HashMap<String, String>,
+            Vec<(String, f64)>,
+            HashMap<String, String>,
+        ) = redis::pipe()
+            .hgetall(&self.schedules)
+            .cmd("ZRANGE")
+            .arg(&self.due)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .hgetall(&self.state)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("listing schedules", e))?;
+        let due: HashMap<String, u64> = due.into_iter().map(|(n, s)| (n, s as u64)).collect();
+        let mut out = Vec::with_capacity(defs.len());
+        for (name, json) in defs {
+            let schedule: Schedule = serde_json::from_str(&json)?;
+            let mut last = state
+                .get(&name)
+                .map(|s| s.split(' ').map(|p| p.parse::<u64>().ok()));
+            let last_due_ms = last.as_mut().and_then(|it| it.next().flatten());
+            let last_fired_ms = last.as_mut().and_then(|it| it.next().flatten());
+            out.push(ScheduleStatus {
+                next_due_ms: due.get(&name).copied(),
+                schedule,
+                last_due_ms,
+                last_fired_ms,
+            });
+        }
+        out.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
+        Ok(out)
+    }
+
+    /// Runs one instance until `shutdown` is cancelled. Any number may run
+    /// at once, in any processes; each due tick is emitted exactly once.
+    pub async fn run(&self, instance: &str, shutdown: CancellationToken) -> Result<InstanceStats> {
+        let mut stats = InstanceStats::default();
+        let mut cache: HashMap<String, (String, Schedule)> = HashMap::new();
+        let mut due_estimate = 0u64;
+        tracing::info!(%instance, "scheduler instance started");
+        loop {
+            let wait = match self
+                .poll_once(&mut cache, &mut stats, &mut due_estimate)
+                .await
+            {
+                Ok(w) => w,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "scheduler poll failed; reconnecting");
+                    let _ = self.connector.recover().await;
+                    Duration::from_millis(500)
+                }
+                Err(e) => return Err(e),
+            };
+            if wait.is_zero() {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(%instance, emitted = stats.emitted, "scheduler instance stopped");
+        Ok(stats)
+    }
+
+    /// One poll: claims what is due; returns how long to wait before the
+    /// next (zero when there may be more due right now).
+    async fn poll_once(
+        &self,
+        cache: &mut HashMap<String, (String, Schedule)>,
+        stats: &mut InstanceStats,
+        due_estimate: &mut u64,
+    ) -> Result<Duration> {
+        let now = now_ms();
+        let mut conn = self.connector.shared();
+        // Instances start at random places in a large due set, so they
+        // rarely race for the same schedules (a lost race costs a no-op).
+        let spread = due_estimate.saturating_sub(BATCH as u64);
+        let offset = if spread > 0 {
+            rand::random::<u64>() % (spread + 1)
+        } else {
+            0
+        };
+        let (count, due): (u64, Vec<(String, f64)>) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(&self.due)
+            .arg("-inf")
+            .arg(now)
+            .cmd("ZRANGEBYSCORE")
+            .arg(&self.due)
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(offset)
+            .arg(BATCH)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("reading due schedules", e))?;
+        *due_estimate = count;
+        if due.is_empty() && count > 0 {
+            // The window moved past the end while others claimed: look again.
+            return Ok(Duration::ZERO);
+        }
+        if due.is_empty() {
+            let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(&self.due)
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("reading due schedules", e))?;
+            let until = head
+                .first()
+                .map_or(u64::MAX, |(_, s)| (*s as u64).saturating_sub(now));
+            return Ok(Duration::from_millis(until)
+                .min(POLL)
+                .max(Duration::from_millis(1)));
+        }
+        let full = due.len() == BATCH;
+        // Definitions: fetch the JSON of all due schedules, parse only what changed.
+        let names: Vec<&str> = due.iter().map(|(n, _)| n.as_str()).collect();
+        let jsons: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&self.schedules)
+            .arg(&names)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("reading schedule definitions", e))?;
+        let mut targets: Vec<String> = Vec::new();
+        let mut args: Vec<Vec<u8>> = Vec::new();
+        let mut items = 0usize;
+        let mut soonest_jitter = u64::MAX;
+        let mut orphans = Vec::new();
+        for ((name, score), json) in due.iter().zip(jsons) {
+            let Some(json) = json else {
+                // A due time without a definition (removed meanwhile).
+                orphans.push(name.as_str());
+                continue;
+            };
+            let fresh = cache.get(name).is_none_or(|(j, _)| *j != json);
+            if fresh {
+                match serde_json::from_str::<Schedule>(&json) {
+                    Ok(s) => {
+                        cache.insert(name.clone(), (json, s));
+                    }
+                    Err(e) => {
+                        tracing::error!(schedule = %name, error = %e, "unreadable schedule definition; skipped");
+                        continue;
+                    }
+                }
+            }
+            let Some((_, schedule)) = cache.get(name) else {
+                continue;
+            };
+            let due_ms = *score as u64;
+            let offset = schedule.jitter_offset(due_ms);
+            if now < due_ms + offset {
+                soonest_jitter = soonest_jitter.min(due_ms + offset - now);
+                continue;
+            }
+            let (ticks, next) = schedule.plan(due_ms, now);
+            let target_index = match targets.iter().position(|t| *t == schedule.target) {
+                Some(i) => i,
+                None => {
+                    targets.push(schedule.target.clone());
+                    targets.len() - 1
+                }
+            } + 3;
+            args.push(name.as_bytes().to_vec());
+            args.push(due_ms.to_string().into_bytes());
+            args.push(next.to_string().into_bytes());
+            args.push(target_index.to_string().into_bytes());
+            args.push(ticks.len().to_string().into_bytes());
+            args.extend(ticks.iter().map(|t| t.to_string().into_bytes()));
+            args.push(schedule.fields.len().to_string().into_bytes());
+            for (k, v) in &schedule.fields {
+                args.push(k.as_bytes().to_vec());
+                args.push(v.as_bytes().to_vec());
+            }
+            items += 1;
+        }
+        if !orphans.is_empty() {
+            redis::cmd("ZREM")
+                .arg(&self.due)
+                .arg(&orphans)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| Error::redis("removing orphan due times", e))?;
+        }
+        if items > 0 {
+            let mut invocation = scripts::SCHEDULE_CLAIM.key(&self.due);
+            invocation.key(&self.state);
+            for t in &targets {
+                invocation.key(t);
+            }
+            invocation.arg(now).arg(items);
+            for a in &args {
+                invocation.arg(a.as_slice());
+            }
+            let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
+            match r {
+                Ok(Value::Array(v)) => {
+                    let num = |i: usize| match v.get(i) {
+                        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                        _ => 0,
+                    };
+                    stats.emitted += num(0);
+                    stats.claimed += num(1);
+                    metrics::counter!("streamkeeper_schedule_ticks_total").increment(num(0));
+                }
+                Ok(other) => {
+                    return Err(Error::Protocol {
+                        command: "schedule claim script",
+                        detail: format!("{other:?}"),
+                    })
+                }
+                Err(e) => return Err(Error::redis("schedule claim script", e)),
+            }
+        }
+        if full || items > 0 {
+            // More may be due right now; the next poll finds out (and, if
+            // nothing is, sleeps until the earliest due time).
+            return Ok(Duration::ZERO);
+        }
+        Ok(
+            Duration::from_millis(soonest_jitter.min(POLL.as_millis() as u64))
+                .max(Duration::from_millis(1)),
+        )
+    }
+}
