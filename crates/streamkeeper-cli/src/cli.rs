@@ -14,7 +14,13 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 ///
 /// Exit codes: 0 ok, 1 a check failed, 2 error, 130 interrupted.
 #[derive(Debug, Parser)]
-#[command(name = "streamkeeper", version, about, long_about = None)]
+#[command(
+    name = "streamkeeper",
+    version,
+    about = "Reliable event streaming and scheduling on Redis Streams",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 a check failed, 2 error, 130 interrupted."
+)]
 pub struct Cli {
     /// Redis URL: redis://[user:pass@]host:port[/db], rediss://…,
     /// redis+unix:///path.sock, redis+sentinel://h1:p1,h2:p2/<master>

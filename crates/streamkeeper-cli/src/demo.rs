@@ -96,6 +96,65 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
 
     // 3. The survivors and the slow group, while the rest is produced.
     let stop = CancellationToken::new();
+    // A heartbeat schedule: two scheduler instances, ticks handled by a group.
+    let ticks = StreamKey::new("demo:ticks")?;
+    let _: () = redis::cmd("DEL")
+        .arg(ticks.as_str())
+        .query_async(&mut conn)
+        .await?;
+    let scheduler = streamkeeper::scheduler::Scheduler::new(&redis, "demo");
+    scheduler
+        .add(
+            &streamkeeper::scheduler::Schedule::every(
+                "heartbeat",
+                Duration::from_millis(200),
+                ticks.as_str(),
+            )?
+            .field("check", "inventory"),
+        )
+        .await?;
+    let tick_group = GroupName::new("tick-handlers")?;
+    streamkeeper::group::create_group(&redis, &ticks, &tick_group, StartFrom::Beginning).await?;
+    let mut sched_tasks = Vec::new();
+    for i in 0..2 {
+        let (s, stop) = (scheduler.clone(), stop.clone());
+        sched_tasks.push(tokio::spawn(async move {
+            s.run(&format!("demo-scheduler-{i}"), stop).await
+        }));
+    }
+    let tick_dues: Arc<Mutex<Vec<u64>>> = Arc::default();
+    {
+        let (redis, ticks, tick_group, stop, tick_dues) = (
+            redis.clone(),
+            ticks.clone(),
+            tick_group.clone(),
+            stop.clone(),
+            tick_dues.clone(),
+        );
+        sched_tasks.push(tokio::spawn(async move {
+            GroupConsumer::new(&redis, ticks, tick_group)
+                .run(
+                    move |d| {
+                        let tick_dues = tick_dues.clone();
+                        async move {
+                            let due = d
+                                .entry()
+                                .get_str("sk-due")
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0);
+                            if let Ok(mut t) = tick_dues.lock() {
+                                t.push(due);
+                            }
+                            Ok::<_, std::convert::Infallible>(Outcome::Ack)
+                        }
+                    },
+                    1,
+                    stop,
+                )
+                .await
+                .map(|_| streamkeeper::scheduler::InstanceStats::default())
+        }));
+    }
     let seen_billing: Seen = Arc::default();
     let seen_analytics: Seen = Arc::default();
     let mut workers = Vec::new();
@@ -149,6 +208,17 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     for w in workers {
         stats.push(w.await??);
     }
+    let mut emitted = 0;
+    for t in sched_tasks {
+        emitted += t.await??.emitted;
+    }
+    scheduler.remove("heartbeat").await?;
+    let (handled, distinct) = tick_dues.lock().map_or((0, 0), |t| {
+        let mut d = t.clone();
+        d.sort_unstable();
+        d.dedup();
+        (t.len(), d.len())
+    });
 
     // 5. The summary.
     let dead = xlen(&redis, &dlq).await?;
@@ -171,6 +241,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
                 "dead_lettered": dead, "pending": pend, "lost": lost,
             }));
         }
+        output::json_line(&json!({
+            "schedule": "heartbeat", "emitted": emitted, "handled": handled, "duplicates": handled - distinct,
+        }));
     } else {
         let mut t = Table::new();
         t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -195,11 +268,13 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         println!("{t}");
         println!(
             "the crashed consumer's {taken} orders were reclaimed by the survivors; {delivered} deliveries in all;\n\
-             order {flaky_id} failed once and {} on retry; poison order {} is in {} ({}); took {:.1}s",
+             order {flaky_id} failed once and {} on retry; poison order {} is in {} ({});\n\
+             schedule heartbeat (every 200ms, 2 scheduler instances): {emitted} ticks emitted, {handled} handled, {} duplicates; took {:.1}s",
             if seen_billing.lock().is_ok_and(|s| s.contains(&flaky_id)) { "succeeded" } else { "did NOT succeed" },
             poison_id.map(|i| i.to_string()).unwrap_or_default(),
             dlq,
             if poison_id.is_some_and(|p| dead_ids.contains(&p)) { "ok" } else { "MISSING" },
+            handled - distinct,
             started.elapsed().as_secs_f64()
         );
     }

@@ -38,6 +38,9 @@ const POLL: Duration = Duration::from_millis(100);
 /// Schedules claimed per script call.
 const BATCH: usize = 300;
 
+/// Names with their due times (`ZRANGE … WITHSCORES`).
+type DueTimes = Vec<(String, f64)>;
+
 /// A schedule with its state, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ScheduleStatus {
@@ -156,21 +159,18 @@ impl Scheduler {
     /// Every schedule with its next due time and last tick, by name.
     pub async fn list(&self) -> Result<Vec<ScheduleStatus>> {
         let mut conn = self.connector.shared();
-        let (defs, due, state): (
-            HashMap<String, String>,
-            Vec<(String, f64)>,
-            HashMap<String, String>,
-        ) = redis::pipe()
-            .hgetall(&self.schedules)
-            .cmd("ZRANGE")
-            .arg(&self.due)
-            .arg(0)
-            .arg(-1)
-            .arg("WITHSCORES")
-            .hgetall(&self.state)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("listing schedules", e))?;
+        let (defs, due, state): (HashMap<String, String>, DueTimes, HashMap<String, String>) =
+            redis::pipe()
+                .hgetall(&self.schedules)
+                .cmd("ZRANGE")
+                .arg(&self.due)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .hgetall(&self.state)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("listing schedules", e))?;
         let due: HashMap<String, u64> = due.into_iter().map(|(n, s)| (n, s as u64)).collect();
         let mut out = Vec::with_capacity(defs.len());
         for (name, json) in defs {
