@@ -35,7 +35,7 @@ pub fn cancel_on_signal(token: CancellationToken) -> Interrupted {
             _ = token.cancelled() => return,
         }
         set.0.store(true, Ordering::SeqCst);
-        tracing::info!("interrupted: stopping, flushing acks");
+        tracing::info!("interrupted: stopping cleanly");
         token.cancel();
     });
     flag
