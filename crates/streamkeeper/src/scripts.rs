@@ -51,3 +51,23 @@ script!(
     SCHEDULE_CLAIM,
     "schedule_claim.lua"
 );
+script!(
+    /// Compute the ack-based trim point and trim below it.
+    TRIM_POINT,
+    "trim_point.lua"
+);
+script!(
+    /// Take or renew a lease.
+    LEASE,
+    "lease.lua"
+);
+script!(
+    /// Release a lease we hold.
+    LEASE_RELEASE,
+    "lease_release.lua"
+);
+script!(
+    /// Hand a consumer's pending entries to another and delete it.
+    HANDOFF,
+    "handoff.lua"
+);

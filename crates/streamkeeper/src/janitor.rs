@@ -1,0 +1,332 @@
+//! Ack-aware trimming: remove only what every consumer group has finished.
+//!
+//! The trim point `T = min over groups of min(oldest pending, next after
+//! last-delivered)` is computed and applied (`XTRIM S MINID T`) in one Lua
+//! script, so no concurrent read, claim or ack can make it delete an entry
+//! some group still needs. A stream without groups is not ack-trimmed.
+//!
+//! Optional hard caps (`max_len`, `max_age`) bound a stream whose groups
+//! fall too far behind: entries a cap removes while still unacknowledged
+//! are first copied to an archive (a JSON-lines file or another stream),
+//! counted as `dropped_unacked` and warned about. One janitor works per
+//! stream: it holds the lease `{S}:janitor` (SET NX PX, renewed).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::producer::Producer;
+use crate::scripts;
+use crate::types::{Entry, StreamId, StreamKey};
+
+/// The suffix of the lease key: `{S}:janitor`.
+pub const LEASE_SUFFIX: &str = "janitor";
+
+/// Where entries removed by a cap while unacknowledged are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Archive {
+    /// Appended to a JSON-lines file (the wire format of DESIGN.md §5).
+    File(PathBuf),
+    /// Appended to another stream (same fields, new IDs, plus `sk-origin-id`).
+    Stream(StreamKey),
+}
+
+impl std::str::FromStr for Archive {
+    type Err = Error;
+    /// `stream:KEY` or a file path.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.strip_prefix("stream:") {
+            Some(k) => Ok(Archive::Stream(StreamKey::new(k)?)),
+            None if s.is_empty() => Err(Error::InvalidInput("empty --archive".into())),
+            None => Ok(Archive::File(PathBuf::from(s))),
+        }
+    }
+}
+
+/// Settings of a janitor run.
+#[derive(Debug, Clone, Default)]
+pub struct JanitorOptions {
+    /// Report only; trim nothing.
+    pub dry_run: bool,
+    /// Keep at most this many entries, whatever the groups say.
+    pub max_len: Option<u64>,
+    /// Keep no entry older than this, whatever the groups say.
+    pub max_age: Option<Duration>,
+    /// Where unacknowledged entries removed by a cap go first. Required
+    /// when a cap is set: a cap never deletes unacked data silently.
+    pub archive: Option<Archive>,
+}
+
+/// What one janitor run did to one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrimReport {
+    /// The stream.
+    pub stream: String,
+    /// Entries removed (or, in a dry run, that would be).
+    pub trimmed: u64,
+    /// The ack-based trim point, `None` when the stream has no group.
+    pub trim_to: Option<String>,
+    /// Unacknowledged entries a cap removed (archived first).
+    pub dropped_unacked: u64,
+}
+
+/// One janitor run on `stream`: ack-based trim, then caps.
+pub async fn run_once(
+    connector: &Connector,
+    stream: &StreamKey,
+    options: &JanitorOptions,
+) -> Result<TrimReport> {
+    if (options.max_len.is_some() || options.max_age.is_some()) && options.archive.is_none() {
+        return Err(Error::InvalidInput(
+            "a cap (--max-len/--max-age) needs --archive FILE|stream:KEY: unacknowledged entries are archived before they are dropped".into(),
+        ));
+    }
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = scripts::TRIM_POINT
+        .key(stream)
+        .arg(if options.dry_run { "1" } else { "0" })
+        .invoke_async(&mut conn)
+        .await;
+    let (mut trimmed, trim_to) = match r {
+        Ok(Value::Array(v)) => {
+            let trimmed = match v.first() {
+                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+                _ => 0,
+            };
+            let to = match v.get(1) {
+                Some(Value::BulkString(b)) => Some(StreamId::from_bytes(b)?),
+                _ => None,
+            };
+            (trimmed, to)
+        }
+        Ok(other) => {
+            return Err(Error::Protocol {
+                command: "trim script",
+                detail: format!("{other:?}"),
+            })
+        }
+        Err(e) => return Err(keys::explain(&mut conn, stream, "trim script", e).await),
+    };
+    if options.dry_run {
+        if let Some(t) = trim_to {
+            trimmed = count_below(connector, stream, t).await?;
+        }
+    } else if trimmed > 0 {
+        metrics::counter!("streamkeeper_janitor_trimmed_total").increment(trimmed);
+    }
+    let mut report = TrimReport {
+        stream: stream.to_string(),
+        trimmed,
+        trim_to: trim_to.map(|t| t.to_string()),
+        dropped_unacked: 0,
+    };
+    if options.max_len.is_some() || options.max_age.is_some() {
+        apply_caps(connector, stream, options, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Entries with IDs below `t`, counted in pages.
+async fn count_below(connector: &Connector, stream: &StreamKey, t: StreamId) -> Result<u64> {
+    let mut n = 0u64;
+    let mut start = StreamId::MIN;
+    loop {
+        let page = crate::reader::range(connector, stream, start, t, 10_000).await?;
+        let mut last = None;
+        for e in &page {
+            if e.id < t {
+                n += 1;
+                last = Some(e.id);
+            }
+        }
+        match last {
+            Some(l) if page.len() == 10_000 => start = l.next(),
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Removes what the caps exclude; archives each entry first.
+async fn apply_caps(
+    connector: &Connector,
+    stream: &StreamKey,
+    options: &JanitorOptions,
+    report: &mut TrimReport,
+) -> Result<()> {
+    let mut conn = connector.shared();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis("XLEN", e))?;
+    let mut excess = options.max_len.map_or(0, |m| len.saturating_sub(m));
+    let age_limit = options.max_age.map(|a| {
+        StreamId::new(
+            crate::retry::now_ms().saturating_sub(u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+            0,
+        )
+    });
+    let mut cut: Option<StreamId> = None;
+    let mut start = StreamId::MIN;
+    let mut archived = Vec::new();
+    loop {
+        let page = crate::reader::range(connector, stream, start, StreamId::MAX, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        let mut done = false;
+        for e in page.iter() {
+            let too_old = age_limit.is_some_and(|limit| e.id < limit);
+            if excess == 0 && !too_old {
+                done = true;
+                break;
+            }
+            excess = excess.saturating_sub(1);
+            cut = Some(e.id.next());
+            archived.push(e.clone());
+        }
+        if !options.dry_run && !archived.is_empty() {
+            if let Some(archive) = &options.archive {
+                write_archive(connector, stream, archive, &archived).await?;
+            }
+        }
+        report.dropped_unacked += archived.len() as u64;
+        archived.clear();
+        if done {
+            break;
+        }
+        match page.last() {
+            Some(l) => start = l.id.next(),
+            None => break,
+        }
+    }
+    if let (Some(cut), false) = (cut, options.dry_run) {
+        let n: u64 = redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MINID")
+            .arg(cut)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("XTRIM by cap", e))?;
+        report.trimmed += n;
+        tracing::warn!(%stream, dropped_unacked = report.dropped_unacked,
+            "a cap removed entries that some group had not acknowledged; they are in the archive");
+    }
+    Ok(())
+}
+
+async fn write_archive(
+    connector: &Connector,
+    stream: &StreamKey,
+    archive: &Archive,
+    entries: &[Entry],
+) -> Result<()> {
+    match archive {
+        Archive::File(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot open archive {}: {e}", path.display()))
+                })?;
+            let mut buf = String::new();
+            for e in entries {
+                buf.push_str(&crate::wire::entry_to_line(stream.as_str(), e));
+                buf.push('\n');
+            }
+            f.write_all(buf.as_bytes())
+                .and_then(|()| f.sync_data())
+                .map_err(|e| {
+                    Error::InvalidInput(format!("cannot write archive {}: {e}", path.display()))
+                })
+        }
+        Archive::Stream(key) => {
+            let batch: Vec<_> = entries
+                .iter()
+                .map(|e| {
+                    let mut f = e.fields.clone();
+                    f.push((b"sk-origin-id".to_vec(), e.id.to_string().into_bytes()));
+                    f
+                })
+                .collect();
+            Producer::new(connector, key.clone())
+                .send_batch(&batch)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// The lease that lets one janitor work on a stream while others stand by.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    connector: Connector,
+    key: String,
+    holder: String,
+    ttl: Duration,
+}
+
+impl Lease {
+    /// The lease of `stream` for `holder`, valid `ttl` after each renewal.
+    pub fn new(connector: &Connector, stream: &StreamKey, holder: &str, ttl: Duration) -> Self {
+        Lease {
+            connector: connector.clone(),
+            key: stream.derived(LEASE_SUFFIX),
+            holder: holder.to_string(),
+            ttl,
+        }
+    }
+
+    /// Takes the lease if free, renews it if ours; `false` if another holds it.
+    pub async fn acquire(&self) -> Result<bool> {
+        let mut conn = self.connector.shared();
+        let r: i64 = scripts::LEASE
+            .key(&self.key)
+            .arg(&self.holder)
+            .arg(
+                u64::try_from(self.ttl.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("janitor lease", e))?;
+        Ok(r == 1)
+    }
+
+    /// Gives the lease up if we hold it.
+    pub async fn release(&self) -> Result<()> {
+        let mut conn = self.connector.shared();
+        scripts::LEASE_RELEASE
+            .key(&self.key)
+            .arg(&self.holder)
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::redis("janitor lease release", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_targets_parse() {
+        assert_eq!(
+            "stream:old".parse::<Archive>().expect("stream"),
+            Archive::Stream(StreamKey::new("old").expect("k"))
+        );
+        assert_eq!(
+            "/tmp/a.jsonl".parse::<Archive>().expect("file"),
+            Archive::File("/tmp/a.jsonl".into())
+        );
+        assert!("".parse::<Archive>().is_err());
+    }
+}
