@@ -49,8 +49,20 @@ pub enum Command {
     Tail(TailArgs),
     /// Read as a consumer group member; print entries or run a command per entry.
     Consume(ConsumeArgs),
-    /// Create, destroy and list consumer groups.
+    /// Create, destroy, list and reset consumer groups; list and remove consumers.
     Group(GroupArgs),
+    /// Lag and health per stream and group (a health check with thresholds).
+    Stat(StatArgs),
+    /// Trim entries every group has acknowledged (never unacked ones).
+    Janitor(JanitorArgs),
+    /// Write a stream as JSON lines (lossless).
+    Dump(DumpArgs),
+    /// Append JSON lines (a dump) to a stream; checks the whole file first.
+    Restore(RestoreArgs),
+    /// Check the server's settings and say what matters for streams.
+    Doctor,
+    /// Web dashboard, Prometheus metrics and a JSON API.
+    Serve(ServeArgs),
     /// Dead-letter queue: list, replay, purge.
     Dlq(DlqArgs),
     /// Periodic ticks into streams: add, ls, rm, pause, resume, run.
@@ -297,6 +309,136 @@ pub enum GroupAction {
         /// The stream.
         stream: String,
     },
+    /// Move the group's last-delivered ID (re-deliver or skip entries).
+    Reset {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+        /// The new last-delivered ID or a time (entries after it are delivered next).
+        #[arg(long, value_name = "ID|TIME")]
+        to: String,
+        /// Only show how many entries would be re-delivered or skipped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List consumers; optionally remove idle ones (their pending entries
+    /// go to the most recently active consumer first, never dropped).
+    Consumers {
+        /// The stream.
+        stream: String,
+        /// The group.
+        group: String,
+        /// Remove consumers idle longer than this.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        remove_idle: Option<Duration>,
+    },
+}
+
+/// `stat` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without streams, inspects every stream in the database (SCAN TYPE stream). \
+With --max-lag or --max-time-lag, exits 1 when any group exceeds them: usable as a health check."
+)]
+pub struct StatArgs {
+    /// Streams to inspect (default: all).
+    pub streams: Vec<String>,
+    /// Print again every INTERVAL, with the trend of each group.
+    #[arg(long, value_parser = parse_duration, value_name = "INTERVAL")]
+    pub watch: Option<Duration>,
+    /// Exit 1 when a group has more outstanding entries than this.
+    #[arg(long, value_name = "N")]
+    pub max_lag: Option<u64>,
+    /// Exit 1 when a group's oldest outstanding entry is older than this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time_lag: Option<Duration>,
+    /// Exact memory (walks the whole stream) instead of a sample.
+    #[arg(long)]
+    pub exact_memory: bool,
+    /// Flag consumers idle longer than this (holding entries) as dead.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub dead_after: Duration,
+}
+
+/// `janitor` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The trim point is the oldest entry some group still needs (pending, or not yet \
+delivered); it is computed and applied in one script. Caps remove entries whatever the groups \
+say, so they need --archive: unacknowledged entries are archived before they are dropped. \
+One janitor works per stream (lease {S}:janitor); others stand by."
+)]
+pub struct JanitorArgs {
+    /// Streams to clean.
+    #[arg(required = true)]
+    pub streams: Vec<String>,
+    /// One run, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Report what would be trimmed; trim nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Time between runs.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// Keep at most N entries (archive unacked ones first).
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<u64>,
+    /// Keep no entry older than this (archive unacked ones first).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
+    /// Where capped unacked entries go: a JSON-lines file or stream:KEY.
+    #[arg(long, value_name = "FILE|stream:KEY")]
+    pub archive: Option<String>,
+}
+
+/// `dump` arguments.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// The stream.
+    pub stream: String,
+    /// First ID (inclusive) or time.
+    #[arg(long, value_name = "ID|TIME")]
+    pub from: Option<String>,
+    /// Last ID (inclusive) or time.
+    #[arg(long, value_name = "ID|TIME")]
+    pub to: Option<String>,
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// `restore` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The whole input is checked before the first write: a bad line writes nothing \
+and names its line number (or is skipped with --skip-bad). With --keep-ids the stream must be \
+empty or end before the first ID of the dump."
+)]
+pub struct RestoreArgs {
+    /// The stream.
+    pub stream: String,
+    /// Read FILE instead of stdin.
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input: Option<std::path::PathBuf>,
+    /// Keep the IDs of the dump (byte-for-byte copy).
+    #[arg(long)]
+    pub keep_ids: bool,
+    /// Skip bad lines (reported with their numbers) instead of failing.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub listen: std::net::SocketAddr,
+    /// Streams to show (default: all).
+    #[arg(long, num_args = 1..)]
+    pub streams: Vec<String>,
 }
 
 /// What `bench` measures.

@@ -8,11 +8,16 @@ mod cli;
 mod consume;
 mod demo;
 mod dlq;
+mod doctor;
+mod dump;
 mod group;
+mod janitor;
 mod output;
 mod produce;
 mod schedule;
+mod serve;
 mod signal;
+mod stat;
 mod tail;
 
 use std::process::ExitCode;
@@ -128,6 +133,12 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
         Command::Dlq(args) => dlq::run(&global, args).await,
+        Command::Stat(args) => stat::run(&global, args).await,
+        Command::Janitor(args) => janitor::run(&global, args).await,
+        Command::Dump(args) => dump::dump(&global, args).await,
+        Command::Restore(args) => dump::restore(&global, args).await,
+        Command::Doctor => doctor::run(&global).await,
+        Command::Serve(args) => serve::run(&global, args).await,
         Command::Schedule(args) => schedule::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,

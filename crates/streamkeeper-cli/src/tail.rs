@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use streamkeeper::{reader, Reader, StartFrom, StreamId};
+use streamkeeper::{reader, Reader, StartFrom};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{stream_key, Global, TailArgs};
@@ -11,21 +11,12 @@ use crate::output;
 use crate::signal;
 use crate::Exit;
 
-/// The ID just before `id`, so that XREAD (exclusive) starts *at* `id`.
-fn before(id: StreamId) -> StreamId {
-    match (id.ms, id.seq) {
-        (0, 0) => StreamId::MIN,
-        (ms, 0) => StreamId::new(ms - 1, u64::MAX),
-        (ms, seq) => StreamId::new(ms, seq - 1),
-    }
-}
-
 pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     let stream = stream_key(&args.stream)?;
     let from = match &args.from {
         None => None,
         Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
-            StartFrom::After(id) => StartFrom::After(before(id)),
+            StartFrom::After(id) => StartFrom::After(id.prev()),
             other => other,
         }),
     };

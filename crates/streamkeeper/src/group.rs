@@ -155,3 +155,99 @@ pub(crate) fn int(v: &Value) -> Option<u64> {
         _ => None,
     }
 }
+
+/// What moving a group's last-delivered ID does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResetPreview {
+    /// The last-delivered ID now.
+    pub from: String,
+    /// The last-delivered ID after the reset.
+    pub to: String,
+    /// Entries that will be delivered again (moving back).
+    pub redelivered: u64,
+    /// Entries that will never be delivered (moving forward).
+    pub skipped: u64,
+    /// First and last ID of the affected range, if any.
+    pub range: Option<(String, String)>,
+}
+
+/// Moves the group's last-delivered ID to `to` (`XGROUP SETID`), or with
+/// `dry_run` only says how many entries that re-delivers or skips.
+/// Pending entries are not touched.
+pub async fn reset_group(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    to: StreamId,
+    dry_run: bool,
+) -> Result<ResetPreview> {
+    let info = list_groups(connector, stream).await?;
+    let g = info
+        .iter()
+        .find(|g| g.name == group.as_str())
+        .ok_or_else(|| Error::GroupMissing {
+            stream: stream.clone(),
+            group: group.clone(),
+        })?;
+    let from: StreamId = g.last_delivered.parse()?;
+    let (lo, hi) = if to < from {
+        (to.next(), from)
+    } else {
+        (from.next(), to)
+    };
+    let mut affected = Vec::new();
+    if lo <= hi {
+        let mut start = lo;
+        loop {
+            let page = crate::reader::range(connector, stream, start, hi, 10_000).await?;
+            affected.extend(page.iter().map(|e| e.id));
+            match page.last() {
+                Some(e) if page.len() == 10_000 => start = e.id.next(),
+                _ => break,
+            }
+        }
+    }
+    let n = affected.len() as u64;
+    let preview = ResetPreview {
+        from: from.to_string(),
+        to: to.to_string(),
+        redelivered: if to < from { n } else { 0 },
+        skipped: if to > from { n } else { 0 },
+        range: affected
+            .first()
+            .zip(affected.last())
+            .map(|(a, b)| (a.to_string(), b.to_string())),
+    };
+    if !dry_run {
+        let mut conn = connector.shared();
+        redis::cmd("XGROUP")
+            .arg("SETID")
+            .arg(stream)
+            .arg(group)
+            .arg(to)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("XGROUP SETID {stream} {group}"), e))?;
+    }
+    Ok(preview)
+}
+
+/// Hands every pending entry of `from` to `to` and deletes `from`, in one
+/// script (nothing is dropped). Returns how many entries moved.
+pub async fn remove_consumer(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    from: &str,
+    to: &str,
+) -> Result<u64> {
+    let mut conn = connector.shared();
+    crate::scripts::HANDOFF
+        .key(stream)
+        .arg(group)
+        .arg(from)
+        .arg(to)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("handing {from}'s pending entries to {to}"), e))
+}

@@ -36,6 +36,7 @@
 //! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
 //! | [`group`] | consumer group admin: create, destroy, list |
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
+//! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: model, claim-and-emit script, instances |
@@ -52,6 +53,7 @@ pub mod deadletter;
 pub mod error;
 pub mod exactly_once;
 pub mod group;
+pub mod inspect;
 pub mod janitor;
 mod keys;
 mod metrics;

@@ -205,6 +205,15 @@ impl StreamId {
         }
     }
 
+    /// The greatest ID smaller than this one (`MIN` stays `MIN`).
+    pub fn prev(&self) -> Self {
+        match (self.ms, self.seq) {
+            (0, 0) => StreamId::MIN,
+            (ms, 0) => StreamId::new(ms - 1, u64::MAX),
+            (ms, seq) => StreamId::new(ms, seq - 1),
+        }
+    }
+
     /// Parses the reply bytes of a Redis ID.
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
         std::str::from_utf8(b)

@@ -1,0 +1,96 @@
+//! `streamkeeper janitor`: ack-aware trimming, once or on an interval,
+//! one janitor per stream (lease).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease, TrimReport};
+use streamkeeper::StreamKey;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{stream_key, Global, JanitorArgs};
+use crate::output;
+use crate::signal;
+use crate::Exit;
+
+fn report(json: bool, r: &TrimReport, dry_run: bool) {
+    if json {
+        output::json_line(&serde_json::to_value(r).unwrap_or_default());
+    } else {
+        let verb = if dry_run { "would trim" } else { "trimmed" };
+        let to = r
+            .trim_to
+            .as_deref()
+            .map_or("no group: nothing is ack-trimmed".to_string(), |t| {
+                format!("trim point {t}")
+            });
+        let mut line = format!("{}: {verb} {} ({to})", r.stream, r.trimmed);
+        if r.dropped_unacked > 0 {
+            line.push_str(&format!(
+                "; {} unacknowledged entries archived and dropped by a cap",
+                r.dropped_unacked
+            ));
+        }
+        println!("{line}");
+    }
+}
+
+pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
+    let streams: Vec<StreamKey> = args
+        .streams
+        .iter()
+        .map(|s| stream_key(s))
+        .collect::<anyhow::Result<_>>()?;
+    let archive = args
+        .archive
+        .as_deref()
+        .map(str::parse::<Archive>)
+        .transpose()
+        .context("invalid --archive")?;
+    if (args.max_len.is_some() || args.max_age.is_some()) && archive.is_none() {
+        anyhow::bail!("--max-len/--max-age need --archive FILE|stream:KEY: unacknowledged entries are archived before a cap drops them");
+    }
+    let options = JanitorOptions {
+        dry_run: args.dry_run,
+        max_len: args.max_len,
+        max_age: args.max_age,
+        archive,
+    };
+    let redis = global.connect().await?;
+    let me = streamkeeper::ConsumerName::unique().to_string();
+    // The lease outlives a few missed renewals but not a dead janitor for long.
+    let ttl = (args.interval * 3).max(Duration::from_secs(5));
+    let leases: Vec<Lease> = streams
+        .iter()
+        .map(|s| Lease::new(&redis, s, &me, ttl))
+        .collect();
+    let stop = CancellationToken::new();
+    let interrupted = signal::cancel_on_signal(stop.clone());
+    loop {
+        for (s, lease) in streams.iter().zip(&leases) {
+            if !options.dry_run && !lease.acquire().await? {
+                tracing::info!(stream = %s, "another janitor holds the lease; standing by");
+                continue;
+            }
+            let r = janitor::run_once(&redis, s, &options).await?;
+            report(global.json, &r, options.dry_run);
+        }
+        if args.once {
+            break;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(args.interval) => {}
+        }
+    }
+    if !options.dry_run {
+        for lease in &leases {
+            let _ = lease.release().await;
+        }
+    }
+    Ok(if interrupted.get() {
+        Exit::Interrupted
+    } else {
+        Exit::Ok
+    })
+}

@@ -1,0 +1,236 @@
+//! `streamkeeper stat`: lag and health, as a table, JSON lines or a
+//! health check (`--max-lag`, `--max-time-lag` → exit 1).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use comfy_table::Table;
+use streamkeeper::inspect::{self, GroupStat, InspectOptions, StreamStat, Trend};
+use streamkeeper::{Connector, StreamKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{stream_key, Global, StatArgs};
+use crate::output;
+use crate::signal;
+use crate::Exit;
+
+/// Inspects the given streams, or all of them.
+pub async fn collect(
+    redis: &Connector,
+    names: &[String],
+    options: &InspectOptions,
+) -> anyhow::Result<Vec<StreamStat>> {
+    let keys: Vec<StreamKey> = if names.is_empty() {
+        inspect::list_streams(redis).await?
+    } else {
+        names
+            .iter()
+            .map(|n| stream_key(n))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut out = Vec::with_capacity(keys.len());
+    for k in &keys {
+        out.push(inspect::stream_stat(redis, k, options).await?);
+    }
+    Ok(out)
+}
+
+/// One JSON object per (stream, group), with the field names of CLI.md.
+pub fn json_rows(
+    stats: &[StreamStat],
+    trends: &HashMap<(String, String), Trend>,
+) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for s in stats {
+        let base = serde_json::json!({
+            "stream": s.stream, "length": s.length, "first_id": s.first_id, "last_id": s.last_id,
+            "memory_bytes": s.memory_bytes, "bytes_per_entry": s.bytes_per_entry,
+        });
+        if s.groups.is_empty() {
+            let mut v = base.clone();
+            v["group"] = serde_json::Value::Null;
+            rows.push(v);
+        }
+        for g in &s.groups {
+            let mut v = base.clone();
+            v["group"] = g.group.clone().into();
+            v["pending"] = g.pending.into();
+            v["undelivered"] = g.undelivered.into();
+            v["outstanding"] = g.outstanding.into();
+            v["time_lag_ms"] = g.time_lag_ms.into();
+            v["oldest_pending_ms"] = g.oldest_pending_ms.into();
+            v["last_delivered"] = g.last_delivered.clone().into();
+            v["consumers"] = serde_json::to_value(&g.consumers).unwrap_or_default();
+            if let Some(t) = trends.get(&(s.stream.clone(), g.group.clone())) {
+                v["trend"] = serde_json::to_value(t).unwrap_or_default();
+            }
+            rows.push(v);
+        }
+    }
+    rows
+}
+
+fn ms(v: u64) -> String {
+    match v {
+        0 => "-".into(),
+        // Milliseconds matter below 10 s; above, seconds are enough.
+        v if v < 10_000 => humantime::format_duration(Duration::from_millis(v)).to_string(),
+        v => humantime::format_duration(Duration::from_secs(v / 1000)).to_string(),
+    }
+}
+
+fn print_human(stats: &[StreamStat], trends: &HashMap<(String, String), Trend>) {
+    let mut t = Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header([
+        "stream",
+        "length",
+        "memory",
+        "group",
+        "pending",
+        "undelivered",
+        "time lag",
+        "oldest pending",
+        "consumers",
+        "trend",
+    ]);
+    for s in stats {
+        let mem = format!(
+            "{:.1} KiB ({} B/entry)",
+            s.memory_bytes as f64 / 1024.0,
+            s.bytes_per_entry
+        );
+        if s.groups.is_empty() {
+            t.add_row([
+                s.stream.clone(),
+                s.length.to_string(),
+                mem.clone(),
+                "(no group)".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for g in &s.groups {
+            let consumers: Vec<String> = g
+                .consumers
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}:{}{}",
+                        c.name,
+                        c.pending,
+                        if c.dead { " DEAD" } else { "" }
+                    )
+                })
+                .collect();
+            let trend = trends
+                .get(&(s.stream.clone(), g.group.clone()))
+                .map(|t| {
+                    serde_json::to_value(t)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            t.add_row([
+                s.stream.clone(),
+                s.length.to_string(),
+                mem.clone(),
+                g.group.clone(),
+                g.pending.to_string(),
+                g.undelivered.to_string(),
+                ms(g.time_lag_ms),
+                ms(g.oldest_pending_ms),
+                consumers.join(" "),
+                trend,
+            ]);
+        }
+    }
+    println!("{t}");
+}
+
+/// Groups over a threshold, as messages.
+fn violations(stats: &[StreamStat], args: &StatArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in stats {
+        for g in &s.groups {
+            if let Some(max) = args.max_lag.filter(|m| g.outstanding > *m) {
+                out.push(format!(
+                    "{} group {}: {} outstanding > --max-lag {max}",
+                    s.stream, g.group, g.outstanding
+                ));
+            }
+            if let Some(max) = args
+                .max_time_lag
+                .filter(|m| g.time_lag_ms > m.as_millis() as u64)
+            {
+                out.push(format!(
+                    "{} group {}: time lag {} > --max-time-lag {}",
+                    s.stream,
+                    g.group,
+                    ms(g.time_lag_ms),
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+    }
+    out
+}
+
+pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
+    let redis = global.connect().await?;
+    let options = InspectOptions {
+        exact_memory: args.exact_memory,
+        dead_after: args.dead_after,
+    };
+    let stop = CancellationToken::new();
+    let interrupted = signal::cancel_on_signal(stop.clone());
+    let mut previous: HashMap<(String, String), GroupStat> = HashMap::new();
+    loop {
+        let stats = collect(&redis, &args.streams, &options).await?;
+        let mut trends = HashMap::new();
+        for s in &stats {
+            for g in &s.groups {
+                let key = (s.stream.clone(), g.group.clone());
+                if let Some(before) = previous.get(&key) {
+                    trends.insert(key.clone(), inspect::trend(before, g));
+                }
+                previous.insert(key, g.clone());
+            }
+        }
+        if global.json {
+            for row in json_rows(&stats, &trends) {
+                output::json_line(&row);
+            }
+        } else {
+            print_human(&stats, &trends);
+        }
+        let bad = violations(&stats, &args);
+        for b in &bad {
+            eprintln!("streamkeeper: check failed: {b}");
+        }
+        let Some(every) = args.watch else {
+            return Ok(if bad.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::CheckFailed
+            });
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !global.json {
+            println!();
+        }
+    }
+    Ok(if interrupted.get() {
+        Exit::Interrupted
+    } else {
+        Exit::Ok
+    })
+}

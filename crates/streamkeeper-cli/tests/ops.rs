@@ -1,0 +1,426 @@
+//! Operations commands against a real server: stat, janitor, group reset
+//! and consumers, dump/restore, doctor.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use streamkeeper_testkit::{RedisServer, ServerConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_streamkeeper");
+
+fn sk(server: &RedisServer, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--redis")
+        .arg(server.url())
+        .args(args)
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run streamkeeper")
+}
+
+fn sk_stdin(server: &RedisServer, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--redis")
+        .arg(server.url())
+        .args(args)
+        .env_remove("STREAMKEEPER_REDIS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    child.wait_with_output().expect("wait")
+}
+
+fn cli(server: &RedisServer, args: &[&str]) -> String {
+    server.cli(args).expect("redis-cli").trim().to_string()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// XPENDING count and the number of entries after the group's
+/// last-delivered ID, counted by hand with XRANGE.
+fn independent_count(server: &RedisServer, stream: &str, group: &str) -> (u64, u64) {
+    let pending: u64 = cli(server, &["XPENDING", stream, group])
+        .lines()
+        .next()
+        .expect("count")
+        .parse()
+        .expect("n");
+    let info = cli(server, &["XINFO", "GROUPS", stream]);
+    let lines: Vec<&str> = info.lines().collect();
+    // The last-delivered ID of this group.
+    let mut current = "";
+    let mut delivered = String::new();
+    let mut i = 0;
+    while i + 1 < lines.len() {
+        if lines[i] == "name" {
+            current = lines[i + 1];
+        }
+        if lines[i] == "last-delivered-id" && current == group {
+            delivered = lines[i + 1].to_string();
+        }
+        i += 1;
+    }
+    let after = cli(server, &["XRANGE", stream, &format!("({delivered}"), "+"]);
+    let undelivered = after
+        .lines()
+        .filter(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .count() as u64;
+    (pending, undelivered)
+}
+
+#[test]
+fn stat_json_matches_an_independent_count_also_when_lag_is_unknown() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "n={i}", "--count", "50", "-q"]
+    )
+    .status
+    .success());
+    assert!(sk(&server, &["group", "create", "s", "g", "--from", "-"])
+        .status
+        .success());
+    assert!(sk(
+        &server,
+        &["consume", "s", "-g", "g", "--count", "20", "--ack", "manual"]
+    )
+    .status
+    .success());
+    let check = |label: &str| {
+        let o = sk(&server, &["stat", "s", "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let row = &json_lines(&o)[0];
+        let (pending, undelivered) = independent_count(&server, "s", "g");
+        assert_eq!(row["pending"], pending, "{label}: {row}");
+        assert_eq!(row["undelivered"], undelivered, "{label}: {row}");
+        assert_eq!(row["outstanding"], pending + undelivered, "{label}: {row}");
+        assert_eq!(
+            row["length"],
+            cli(&server, &["XLEN", "s"]).parse::<u64>().expect("len"),
+            "{label}"
+        );
+        for key in [
+            "stream",
+            "length",
+            "first_id",
+            "last_id",
+            "memory_bytes",
+            "group",
+            "pending",
+            "undelivered",
+            "outstanding",
+            "time_lag_ms",
+            "oldest_pending_ms",
+            "consumers",
+        ] {
+            assert!(
+                row.get(key).is_some(),
+                "{label}: field {key} missing in {row}"
+            );
+        }
+        row.clone()
+    };
+    let first = check("plain");
+    assert_eq!(
+        (first["pending"].as_u64(), first["undelivered"].as_u64()),
+        (Some(20), Some(30))
+    );
+    // XDEL of an undelivered entry makes XINFO's lag unknown (NULL).
+    let last = cli(&server, &["XREVRANGE", "s", "+", "-", "COUNT", "1"])
+        .lines()
+        .next()
+        .expect("id")
+        .to_string();
+    assert_eq!(cli(&server, &["XDEL", "s", &last]), "1");
+    let info = cli(&server, &["XINFO", "GROUPS", "s"]);
+    let lag_line = info
+        .lines()
+        .skip_while(|l| *l != "lag")
+        .nth(1)
+        .unwrap_or("");
+    assert_eq!(
+        lag_line, "",
+        "expected a NULL lag after XDEL, got {lag_line:?}"
+    );
+    let after = check("after XDEL");
+    assert_eq!(after["undelivered"].as_u64(), Some(29));
+    // Thresholds make it a health check.
+    assert_eq!(
+        sk(&server, &["stat", "s", "--max-lag", "100"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = sk(&server, &["stat", "s", "--max-lag", "10"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--max-lag 10"));
+    assert_eq!(
+        sk(&server, &["stat", "s", "--max-time-lag", "1h"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn janitor_command_trims_only_what_every_group_acked() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "n={i}", "--count", "100", "-q"]
+    )
+    .status
+    .success());
+    for g in ["fast", "slow"] {
+        assert!(sk(&server, &["group", "create", "s", g, "--from", "-"])
+            .status
+            .success());
+    }
+    assert!(
+        sk(&server, &["consume", "s", "-g", "fast", "--count", "100"])
+            .status
+            .success()
+    );
+    assert!(
+        sk(&server, &["consume", "s", "-g", "slow", "--count", "40"])
+            .status
+            .success()
+    );
+    let dry = json_lines(&sk(
+        &server,
+        &["janitor", "s", "--once", "--dry-run", "--json"],
+    ));
+    assert_eq!(dry[0]["trimmed"], 40);
+    assert_eq!(cli(&server, &["XLEN", "s"]), "100");
+    let run = json_lines(&sk(&server, &["janitor", "s", "--once", "--json"]));
+    assert_eq!(run[0]["trimmed"], 40);
+    assert_eq!(run[0]["dropped_unacked"], 0);
+    assert_eq!(cli(&server, &["XLEN", "s"]), "60");
+    // A cap without an archive is refused, and nothing is trimmed.
+    let o = sk(&server, &["janitor", "s", "--once", "--max-len", "10"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(cli(&server, &["XLEN", "s"]), "60");
+    let dir = tempfile::tempdir().expect("tmp");
+    let archive = dir.path().join("a.jsonl");
+    let capped = json_lines(&sk(
+        &server,
+        &[
+            "janitor",
+            "s",
+            "--once",
+            "--max-len",
+            "10",
+            "--archive",
+            archive.to_str().expect("path"),
+            "--json",
+        ],
+    ));
+    assert_eq!(capped[0]["dropped_unacked"], 50);
+    assert_eq!(
+        std::fs::read_to_string(&archive)
+            .expect("archive")
+            .lines()
+            .count(),
+        50
+    );
+    assert_eq!(cli(&server, &["XLEN", "s"]), "10");
+}
+
+#[test]
+fn group_reset_previews_and_moves_and_consumers_hand_off_pending() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "n={i}", "--count", "30", "-q"]
+    )
+    .status
+    .success());
+    assert!(sk(&server, &["group", "create", "s", "g", "--from", "-"])
+        .status
+        .success());
+    assert!(sk(
+        &server,
+        &["consume", "s", "-g", "g", "-c", "old", "--count", "10", "--ack", "manual"]
+    )
+    .status
+    .success());
+    let preview = json_lines(&sk(
+        &server,
+        &[
+            "group",
+            "reset",
+            "s",
+            "g",
+            "--to",
+            "0",
+            "--dry-run",
+            "--json",
+        ],
+    ));
+    assert_eq!(preview[0]["redelivered"], 10);
+    assert!(
+        cli(&server, &["XINFO", "GROUPS", "s"]).contains("entries-read\n10"),
+        "a dry run changed nothing"
+    );
+    let ids: Vec<String> = cli(&server, &["XRANGE", "s", "-", "+"])
+        .lines()
+        .filter(|l| l.contains('-'))
+        .map(str::to_string)
+        .collect();
+    let forward = json_lines(&sk(
+        &server,
+        &["group", "reset", "s", "g", "--to", &ids[19], "--json"],
+    ));
+    assert_eq!(forward[0]["skipped"], 10);
+    // "old" goes quiet; "new" is active.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = sk(
+        &server,
+        &["consume", "s", "-g", "g", "-c", "new", "--count", "1"],
+    );
+    let got: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("json");
+    assert_eq!(
+        got["id"].as_str(),
+        Some(ids[20].as_str()),
+        "delivery resumes after the new ID"
+    );
+
+    // "old" holds 10 pending entries; removing it hands them to "new".
+    let o = sk(
+        &server,
+        &[
+            "group",
+            "consumers",
+            "s",
+            "g",
+            "--remove-idle",
+            "200ms",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = json_lines(&o);
+    assert_eq!(rows[0]["removed"], "old");
+    assert_eq!(rows[0]["moved"], 10);
+    assert_eq!(
+        cli(&server, &["XPENDING", "s", "g"]).lines().next(),
+        Some("10"),
+        "no pending entry was dropped"
+    );
+    let pending_owner = cli(&server, &["XPENDING", "s", "g", "-", "+", "100"]);
+    assert!(!pending_owner.contains("old") && pending_owner.contains("new"));
+}
+
+#[test]
+fn dump_and_restore_round_trip_byte_for_byte() {
+    let server = RedisServer::start().expect("redis");
+    // Binary values and a repeated field name, written by redis-cli.
+    let mut child = Command::new("redis-cli")
+        .args(server.cli_args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"XADD src * a \"\\xff\\x00\\x01\" a again\nXADD src * utf8 \"h\\xc3\\xa9\"\nXADD src * k v\n")
+        .expect("write");
+    child.wait().expect("wait");
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("dump.jsonl");
+    let o = sk(
+        &server,
+        &["dump", "src", "-o", file.to_str().expect("path")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = sk(
+        &server,
+        &[
+            "restore",
+            "dst",
+            "-i",
+            file.to_str().expect("path"),
+            "--keep-ids",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = |key: &str| {
+        Command::new("redis-cli")
+            .args(server.cli_args())
+            .args(["--no-raw", "XRANGE", key, "-", "+"])
+            .output()
+            .expect("redis-cli")
+            .stdout
+    };
+    assert_eq!(raw("src"), raw("dst"), "restored stream differs");
+    assert!(String::from_utf8_lossy(&raw("dst")).contains("\\xff\\x00\\x01"));
+    // Restoring with IDs again onto the same stream is refused, nothing written.
+    let o = sk(
+        &server,
+        &[
+            "restore",
+            "dst",
+            "-i",
+            file.to_str().expect("path"),
+            "--keep-ids",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(cli(&server, &["XLEN", "dst"]), "3");
+}
+
+#[test]
+fn restore_of_a_corrupt_file_writes_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let input = b"{\"stream\":\"x\",\"id\":\"1-0\",\"fields\":{\"k\":\"v\"}}\n{\"fields\":{\"k\":{\"b64\":\"%%%\"}}}\n{\"k\":\"v\"}\n";
+    let o = sk_stdin(&server, &["restore", "dst"], input);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(cli(&server, &["EXISTS", "dst"]), "0");
+    let o = sk_stdin(&server, &["restore", "dst", "--skip-bad"], input);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("skipped"));
+    assert_eq!(cli(&server, &["XLEN", "dst"]), "2");
+}
+
+#[test]
+fn doctor_flags_a_server_without_aof() {
+    let plain = RedisServer::start().expect("redis");
+    let o = sk(&plain, &["doctor", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let rows = json_lines(&o);
+    let persistence = rows
+        .iter()
+        .find(|r| r["check"] == "persistence")
+        .expect("persistence");
+    assert_eq!(persistence["ok"], false);
+    let aof = RedisServer::start_with(ServerConfig {
+        appendonly: true,
+        ..Default::default()
+    })
+    .expect("redis");
+    let o = sk(&aof, &["doctor"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

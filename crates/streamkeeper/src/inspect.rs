@@ -1,0 +1,375 @@
+//! Lag and health: how far behind is each group, in entries and in time.
+//!
+//! Per stream: length, first/last ID, memory (sampled `MEMORY USAGE`, or
+//! exact on demand) and bytes per entry. Per group: `pending` (delivered,
+//! not acked), `undelivered` (after the last-delivered ID),
+//! `outstanding = pending + undelivered`, `time_lag_ms` (age of the oldest
+//! outstanding entry), the oldest pending entry's age, and its consumers
+//! with their pending count and idle time; consumers idle past a threshold
+//! while holding entries are flagged dead. `undelivered` comes from
+//! `XINFO GROUPS` lag when Redis knows it and is counted from the IDs when
+//! it does not (after XDEL or trimming, and after a failover).
+
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::group::{int, text};
+use crate::keys;
+use crate::retry::now_ms;
+use crate::types::{StreamId, StreamKey};
+
+/// Settings of an inspection.
+#[derive(Debug, Clone)]
+pub struct InspectOptions {
+    /// Exact memory (`MEMORY USAGE … SAMPLES 0`, walks the whole stream)
+    /// instead of the default sample.
+    pub exact_memory: bool,
+    /// A consumer idle longer than this while holding pending entries is
+    /// flagged dead.
+    pub dead_after: Duration,
+}
+
+impl Default for InspectOptions {
+    fn default() -> Self {
+        InspectOptions {
+            exact_memory: false,
+            dead_after: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerStat {
+    /// Its name.
+    pub name: String,
+    /// Entries it holds unacknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last did anything.
+    pub idle_ms: u64,
+    /// Idle past the threshold while holding entries.
+    pub dead: bool,
+}
+
+/// One consumer group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupStat {
+    /// Its name.
+    pub group: String,
+    /// Delivered, not acknowledged.
+    pub pending: u64,
+    /// Not delivered yet.
+    pub undelivered: u64,
+    /// `pending + undelivered`.
+    pub outstanding: u64,
+    /// Age of the oldest outstanding entry, in ms (0 when none).
+    pub time_lag_ms: u64,
+    /// Age of the oldest pending entry, in ms (0 when none).
+    pub oldest_pending_ms: u64,
+    /// The last ID delivered to the group.
+    pub last_delivered: String,
+    /// Its consumers.
+    pub consumers: Vec<ConsumerStat>,
+}
+
+/// One stream and its groups.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamStat {
+    /// The stream.
+    pub stream: String,
+    /// Entries in it.
+    pub length: u64,
+    /// Its first entry's ID.
+    pub first_id: Option<String>,
+    /// Its last entry's ID.
+    pub last_id: Option<String>,
+    /// Memory in bytes (sampled unless exact was asked for).
+    pub memory_bytes: u64,
+    /// `memory_bytes / length`.
+    pub bytes_per_entry: u64,
+    /// Its groups.
+    pub groups: Vec<GroupStat>,
+}
+
+fn pairs(v: Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m.into_iter().map(|(k, v)| (text(&k), v)).collect(),
+        Value::Array(a) => {
+            let mut it = a.into_iter();
+            let mut out = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((text(&k), v));
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn entry_id(v: &Value) -> Option<StreamId> {
+    match v {
+        Value::Array(parts) => parts.first().and_then(|id| text(id).parse().ok()),
+        _ => None,
+    }
+}
+
+/// Inspects one stream. A missing key is an error naming it.
+pub async fn stream_stat(
+    connector: &Connector,
+    stream: &StreamKey,
+    options: &InspectOptions,
+) -> Result<StreamStat> {
+    let mut conn = connector.shared();
+    let mut memory = redis::cmd("MEMORY");
+    memory.arg("USAGE").arg(stream);
+    if options.exact_memory {
+        memory.arg("SAMPLES").arg(0);
+    }
+    let r: redis::RedisResult<(Value, Value, Option<u64>)> = redis::pipe()
+        .cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .add_command(memory)
+        .query_async(&mut conn)
+        .await;
+    let (info, groups, memory) = match r {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => {
+            return Err(Error::InvalidInput(format!(
+                "stream {stream} does not exist"
+            )))
+        }
+        Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO STREAM", e).await),
+    };
+    let mut length = 0;
+    let (mut first, mut last) = (None, None);
+    for (k, v) in pairs(info) {
+        match k.as_str() {
+            "length" => length = int(&v).unwrap_or(0),
+            "first-entry" => first = entry_id(&v),
+            "last-entry" => last = entry_id(&v),
+            _ => {}
+        }
+    }
+    let memory_bytes = memory.unwrap_or(0);
+    let now = now_ms();
+    let mut group_stats = Vec::new();
+    let groups = match groups {
+        Value::Array(g) => g,
+        _ => Vec::new(),
+    };
+    for g in groups {
+        let mut name = String::new();
+        let mut pending = 0;
+        let mut last_delivered = StreamId::MIN;
+        let mut lag: Option<u64> = None;
+        for (k, v) in pairs(g) {
+            match k.as_str() {
+                "name" => name = text(&v),
+                "pending" => pending = int(&v).unwrap_or(0),
+                "last-delivered-id" => last_delivered = text(&v).parse().unwrap_or(StreamId::MIN),
+                "lag" => lag = int(&v),
+                _ => {}
+            }
+        }
+        group_stats.push(
+            group_stat(
+                connector,
+                stream,
+                &name,
+                pending,
+                last_delivered,
+                lag,
+                last,
+                now,
+                options,
+            )
+            .await?,
+        );
+    }
+    Ok(StreamStat {
+        stream: stream.to_string(),
+        length,
+        first_id: first.map(|i| i.to_string()),
+        last_id: last.map(|i| i.to_string()),
+        memory_bytes,
+        bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
+        groups: group_stats,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn group_stat(
+    connector: &Connector,
+    stream: &StreamKey,
+    name: &str,
+    pending: u64,
+    last_delivered: StreamId,
+    lag: Option<u64>,
+    last_entry: Option<StreamId>,
+    now: u64,
+    options: &InspectOptions,
+) -> Result<GroupStat> {
+    let mut conn = connector.shared();
+    let (summary, consumers, next): (Value, Value, Value) = redis::pipe()
+        .cmd("XPENDING")
+        .arg(stream)
+        .arg(name)
+        .cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(name)
+        .cmd("XRANGE")
+        .arg(stream)
+        .arg(last_delivered.next())
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("inspecting group {name} of {stream}"), e))?;
+    let oldest_pending = match &summary {
+        Value::Array(s) if int(&s[0]).unwrap_or(0) > 0 => {
+            s.get(1).and_then(|v| text(v).parse::<StreamId>().ok())
+        }
+        _ => None,
+    };
+    let first_undelivered = match next {
+        Value::Array(entries) => entries.first().and_then(entry_id),
+        _ => None,
+    };
+    // Redis's lag is unknown after deletions; trust it only when it is
+    // there and agrees with the IDs (0 exactly when nothing is after L).
+    let undelivered = match (lag, first_undelivered) {
+        (_, None) => 0,
+        (Some(l), Some(_)) if l > 0 => l,
+        _ => count_after(connector, stream, last_delivered, last_entry).await?,
+    };
+    let oldest_outstanding = match (oldest_pending, first_undelivered) {
+        (Some(p), Some(u)) => Some(p.min(u)),
+        (p, u) => p.or(u),
+    };
+    let dead_ms = u64::try_from(options.dead_after.as_millis()).unwrap_or(u64::MAX);
+    let consumers = match consumers {
+        Value::Array(cs) => cs
+            .into_iter()
+            .map(|c| {
+                let mut stat = ConsumerStat {
+                    name: String::new(),
+                    pending: 0,
+                    idle_ms: 0,
+                    dead: false,
+                };
+                for (k, v) in pairs(c) {
+                    match k.as_str() {
+                        "name" => stat.name = text(&v),
+                        "pending" => stat.pending = int(&v).unwrap_or(0),
+                        "idle" => stat.idle_ms = int(&v).unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                stat.dead = stat.pending > 0 && stat.idle_ms > dead_ms;
+                stat
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(GroupStat {
+        group: name.to_string(),
+        pending,
+        undelivered,
+        outstanding: pending + undelivered,
+        time_lag_ms: oldest_outstanding.map_or(0, |id| now.saturating_sub(id.ms)),
+        oldest_pending_ms: oldest_pending.map_or(0, |id| now.saturating_sub(id.ms)),
+        last_delivered: last_delivered.to_string(),
+        consumers,
+    })
+}
+
+/// Entries after `after`, counted in pages (the fallback when Redis does
+/// not know a group's lag).
+async fn count_after(
+    connector: &Connector,
+    stream: &StreamKey,
+    after: StreamId,
+    last: Option<StreamId>,
+) -> Result<u64> {
+    let Some(last) = last else { return Ok(0) };
+    let mut n = 0;
+    let mut start = after.next();
+    loop {
+        let page = crate::reader::range(connector, stream, start, last, 10_000).await?;
+        n += page.len() as u64;
+        match page.last() {
+            Some(e) if page.len() == 10_000 => start = e.id.next(),
+            _ => return Ok(n),
+        }
+    }
+}
+
+/// Every stream key in the database (`SCAN … TYPE stream`), sorted.
+pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
+    let mut conn = connector.shared();
+    let mut cursor = 0u64;
+    let mut out = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg("stream")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("SCAN", e))?;
+        out.extend(keys.into_iter().filter_map(|k| StreamKey::new(k).ok()));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Where a group is heading between two samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trend {
+    /// Nothing outstanding.
+    Idle,
+    /// Outstanding shrank.
+    CatchingUp,
+    /// Outstanding grew.
+    FallingBehind,
+    /// Outstanding entries and no progress at all.
+    Stalled,
+    /// Outstanding unchanged while entries flow.
+    Steady,
+}
+
+/// Compares two samples of the same group.
+pub fn trend(before: &GroupStat, after: &GroupStat) -> Trend {
+    if after.outstanding == 0 {
+        Trend::Idle
+    } else if after.outstanding < before.outstanding {
+        Trend::CatchingUp
+    } else if after.last_delivered == before.last_delivered && after.pending >= before.pending {
+        if after.outstanding > before.outstanding {
+            Trend::FallingBehind
+        } else {
+            Trend::Stalled
+        }
+    } else if after.outstanding > before.outstanding {
+        Trend::FallingBehind
+    } else {
+        Trend::Steady
+    }
+}
