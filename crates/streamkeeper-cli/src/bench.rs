@@ -57,9 +57,20 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
         );
     }
     let payload = "x".repeat(args.size);
-    if args.mode == BenchMode::Scheduler {
-        bench_scheduler(&url, global.json, &args).await?;
-        return Ok(Exit::Ok);
+    match args.mode {
+        BenchMode::Scheduler => {
+            bench_scheduler(&url, global.json, &args).await?;
+            return Ok(Exit::Ok);
+        }
+        BenchMode::Janitor => {
+            bench_janitor(&redis, &mut plain, global.json, &args, &payload).await?;
+            return Ok(Exit::Ok);
+        }
+        BenchMode::Stat => {
+            bench_stat(&redis, &mut plain, global.json, &payload).await?;
+            return Ok(Exit::Ok);
+        }
+        _ => {}
     }
     let modes: &[BenchMode] = match args.mode {
         BenchMode::All => &[BenchMode::Produce, BenchMode::Consume, BenchMode::Read],
@@ -524,5 +535,137 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         .arg(target)
         .query_async(&mut conn)
         .await?;
+    Ok(())
+}
+
+/// The ID of the `n`-th entry (0-based) of `key`.
+async fn nth_id(plain: &mut MultiplexedConnection, key: &str, n: u64) -> anyhow::Result<String> {
+    // XRANGE cannot seek by index: walk in pages of IDs only as needed.
+    let mut start = "-".to_string();
+    let mut seen = 0u64;
+    loop {
+        let page: Vec<(String, Value)> = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(plain)
+            .await?;
+        if page.is_empty() {
+            anyhow::bail!("stream has fewer than {n} entries");
+        }
+        if seen + page.len() as u64 > n {
+            return Ok(page[usize::try_from(n - seen)?].0.clone());
+        }
+        seen += page.len() as u64;
+        start = format!("({}", page.last().map(|p| p.0.clone()).unwrap_or_default());
+    }
+}
+
+/// Janitor cost: a stream of `--messages` entries and 3 groups at 50 %,
+/// 70 % and 90 % of it, nothing pending. Times the first run (which trims
+/// half the stream), then steady-state runs (nothing to trim) and dry runs.
+async fn bench_janitor(
+    redis: &Connector,
+    plain: &mut MultiplexedConnection,
+    json: bool,
+    args: &BenchArgs,
+    payload: &str,
+) -> anyhow::Result<()> {
+    use streamkeeper::janitor::{run_once, JanitorOptions};
+    let key = "sk-bench:janitor";
+    del(plain, key).await?;
+    fill(plain, key, args.messages, payload).await?;
+    for (g, frac) in [("g50", 50), ("g70", 70), ("g90", 90)] {
+        let id = nth_id(plain, key, args.messages * frac / 100 - 1).await?;
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg(g)
+            .arg(&id)
+            .query_async(plain)
+            .await?;
+    }
+    let stream = StreamKey::new(key)?;
+    let t = Instant::now();
+    let first = run_once(redis, &stream, &JanitorOptions::default()).await?;
+    let first_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let mut steady = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        run_once(redis, &stream, &JanitorOptions::default()).await?;
+        steady.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    steady.sort_by(f64::total_cmp);
+    let median = steady[steady.len() / 2];
+    if json {
+        output::json_line(
+            &json!({"mode": "janitor", "messages": args.messages, "groups": 3,
+            "first_run_ms": first_ms, "first_run_trimmed": first.trimmed, "steady_run_ms_median": median}),
+        );
+    } else {
+        println!(
+            "janitor  {} entries, 3 groups: first run trimmed {} in {:.1} ms; later runs (nothing to trim) {:.2} ms median",
+            args.messages, first.trimmed, first_ms, median
+        );
+    }
+    del(plain, key).await?;
+    Ok(())
+}
+
+/// `stat` over 100 streams × 1000 entries, 2 groups each (one halfway).
+async fn bench_stat(
+    redis: &Connector,
+    plain: &mut MultiplexedConnection,
+    json: bool,
+    payload: &str,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = (0..100).map(|i| format!("sk-bench:stat:{i}")).collect();
+    for n in &names {
+        del(plain, n).await?;
+        fill(plain, n, 1000, payload).await?;
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(n)
+            .arg("all")
+            .arg("$")
+            .query_async(plain)
+            .await?;
+        let mid = nth_id(plain, n, 499).await?;
+        // ENTRIESREAD keeps Redis's lag known, as it is for groups that
+        // consumed normally (unknown lag makes stat count entries instead).
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(n)
+            .arg("half")
+            .arg(&mid)
+            .arg("ENTRIESREAD")
+            .arg(500)
+            .query_async(plain)
+            .await?;
+    }
+    let options = streamkeeper::inspect::InspectOptions::default();
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let stats = crate::stat::collect(redis, &names, &options).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if stats.len() != 100 {
+            anyhow::bail!("bench bug: stat saw {} streams", stats.len());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    if json {
+        output::json_line(
+            &json!({"mode": "stat", "streams": 100, "groups_per_stream": 2, "ms_median": median}),
+        );
+    } else {
+        println!("stat     100 streams × 2 groups: {median:.1} ms per full stat (median of 10)");
+    }
+    for n in &names {
+        del(plain, n).await?;
+    }
     Ok(())
 }

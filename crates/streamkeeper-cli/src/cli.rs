@@ -454,6 +454,10 @@ pub enum BenchMode {
     All,
     /// The scheduler: N schedules, several instances, lateness and duplicates.
     Scheduler,
+    /// Janitor cost on a stream of --messages entries with 3 groups.
+    Janitor,
+    /// `stat` over 100 streams with 2 groups each.
+    Stat,
 }
 
 /// `bench` arguments.

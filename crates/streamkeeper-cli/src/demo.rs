@@ -183,6 +183,29 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
             stop.clone(),
         )));
     }
+    // The janitor trims, every 300 ms, only what both groups acknowledged.
+    let janitor_task = {
+        let (redis, stream, stop) = (redis.clone(), stream.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut runs, mut trimmed, mut max_len) = (0u64, 0u64, 0u64);
+            loop {
+                let mut conn = redis.shared();
+                let len: u64 = redis::cmd("XLEN")
+                    .arg(&stream)
+                    .query_async(&mut conn)
+                    .await?;
+                max_len = max_len.max(len);
+                let r =
+                    streamkeeper::janitor::run_once(&redis, &stream, &Default::default()).await?;
+                runs += 1;
+                trimmed += r.trimmed;
+                tokio::select! {
+                    _ = stop.cancelled() => return anyhow::Ok((runs, trimmed, max_len)),
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+        })
+    };
     let rest: Vec<_> = (poison_at + 1..args.messages).map(order).collect();
     for chunk in rest.chunks(500) {
         produced += producer.send_batch(chunk).await?.len() as u64;
@@ -220,6 +243,12 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         (t.len(), d.len())
     });
 
+    let (mut janitor_runs, mut trimmed, max_len) = janitor_task.await??;
+    let last = streamkeeper::janitor::run_once(&redis, &stream, &Default::default()).await?;
+    janitor_runs += 1;
+    trimmed += last.trimmed;
+    let remaining = xlen(&redis, &stream).await?;
+
     // 5. The summary.
     let dead = xlen(&redis, &dlq).await?;
     let dead_ids = dead_letter_origins(&redis, &dlq).await?;
@@ -241,6 +270,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
                 "dead_lettered": dead, "pending": pend, "lost": lost,
             }));
         }
+        output::json_line(&json!({
+            "janitor_runs": janitor_runs, "trimmed": trimmed, "peak_length": max_len, "length": remaining,
+        }));
         output::json_line(&json!({
             "schedule": "heartbeat", "emitted": emitted, "handled": handled, "duplicates": handled - distinct,
         }));
@@ -269,7 +301,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         println!(
             "the crashed consumer's {taken} orders were reclaimed by the survivors; {delivered} deliveries in all;\n\
              order {flaky_id} failed once and {} on retry; poison order {} is in {} ({});\n\
-             schedule heartbeat (every 200ms, 2 scheduler instances): {emitted} ticks emitted, {handled} handled, {} duplicates; took {:.1}s",
+             schedule heartbeat (every 200ms, 2 scheduler instances): {emitted} ticks emitted, {handled} handled, {} duplicates;\n\
+             janitor: {janitor_runs} runs trimmed {trimmed} entries, each acknowledged by both groups first; \
+             {stream} peaked at {max_len} entries and now holds {remaining}; took {:.1}s",
             if seen_billing.lock().is_ok_and(|s| s.contains(&flaky_id)) { "succeeded" } else { "did NOT succeed" },
             poison_id.map(|i| i.to_string()).unwrap_or_default(),
             dlq,

@@ -28,11 +28,19 @@ pub async fn collect(
             .map(|n| stream_key(n))
             .collect::<anyhow::Result<_>>()?
     };
-    let mut out = Vec::with_capacity(keys.len());
-    for k in &keys {
-        out.push(inspect::stream_stat(redis, k, options).await?);
-    }
-    Ok(out)
+    // Streams are inspected 16 at a time (pipelined on the shared
+    // connection), in order.
+    use futures::StreamExt;
+    futures::stream::iter(keys.into_iter().map(|k| {
+        let (redis, options) = (redis.clone(), options.clone());
+        async move { inspect::stream_stat(&redis, &k, &options).await }
+    }))
+    .buffered(16)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .map(|r| r.map_err(anyhow::Error::from))
+    .collect()
 }
 
 /// One JSON object per (stream, group), with the field names of CLI.md.

@@ -20,3 +20,16 @@ pub(crate) fn dead_lettered() {
 pub(crate) fn retried() {
     metrics::counter!("streamkeeper_retried_total").increment(1);
 }
+
+/// Entries handed to this process by XREADGROUP or reclaiming.
+pub(crate) fn delivered(n: usize, reclaimed: bool) {
+    metrics::counter!("streamkeeper_delivered_total").increment(n as u64);
+    if reclaimed {
+        metrics::counter!("streamkeeper_reclaimed_total").increment(n as u64);
+    }
+}
+
+/// Entries acknowledged.
+pub(crate) fn acked(n: usize) {
+    metrics::counter!("streamkeeper_acked_total").increment(n as u64);
+}

@@ -119,6 +119,7 @@ impl AckTarget {
         match r {
             Ok(_) => {
                 self.acked.fetch_add(n as u64, Ordering::Relaxed);
+                crate::metrics::acked(n);
                 Ok(())
             }
             Err(e) => {

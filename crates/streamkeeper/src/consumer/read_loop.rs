@@ -58,6 +58,7 @@ pub(crate) async fn read_loop(
         shared.budget.give_back(want.saturating_sub(got));
         match step {
             Ok(deliveries) => {
+                crate::metrics::delivered(deliveries.len(), false);
                 backoff.reset();
                 failing_since = None;
                 for d in deliveries {

@@ -54,6 +54,7 @@ pub(crate) async fn reclaim_loop(
             shared.budget.give_back(want.saturating_sub(got));
             match round {
                 Ok((next, deliveries)) => {
+                    crate::metrics::delivered(deliveries.len(), true);
                     for d in deliveries {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
