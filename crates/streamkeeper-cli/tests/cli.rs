@@ -592,3 +592,49 @@ fn dlq_commands_list_replay_and_purge() {
     assert_eq!(stdout(&o).trim(), r#"{"stream":"s","purged":2}"#);
     assert_eq!(cli(&server, &["EXISTS", "{s}:dlq"]), "0");
 }
+
+#[test]
+fn count_never_waits_for_the_reclaimer() {
+    // Regression: the reclaimer's reservation of the --count budget used to
+    // end the read loop early, leaving the rest to a reclaim an hour later.
+    let server = RedisServer::start().expect("redis");
+    assert!(run(
+        &server,
+        &["produce", "s", "--field", "k={i}", "--count", "1000", "-q"]
+    )
+    .status
+    .success());
+    for round in 0..5 {
+        let g = format!("g{round}");
+        assert!(run(&server, &["group", "create", "s", &g, "--from", "-"])
+            .status
+            .success());
+        let mut child = sk(
+            &server,
+            &[
+                "consume",
+                "s",
+                "-g",
+                &g,
+                "--count",
+                "300",
+                "--ack",
+                "manual",
+                "--claim-after",
+                "1h",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+        let done = eventually(Duration::from_secs(20), || {
+            child.try_wait().expect("try_wait").is_some()
+        });
+        if !done {
+            let _ = child.kill();
+        }
+        assert!(done, "round {round}: consume --count 300 hung");
+        assert_eq!(xpending(&server, "s", &g), 300);
+    }
+}

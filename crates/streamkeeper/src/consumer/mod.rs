@@ -140,40 +140,57 @@ pub(crate) struct Shared {
 }
 
 /// What is left of [`ConsumerOptions::limit`], shared by the read loop and
-/// the reclaimer: each reserves before it reads and returns what it did
-/// not get.
-pub(crate) struct Budget(Option<std::sync::atomic::AtomicU64>);
+/// the reclaimer: each reserves before it reads and settles afterwards,
+/// giving back what it did not get.
+pub(crate) struct Budget(Option<BudgetInner>);
+
+struct BudgetInner {
+    left: std::sync::atomic::AtomicU64,
+    /// Reserved by reads still in progress.
+    reserved: std::sync::atomic::AtomicU64,
+}
 
 impl Budget {
     fn new(limit: Option<u64>) -> Self {
-        Budget(limit.map(std::sync::atomic::AtomicU64::new))
+        Budget(limit.map(|l| BudgetInner {
+            left: std::sync::atomic::AtomicU64::new(l),
+            reserved: std::sync::atomic::AtomicU64::new(0),
+        }))
     }
 
-    /// Reserves up to `want`; 0 means the limit is reached.
+    /// Reserves up to `want`; 0 means nothing is left right now.
     pub(crate) fn reserve(&self, want: usize) -> usize {
         use std::sync::atomic::Ordering;
-        let Some(left) = &self.0 else { return want };
+        let Some(b) = &self.0 else { return want };
         let want = want as u64;
         let mut got = 0;
-        let _ = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
-            got = l.min(want);
-            Some(l - got)
-        });
+        let _ = b
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                got = l.min(want);
+                Some(l - got)
+            });
+        b.reserved.fetch_add(got, Ordering::SeqCst);
         usize::try_from(got).unwrap_or(usize::MAX)
     }
 
-    /// Gives back what a read reserved but did not receive.
-    pub(crate) fn give_back(&self, n: usize) {
-        if let Some(left) = &self.0 {
-            left.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+    /// Ends a reservation of `reserved` that received `got` entries.
+    pub(crate) fn settle(&self, reserved: usize, got: usize) {
+        use std::sync::atomic::Ordering;
+        if let Some(b) = &self.0 {
+            b.left
+                .fetch_add(reserved.saturating_sub(got) as u64, Ordering::SeqCst);
+            b.reserved.fetch_sub(reserved as u64, Ordering::SeqCst);
         }
     }
 
-    /// True when the limit is set and used up.
+    /// True when the limit is set and used up for good: nothing left and
+    /// no read in progress that could give some back.
     pub(crate) fn exhausted(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|l| l.load(std::sync::atomic::Ordering::SeqCst) == 0)
+        use std::sync::atomic::Ordering;
+        self.0.as_ref().is_some_and(|b| {
+            b.left.load(Ordering::SeqCst) == 0 && b.reserved.load(Ordering::SeqCst) == 0
+        })
     }
 }
 

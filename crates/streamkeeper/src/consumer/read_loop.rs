@@ -48,14 +48,21 @@ pub(crate) async fn read_loop(
     loop {
         let want = shared.budget.reserve(shared.options.batch);
         if want == 0 {
-            return;
+            if shared.budget.exhausted() {
+                return;
+            }
+            // The reclaimer holds the rest for a moment; it may give some back.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => continue,
+            }
         }
         let step = tokio::select! {
             _ = cancel.cancelled() => return,
             r = read_once(&shared, &mut conn, &mut phase, &in_flight, noack, want) => r,
         };
         let got = step.as_ref().map(Vec::len).unwrap_or(0);
-        shared.budget.give_back(want.saturating_sub(got));
+        shared.budget.settle(want, got);
         match step {
             Ok(deliveries) => {
                 crate::metrics::delivered(deliveries.len(), false);

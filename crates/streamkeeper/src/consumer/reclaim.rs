@@ -51,7 +51,7 @@ pub(crate) async fn reclaim_loop(
                 r = claim_once(&shared, cursor, claim_after, &in_flight, want) => r,
             };
             let got = round.as_ref().map(|r| r.1.len()).unwrap_or(0);
-            shared.budget.give_back(want.saturating_sub(got));
+            shared.budget.settle(want, got);
             match round {
                 Ok((next, deliveries)) => {
                     crate::metrics::delivered(deliveries.len(), true);
