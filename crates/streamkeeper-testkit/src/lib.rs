@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub appendonly: bool,
     /// Extra `--name value` arguments passed to redis-server as is.
     pub extra_args: Vec<String>,
+    /// Also listen with TLS on `127.0.0.1` (a self-signed certificate made
+    /// with `openssl` in the temp dir); see [`RedisServer::tls_url`].
+    pub tls: bool,
 }
 
 /// A running `redis-server` owned by this process; killed on drop.
@@ -60,6 +63,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     socket: PathBuf,
     tcp_port: Option<u16>,
+    tls_port: Option<u16>,
     config: ServerConfig,
 }
 
@@ -80,11 +84,18 @@ impl RedisServer {
             Some(0) => Some(free_port()?),
             other => other,
         };
+        let tls_port = if config.tls {
+            make_certificate(dir.path())?;
+            Some(free_port()?)
+        } else {
+            None
+        };
         let mut server = RedisServer {
             child: None,
             dir,
             socket,
             tcp_port,
+            tls_port,
             config,
         };
         server.spawn()?;
@@ -114,6 +125,20 @@ impl RedisServer {
                 .arg("127.0.0.1"),
             None => cmd.arg("--port").arg("0"),
         };
+        if let Some(port) = self.tls_port {
+            let d = self.dir.path();
+            cmd.arg("--tls-port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--tls-cert-file")
+                .arg(d.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("server.crt"))
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.config.appendonly {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         }
@@ -165,6 +190,13 @@ impl RedisServer {
     /// The loopback TCP URL, when the server was started with a TCP port.
     pub fn tcp_url(&self) -> Option<String> {
         self.tcp_port.map(|p| format!("redis://127.0.0.1:{p}"))
+    }
+
+    /// `rediss://127.0.0.1:<port>/#insecure` when started with `tls`
+    /// (`#insecure`: the test certificate is self-signed).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|p| format!("rediss://127.0.0.1:{p}/#insecure"))
     }
 
     /// The loopback TCP port, when the server was started with one.
@@ -244,6 +276,39 @@ pub fn server_binary() -> Result<PathBuf, StartError> {
     Err(StartError(format!(
         "redis-server not found on PATH (or set {SERVER_ENV}); install it with: {INSTALL_HINT}"
     )))
+}
+
+/// A self-signed certificate for 127.0.0.1 (`server.crt`, `server.key`).
+fn make_certificate(dir: &Path) -> Result<(), StartError> {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.crt"))
+        .output()
+        .map_err(|e| {
+            StartError(format!(
+                "cannot run openssl to make a test certificate: {e}; install openssl"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(StartError(format!(
+            "openssl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
 }
 
 /// Asks the OS for a free loopback port.

@@ -61,6 +61,7 @@ impl SentinelTopology {
             tcp_port: Some(0),
             appendonly: false,
             extra_args: extra,
+            tls: false,
         };
         let master = RedisServer::start_with(tcp(vec![]))?;
         let master_port = master

@@ -383,3 +383,45 @@ async fn maxlen_cap_bounds_the_stream() {
     // `~` trims whole macro nodes (100 entries by default): about 1000 remain.
     assert!((1000..1200).contains(&len), "len {len}");
 }
+
+#[tokio::test]
+async fn tls_connections_produce_and_consume() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .expect("redis-server with TLS");
+    let url = server.tls_url().expect("tls url");
+    let redis = Connector::connect(&url).await.expect("connect over TLS");
+    let s = key("secure");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send over TLS");
+    let mut d = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start over TLS");
+    let got = d.next().await.expect("item").expect("delivery");
+    assert_eq!(got.id(), id);
+    got.ack();
+    d.close().await.expect("close");
+    // The same server's plain unix socket sees the TLS client's writes.
+    assert_eq!(server.cli(&["XLEN", "secure"]).expect("cli").trim(), "1");
+    // Plain TCP to the TLS port fails with a one-line connect error.
+    let plain = url
+        .replace("rediss://", "redis://")
+        .replace("/#insecure", "");
+    let err = Connector::connect_with(
+        &plain,
+        streamkeeper::ConnectorOptions {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("plain TCP to a TLS port");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
