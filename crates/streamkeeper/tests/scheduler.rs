@@ -216,3 +216,113 @@ async fn edits_pauses_and_deletes_take_effect_while_running() {
     assert!(status["paused"].is_some());
     assert!(!status.contains_key("deleted"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_step_emit_is_exactly_once_with_several_instances() {
+    let (_server, redis) = setup().await;
+    let scheduler = Scheduler::new(&redis, "ns").two_step(true);
+    assert_ne!(
+        streamkeeper::types::key_slot("ticks"),
+        streamkeeper::types::key_slot("{ns}:due"),
+        "the target must be in another slot for this test"
+    );
+    for i in 0..5 {
+        let s = Schedule::every(&format!("s{i}"), Duration::from_millis(200), "ticks")
+            .expect("schedule");
+        scheduler.add(&s).await.expect("add");
+    }
+    let mut running = Vec::new();
+    for i in 0..3 {
+        let stop = CancellationToken::new();
+        let s = Scheduler::new(&redis, "ns").two_step(true);
+        let token = stop.clone();
+        running.push((
+            stop,
+            tokio::spawn(async move { s.run(&format!("i{i}"), token).await }),
+        ));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (stop, task) in running {
+        stop.cancel();
+        task.await.expect("join").expect("run");
+    }
+    let all = ticks(&redis, "ticks").await;
+    let mut per: HashMap<String, Vec<u64>> = HashMap::new();
+    for (name, due, _) in all {
+        per.entry(name).or_default().push(due);
+    }
+    assert_eq!(per.len(), 5);
+    for (name, mut dues) in per {
+        let n = dues.len();
+        dues.sort_unstable();
+        dues.dedup();
+        assert_eq!(n, dues.len(), "{name}: duplicates");
+        assert!(
+            dues.windows(2).all(|w| w[1] - w[0] == 200),
+            "{name}: gaps {dues:?}"
+        );
+        assert!(dues.len() >= 12, "{name}: only {} ticks", dues.len());
+    }
+}
+
+#[tokio::test]
+async fn a_tick_left_in_the_outbox_by_a_dead_instance_is_emitted_once() {
+    let (_server, redis) = setup().await;
+    let scheduler = Scheduler::new(&redis, "ns").two_step(true);
+    scheduler
+        .add(
+            &Schedule::every("hb", Duration::from_secs(3600), "ticks")
+                .expect("schedule")
+                .field("k", "v"),
+        )
+        .await
+        .expect("add");
+    // An instance claimed the tick due 5 s ago (step one) and died before
+    // appending it (step two).
+    let due = now_ms() - 5_000;
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("HSET")
+        .arg("{ns}:outbox")
+        .arg(format!("hb {due}"))
+        .arg(format!(r#"["k","v","sk-schedule","hb","sk-due","{due}"]"#))
+        .query_async(&mut conn)
+        .await
+        .expect("HSET");
+    // Two instances find it at once; the dedupe key lets only one append.
+    let (stop_a, a) = start_two_step(&redis);
+    let (stop_b, b) = start_two_step(&redis);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.expect("join").expect("run");
+    b.await.expect("join").expect("run");
+    let all = ticks(&redis, "ticks").await;
+    assert_eq!(
+        all.iter()
+            .filter(|(n, d, _)| n == "hb" && *d == due)
+            .count(),
+        1,
+        "{all:?}"
+    );
+    let left: u64 = redis::cmd("HLEN")
+        .arg("{ns}:outbox")
+        .query_async(&mut conn)
+        .await
+        .expect("HLEN");
+    assert_eq!(left, 0);
+}
+
+fn start_two_step(
+    redis: &Connector,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<streamkeeper::Result<streamkeeper::scheduler::InstanceStats>>,
+) {
+    let stop = CancellationToken::new();
+    let s = Scheduler::new(redis, "ns").two_step(true);
+    let token = stop.clone();
+    (
+        stop,
+        tokio::spawn(async move { s.run("two-step", token).await }),
+    )
+}

@@ -5,13 +5,20 @@
 --
 -- KEYS[1]  {N}:due    zset name -> next due ms
 -- KEYS[2]  {N}:state  hash name -> "<last due ms> <fired at ms>"
--- KEYS[3..] target streams
+-- KEYS[3]  {N}:outbox hash "<name> <due>" -> JSON array of the tick's fields
+-- KEYS[4..] target streams
 -- ARGV[1]  now, in ms
 -- ARGV[2]  number of items, then per item:
---          name, expected due, next due, target index (into KEYS),
---          n ticks, tick due × n, n field pairs, field, value × n
+--          name, expected due, next due, target index (into KEYS; 0 =
+--          two-step: the target is in another hash slot), n ticks,
+--          tick due × n, n field pairs, field, value × n
 --
--- Returns {ticks emitted, schedules claimed}.
+-- Two-step items do not append here: their ticks go to the outbox, and
+-- the client appends each with a dedupe key in the target's slot, then
+-- removes it from the outbox. Any instance re-emits stale outbox entries,
+-- and the dedupe key makes that safe.
+--
+-- Returns {ticks emitted or queued, schedules claimed}.
 local i = 3
 local emitted = 0
 local claimed = 0
@@ -19,7 +26,7 @@ for _ = 1, tonumber(ARGV[2]) do
   local name = ARGV[i]
   local expected = tonumber(ARGV[i + 1])
   local next_due = ARGV[i + 2]
-  local target = KEYS[tonumber(ARGV[i + 3])]
+  local target_index = tonumber(ARGV[i + 3])
   local n_ticks = tonumber(ARGV[i + 4])
   local ticks_at = i + 5
   local n_pairs = tonumber(ARGV[ticks_at + n_ticks])
@@ -30,7 +37,7 @@ for _ = 1, tonumber(ARGV[2]) do
     redis.call('ZADD', KEYS[1], next_due, name)
     claimed = claimed + 1
     for t = 0, n_ticks - 1 do
-      local args = {target, '*'}
+      local args = {}
       for f = 0, 2 * n_pairs - 1 do
         args[#args + 1] = ARGV[fields_at + f]
       end
@@ -38,7 +45,11 @@ for _ = 1, tonumber(ARGV[2]) do
       args[#args + 1] = name
       args[#args + 1] = 'sk-due'
       args[#args + 1] = ARGV[ticks_at + t]
-      redis.call('XADD', unpack(args))
+      if target_index == 0 then
+        redis.call('HSET', KEYS[3], name .. ' ' .. ARGV[ticks_at + t], cjson.encode(args))
+      else
+        redis.call('XADD', KEYS[target_index], '*', unpack(args))
+      end
       emitted = emitted + 1
     end
     if n_ticks > 0 then

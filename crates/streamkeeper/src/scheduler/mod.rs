@@ -38,6 +38,108 @@ const POLL: Duration = Duration::from_millis(100);
 /// Schedules claimed per script call.
 const BATCH: usize = 300;
 
+impl Scheduler {
+    /// Appends one two-step tick with its dedupe key, then removes it from
+    /// the outbox. `only_if_queued`: skip ticks not in the outbox (another
+    /// instance claimed them).
+    async fn emit_from_outbox(
+        &self,
+        name: &str,
+        target: &str,
+        due: u64,
+        fields: &[(String, String)],
+        only_if_queued: bool,
+    ) -> Result<()> {
+        let field = format!("{name} {due}");
+        let mut conn = self.connector.shared();
+        if only_if_queued {
+            let queued: bool = redis::cmd("HEXISTS")
+                .arg(&self.outbox)
+                .arg(&field)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("reading the schedule outbox", e))?;
+            if !queued {
+                return Ok(());
+            }
+        }
+        let mut tick: Vec<(Vec<u8>, Vec<u8>)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        tick.push((b"sk-schedule".to_vec(), name.as_bytes().to_vec()));
+        tick.push((b"sk-due".to_vec(), due.to_string().into_bytes()));
+        let stream = crate::types::StreamKey::new(target)?;
+        crate::exactly_once::send_once(
+            &self.connector,
+            &stream,
+            &format!("tick:{name}:{due}"),
+            TICK_DEDUPE,
+            &tick,
+        )
+        .await?;
+        redis::cmd("HDEL")
+            .arg(&self.outbox)
+            .arg(&field)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis("clearing the schedule outbox", e))
+    }
+
+    /// Emits outbox ticks older than [`OUTBOX_STALE_MS`]: their claimer
+    /// died between the two steps.
+    async fn recover_outbox(
+        &self,
+        cache: &HashMap<String, (String, Schedule)>,
+        now: u64,
+    ) -> Result<()> {
+        let mut conn = self.connector.shared();
+        let queued: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&self.outbox)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("reading the schedule outbox", e))?;
+        for (field, json) in queued {
+            let Some((name, due)) = field.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(due) = due.parse::<u64>() else {
+                continue;
+            };
+            if now.saturating_sub(due) < OUTBOX_STALE_MS {
+                continue;
+            }
+            let target = match cache.get(name) {
+                Some((_, s)) => s.target.clone(),
+                None => match self.get(name).await? {
+                    Some(s) => s.target,
+                    None => {
+                        tracing::warn!(schedule = %name, due, "dropping an outbox tick of a removed schedule");
+                        redis::cmd("HDEL")
+                            .arg(&self.outbox)
+                            .arg(&field)
+                            .query_async::<()>(&mut conn)
+                            .await
+                            .map_err(|e| Error::redis("clearing the schedule outbox", e))?;
+                        continue;
+                    }
+                },
+            };
+            // The stored array already holds sk-schedule and sk-due; strip them.
+            let flat: Vec<String> = serde_json::from_str(&json)?;
+            let fields: Vec<(String, String)> = flat
+                .chunks(2)
+                .filter(|p| p.len() == 2 && !p[0].starts_with("sk-"))
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect();
+            tracing::info!(schedule = %name, due, "emitting a tick its claimer left in the outbox");
+            self.emit_from_outbox(name, &target, due, &fields, false)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// Names with their due times (`ZRANGE … WITHSCORES`).
 type DueTimes = Vec<(String, f64)>;
 
@@ -87,7 +189,17 @@ pub struct Scheduler {
     schedules: String,
     due: String,
     state: String,
+    outbox: String,
+    two_step: bool,
+    last_recovery: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How long a tick may sit in the outbox before any instance emits it
+/// (its claimer probably died between the two steps).
+const OUTBOX_STALE_MS: u64 = 2_000;
+
+/// How long the dedupe key of a two-step tick lives.
+const TICK_DEDUPE: Duration = Duration::from_secs(24 * 3600);
 
 impl Scheduler {
     /// A scheduler over the keys of namespace `ns`.
@@ -97,7 +209,29 @@ impl Scheduler {
             schedules: format!("{{{ns}}}:schedules"),
             due: format!("{{{ns}}}:due"),
             state: format!("{{{ns}}}:state"),
+            outbox: format!("{{{ns}}}:outbox"),
+            two_step: false,
+            last_recovery: Default::default(),
         }
+    }
+
+    /// Always use the two-step emit (see the module doc), as Redis Cluster
+    /// needs when a target stream is in another hash slot than the
+    /// namespace. On one server the one-script path is used unless this
+    /// is set.
+    pub fn two_step(mut self, on: bool) -> Self {
+        self.two_step = on;
+        self
+    }
+
+    /// Whether ticks of `target` go through the outbox.
+    fn uses_two_step(&self, target: &str) -> bool {
+        let cluster = matches!(
+            self.connector.topology(),
+            crate::conn::Topology::Cluster { .. }
+        );
+        (self.two_step || cluster)
+            && crate::types::key_slot(target) != crate::types::key_slot(&self.due)
     }
 
     /// Adds or replaces a schedule (validated first; nothing is stored on
@@ -235,6 +369,15 @@ impl Scheduler {
         due_estimate: &mut u64,
     ) -> Result<Duration> {
         let now = now_ms();
+        // Stale outbox ticks: looked for about once a second.
+        let last = self
+            .last_recovery
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000 {
+            self.last_recovery
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+            self.recover_outbox(cache, now).await?;
+        }
         let mut conn = self.connector.shared();
         // Instances start at random places in a large due set, so they
         // rarely race for the same schedules (a lost race costs a no-op).
@@ -292,6 +435,7 @@ impl Scheduler {
             .map_err(|e| Error::redis("reading schedule definitions", e))?;
         let mut targets: Vec<String> = Vec::new();
         let mut args: Vec<Vec<u8>> = Vec::new();
+        let mut two_step: Vec<(String, String, u64, Vec<(String, String)>)> = Vec::new();
         let mut items = 0usize;
         let mut soonest_jitter = u64::MAX;
         let mut orphans = Vec::new();
@@ -323,13 +467,26 @@ impl Scheduler {
                 continue;
             }
             let (ticks, next) = schedule.plan(due_ms, now);
-            let target_index = match targets.iter().position(|t| *t == schedule.target) {
-                Some(i) => i,
-                None => {
-                    targets.push(schedule.target.clone());
-                    targets.len() - 1
+            let target_index = if self.uses_two_step(&schedule.target) {
+                for t in &ticks {
+                    two_step.push((
+                        name.clone(),
+                        schedule.target.clone(),
+                        *t,
+                        schedule.fields.clone(),
+                    ));
                 }
-            } + 3;
+                0
+            } else {
+                let i = match targets.iter().position(|t| *t == schedule.target) {
+                    Some(i) => i,
+                    None => {
+                        targets.push(schedule.target.clone());
+                        targets.len() - 1
+                    }
+                };
+                i + 4
+            };
             args.push(name.as_bytes().to_vec());
             args.push(due_ms.to_string().into_bytes());
             args.push(next.to_string().into_bytes());
@@ -353,7 +510,7 @@ impl Scheduler {
         }
         if items > 0 {
             let mut invocation = scripts::SCHEDULE_CLAIM.key(&self.due);
-            invocation.key(&self.state);
+            invocation.key(&self.state).key(&self.outbox);
             for t in &targets {
                 invocation.key(t);
             }
@@ -379,6 +536,14 @@ impl Scheduler {
                     })
                 }
                 Err(e) => return Err(Error::redis("schedule claim script", e)),
+            }
+            // Second step: ticks this instance claimed into the outbox.
+            // Ticks another instance won are not in the outbox: emit_once
+            // finds no outbox entry to delete and its dedupe key makes a
+            // repeat harmless, so only ticks we queued are sent.
+            for (name, target, due_tick, fields) in two_step {
+                self.emit_from_outbox(&name, &target, due_tick, &fields, true)
+                    .await?;
             }
         }
         if full || items > 0 {
