@@ -140,6 +140,9 @@ impl Scheduler {
     }
 }
 
+/// A tick for the outbox path: schedule, target, due time, fields.
+type TwoStepTick = (String, String, u64, Vec<(String, String)>);
+
 /// Names with their due times (`ZRANGE … WITHSCORES`).
 type DueTimes = Vec<(String, f64)>;
 
@@ -435,7 +438,7 @@ impl Scheduler {
             .map_err(|e| Error::redis("reading schedule definitions", e))?;
         let mut targets: Vec<String> = Vec::new();
         let mut args: Vec<Vec<u8>> = Vec::new();
-        let mut two_step: Vec<(String, String, u64, Vec<(String, String)>)> = Vec::new();
+        let mut two_step: Vec<TwoStepTick> = Vec::new();
         let mut items = 0usize;
         let mut soonest_jitter = u64::MAX;
         let mut orphans = Vec::new();
