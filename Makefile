@@ -8,10 +8,10 @@ CARGO ?= cargo
 .PHONY: demo test deps bench check
 
 deps:
-	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null || ! command -v openssl >/dev/null; then \
 		if command -v apt-get >/dev/null; then \
-			echo "installing redis-server redis-tools redis-sentinel with apt-get"; \
-			$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel >/dev/null; \
+			echo "installing redis-server redis-tools redis-sentinel openssl with apt-get"; \
+			$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel openssl >/dev/null; \
 		else \
 			echo "redis-server is missing: install redis-server, redis-tools and redis-sentinel with your package manager"; exit 2; \
 		fi; \

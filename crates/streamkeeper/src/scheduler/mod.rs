@@ -10,9 +10,17 @@
 //! live in Redis: a restart delays nothing, and edits take effect at the
 //! next poll (≤ 100 ms).
 //!
-//! Target streams must be reachable from the script: on a single server
-//! any key works; on Redis Cluster (a later issue) the targets must share
-//! the namespace's hash slot, e.g. `{streamkeeper}.ticks`.
+//! Two emit paths:
+//! - **one script** (single server or Sentinel, or a target in the
+//!   namespace's hash slot): claim and `XADD` happen together.
+//! - **two-step** (Redis Cluster with a target in another slot, or forced
+//!   with [`Scheduler::two_step`]): the claim script moves the due time and
+//!   puts the tick in `{N}:outbox`; the instance then appends it with a
+//!   dedupe key in the target's slot (`{T}:once:tick:<name>:<due>`, see
+//!   [`crate::exactly_once::send_once`]) and clears the outbox entry. An
+//!   instance that dies between the steps leaves the tick in the outbox,
+//!   and any instance emits outbox ticks older than 2 s; the dedupe key
+//!   keeps that exactly-once.
 
 mod model;
 
