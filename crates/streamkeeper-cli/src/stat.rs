@@ -87,7 +87,11 @@ fn ms(v: u64) -> String {
     }
 }
 
-fn print_human(stats: &[StreamStat], trends: &HashMap<(String, String), Trend>) {
+fn print_human(
+    stats: &[StreamStat],
+    trends: &HashMap<(String, String), Trend>,
+    rates: &HashMap<(String, String), (f64, f64)>,
+) {
     let mut t = Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header([
@@ -135,8 +139,9 @@ fn print_human(stats: &[StreamStat], trends: &HashMap<(String, String), Trend>) 
                     )
                 })
                 .collect();
-            let trend = trends
-                .get(&(s.stream.clone(), g.group.clone()))
+            let key = (s.stream.clone(), g.group.clone());
+            let mut trend = trends
+                .get(&key)
                 .map(|t| {
                     serde_json::to_value(t)
                         .ok()
@@ -144,6 +149,9 @@ fn print_human(stats: &[StreamStat], trends: &HashMap<(String, String), Trend>) 
                         .unwrap_or_default()
                 })
                 .unwrap_or_default();
+            if let Some((i, o)) = rates.get(&key) {
+                trend.push_str(&format!(" (in {i:.0}/s, out {o:.0}/s)"));
+            }
             t.add_row([
                 s.stream.clone(),
                 s.length.to_string(),
@@ -197,25 +205,41 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
     };
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
-    let mut previous: HashMap<(String, String), GroupStat> = HashMap::new();
+    let mut previous: HashMap<(String, String), (StreamStat, GroupStat, std::time::Instant)> =
+        HashMap::new();
     loop {
         let stats = collect(&redis, &args.streams, &options).await?;
         let mut trends = HashMap::new();
+        let mut rates = HashMap::new();
+        let now = std::time::Instant::now();
         for s in &stats {
             for g in &s.groups {
                 let key = (s.stream.clone(), g.group.clone());
-                if let Some(before) = previous.get(&key) {
-                    trends.insert(key.clone(), inspect::trend(before, g));
+                if let Some((sb, gb, at)) = previous.get(&key) {
+                    trends.insert(key.clone(), inspect::trend(gb, g));
+                    if let Some(r) =
+                        inspect::rates(sb, s, gb, g, now.duration_since(*at).as_secs_f64())
+                    {
+                        rates.insert(key.clone(), r);
+                    }
                 }
-                previous.insert(key, g.clone());
+                previous.insert(key, (s.clone(), g.clone(), now));
             }
         }
         if global.json {
-            for row in json_rows(&stats, &trends) {
+            for mut row in json_rows(&stats, &trends) {
+                let key = (
+                    row["stream"].as_str().unwrap_or("").to_string(),
+                    row["group"].as_str().unwrap_or("").to_string(),
+                );
+                if let Some((rate_in, rate_out)) = rates.get(&key) {
+                    row["rate_in"] = (rate_in.round()).into();
+                    row["rate_out"] = (rate_out.round()).into();
+                }
                 output::json_line(&row);
             }
         } else {
-            print_human(&stats, &trends);
+            print_human(&stats, &trends, &rates);
         }
         let bad = violations(&stats, &args);
         for b in &bad {

@@ -71,6 +71,8 @@ pub struct GroupStat {
     pub oldest_pending_ms: u64,
     /// The last ID delivered to the group.
     pub last_delivered: String,
+    /// Entries the group has read (Redis ≥ 7), for rates.
+    pub entries_read: Option<u64>,
     /// Its consumers.
     pub consumers: Vec<ConsumerStat>,
 }
@@ -90,6 +92,8 @@ pub struct StreamStat {
     pub memory_bytes: u64,
     /// `memory_bytes / length`.
     pub bytes_per_entry: u64,
+    /// Entries ever added to the stream (Redis ≥ 7), for rates.
+    pub entries_added: Option<u64>,
     /// Its groups.
     pub groups: Vec<GroupStat>,
 }
@@ -148,10 +152,12 @@ pub async fn stream_stat(
         Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO STREAM", e).await),
     };
     let mut length = 0;
+    let mut entries_added = None;
     let (mut first, mut last) = (None, None);
     for (k, v) in pairs(info) {
         match k.as_str() {
             "length" => length = int(&v).unwrap_or(0),
+            "entries-added" => entries_added = int(&v),
             "first-entry" => first = entry_id(&v),
             "last-entry" => last = entry_id(&v),
             _ => {}
@@ -169,29 +175,31 @@ pub async fn stream_stat(
         let mut pending = 0;
         let mut last_delivered = StreamId::MIN;
         let mut lag: Option<u64> = None;
+        let mut entries_read: Option<u64> = None;
         for (k, v) in pairs(g) {
             match k.as_str() {
                 "name" => name = text(&v),
                 "pending" => pending = int(&v).unwrap_or(0),
                 "last-delivered-id" => last_delivered = text(&v).parse().unwrap_or(StreamId::MIN),
                 "lag" => lag = int(&v),
+                "entries-read" => entries_read = int(&v),
                 _ => {}
             }
         }
-        group_stats.push(
-            group_stat(
-                connector,
-                stream,
-                &name,
-                pending,
-                last_delivered,
-                lag,
-                last,
-                now,
-                options,
-            )
-            .await?,
-        );
+        let mut g = group_stat(
+            connector,
+            stream,
+            &name,
+            pending,
+            last_delivered,
+            lag,
+            last,
+            now,
+            options,
+        )
+        .await?;
+        g.entries_read = entries_read;
+        group_stats.push(g);
     }
     Ok(StreamStat {
         stream: stream.to_string(),
@@ -200,6 +208,7 @@ pub async fn stream_stat(
         last_id: last.map(|i| i.to_string()),
         memory_bytes,
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
+        entries_added,
         groups: group_stats,
     })
 }
@@ -288,6 +297,7 @@ async fn group_stat(
         time_lag_ms: oldest_outstanding.map_or(0, |id| now.saturating_sub(id.ms)),
         oldest_pending_ms: oldest_pending.map_or(0, |id| now.saturating_sub(id.ms)),
         last_delivered: last_delivered.to_string(),
+        entries_read: None,
         consumers,
     })
 }
@@ -344,7 +354,7 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
 #[serde(rename_all = "kebab-case")]
 pub enum Trend {
     /// Nothing outstanding.
-    Idle,
+    CaughtUp,
     /// Outstanding shrank.
     CatchingUp,
     /// Outstanding grew.
@@ -358,7 +368,7 @@ pub enum Trend {
 /// Compares two samples of the same group.
 pub fn trend(before: &GroupStat, after: &GroupStat) -> Trend {
     if after.outstanding == 0 {
-        Trend::Idle
+        Trend::CaughtUp
     } else if after.outstanding < before.outstanding {
         Trend::CatchingUp
     } else if after.last_delivered == before.last_delivered && after.pending >= before.pending {
@@ -371,5 +381,55 @@ pub fn trend(before: &GroupStat, after: &GroupStat) -> Trend {
         Trend::FallingBehind
     } else {
         Trend::Steady
+    }
+}
+
+/// Entries per second in (added to the stream) and out (read by the group
+/// and no longer pending) between two samples `secs` apart. `None` when
+/// Redis does not report the counters.
+pub fn rates(
+    stream_before: &StreamStat,
+    stream_after: &StreamStat,
+    before: &GroupStat,
+    after: &GroupStat,
+    secs: f64,
+) -> Option<(f64, f64)> {
+    let secs = secs.max(1e-3);
+    let added = stream_after
+        .entries_added?
+        .checked_sub(stream_before.entries_added?)?;
+    let done = |g: &GroupStat| g.entries_read.map(|r| r.saturating_sub(g.pending));
+    let finished = done(after)?.saturating_sub(done(before)?);
+    Some((added as f64 / secs, finished as f64 / secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(pending: u64, undelivered: u64, last: &str) -> GroupStat {
+        GroupStat {
+            group: "g".into(),
+            pending,
+            undelivered,
+            outstanding: pending + undelivered,
+            time_lag_ms: 0,
+            oldest_pending_ms: 0,
+            last_delivered: last.into(),
+            entries_read: None,
+            consumers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn trends_name_what_a_group_does() {
+        assert_eq!(trend(&g(5, 5, "1-0"), &g(0, 0, "2-0")), Trend::CaughtUp);
+        assert_eq!(trend(&g(5, 50, "1-0"), &g(5, 20, "2-0")), Trend::CatchingUp);
+        assert_eq!(
+            trend(&g(5, 20, "1-0"), &g(5, 50, "2-0")),
+            Trend::FallingBehind
+        );
+        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "1-0")), Trend::Stalled);
+        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "3-0")), Trend::Steady);
     }
 }
