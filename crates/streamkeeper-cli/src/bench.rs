@@ -39,15 +39,8 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
     }
     // Without --redis, a private server: never benchmark someone's
     // production Redis by accident.
-    let (_server, url) = match &global.redis {
-        Some(url) => (None, url.clone()),
-        None => {
-            let s =
-                streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let url = s.url();
-            (Some(s), url)
-        }
-    };
+    let (_server, url) = streamkeeper_testkit::RedisServer::url_or_private(global.redis.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let redis = Connector::connect(&url).await?;
     let client = redis::Client::open(url.as_str())?;
     let mut plain = client.get_multiplexed_async_connection().await?;

@@ -31,16 +31,11 @@ const MAX_DELIVERIES: u64 = 3;
 type Seen = Arc<Mutex<HashSet<StreamId>>>;
 
 pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
-    let (_server, url) = match &global.redis {
-        Some(url) => (None, url.clone()),
-        None => {
-            let s =
-                streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-            eprintln!("started a private redis-server at {}", s.url());
-            let url = s.url();
-            (Some(s), url)
-        }
-    };
+    let (_server, url) = streamkeeper_testkit::RedisServer::url_or_private(global.redis.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if _server.is_some() {
+        eprintln!("started a private redis-server at {url}");
+    }
     let redis = Connector::connect(&url).await?;
     let stream = StreamKey::new(STREAM)?;
     let mut conn = redis.shared();

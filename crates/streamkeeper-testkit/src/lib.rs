@@ -73,6 +73,22 @@ impl RedisServer {
         Self::start_with(ServerConfig::default())
     }
 
+    /// The URL to use: `url` when given, else a private server started now
+    /// (returned so the caller keeps it alive). This is how `demo`, `bench`
+    /// and the examples avoid touching a server nobody named.
+    pub fn url_or_private(
+        url: Option<String>,
+    ) -> Result<(Option<RedisServer>, String), StartError> {
+        match url {
+            Some(url) => Ok((None, url)),
+            None => {
+                let server = RedisServer::start()?;
+                let url = server.url();
+                Ok((Some(server), url))
+            }
+        }
+    }
+
     /// Starts a server with the given configuration.
     pub fn start_with(config: ServerConfig) -> Result<Self, StartError> {
         let dir = tempfile::Builder::new()

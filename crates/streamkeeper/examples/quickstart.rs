@@ -16,14 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (_server, url) = match std::env::args().nth(1) {
-        Some(url) => (None, url),
-        None => {
-            let server = streamkeeper_testkit::RedisServer::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    let (_server, url) =
+        streamkeeper_testkit::RedisServer::url_or_private(std::env::args().nth(1))?;
     let redis = Connector::connect(&url).await?;
     let orders = StreamKey::new("orders")?;
 

@@ -63,15 +63,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter("warn")
         .init();
-    let (_server, url) = match args.redis {
-        Some(url) => (None, url),
-        None => {
-            let s =
-                streamkeeper_testkit::RedisServer::start().map_err(|e| anyhow::anyhow!("{e}"))?;
-            let url = s.url();
-            (Some(s), url)
-        }
-    };
+    let (_server, url) = streamkeeper_testkit::RedisServer::url_or_private(args.redis)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let redis = Connector::connect(&url).await?;
     let stop = CancellationToken::new();
 
