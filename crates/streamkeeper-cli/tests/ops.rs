@@ -2,52 +2,13 @@
 //! and consumers, dump/restore, doctor.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use streamkeeper_testkit::{RedisServer, ServerConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamkeeper");
+mod common;
 
-fn sk(server: &RedisServer, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(server.url())
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run streamkeeper")
-}
-
-fn sk_stdin(server: &RedisServer, args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .arg("--redis")
-        .arg(server.url())
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
-    child.wait_with_output().expect("wait")
-}
-
-fn cli(server: &RedisServer, args: &[&str]) -> String {
-    server.cli(args).expect("redis-cli").trim().to_string()
-}
-
-fn json_lines(o: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
+use common::{cli, json_lines, sk, sk_stdin};
 
 /// XPENDING count and the number of entries after the group's
 /// last-delivered ID, counted by hand with XRANGE.

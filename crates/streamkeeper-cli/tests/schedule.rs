@@ -2,22 +2,14 @@
 //! joining mid-run, emit every tick exactly once; bad definitions store nothing.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use streamkeeper_testkit::RedisServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamkeeper");
+mod common;
 
-fn sk(server: &RedisServer, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(server.url())
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run streamkeeper")
-}
+use common::{sk, BIN};
 
 fn instance(server: &RedisServer, name: &str) -> Child {
     Command::new(BIN)
