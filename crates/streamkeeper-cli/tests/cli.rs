@@ -9,33 +9,12 @@ use std::time::Duration;
 
 use streamkeeper_testkit::{eventually, RedisServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamkeeper");
+mod common;
 
-fn sk(server: &RedisServer, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.arg("--redis").arg(server.url()).args(args);
-    c.env_remove("STREAMKEEPER_REDIS");
-    c
-}
-
-fn run(server: &RedisServer, args: &[&str]) -> Output {
-    sk(server, args).output().expect("run streamkeeper")
-}
+use common::{cli, command as sk, sk as run, sk_stdin, BIN};
 
 fn run_stdin(server: &RedisServer, args: &[&str], stdin: &str) -> Output {
-    let mut child = sk(server, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
+    sk_stdin(server, args, stdin.as_bytes())
 }
 
 fn stdout(o: &Output) -> String {
@@ -44,10 +23,6 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn cli(server: &RedisServer, args: &[&str]) -> String {
-    server.cli(args).expect("redis-cli").trim().to_string()
 }
 
 /// An error run: exit 2 and exactly one line on stderr that mentions `needle`.
