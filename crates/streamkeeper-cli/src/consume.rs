@@ -24,9 +24,6 @@ use crate::Exit;
 /// The exit code a `--exec` command uses to ask for a retry (EX_TEMPFAIL).
 pub const EXIT_RETRY: i32 = 75;
 
-/// The longest retry delay.
-const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(300);
-
 pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stream = stream_key(&args.stream)?;
     let group = GroupName::new(args.group.clone()).context("invalid --group")?;
@@ -65,7 +62,6 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         max_deliveries: args.max_deliveries,
         max_age: args.max_age,
         retry_backoff: args.retry_backoff,
-        retry_backoff_max: RETRY_BACKOFF_MAX,
         ..ConsumerOptions::default()
     };
     let stop = CancellationToken::new();
@@ -82,7 +78,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     }
     tracing::debug!(%consumer, "consuming");
     let exec = args.exec.map(Arc::new);
-    let retry_backoff = args.retry_backoff;
+    let (retry_backoff, retry_backoff_max) = (options.retry_backoff, options.retry_backoff_max);
     let group_name = group.to_string();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
@@ -100,7 +96,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                     let backoff = streamkeeper::retry::backoff(
                         d.delivery_count(),
                         retry_backoff,
-                        RETRY_BACKOFF_MAX,
+                        retry_backoff_max,
                     );
                     run_exec(&cmd, &d, &group_name, &line, backoff).await
                 }

@@ -195,28 +195,17 @@ pub async fn reset_group(
     } else {
         (from.next(), to)
     };
-    let mut affected = Vec::new();
-    if lo <= hi {
-        let mut start = lo;
-        loop {
-            let page = crate::reader::range(connector, stream, start, hi, 10_000).await?;
-            affected.extend(page.iter().map(|e| e.id));
-            match page.last() {
-                Some(e) if page.len() == 10_000 => start = e.id.next(),
-                _ => break,
-            }
-        }
-    }
-    let n = affected.len() as u64;
+    let (n, ends) = if lo <= hi {
+        crate::reader::span(connector, stream, lo, hi).await?
+    } else {
+        (0, None)
+    };
     let preview = ResetPreview {
         from: from.to_string(),
         to: to.to_string(),
         redelivered: if to < from { n } else { 0 },
         skipped: if to > from { n } else { 0 },
-        range: affected
-            .first()
-            .zip(affected.last())
-            .map(|(a, b)| (a.to_string(), b.to_string())),
+        range: ends.map(|(a, b)| (a.to_string(), b.to_string())),
     };
     if !dry_run {
         let mut conn = connector.shared();

@@ -258,7 +258,14 @@ async fn group_stat(
     let undelivered = match (lag, first_undelivered) {
         (_, None) => 0,
         (Some(l), Some(_)) if l > 0 => l,
-        _ => count_after(connector, stream, last_delivered, last_entry).await?,
+        _ => match last_entry {
+            Some(last) => {
+                crate::reader::span(connector, stream, last_delivered.next(), last)
+                    .await?
+                    .0
+            }
+            None => 0,
+        },
     };
     let oldest_outstanding = match (oldest_pending, first_undelivered) {
         (Some(p), Some(u)) => Some(p.min(u)),
@@ -300,27 +307,6 @@ async fn group_stat(
         entries_read: None,
         consumers,
     })
-}
-
-/// Entries after `after`, counted in pages (the fallback when Redis does
-/// not know a group's lag).
-async fn count_after(
-    connector: &Connector,
-    stream: &StreamKey,
-    after: StreamId,
-    last: Option<StreamId>,
-) -> Result<u64> {
-    let Some(last) = last else { return Ok(0) };
-    let mut n = 0;
-    let mut start = after.next();
-    loop {
-        let page = crate::reader::range(connector, stream, start, last, 10_000).await?;
-        n += page.len() as u64;
-        match page.last() {
-            Some(e) if page.len() == 10_000 => start = e.id.next(),
-            _ => return Ok(n),
-        }
-    }
 }
 
 /// Every stream key in the database (`SCAN … TYPE stream`), sorted.

@@ -114,7 +114,9 @@ pub async fn run_once(
     };
     if options.dry_run {
         if let Some(t) = trim_to {
-            trimmed = count_below(connector, stream, t).await?;
+            trimmed = crate::reader::span(connector, stream, StreamId::MIN, t.prev())
+                .await?
+                .0;
         }
     } else if trimmed > 0 {
         metrics::counter!("streamkeeper_janitor_trimmed_total").increment(trimmed);
@@ -129,26 +131,6 @@ pub async fn run_once(
         apply_caps(connector, stream, options, &mut report).await?;
     }
     Ok(report)
-}
-
-/// Entries with IDs below `t`, counted in pages.
-async fn count_below(connector: &Connector, stream: &StreamKey, t: StreamId) -> Result<u64> {
-    let mut n = 0u64;
-    let mut start = StreamId::MIN;
-    loop {
-        let page = crate::reader::range(connector, stream, start, t, 10_000).await?;
-        let mut last = None;
-        for e in &page {
-            if e.id < t {
-                n += 1;
-                last = Some(e.id);
-            }
-        }
-        match last {
-            Some(l) if page.len() == 10_000 => start = l.next(),
-            _ => return Ok(n),
-        }
-    }
 }
 
 /// Removes what the caps exclude; archives each entry first.

@@ -113,9 +113,7 @@ impl Producer {
 
     /// Appends one entry and returns its ID.
     pub async fn send(&self, fields: &[(Bytes, Bytes)]) -> Result<StreamId> {
-        let ids = self
-            .send_batch(std::slice::from_ref(&fields.to_vec()))
-            .await?;
+        let ids = self.send_batch(&[fields]).await?;
         ids.into_iter().next().ok_or(Error::Protocol {
             command: "XADD",
             detail: "no id returned".into(),
@@ -129,17 +127,20 @@ impl Producer {
 
     /// Appends entries in pipelines of up to [`PIPELINE_CHUNK`]; IDs come
     /// back in input order.
-    pub async fn send_batch(&self, batch: &[Vec<(Bytes, Bytes)>]) -> Result<Vec<StreamId>> {
+    pub async fn send_batch<F: AsRef<[(Bytes, Bytes)]> + Sync>(
+        &self,
+        batch: &[F],
+    ) -> Result<Vec<StreamId>> {
         let mut ids = Vec::with_capacity(batch.len());
         for chunk in batch.chunks(PIPELINE_CHUNK) {
-            if chunk.iter().any(Vec::is_empty) {
+            if chunk.iter().any(|f| f.as_ref().is_empty()) {
                 return Err(Error::InvalidInput(
                     "an entry needs at least one field".into(),
                 ));
             }
             let mut pipe = redis::pipe();
             for fields in chunk {
-                self.xadd(&mut pipe, fields);
+                self.xadd(&mut pipe, fields.as_ref());
             }
             if let Some(w) = self.wait {
                 pipe.cmd("WAIT")

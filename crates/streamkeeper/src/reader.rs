@@ -41,10 +41,13 @@ impl Reader {
     /// A reader of `stream` starting at `from`, pages of 1000, not following.
     pub async fn new(connector: &Connector, stream: StreamKey, from: StartFrom) -> Result<Self> {
         let block = Duration::from_secs(5);
-        let mut conn = connector.dedicated(block).await?;
-        let after = match from {
-            StartFrom::End => last_id(&mut conn, &stream).await?.unwrap_or(StreamId::MIN),
-            other => other.as_arg().parse::<StreamId>().unwrap_or(StreamId::MIN),
+        let conn = connector.dedicated(block).await?;
+        let after = match from.last_before() {
+            Some(id) => id,
+            None => last_entries(connector, &stream, 1)
+                .await?
+                .first()
+                .map_or(StreamId::MIN, |e| e.id),
         };
         Ok(Reader {
             conn,
@@ -119,6 +122,34 @@ pub async fn last_entries(
     Ok(entries)
 }
 
+/// How many entries have IDs in `[first, last]`, and the IDs of the first
+/// and last of them. Pages through the range (10 000 entries a page);
+/// Redis has no command that counts a stream range.
+pub async fn span(
+    connector: &Connector,
+    stream: &StreamKey,
+    first: StreamId,
+    last: StreamId,
+) -> Result<(u64, Option<(StreamId, StreamId)>)> {
+    const PAGE: usize = 10_000;
+    let mut n = 0u64;
+    let mut ends: Option<(StreamId, StreamId)> = None;
+    let mut start = first;
+    while start <= last {
+        let page = range(connector, stream, start, last, PAGE).await?;
+        let (Some(a), Some(b)) = (page.first(), page.last()) else {
+            break;
+        };
+        n += page.len() as u64;
+        ends = Some((ends.map_or(a.id, |(f, _)| f), b.id));
+        if page.len() < PAGE {
+            break;
+        }
+        start = b.id.next();
+    }
+    Ok((n, ends))
+}
+
 /// Entries with IDs in `[start, end]`, at most `count`, oldest first.
 pub async fn range(
     connector: &Connector,
@@ -144,21 +175,6 @@ pub async fn range(
     match r {
         Ok(v) => Ok(reply::entries(v, "XRANGE")?.0),
         Err(e) => Err(keys::explain(&mut conn, stream, "XRANGE", e).await),
-    }
-}
-
-async fn last_id(conn: &mut MultiplexedConnection, stream: &StreamKey) -> Result<Option<StreamId>> {
-    let r: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
-        .arg(stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await;
-    match r {
-        Ok(v) => Ok(reply::entries(v, "XREVRANGE")?.0.first().map(|e| e.id)),
-        Err(e) => Err(keys::explain(conn, stream, "XREVRANGE", e).await),
     }
 }
 

@@ -273,19 +273,22 @@ impl StartFrom {
     /// The ID argument for `XGROUP CREATE`/`XREAD`: entries strictly after
     /// it are delivered.
     pub fn as_arg(&self) -> String {
+        match self.last_before() {
+            Some(id) => id.to_string(),
+            None => "$".into(),
+        }
+    }
+}
+
+impl StartFrom {
+    /// The ID after which entries start (exclusive), or `None` for
+    /// [`StartFrom::End`], which depends on the stream.
+    pub fn last_before(&self) -> Option<StreamId> {
         match self {
-            StartFrom::Beginning => "0".into(),
-            StartFrom::End => "$".into(),
-            StartFrom::After(id) => id.to_string(),
-            StartFrom::Time(t) => {
-                // Entries at or after `t`: start after the last id of the
-                // previous millisecond.
-                let id = StreamId::from_time(*t);
-                match id.ms.checked_sub(1) {
-                    Some(ms) => StreamId::new(ms, u64::MAX).to_string(),
-                    None => "0".into(),
-                }
-            }
+            StartFrom::Beginning => Some(StreamId::MIN),
+            StartFrom::End => None,
+            StartFrom::After(id) => Some(*id),
+            StartFrom::Time(t) => Some(StreamId::from_time(*t).prev()),
         }
     }
 }

@@ -18,10 +18,12 @@
 -- removes it from the outbox. Any instance re-emits stale outbox entries,
 -- and the dedupe key makes that safe.
 --
--- Returns {ticks emitted or queued, schedules claimed}.
+-- Returns {ticks emitted or queued, schedules claimed, outbox fields
+-- "<name> <due>" this call queued (the caller's second step)}.
 local i = 3
 local emitted = 0
 local claimed = 0
+local queued = {}
 for _ = 1, tonumber(ARGV[2]) do
   local name = ARGV[i]
   local expected = tonumber(ARGV[i + 1])
@@ -46,7 +48,9 @@ for _ = 1, tonumber(ARGV[2]) do
       args[#args + 1] = 'sk-due'
       args[#args + 1] = ARGV[ticks_at + t]
       if target_index == 0 then
-        redis.call('HSET', KEYS[3], name .. ' ' .. ARGV[ticks_at + t], cjson.encode(args))
+        local field = name .. ' ' .. ARGV[ticks_at + t]
+        redis.call('HSET', KEYS[3], field, cjson.encode(args))
+        queued[#queued + 1] = field
       else
         redis.call('XADD', KEYS[target_index], '*', unpack(args))
       end
@@ -57,4 +61,4 @@ for _ = 1, tonumber(ARGV[2]) do
     end
   end
 end
-return {emitted, claimed}
+return {emitted, claimed, queued}

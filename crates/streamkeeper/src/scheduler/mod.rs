@@ -48,29 +48,16 @@ const BATCH: usize = 300;
 
 impl Scheduler {
     /// Appends one two-step tick with its dedupe key, then removes it from
-    /// the outbox. `only_if_queued`: skip ticks not in the outbox (another
-    /// instance claimed them).
+    /// the outbox.
     async fn emit_from_outbox(
         &self,
         name: &str,
         target: &str,
         due: u64,
         fields: &[(String, String)],
-        only_if_queued: bool,
     ) -> Result<()> {
         let field = format!("{name} {due}");
         let mut conn = self.connector.shared();
-        if only_if_queued {
-            let queued: bool = redis::cmd("HEXISTS")
-                .arg(&self.outbox)
-                .arg(&field)
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("reading the schedule outbox", e))?;
-            if !queued {
-                return Ok(());
-            }
-        }
         let mut tick: Vec<(Vec<u8>, Vec<u8>)> = fields
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
@@ -141,8 +128,7 @@ impl Scheduler {
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect();
             tracing::info!(schedule = %name, due, "emitting a tick its claimer left in the outbox");
-            self.emit_from_outbox(name, &target, due, &fields, false)
-                .await?;
+            self.emit_from_outbox(name, &target, due, &fields).await?;
         }
         Ok(())
     }
@@ -398,7 +384,9 @@ impl Scheduler {
         } else {
             0
         };
-        let (count, due): (u64, Vec<(String, f64)>) = redis::pipe()
+        // One round trip: how many are due, a batch of them, and the
+        // earliest due time (to sleep until it when none is due).
+        let (count, due, head): (u64, DueTimes, DueTimes) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(&self.due)
             .arg("-inf")
@@ -411,6 +399,11 @@ impl Scheduler {
             .arg("LIMIT")
             .arg(offset)
             .arg(BATCH)
+            .cmd("ZRANGE")
+            .arg(&self.due)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("reading due schedules", e))?;
@@ -420,14 +413,6 @@ impl Scheduler {
             return Ok(Duration::ZERO);
         }
         if due.is_empty() {
-            let head: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(&self.due)
-                .arg(0)
-                .arg(0)
-                .arg("WITHSCORES")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("reading due schedules", e))?;
             let until = head
                 .first()
                 .map_or(u64::MAX, |(_, s)| (*s as u64).saturating_sub(now));
@@ -530,8 +515,12 @@ impl Scheduler {
                 invocation.arg(a.as_slice());
             }
             let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
+            let mut queued: std::collections::HashSet<String> = Default::default();
             match r {
                 Ok(Value::Array(v)) => {
+                    if let Some(Value::Array(fields)) = v.get(2) {
+                        queued = fields.iter().map(crate::group::text).collect();
+                    }
                     let num = |i: usize| match v.get(i) {
                         Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
                         _ => 0,
@@ -548,13 +537,13 @@ impl Scheduler {
                 }
                 Err(e) => return Err(Error::redis("schedule claim script", e)),
             }
-            // Second step: ticks this instance claimed into the outbox.
-            // Ticks another instance won are not in the outbox: emit_once
-            // finds no outbox entry to delete and its dedupe key makes a
-            // repeat harmless, so only ticks we queued are sent.
+            // Second step, for the ticks this call queued (the script
+            // names them; ticks another instance won are its to send).
             for (name, target, due_tick, fields) in two_step {
-                self.emit_from_outbox(&name, &target, due_tick, &fields, true)
-                    .await?;
+                if queued.contains(&format!("{name} {due_tick}")) {
+                    self.emit_from_outbox(&name, &target, due_tick, &fields)
+                        .await?;
+                }
             }
         }
         if full || items > 0 {
