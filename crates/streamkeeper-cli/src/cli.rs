@@ -215,11 +215,18 @@ pub enum AckArg {
 #[derive(Debug, Args)]
 #[command(
     after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
-line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_DELIVERIES in its environment. \
-Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a failed delivery. \
-Either way the entry is acked and stored in {S}:retry, then re-appended for this group \
-after --retry-backoff (doubling per delivery); after --max-deliveries deliveries it is \
-moved to the dead-letter stream {S}:dlq instead (see `streamkeeper dlq`).\n\
+line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_ATTEMPT (1 for the first run) in its \
+environment. Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a \
+failed attempt. Either way the entry is acked and stored in {S}:retry, then re-appended \
+for this group after --retry-backoff (doubling per attempt); when the failed attempt was \
+the --max-deliveries-th it is moved to the dead-letter stream {S}:dlq instead (see \
+`streamkeeper dlq`). Attempts are handler runs that failed or were cut off by a crash: \
+entries read ahead and never run do not count, and a graceful stop never moves an entry \
+towards the dead-letter queue. The commands run in a process group that is killed when \
+this consumer ends, however it ends.\n\
+--claim-after is the crash-detection time: a live consumer keeps every entry it holds \
+fresh, however long its handler runs, so only the entries of a crashed (or frozen) \
+consumer are reclaimed.\n\
 Reconnects through failovers and restarts forever (each reconnect is logged).\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
@@ -256,14 +263,15 @@ pub struct ConsumeArgs {
     /// Entries handled at once with --exec.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Dead-letter an entry after this many deliveries.
+    /// Dead-letter an entry when this many attempts (handler runs) failed.
     #[arg(long, value_name = "N")]
     pub max_deliveries: Option<u64>,
-    /// Reclaim entries of consumers idle longer than this.
+    /// Reclaim the entries of a consumer that stopped for this long
+    /// (crash-detection time; live consumers keep theirs fresh).
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
     /// First retry delay after a failed --exec (exit 75 or other); it
-    /// doubles with every delivery, up to 5 minutes.
+    /// doubles with every attempt, up to 5 minutes.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
     pub retry_backoff: Duration,
     /// Dead-letter entries older than this (by the time in their ID).

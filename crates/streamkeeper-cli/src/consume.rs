@@ -2,12 +2,15 @@
 //!
 //! Prints entries as JSON lines, or runs `--exec CMD` per entry with the
 //! exit-code protocol of CLI.md: 0 ack, 75 retry later, other = failed
-//! delivery (dead-lettered after `--max-deliveries`).
+//! attempt (dead-lettered after `--max-deliveries` attempts). The children
+//! live and die with this process (`children.rs`).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::children::ChildGroup;
 
 use anyhow::Context;
 use streamkeeper::{
@@ -77,28 +80,28 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         ));
     }
     tracing::debug!(%consumer, "consuming");
+    let children = match &args.exec {
+        Some(_) => Some(Arc::new(ChildGroup::start()?)),
+        None => None,
+    };
     let exec = args.exec.map(Arc::new);
-    let (retry_backoff, retry_backoff_max) = (options.retry_backoff, options.retry_backoff_max);
     let group_name = group.to_string();
+    let handler_children = children.clone();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
+        let children = handler_children.clone();
         let last_activity = last_activity.clone();
         let group_name = group_name.clone();
         async move {
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
             let line = wire::entry_to_line(d.stream().as_str(), d.entry());
-            let outcome = match exec {
-                None => {
+            let outcome = match (exec, children) {
+                (Some(cmd), Some(children)) => {
+                    run_exec(&children, &cmd, &d, &group_name, &line).await
+                }
+                _ => {
                     crate::output::json_line_str(&line);
                     Ok(Outcome::Ack)
-                }
-                Some(cmd) => {
-                    let backoff = streamkeeper::retry::backoff(
-                        d.delivery_count(),
-                        retry_backoff,
-                        retry_backoff_max,
-                    );
-                    run_exec(&cmd, &d, &group_name, &line, backoff).await
                 }
             };
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
@@ -110,6 +113,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         .options(options)
         .run(handler, args.concurrency.max(1), stop)
         .await?;
+    drop(children);
     tracing::debug!(
         delivered = stats.delivered,
         acked = stats.acked,
@@ -151,19 +155,21 @@ async fn idle_watchdog(
 
 /// Runs the command for one entry and maps its exit code to an outcome.
 async fn run_exec(
+    children: &ChildGroup,
     cmd: &str,
     d: &Delivery,
     group: &str,
     line: &str,
-    backoff: Duration,
 ) -> Result<Outcome, String> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let attempt = d.attempt().to_string();
+    let mut child = children
+        .command(cmd)
         .env("SK_STREAM", d.stream().as_str())
         .env("SK_ID", d.id().to_string())
         .env("SK_GROUP", group)
-        .env("SK_DELIVERIES", d.delivery_count().to_string())
+        .env("SK_ATTEMPT", &attempt)
+        // The name before attempts were counted; same value.
+        .env("SK_DELIVERIES", &attempt)
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run --exec command: {e}"))?;
@@ -179,7 +185,7 @@ async fn run_exec(
         .map_err(|e| format!("--exec command failed: {e}"))?;
     match status.code() {
         Some(0) => Ok(Outcome::Ack),
-        Some(EXIT_RETRY) => Ok(Outcome::Retry { after: backoff }),
+        Some(EXIT_RETRY) => Ok(Outcome::Retry { after: None }),
         Some(code) => Err(format!("--exec command exited with {code}")),
         None => Err("--exec command was killed by a signal".into()),
     }

@@ -361,10 +361,7 @@ impl Member {
                         if rejects_poison && d.entry().get("poison").is_some() {
                             return Err("cannot parse order");
                         }
-                        if rejects_poison
-                            && d.entry().get("flaky").is_some()
-                            && d.delivery_count() == 1
-                        {
+                        if rejects_poison && d.entry().get("flaky").is_some() && d.attempt() == 1 {
                             return Err("payment service timed out");
                         }
                         if !work.is_zero() {

@@ -37,10 +37,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (done, shutdown) = (done.clone(), shutdown.clone());
                 async move {
                     println!(
-                        "{} sku={:?} (delivery #{})",
+                        "{} sku={:?} (attempt #{})",
                         d.id(),
                         d.entry().get_str("sku"),
-                        d.delivery_count()
+                        d.attempt()
                     );
                     if done.fetch_add(1, Ordering::SeqCst) + 1 == 3 {
                         shutdown.cancel();

@@ -16,14 +16,15 @@ use crate::types::{GroupName, StreamId, StreamKey};
 pub const DLQ_SUFFIX: &str = "dlq";
 
 /// Moves the pending entry `id` of `group` to the dead-letter stream and
-/// acks it. Returns the dead letter's ID, or `None` if the entry was no
+/// acks it; `attempts` (handler runs so far) is kept as `sk-deliveries`.
+/// Returns the dead letter's ID, or `None` if the entry was no
 /// longer pending (acked or moved by someone else meanwhile).
 pub async fn dead_letter(
     connector: &Connector,
     stream: &StreamKey,
     group: &GroupName,
     id: StreamId,
-    deliveries: u64,
+    attempts: u64,
     reason: &str,
 ) -> Result<Option<StreamId>> {
     let now = crate::retry::now_ms();
@@ -31,9 +32,10 @@ pub async fn dead_letter(
     let r: redis::RedisResult<Value> = scripts::DEAD_LETTER
         .key(stream)
         .key(stream.derived(DLQ_SUFFIX))
+        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
         .arg(group)
         .arg(id)
-        .arg(deliveries)
+        .arg(attempts)
         .arg(reason)
         .arg(now)
         .invoke_async(&mut conn)

@@ -60,7 +60,11 @@ pub async fn ack_and_produce(
     same_slot(stream.as_str(), output.as_str())?;
     let connector = input.connector();
     let mut invocation = scripts::ACK_AND_PRODUCE.key(stream);
-    invocation.key(output).arg(input.group()).arg(input.id());
+    invocation
+        .key(output)
+        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
+        .arg(input.group())
+        .arg(input.id());
     for (k, v) in fields {
         invocation.arg(k.as_slice()).arg(v.as_slice());
     }

@@ -68,7 +68,8 @@ pub mod wire;
 
 pub use conn::{Connector, ConnectorOptions, Topology};
 pub use consumer::{
-    AckMode, ConsumerOptions, Deliveries, Delivery, GroupConsumer, Outcome, RunStats, Source,
+    AckMode, ConsumerOptions, Deliveries, Delivery, GroupConsumer, Outcome, RunStats, Settled,
+    Source,
 };
 pub use error::{Error, Result};
 pub use producer::{BatchOptions, BatchedProducer, Cap, Producer, Wait};

@@ -139,6 +139,8 @@ pub struct PendingEntry {
 }
 
 /// Parses an extended `XPENDING key group start end count [consumer]` reply.
+// Kept for the pending-entry views (owner, idle time, delivery count).
+#[allow(dead_code)]
 pub(crate) fn pending_reply(v: Value) -> Result<Vec<PendingEntry>> {
     items(v, "XPENDING")?
         .into_iter()
@@ -164,6 +166,14 @@ pub(crate) fn pending_reply(v: Value) -> Result<Vec<PendingEntry>> {
                 deliveries,
             })
         })
+        .collect()
+}
+
+/// Parses an array of IDs (e.g. a `JUSTID` reply).
+pub(crate) fn id_list(v: Value, command: &'static str) -> Result<Vec<StreamId>> {
+    items(v, command)?
+        .into_iter()
+        .map(|i| StreamId::from_bytes(&bytes(i, command)?))
         .collect()
 }
 

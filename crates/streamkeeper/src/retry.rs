@@ -21,7 +21,7 @@ pub const RETRY_SUFFIX: &str = "retry";
 pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
 /// The group a re-appended retry is meant for.
 pub const RETRY_GROUP_FIELD: &str = "sk-retry-group";
-/// Deliveries of a retried entry before the current one.
+/// Failed attempts of a retried entry before the current one.
 pub const ATTEMPT_FIELD: &str = "sk-attempt";
 
 /// Milliseconds since the Unix epoch, now.
@@ -44,23 +44,25 @@ pub enum Stored {
 }
 
 /// Stores the pending entry `id` of `group` for a retry at `due_ms` and
-/// acks it, atomically. `deliveries` is its delivery count so far.
+/// acks it, atomically. `attempts` is its failed attempts so far, this
+/// one included.
 pub async fn store(
     connector: &Connector,
     stream: &StreamKey,
     group: &GroupName,
     id: StreamId,
     due_ms: u64,
-    deliveries: u64,
+    attempts: u64,
 ) -> Result<Stored> {
     let mut conn = connector.shared();
     let r: redis::RedisResult<i64> = scripts::RETRY_STORE
         .key(stream)
         .key(stream.derived(RETRY_SUFFIX))
+        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
         .arg(group)
         .arg(id)
         .arg(due_ms)
-        .arg(deliveries)
+        .arg(attempts)
         .invoke_async(&mut conn)
         .await;
     match r {
@@ -99,7 +101,7 @@ pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
 }
 
 /// The retry bookkeeping of an entry: which group it is meant for and how
-/// many deliveries it had before. `None` for an entry never retried.
+/// many failed attempts it had before. `None` for an entry never retried.
 pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
     let group = entry.get_str(RETRY_GROUP_FIELD)?;
     let attempt = entry
@@ -117,27 +119,74 @@ pub fn origin_id(entry: &Entry) -> StreamId {
         .unwrap_or(entry.id)
 }
 
-/// Exponential backoff for the `n`-th failed delivery: `base × 2^(n-1)`,
+/// Exponential backoff after the `n`-th failed attempt: `base × 2^(n-1)`,
 /// at most `max`.
 pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
     let exp = u32::try_from(n.saturating_sub(1).min(30)).unwrap_or(30);
     base.saturating_mul(1u32 << exp).min(max)
 }
 
-/// Waits until `due` and moves retries of one stream; the consumer runs
-/// this beside its read loop.
+/// The suffix of the retry mover's lease: `{S}:retry-mover`.
+pub const MOVER_LEASE_SUFFIX: &str = "retry-mover";
+
+/// Takes or renews the mover lease of `stream` for `holder`.
+async fn mover_lease(
+    connector: &Connector,
+    stream: &StreamKey,
+    holder: &str,
+    ttl: Duration,
+) -> Result<bool> {
+    let mut conn = connector.shared();
+    let r: i64 = scripts::LEASE
+        .key(stream.derived(MOVER_LEASE_SUFFIX))
+        .arg(holder)
+        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("retry mover lease of {stream}"), e))?;
+    Ok(r == 1)
+}
+
+/// Moves due retries of one stream while holding its mover lease. Every
+/// consumer of the stream runs this beside its read loop; the lease makes
+/// one of them the mover at a time, and another takes over within a few
+/// polls when it stops.
 pub(crate) async fn mover_loop(
     connector: Connector,
     stream: StreamKey,
+    holder: String,
     every: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Long enough to survive a few slow polls, short enough that another
+    // consumer takes over soon after this one stops.
+    let ttl = (every * 10).max(Duration::from_secs(2));
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                // Hand the lease on at once rather than after its TTL.
+                let mut conn = connector.shared();
+                let _ = scripts::LEASE_RELEASE
+                    .key(stream.derived(MOVER_LEASE_SUFFIX))
+                    .arg(&holder)
+                    .invoke_async::<i64>(&mut conn)
+                    .await;
+                return;
+            }
             _ = tick.tick() => {}
+        }
+        match mover_lease(&connector, &stream, &holder, ttl).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "retry mover lease failed; trying next poll");
+                if e.is_retryable() {
+                    let _ = connector.recover().await;
+                }
+                continue;
+            }
         }
         loop {
             match move_due(&connector, &stream, 100).await {

@@ -32,6 +32,21 @@ script!(
     "retry_move.lua"
 );
 script!(
+    /// Acknowledge entries and keep the attempt marks in step.
+    ACK,
+    "ack.lua"
+);
+script!(
+    /// Mark handler runs of entries that came back; return runs so far.
+    ATTEMPT_START,
+    "attempt_start.lua"
+);
+script!(
+    /// Reset the idle time of entries a live consumer holds.
+    TOUCH,
+    "touch.lua"
+);
+script!(
     /// Move a dead letter back to `S`.
     DLQ_REPLAY,
     "dlq_replay.lua"

@@ -125,7 +125,7 @@ async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
                     move |d| {
                         let calls = calls.clone();
                         async move {
-                            calls.lock().expect("lock").push(d.delivery_count());
+                            calls.lock().expect("lock").push(d.attempt());
                             Err::<Outcome, _>("cannot parse order")
                         }
                     },
@@ -157,7 +157,7 @@ async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
     assert_eq!(
         *calls.lock().expect("lock"),
         vec![1, 2, 3],
-        "handler calls with their delivery counts"
+        "handler calls with their attempt numbers"
     );
     assert_eq!(stats.dead_lettered, 1);
     let dead = deadletter::list(&redis, &s, 10).await.expect("list");
@@ -167,7 +167,7 @@ async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
     assert_eq!(d.get_str("sk-origin"), Some("orders"));
     assert_eq!(d.get_str("sk-origin-id"), Some(id.to_string().as_str()));
     assert_eq!(d.get_str("sk-group"), Some("g"));
-    assert_eq!(d.get_str("sk-deliveries"), Some("4"));
+    assert_eq!(d.get_str("sk-deliveries"), Some("3"), "attempts");
     assert!(d.get_str("sk-reason").is_some_and(|r| r.contains("max 3")));
     let dead_at: u64 = d
         .get_str("sk-dead-at")
@@ -222,12 +222,12 @@ async fn retry_redelivers_after_the_delay_not_before() {
                             let mut seen = seen.lock().expect("lock");
                             seen.push((
                                 Instant::now(),
-                                d.delivery_count(),
+                                d.attempt(),
                                 d.entry().get_str("sk-attempt").map(str::to_string),
                             ));
                             if seen.len() == 1 {
                                 Ok::<_, String>(Outcome::Retry {
-                                    after: Duration::from_secs(2),
+                                    after: Some(Duration::from_secs(2)),
                                 })
                             } else {
                                 stop.cancel();
@@ -274,8 +274,10 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
         .expect("start");
     let d = first.next().await.expect("item").expect("delivery");
     assert_eq!(
-        d.retry(Duration::from_millis(300)).await.expect("retry"),
-        retry::Stored::Scheduled
+        d.retry(Some(Duration::from_millis(300)))
+            .await
+            .expect("retry"),
+        streamkeeper::Settled::RetryScheduled
     );
     // The process dies right after storing: nothing runs its mover.
     drop(d);
@@ -296,7 +298,7 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
         .expect("item")
         .expect("delivery");
     assert_eq!(retry::origin_id(again.entry()), id);
-    assert_eq!(again.delivery_count(), 2);
+    assert_eq!(again.attempt(), 2);
     again.ack();
     second.close().await.expect("close");
     assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
@@ -320,7 +322,7 @@ async fn other_groups_skip_a_retry_meant_for_one_group() {
         .await
         .expect("a");
     let d = a.next().await.expect("item").expect("delivery");
-    d.retry(Duration::ZERO).await.expect("retry");
+    d.retry(Some(Duration::ZERO)).await.expect("retry");
     let d2 = tokio::time::timeout(Duration::from_secs(5), a.next())
         .await
         .expect("retry back")

@@ -1,10 +1,15 @@
-//! Batched acknowledgements: one `XACK` per batch or per interval.
+//! Batched acknowledgements and attempt marks: one round trip per batch or
+//! per interval.
 //!
 //! Handlers queue IDs through a cheap [`Acker`] handle; one task owns the
-//! buffer and the connection. Closing flushes what is queued, so a graceful
-//! shutdown never leaves processed entries pending (they would be
-//! redelivered).
+//! buffers and the connection. Besides acks it keeps the attempt marks of
+//! `{S}:attempts` (see `attempts.rs`): a new entry handed to a handler is
+//! *started*; if it is still running at the next flush its mark is written
+//! with the acks, and the ack that ends it removes the mark. A handler that
+//! finishes within one interval never costs a mark. Closing flushes what is
+//! queued, so a graceful shutdown never leaves processed entries pending.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +19,23 @@ use tokio::task::JoinHandle;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
+use crate::scripts;
 use crate::types::{GroupName, StreamId, StreamKey};
 
 enum Msg {
     Ack(StreamId),
+    /// A new entry was handed to a handler (its first run in this round).
+    Started(StreamId),
+    /// An entry's mark was written already (a run after a restart or a
+    /// reclaim): its ack must remove it.
+    Marked(StreamId),
+    /// A retry or dead-letter script settled the entry (and removed its mark).
+    Settled(StreamId),
     Flush(oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<Result<()>>),
 }
 
-/// A handle that queues acknowledgements.
+/// A handle that queues acknowledgements and attempt marks.
 #[derive(Clone)]
 pub(crate) struct Acker {
     tx: mpsc::UnboundedSender<Msg>,
@@ -42,10 +55,15 @@ impl Acker {
         let acked = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(ack_loop(
             AckTarget {
+                attempts: stream.derived(crate::consumer::ATTEMPTS_SUFFIX),
                 connector,
                 stream,
                 group,
                 acked: acked.clone(),
+                ids: Vec::with_capacity(max_batch.max(1)),
+                clear: Vec::new(),
+                started: HashSet::new(),
+                marked: HashSet::new(),
             },
             rx,
             max_batch.max(1),
@@ -59,6 +77,21 @@ impl Acker {
         if self.tx.send(Msg::Ack(id)).is_err() {
             tracing::warn!(%id, "ack after the consumer closed; the entry stays pending and will be redelivered");
         }
+    }
+
+    /// A new entry went to a handler.
+    pub(crate) fn started(&self, id: StreamId) {
+        let _ = self.tx.send(Msg::Started(id));
+    }
+
+    /// An entry's mark exists in Redis.
+    pub(crate) fn marked(&self, id: StreamId) {
+        let _ = self.tx.send(Msg::Marked(id));
+    }
+
+    /// A script settled the entry.
+    pub(crate) fn settled(&self, id: StreamId) {
+        let _ = self.tx.send(Msg::Settled(id));
     }
 
     /// Sends everything queued now.
@@ -88,36 +121,96 @@ impl Acker {
 struct AckTarget {
     connector: Connector,
     stream: StreamKey,
+    attempts: String,
     group: GroupName,
     acked: Arc<AtomicU64>,
+    /// IDs to acknowledge.
+    ids: Vec<StreamId>,
+    /// Acked IDs whose mark is to be removed.
+    clear: Vec<StreamId>,
+    /// New entries handed to a handler, not yet acked nor marked.
+    started: HashSet<StreamId>,
+    /// Entries whose mark exists in Redis.
+    marked: HashSet<StreamId>,
 }
 
 impl AckTarget {
-    /// Sends one XACK for `ids`, reconnecting and retrying through a
-    /// failover (XACK is idempotent) until the connector's
+    fn take(&mut self, msg: Msg) -> Option<Msg> {
+        match msg {
+            Msg::Ack(id) => {
+                // Started and acked within one interval: no mark was ever
+                // written, so there is none to remove.
+                if !self.started.remove(&id) && self.marked.remove(&id) {
+                    self.clear.push(id);
+                }
+                self.ids.push(id);
+                None
+            }
+            Msg::Started(id) => {
+                self.started.insert(id);
+                None
+            }
+            Msg::Marked(id) => {
+                self.marked.insert(id);
+                None
+            }
+            Msg::Settled(id) => {
+                self.started.remove(&id);
+                self.marked.remove(&id);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Sends the queued acks, mark removals and the marks of handlers still
+    /// running, in one round trip, reconnecting and retrying through a
+    /// failover (every part is idempotent) until the connector's
     /// `reconnect_timeout`. An ack lost here means a redelivery, not a loss.
-    async fn send(&mut self, ids: &mut Vec<StreamId>) -> Result<()> {
-        if ids.is_empty() {
+    async fn send(&mut self, with_marks: bool) -> Result<()> {
+        let marks: Vec<StreamId> = if with_marks {
+            self.started.drain().collect()
+        } else {
+            Vec::new()
+        };
+        if self.ids.is_empty() && self.clear.is_empty() && marks.is_empty() {
             return Ok(());
         }
-        let (stream, group) = (&self.stream, &self.group);
-        let batch: &[StreamId] = ids;
+        let (stream, group, attempts) = (&self.stream, &self.group, &self.attempts);
+        let (ids, clear, running): (&[StreamId], &[StreamId], &[StreamId]) =
+            (&self.ids, &self.clear, &marks);
         let r = self
             .connector
             .retrying("XACK", |mut conn| async move {
-                redis::cmd("XACK")
-                    .arg(stream)
-                    .arg(group)
-                    .arg(batch)
-                    .query_async::<u64>(&mut conn)
-                    .await
-                    .map_err(|e| Error::redis(format!("XACK on {stream} group {group}"), e))
+                let r = if clear.is_empty() && running.is_empty() {
+                    redis::cmd("XACK")
+                        .arg(stream)
+                        .arg(group)
+                        .arg(ids)
+                        .query_async::<u64>(&mut conn)
+                        .await
+                } else {
+                    scripts::ACK
+                        .key(stream)
+                        .key(attempts)
+                        .arg(group)
+                        .arg(ids.len())
+                        .arg(clear.len())
+                        .arg(ids)
+                        .arg(clear)
+                        .arg(running)
+                        .invoke_async::<u64>(&mut conn)
+                        .await
+                };
+                r.map_err(|e| Error::redis(format!("XACK on {stream} group {group}"), e))
             })
             .await;
-        let n = ids.len();
-        ids.clear();
+        let n = self.ids.len();
+        self.ids.clear();
+        self.clear.clear();
         match r {
             Ok(_) => {
+                self.marked.extend(marks);
                 self.acked.fetch_add(n as u64, Ordering::Relaxed);
                 crate::metrics::acked(n);
                 Ok(())
@@ -139,51 +232,45 @@ async fn ack_loop(
     max_batch: usize,
     interval: Duration,
 ) {
-    let mut ids: Vec<StreamId> = Vec::with_capacity(max_batch);
     // interval_at: a plain interval's first tick is immediate.
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(Msg::Ack(id)) => {
-                    ids.push(id);
-                    // Drain what is already queued so a burst costs one XACK.
-                    while ids.len() < max_batch {
-                        match rx.try_recv() {
-                            Ok(Msg::Ack(id)) => ids.push(id),
-                            Ok(Msg::Flush(done)) => {
-                                let _ = done.send(target.send(&mut ids).await);
-                            }
-                            Ok(Msg::Close(done)) => {
-                                let _ = done.send(target.send(&mut ids).await);
-                                return;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if ids.len() >= max_batch {
-                        if let Err(e) = target.send(&mut ids).await {
-                            tracing::error!(error = %e, "ack failed");
-                        }
-                    }
-                }
-                Some(Msg::Flush(done)) => {
-                    let _ = done.send(target.send(&mut ids).await);
-                }
-                Some(Msg::Close(done)) => {
-                    let _ = done.send(target.send(&mut ids).await);
-                    return;
-                }
-                None => {
-                    if let Err(e) = target.send(&mut ids).await {
+            msg = rx.recv() => {
+                let Some(msg) = msg else {
+                    if let Err(e) = target.send(true).await {
                         tracing::error!(error = %e, "final ack failed");
                     }
                     return;
+                };
+                let mut next = target.take(msg);
+                // Drain what is already queued so a burst costs one round trip.
+                while next.is_none() && target.ids.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(m) => next = target.take(m),
+                        Err(_) => break,
+                    }
                 }
-            },
+                match next {
+                    Some(Msg::Flush(done)) => {
+                        let _ = done.send(target.send(true).await);
+                    }
+                    Some(Msg::Close(done)) => {
+                        let _ = done.send(target.send(true).await);
+                        return;
+                    }
+                    _ => {
+                        if target.ids.len() >= max_batch {
+                            if let Err(e) = target.send(false).await {
+                                tracing::error!(error = %e, "ack failed");
+                            }
+                        }
+                    }
+                }
+            }
             _ = tick.tick() => {
-                if let Err(e) = target.send(&mut ids).await {
+                if let Err(e) = target.send(true).await {
                     tracing::error!(error = %e, "ack failed");
                 }
             }

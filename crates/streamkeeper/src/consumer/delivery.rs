@@ -1,19 +1,21 @@
 //! What a handler receives and returns: [`Delivery`], [`Outcome`], [`AckMode`].
 //!
 //! A delivery is cheap to clone; while any clone lives, the consumer knows
-//! the entry is being worked on and does not hand it out a second time
-//! (its own reclaim and pending re-reads skip it).
+//! the entry is being worked on: it does not hand it out a second time and
+//! keeps it fresh so no peer reclaims it (see `keepalive.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::consumer::policy::AfterFailure;
 use crate::consumer::Shared;
 use crate::error::Result;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
 /// When entries are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AckMode {
     /// After the handler returned [`Outcome::Ack`] (at-least-once).
     #[default]
@@ -27,16 +29,19 @@ pub enum AckMode {
 
 /// What a handler decided about one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Done: acknowledge it.
     Ack,
-    /// Try again later: the entry is acked and stored in `{S}:retry`
-    /// (atomically), then re-appended for this group when `after` has
-    /// passed. Handler errors and panics become retries with the
-    /// consumer's exponential backoff.
+    /// This attempt failed; try again later. The entry is acked and stored
+    /// in `{S}:retry` (atomically), then re-appended for this group when
+    /// `after` has passed — or, once `max_deliveries` attempts have
+    /// failed, moved to the dead-letter queue. Handler errors and panics
+    /// are `Retry { after: None }`.
     Retry {
-        /// Earliest time for the next attempt.
-        after: Duration,
+        /// Earliest time for the next attempt; `None`: the consumer's
+        /// exponential backoff.
+        after: Option<Duration>,
     },
     /// Give up on it: move it to the dead-letter stream `{S}:dlq` (with
     /// `sk-*` metadata) and ack it, atomically.
@@ -48,51 +53,141 @@ pub enum Outcome {
 
 /// Where a delivery came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Source {
     /// A new entry (`XREADGROUP … >`).
     New,
     /// This consumer's own pending entry, re-read on start or reconnect.
     Pending,
-    /// An entry reclaimed from an idle (probably crashed) consumer.
+    /// An entry reclaimed from a consumer that stopped keeping it fresh
+    /// (it crashed, or was frozen for longer than `claim_after`).
     Claimed,
 }
 
-/// The set of entry IDs this consumer currently holds.
+/// What became of a delivery that was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settled {
+    /// Acknowledgement queued (sent with the next batch).
+    Acked,
+    /// Acked and stored in `{S}:retry` for another attempt later.
+    RetryScheduled,
+    /// Moved to the dead-letter stream; the dead letter's ID.
+    DeadLettered(StreamId),
+    /// It was no longer pending (a peer settled or took it meanwhile):
+    /// nothing was written.
+    NotPending,
+}
+
+/// The entry IDs this consumer holds (read ahead or being handled).
 #[derive(Debug, Default)]
-pub(crate) struct InFlight(Mutex<HashSet<StreamId>>);
+pub(crate) struct InFlight {
+    held: Mutex<HashSet<StreamId>>,
+    /// Held entries a peer took over while this process was frozen: they
+    /// are not handed out any more.
+    lost: Mutex<HashSet<StreamId>>,
+}
 
 impl InFlight {
     /// Marks `id` as held; false if it already was.
     pub(crate) fn insert(&self, id: StreamId) -> bool {
-        self.0.lock().map(|mut s| s.insert(id)).unwrap_or(true)
+        self.held.lock().map(|mut s| s.insert(id)).unwrap_or(true)
     }
 
     pub(crate) fn contains(&self, id: &StreamId) -> bool {
-        self.0.lock().map(|s| s.contains(id)).unwrap_or(false)
+        self.held.lock().map(|s| s.contains(id)).unwrap_or(false)
     }
 
-    fn remove(&self, id: &StreamId) {
-        if let Ok(mut s) = self.0.lock() {
+    /// The IDs held now.
+    pub(crate) fn snapshot(&self) -> Vec<StreamId> {
+        self.held
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records that a peer owns `id` now.
+    pub(crate) fn mark_lost(&self, id: StreamId) {
+        if let Ok(mut s) = self.lost.lock() {
+            s.insert(id);
+        }
+    }
+
+    /// True (once) if a peer took `id` over.
+    pub(crate) fn take_lost(&self, id: &StreamId) -> bool {
+        self.lost.lock().map(|mut s| s.remove(id)).unwrap_or(false)
+    }
+
+    pub(crate) fn remove(&self, id: &StreamId) {
+        if let Ok(mut s) = self.held.lock() {
             s.remove(id);
+        }
+        if let Ok(mut s) = self.lost.lock() {
+            s.remove(id);
+        }
+    }
+}
+
+/// Keeps an ID in the held set for as long as it lives.
+pub(crate) struct Guard {
+    id: StreamId,
+    in_flight: Arc<InFlight>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.in_flight.remove(&self.id);
+    }
+}
+
+/// An entry read by the consumer and not yet handed out.
+pub(crate) struct Held {
+    pub(crate) entry: Entry,
+    pub(crate) source: Source,
+    guard: Guard,
+}
+
+impl Held {
+    pub(crate) fn new(entry: Entry, source: Source, in_flight: &Arc<InFlight>) -> Self {
+        let guard = Guard {
+            id: entry.id,
+            in_flight: in_flight.clone(),
+        };
+        Held {
+            entry,
+            source,
+            guard,
+        }
+    }
+
+    /// Hands the entry out; `earlier` is its attempts before this one.
+    pub(crate) fn into_delivery(self, earlier: u64, shared: Arc<Shared>) -> Delivery {
+        let Held {
+            entry,
+            source,
+            guard,
+        } = self;
+        Delivery {
+            inner: Arc::new(Inner {
+                entry,
+                attempt: earlier + 1,
+                source,
+                shared,
+                _guard: guard,
+            }),
         }
     }
 }
 
 struct Inner {
     entry: Entry,
-    delivery_count: u64,
+    attempt: u64,
     source: Source,
     shared: Arc<Shared>,
-    in_flight: Arc<InFlight>,
+    _guard: Guard,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.in_flight.remove(&self.entry.id);
-    }
-}
-
-/// One entry handed to this consumer.
+/// One entry handed to this consumer's handler.
 #[derive(Clone)]
 pub struct Delivery {
     inner: Arc<Inner>,
@@ -103,31 +198,13 @@ impl std::fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("stream", &self.inner.shared.stream)
             .field("id", &self.inner.entry.id)
-            .field("delivery_count", &self.inner.delivery_count)
+            .field("attempt", &self.inner.attempt)
             .field("source", &self.inner.source)
             .finish()
     }
 }
 
 impl Delivery {
-    pub(crate) fn new(
-        entry: Entry,
-        delivery_count: u64,
-        source: Source,
-        shared: Arc<Shared>,
-        in_flight: Arc<InFlight>,
-    ) -> Self {
-        Delivery {
-            inner: Arc::new(Inner {
-                entry,
-                delivery_count,
-                source,
-                shared,
-                in_flight,
-            }),
-        }
-    }
-
     /// The entry.
     pub fn entry(&self) -> &Entry {
         &self.inner.entry
@@ -143,11 +220,13 @@ impl Delivery {
         &self.inner.shared.stream
     }
 
-    /// How many times this entry has been delivered to the group, this
-    /// delivery included (1 for a first delivery). Deliveries before a
-    /// delayed retry count too.
-    pub fn delivery_count(&self) -> u64 {
-        self.inner.delivery_count
+    /// Which attempt this is: 1 the first time a handler gets the entry,
+    /// plus one for every earlier handler run that failed, panicked or was
+    /// cut off by a crash (also across delayed retries). Reads that never
+    /// reached a handler — read ahead, then a graceful stop or a crash —
+    /// do not count. This is what `max_deliveries` limits.
+    pub fn attempt(&self) -> u64 {
+        self.inner.attempt
     }
 
     /// Whether the entry is new, re-read from this consumer's pending list,
@@ -165,42 +244,73 @@ impl Delivery {
         &self.inner.shared.connector
     }
 
-    /// Acks the entry and stores it for a retry after `after` (one
-    /// script); the retry mover re-appends it for this group when due.
-    pub async fn retry(&self, after: Duration) -> Result<crate::retry::Stored> {
-        let s = &self.inner.shared;
-        let due = crate::retry::now_ms()
-            .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-        crate::retry::store(
-            &s.connector,
-            &s.stream,
-            &s.group,
-            self.inner.entry.id,
-            due,
-            self.inner.delivery_count,
-        )
-        .await
-    }
-
     /// Queues the acknowledgement; acks are sent in batches (one `XACK` per
     /// batch or interval) and flushed when the consumer closes.
     pub fn ack(&self) {
         self.inner.shared.acker.ack(self.inner.entry.id);
     }
 
-    /// Moves the entry to the dead-letter stream `{S}:dlq` and acks it, in
-    /// one script. Returns the dead letter's ID (`None` if the entry was
-    /// no longer pending).
-    pub async fn dead_letter(&self, reason: &str) -> Result<Option<StreamId>> {
+    /// Records this attempt as failed: the entry is acked and stored for a
+    /// retry after `after` (`None`: the consumer's backoff) in one script,
+    /// or, when this was the last attempt `max_deliveries` allows, moved to
+    /// the dead-letter queue.
+    pub async fn retry(&self, after: Option<Duration>) -> Result<Settled> {
         let s = &self.inner.shared;
-        crate::deadletter::dead_letter(
+        match s.policy.after_failure(self.inner.attempt, after) {
+            AfterFailure::Dead(reason) => self.dead_letter(&reason).await,
+            AfterFailure::Retry(after) => {
+                let due = crate::retry::now_ms()
+                    .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+                let stored = crate::retry::store(
+                    &s.connector,
+                    &s.stream,
+                    &s.group,
+                    self.inner.entry.id,
+                    due,
+                    self.inner.attempt,
+                )
+                .await?;
+                s.acker.settled(self.inner.entry.id);
+                Ok(match stored {
+                    crate::retry::Stored::Scheduled => Settled::RetryScheduled,
+                    crate::retry::Stored::Deleted | crate::retry::Stored::NotPending => {
+                        Settled::NotPending
+                    }
+                })
+            }
+        }
+    }
+
+    /// Moves the entry to the dead-letter stream `{S}:dlq` and acks it, in
+    /// one script.
+    pub async fn dead_letter(&self, reason: &str) -> Result<Settled> {
+        let s = &self.inner.shared;
+        let r = crate::deadletter::dead_letter(
             &s.connector,
             &s.stream,
             &s.group,
             self.inner.entry.id,
-            self.inner.delivery_count,
+            self.inner.attempt,
             reason,
         )
-        .await
+        .await?;
+        s.acker.settled(self.inner.entry.id);
+        Ok(match r {
+            Some(id) => Settled::DeadLettered(id),
+            None => Settled::NotPending,
+        })
+    }
+
+    /// Settles the delivery as a handler decided: ack, retry (or dead
+    /// letter once out of attempts), or dead letter.
+    pub async fn settle(&self, outcome: Outcome) -> Result<Settled> {
+        match outcome {
+            Outcome::Ack => {
+                self.ack();
+                Ok(Settled::Acked)
+            }
+            Outcome::Retry { after } => self.retry(after).await,
+            Outcome::DeadLetter { reason } => self.dead_letter(&reason).await,
+        }
     }
 }

@@ -1,9 +1,24 @@
 //! The group consumer: read, hand out, acknowledge, reclaim.
 //!
-//! [`GroupConsumer::start`] spawns three tasks it owns: the read loop (on a
-//! dedicated blocking connection), the reclaimer (`XAUTOCLAIM`) and the
-//! acker (batched `XACK`). Deliveries come out of a [`Deliveries`] stream,
-//! or are fed to a handler by [`GroupConsumer::run`].
+//! [`GroupConsumer::start`] spawns the tasks it owns: the read loop (on a
+//! dedicated blocking connection), the reclaimer (`XAUTOCLAIM`), the
+//! keepalive that keeps held entries fresh so live consumers are never
+//! reclaimed from, the retry mover (one per stream, by lease) and the
+//! acker (batched `XACK` and attempt marks). Deliveries come out of
+//! [`Deliveries::next`], or are fed to a handler by [`GroupConsumer::run`];
+//! either way the poison policy (`policy.rs`) and the attempt count
+//! (`attempts.rs`) apply.
+//!
+//! | file | what |
+//! |---|---|
+//! | `read_loop.rs` | own pending first, then `XREADGROUP … >`; reconnects |
+//! | `reclaim.rs` | `XAUTOCLAIM` of entries whose consumer stopped touching them |
+//! | `keepalive.rs` | `XCLAIM <self> 0 … JUSTID` of every held entry |
+//! | `attempts.rs` | `{S}:attempts`: handler runs, not reads |
+//! | `policy.rs` | max attempts, max age, backoff |
+//! | `acker.rs` | batched acks and lazy attempt marks |
+//! | `delivery.rs` | `Delivery`, `Outcome`, `Settled`, `AckMode`, `Source` |
+//! | `run.rs` | `run(handler, concurrency)` |
 //!
 //! ```no_run
 //! # async fn f(redis: streamkeeper::Connector) -> streamkeeper::Result<()> {
@@ -22,32 +37,33 @@
 //! ```
 
 mod acker;
+mod attempts;
 mod delivery;
+mod keepalive;
+mod policy;
 mod read_loop;
 mod reclaim;
 mod run;
 
-use std::collections::HashMap;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use redis::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use delivery::{AckMode, Delivery, Outcome, Source};
+pub use attempts::ATTEMPTS_SUFFIX;
+pub use delivery::{AckMode, Delivery, Outcome, Settled, Source};
 pub use run::RunStats;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::group;
-use crate::reply;
-use crate::types::{ConsumerName, Entry, GroupName, StartFrom, StreamId, StreamKey};
+use crate::types::{ConsumerName, Entry, GroupName, StartFrom, StreamKey};
 use acker::Acker;
-use delivery::InFlight;
+use delivery::{Held, InFlight};
+use policy::Policy;
 
 /// Settings of a [`GroupConsumer`]; the builder methods set them.
 #[derive(Debug, Clone)]
@@ -64,7 +80,10 @@ pub struct ConsumerOptions {
     pub ack_batch: usize,
     /// Longest time an ack waits before it is sent.
     pub ack_interval: Duration,
-    /// Reclaim entries of any consumer idle longer than this (`None`: never).
+    /// Reclaim entries that stayed idle longer than this (`None`: never).
+    /// A live consumer keeps every entry it holds fresh (read ahead or
+    /// running, however long its handler takes), so this is the time to
+    /// detect a crashed or frozen consumer, not a handler time limit.
     pub claim_after: Option<Duration>,
     /// Create the group from here if it does not exist.
     pub create: Option<StartFrom>,
@@ -72,14 +91,18 @@ pub struct ConsumerOptions {
     /// ask only for what is left, so no entry is taken (and left pending)
     /// beyond the limit.
     pub limit: Option<u64>,
-    /// In [`GroupConsumer::run`], an entry delivered more often than this
-    /// goes to the dead-letter stream instead of the handler.
+    /// Most attempts per entry: handler runs that failed, panicked or were
+    /// cut off by a crash. The run that uses up the last attempt moves the
+    /// entry to the dead-letter stream (with its ack, atomically). Reads
+    /// that never reached a handler do not count, and a graceful stop
+    /// never pushes an entry towards the dead-letter queue. Applies to
+    /// [`Deliveries::next`] and [`GroupConsumer::run`] alike.
     pub max_deliveries: Option<u64>,
-    /// In [`GroupConsumer::run`], an entry older than this (by the time in
-    /// its first ID) goes to the dead-letter stream instead of the handler.
+    /// An entry older than this (by the time in its first ID) goes to the
+    /// dead-letter stream instead of a handler.
     pub max_age: Option<Duration>,
-    /// Backoff of the first retry after a handler error or panic; it
-    /// doubles with every delivery…
+    /// Backoff of the first retry after a failed attempt; it doubles with
+    /// every attempt…
     pub retry_backoff: Duration,
     /// …up to this.
     pub retry_backoff_max: Duration,
@@ -137,6 +160,10 @@ pub(crate) struct Shared {
     pub(crate) options: ConsumerOptions,
     pub(crate) acker: Acker,
     pub(crate) budget: Budget,
+    pub(crate) policy: Policy,
+    pub(crate) in_flight: Arc<InFlight>,
+    /// Entries the policy dead-lettered before a handler saw them.
+    pub(crate) dead_before_run: AtomicU64,
 }
 
 /// What is left of [`ConsumerOptions::limit`], shared by the read loop and
@@ -195,23 +222,6 @@ impl Budget {
 }
 
 impl Shared {
-    pub(crate) fn delivery(
-        self: &Arc<Self>,
-        entry: Entry,
-        count: u64,
-        source: Source,
-        in_flight: &Arc<InFlight>,
-    ) -> Delivery {
-        let earlier = crate::retry::retry_info(&entry).map_or(0, |(_, attempt)| attempt);
-        Delivery::new(
-            entry,
-            count + earlier,
-            source,
-            self.clone(),
-            in_flight.clone(),
-        )
-    }
-
     /// Drops (and acks) retries that another group of the stream asked
     /// for: a re-appended retry is meant for one group only.
     pub(crate) fn admit(&self, entries: Vec<Entry>) -> Vec<Entry> {
@@ -226,34 +236,6 @@ impl Shared {
             })
             .collect()
     }
-}
-
-/// Delivery counts of `entries` from `XPENDING` (one round trip).
-pub(crate) async fn pending_counts(
-    shared: &Shared,
-    entries: &[Entry],
-) -> Result<HashMap<StreamId, u64>> {
-    let (Some(first), Some(last)) = (
-        entries.iter().map(|e| e.id).min(),
-        entries.iter().map(|e| e.id).max(),
-    ) else {
-        return Ok(HashMap::new());
-    };
-    let mut conn = shared.connector.shared();
-    let v: Value = redis::cmd("XPENDING")
-        .arg(&shared.stream)
-        .arg(&shared.group)
-        .arg(first)
-        .arg(last)
-        .arg(entries.len())
-        .arg(&shared.consumer)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("XPENDING {}", shared.stream), e))?;
-    Ok(reply::pending_reply(v)?
-        .into_iter()
-        .map(|p| (p.id, p.deliveries))
-        .collect())
 }
 
 impl GroupConsumer {
@@ -313,7 +295,7 @@ impl GroupConsumer {
         self
     }
 
-    /// Dead-letter entries delivered more than `n` times (see
+    /// Dead-letter entries after `n` failed attempts (see
     /// [`ConsumerOptions::max_deliveries`]).
     pub fn max_deliveries(mut self, n: u64) -> Self {
         self.options.max_deliveries = Some(n);
@@ -326,7 +308,7 @@ impl GroupConsumer {
         self
     }
 
-    /// Backoff after a handler error: `base`, doubling per delivery, at most `max`.
+    /// Backoff after a failed attempt: `base`, doubling per attempt, at most `max`.
     pub fn retry_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.options.retry_backoff = base;
         self.options.retry_backoff_max = max;
@@ -372,42 +354,54 @@ impl GroupConsumer {
             self.options.ack_interval,
         );
         let limit = self.options.limit;
+        let in_flight = Arc::new(InFlight::default());
         let shared = Arc::new(Shared {
             connector: self.connector,
             stream: self.stream,
             group: self.group,
             consumer: self.consumer,
+            policy: Policy::new(&self.options),
             options: self.options,
             acker: acker.clone(),
             budget: Budget::new(limit),
+            in_flight: in_flight.clone(),
+            dead_before_run: AtomicU64::new(0),
         });
         let capacity = (shared.options.batch * shared.options.prefetch.max(1)).max(1);
         let (tx, rx) = mpsc::channel(capacity);
         let cancel = CancellationToken::new();
-        let in_flight = Arc::new(InFlight::default());
-        let reader = tokio::spawn(read_loop::read_loop(
+        let mut tasks = vec![tokio::spawn(read_loop::read_loop(
             shared.clone(),
             conn,
             tx.clone(),
             in_flight.clone(),
             cancel.clone(),
-        ));
-        let reclaimer = tokio::spawn(reclaim::reclaim_loop(
-            shared.clone(),
-            tx,
-            in_flight,
-            cancel.clone(),
-        ));
-        let mover = tokio::spawn(crate::retry::mover_loop(
-            shared.connector.clone(),
-            shared.stream.clone(),
-            shared.options.retry_poll,
-            cancel.clone(),
-        ));
+        ))];
+        // With NOACK nothing is pending: nothing to reclaim, keep fresh or retry.
+        if shared.options.ack_mode != AckMode::None {
+            tasks.push(tokio::spawn(reclaim::reclaim_loop(
+                shared.clone(),
+                tx,
+                in_flight.clone(),
+                cancel.clone(),
+            )));
+            tasks.push(tokio::spawn(keepalive::keepalive_loop(
+                shared.clone(),
+                in_flight,
+                cancel.clone(),
+            )));
+            tasks.push(tokio::spawn(crate::retry::mover_loop(
+                shared.connector.clone(),
+                shared.stream.clone(),
+                shared.consumer.to_string(),
+                shared.options.retry_poll,
+                cancel.clone(),
+            )));
+        }
         Ok(Deliveries {
             rx,
             cancel,
-            tasks: vec![reader, reclaimer, mover],
+            tasks,
             ack_task: Some(ack_task),
             acker,
             shared,
@@ -415,14 +409,15 @@ impl GroupConsumer {
     }
 }
 
-/// The stream of deliveries of a started consumer.
+/// The deliveries of a started consumer.
 ///
 /// It ends after an error that retrying cannot fix (the error is its last
 /// item). [`close`](Self::close) stops reading and flushes queued acks;
 /// entries read but not yet handed out stay pending for this consumer and
-/// are re-read on its next start (or reclaimed by others).
+/// are re-read on its next start (or reclaimed by others) without counting
+/// as an attempt.
 pub struct Deliveries {
-    rx: mpsc::Receiver<Result<Delivery>>,
+    rx: mpsc::Receiver<Result<Held>>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     ack_task: Option<JoinHandle<()>>,
@@ -432,8 +427,86 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// The next delivery; `None` after close or a fatal error.
+    ///
+    /// Handing an entry out starts an attempt (see
+    /// [`Delivery::attempt`]). An entry that is out of attempts (its
+    /// earlier runs were cut off by crashes) or older than `max_age` is
+    /// moved to the dead-letter queue here instead of being returned.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
-        self.rx.recv().await
+        loop {
+            let held = match self.rx.recv().await? {
+                Ok(h) => h,
+                Err(e) => return Some(Err(e)),
+            };
+            let shared = &self.shared;
+            let id = held.entry.id;
+            if shared.in_flight.take_lost(&id) {
+                continue;
+            }
+            let retried = crate::retry::retry_info(&held.entry).map_or(0, |(_, a)| a);
+            if shared.options.ack_mode == AckMode::None {
+                return Some(Ok(held.into_delivery(retried, shared.clone())));
+            }
+            let cut_off = match held.source {
+                Source::New => 0,
+                // It came back: a run of it may have been cut off before.
+                // Mark this run before it starts, so that an entry which
+                // crashes its consumer every time is counted every time.
+                _ => match attempts::start(shared, id).await {
+                    Ok(n) => {
+                        shared.acker.marked(id);
+                        n
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "could not mark the attempt; it is not counted");
+                        0
+                    }
+                },
+            };
+            let earlier = retried + cut_off;
+            if let Some(reason) = shared.policy.before_run(&held.entry, earlier) {
+                match crate::deadletter::dead_letter(
+                    &shared.connector,
+                    &shared.stream,
+                    &shared.group,
+                    id,
+                    earlier,
+                    &reason,
+                )
+                .await
+                {
+                    Ok(Some(dead_id)) => {
+                        shared.dead_before_run.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%id, %dead_id, %reason, "moved to the dead-letter stream");
+                    }
+                    Ok(None) => {}
+                    // It stays pending and comes back after claim_after.
+                    Err(e) => {
+                        tracing::error!(%id, error = %e, "dead-lettering failed; the entry stays pending")
+                    }
+                }
+                shared.acker.settled(id);
+                continue;
+            }
+            if held.source == Source::New {
+                shared.acker.started(id);
+            }
+            return Some(Ok(held.into_delivery(earlier, shared.clone())));
+        }
+    }
+
+    /// The deliveries as a [`futures::Stream`].
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Delivery>> {
+        futures::stream::unfold(self, |mut d| async move {
+            let item = d.next().await?;
+            Some((item, d))
+        })
+    }
+
+    /// Entries the poison policy moved to the dead-letter queue before a
+    /// handler saw them (out of attempts, or older than `max_age`).
+    pub fn dead_lettered_before_run(&self) -> u64 {
+        self.shared.dead_before_run.load(Ordering::Relaxed)
     }
 
     /// The consumer's name.
@@ -485,13 +558,5 @@ impl Drop for Deliveries {
         // Without an async close the tasks are stopped; acks already queued
         // are still sent because the acker drains its channel on shutdown.
         self.cancel.cancel();
-    }
-}
-
-impl futures::Stream for Deliveries {
-    type Item = Result<Delivery>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
     }
 }

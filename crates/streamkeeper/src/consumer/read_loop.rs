@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::conn::Backoff;
-use crate::consumer::delivery::{Delivery, InFlight, Source};
-use crate::consumer::{pending_counts, Shared};
+use crate::consumer::delivery::{Held, InFlight, Source};
+use crate::consumer::Shared;
 use crate::error::Result;
 use crate::keys;
 use crate::reply;
@@ -33,7 +33,7 @@ enum Phase {
 pub(crate) async fn read_loop(
     shared: Arc<Shared>,
     mut conn: MultiplexedConnection,
-    tx: mpsc::Sender<Result<Delivery>>,
+    tx: mpsc::Sender<Result<Held>>,
     in_flight: Arc<InFlight>,
     cancel: CancellationToken,
 ) {
@@ -122,7 +122,7 @@ async fn read_once(
     in_flight: &Arc<InFlight>,
     noack: bool,
     count: usize,
-) -> Result<Vec<Delivery>> {
+) -> Result<Vec<Held>> {
     let opts = &shared.options;
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
@@ -183,22 +183,18 @@ async fn read_once(
                     return Ok(Vec::new());
                 }
             }
-            let counts = pending_counts(shared, &entries).await?;
+            // Entries still held (a re-read after a reconnect) are being
+            // worked on already: not handed out twice.
             Ok(entries
                 .into_iter()
                 .filter(|e| in_flight.insert(e.id))
-                .map(|e| {
-                    let n = counts.get(&e.id).copied().unwrap_or(1);
-                    shared.delivery(e, n, Source::Pending, in_flight)
-                })
+                .map(|e| Held::new(e, Source::Pending, in_flight))
                 .collect())
         }
         Phase::New => Ok(entries
             .into_iter()
-            .map(|e| {
-                in_flight.insert(e.id);
-                shared.delivery(e, 1, Source::New, in_flight)
-            })
+            .filter(|e| in_flight.insert(e.id))
+            .map(|e| Held::new(e, Source::New, in_flight))
             .collect()),
     }
 }

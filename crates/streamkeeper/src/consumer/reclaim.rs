@@ -4,9 +4,10 @@
 //! `claim_after` move to this consumer and are delivered with
 //! [`Source::Claimed`](crate::consumer::Source::Claimed). It runs on the
 //! shared connection (XAUTOCLAIM never blocks), beside the blocking read,
-//! so a quiet stream does not delay reclaiming. `claim_after` must exceed
-//! the longest time a handler needs, or slow work is taken over and done
-//! twice.
+//! so a quiet stream does not delay reclaiming. Live consumers keep what
+//! they hold fresh (`keepalive.rs`), so only the entries of a consumer
+//! that crashed (or stayed frozen for longer than `claim_after`) go idle
+//! for that long, whatever the handlers' run time.
 
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::delivery::{Delivery, InFlight, Source};
-use crate::consumer::{pending_counts, Shared};
+use crate::consumer::delivery::{Held, InFlight, Source};
+use crate::consumer::Shared;
 use crate::error::Result;
 use crate::keys;
 use crate::reply;
@@ -23,7 +24,7 @@ use crate::types::StreamId;
 
 pub(crate) async fn reclaim_loop(
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Result<Delivery>>,
+    tx: mpsc::Sender<Result<Held>>,
     in_flight: Arc<InFlight>,
     cancel: CancellationToken,
 ) {
@@ -88,7 +89,7 @@ async fn claim_once(
     claim_after: std::time::Duration,
     in_flight: &Arc<InFlight>,
     count: usize,
-) -> Result<(StreamId, Vec<Delivery>)> {
+) -> Result<(StreamId, Vec<Held>)> {
     let mut conn = shared.connector.shared();
     let r: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
         .arg(&shared.stream)
@@ -129,14 +130,10 @@ async fn claim_once(
         tracing::info!(stream = %shared.stream, group = %shared.group, n = fresh.len(),
             "reclaimed entries from idle consumers");
     }
-    let counts = pending_counts(shared, &fresh).await?;
     let deliveries = fresh
         .into_iter()
         .filter(|e| in_flight.insert(e.id))
-        .map(|e| {
-            let n = counts.get(&e.id).copied().unwrap_or(1);
-            shared.delivery(e, n, Source::Claimed, in_flight)
-        })
+        .map(|e| Held::new(e, Source::Claimed, in_flight))
         .collect();
     Ok((next, deliveries))
 }

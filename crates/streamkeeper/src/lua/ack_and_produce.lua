@@ -4,6 +4,7 @@
 --
 -- KEYS[1]  the input stream
 -- KEYS[2]  the output stream (same hash slot as KEYS[1])
+-- KEYS[3]  the attempt marks of the input {S}:attempts (its mark is removed)
 -- ARGV[1]  consumer group of the input
 -- ARGV[2]  input entry ID
 -- ARGV[3..] output field, value, field, value, …
@@ -19,4 +20,5 @@ for i = 3, #ARGV do
 end
 local id = redis.call('XADD', unpack(args))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. ARGV[2])
 return id

@@ -5,7 +5,8 @@
 -- KEYS[2]  the dead-letter stream {S}:dlq
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry ID
--- ARGV[3]  delivery count (including earlier retries)
+-- KEYS[3]  the attempt marks {S}:attempts (the entry's mark is removed)
+-- ARGV[3]  attempts (handler runs, including earlier retries)
 -- ARGV[4]  reason
 -- ARGV[5]  now, in ms (sk-dead-at)
 --
@@ -15,6 +16,7 @@ local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #pending == 0 then
   return false
 end
+redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. ARGV[2])
 local args = {KEYS[2], '*'}
 local origin = ARGV[2]
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])

@@ -9,7 +9,7 @@
 --
 -- The new entry carries the original fields plus sk-origin-id (the ID it
 -- first had), sk-retry-group (only that group processes it; other groups
--- skip it) and sk-attempt (deliveries before this one).
+-- skip it) and sk-attempt (failed attempts before this one).
 -- Returns the number of entries moved.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do

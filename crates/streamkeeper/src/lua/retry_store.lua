@@ -2,12 +2,13 @@
 --
 -- KEYS[1]  the stream S
 -- KEYS[2]  the retry set {S}:retry (zset, score = due ms)
+-- KEYS[3]  the attempt marks {S}:attempts (the entry's mark is removed)
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry ID
 -- ARGV[3]  due time, in ms
--- ARGV[4]  deliveries so far (including earlier retries)
+-- ARGV[4]  failed attempts so far, this one included
 --
--- The member is a msgpack array {group, origin id, deliveries, {fields}};
+-- The member is a msgpack array {group, origin id, attempts, {fields}, id};
 -- the fields lose the retry bookkeeping (sk-origin-id, sk-retry-group,
 -- sk-attempt), which the mover sets anew.
 -- Returns 1 when stored, 0 when the entry is no longer pending, -1 when it
@@ -16,6 +17,7 @@ local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #pending == 0 then
   return 0
 end
+redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. ARGV[2])
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #found == 0 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])

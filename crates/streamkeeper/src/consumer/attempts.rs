@@ -1,0 +1,45 @@
+//! Attempt marks: how `max_deliveries` counts handler runs, not reads.
+//!
+//! Redis counts *deliveries*: every read, re-read and reclaim raises an
+//! entry's delivery counter, also when the entry only sat in a read-ahead
+//! buffer. streamkeeper counts *attempts* instead, in the hash
+//! `{S}:attempts` (field `<group> NUL <id>`, value = handler runs of this
+//! entry started and not settled):
+//!
+//! - a new entry handed to a handler is marked lazily by the acker (only if
+//!   its handler is still running at the next flush: fast handlers cost
+//!   nothing);
+//! - an entry that comes back after a restart or a reclaim is marked
+//!   before its handler starts ([`start`]); the value then says how many
+//!   runs were cut off by a crash;
+//! - ack, retry, dead-letter and `ack_and_produce` remove the mark in the
+//!   same script that settles the entry.
+//!
+//! Failed runs are carried by the retry itself (`sk-attempt`), so an
+//! entry's attempts = `sk-attempt` + runs cut off by crashes. A crash
+//! within the first flush interval of a new entry's first run is not
+//! counted (the mark was not written yet); the entry's next run is marked
+//! before it starts, so an entry that crashes its consumer every time still
+//! reaches the dead-letter queue, after at most one extra run.
+
+use crate::consumer::Shared;
+use crate::error::{Error, Result};
+use crate::scripts;
+use crate::types::StreamId;
+
+/// The suffix of the attempt marks: `{S}:attempts`.
+pub const ATTEMPTS_SUFFIX: &str = "attempts";
+
+/// Marks the start of a run of `id` and returns the runs of this round
+/// that were cut off before (0 when none).
+pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
+    let mut conn = shared.connector.shared();
+    let counts: Vec<u64> = scripts::ATTEMPT_START
+        .key(shared.stream.derived(ATTEMPTS_SUFFIX))
+        .arg(&shared.group)
+        .arg(id)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
+    Ok(counts.first().copied().unwrap_or(1).saturating_sub(1))
+}

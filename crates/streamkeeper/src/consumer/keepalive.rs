@@ -1,0 +1,82 @@
+//! Liveness, not idleness: a live consumer keeps every entry it holds
+//! fresh, so that no peer reclaims it.
+//!
+//! `XAUTOCLAIM` takes entries idle longer than `claim_after`. Without this
+//! task that includes entries waiting in a live consumer's read-ahead
+//! buffer and entries whose handler simply runs long — handled twice with
+//! no crash at all. Every `claim_after / 3` this task runs `touch.lua` on
+//! every held entry: `XCLAIM <self> 0 … JUSTID` resets the idle time
+//! without counting a delivery. So only a consumer that stopped touching —
+//! it crashed, or was frozen for longer than `claim_after` — loses its
+//! entries: `claim_after` is the crash-detection time, not a handler time
+//! limit. An entry a peer took over meanwhile is not taken back; it is
+//! dropped from the buffer instead (a running handler finishes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::consumer::delivery::InFlight;
+use crate::consumer::Shared;
+use crate::error::{Error, Result};
+use crate::reply;
+use crate::scripts;
+use crate::types::StreamId;
+
+/// How often held entries are touched for a given `claim_after`.
+pub(crate) fn touch_interval(claim_after: Option<Duration>) -> Duration {
+    claim_after
+        .map(|d| (d / 3).clamp(Duration::from_millis(20), Duration::from_secs(10)))
+        .unwrap_or(Duration::from_secs(10))
+}
+
+pub(crate) async fn keepalive_loop(
+    shared: Arc<Shared>,
+    in_flight: Arc<InFlight>,
+    cancel: CancellationToken,
+) {
+    let every = touch_interval(shared.options.claim_after);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let held = in_flight.snapshot();
+        for chunk in held.chunks(1000) {
+            match touch(&shared, chunk).await {
+                Ok(lost) => {
+                    if !lost.is_empty() {
+                        tracing::warn!(stream = %shared.stream, group = %shared.group, n = lost.len(),
+                            "entries this consumer held were taken over by a peer (was this process frozen for longer than claim_after?)");
+                    }
+                    for id in lost {
+                        in_flight.mark_lost(id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "keeping held entries fresh failed; retrying next interval");
+                    if e.is_retryable() {
+                        let _ = shared.connector.recover().await;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn touch(shared: &Shared, ids: &[StreamId]) -> Result<Vec<StreamId>> {
+    let mut conn = shared.connector.shared();
+    let v = scripts::TOUCH
+        .key(&shared.stream)
+        .arg(&shared.group)
+        .arg(&shared.consumer)
+        .arg(ids)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("touching held entries of {}", shared.stream), e))?;
+    reply::id_list(v, "touch script")
+}
