@@ -545,3 +545,117 @@ fn ack_and_produce_survives_a_sigkill_loop() {
     assert!(lost.is_empty(), "inputs without output: {}", lost.len());
     assert_eq!(out.len(), ids.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deliveries_stream_meets_the_same_poison_policy_as_run() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let consumer = |name: &str| {
+        GroupConsumer::new(&redis, s.clone(), group("g"))
+            .consumer_name(streamkeeper::ConsumerName::new(name).expect("name"))
+            .create_group(StartFrom::Beginning)
+            .max_deliveries(3)
+    };
+    // Attempt 1 fails through the stream API: a retry, with the backoff.
+    let mut a = consumer("a").start().await.expect("start");
+    let d = a.next().await.expect("item").expect("delivery");
+    assert_eq!(d.attempt(), 1);
+    assert_eq!(
+        d.retry(Some(Duration::ZERO)).await.expect("retry"),
+        streamkeeper::Settled::RetryScheduled
+    );
+    // Attempt 2 is handed out and cut off (its holder goes away without
+    // settling), as is attempt 3 after the restart.
+    let d = tokio::time::timeout(Duration::from_secs(5), a.next())
+        .await
+        .expect("retry came back")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!(d.attempt(), 2);
+    drop(d);
+    a.close().await.expect("close");
+    let mut a = consumer("a").start().await.expect("restart");
+    let d = a.next().await.expect("item").expect("delivery");
+    assert_eq!(d.attempt(), 3, "the cut-off run counted");
+    drop(d);
+    a.close().await.expect("close");
+    // Out of attempts: the next start dead-letters it instead of handing it out.
+    let mut a = consumer("a").start().await.expect("restart");
+    let next = tokio::time::timeout(Duration::from_millis(800), a.next()).await;
+    assert!(next.is_err(), "handed out a fourth time: {next:?}");
+    assert_eq!(a.dead_lettered_before_run(), 1);
+    a.close().await.expect("close");
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].get_str("sk-origin-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(dead[0].get_str("sk-deliveries"), Some("3"));
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 1, 0));
+    // Nothing is left behind in the attempt marks.
+    let mut conn = redis.shared();
+    let marks: u64 = redis::cmd("HLEN")
+        .arg(s.derived("attempts"))
+        .query_async(&mut conn)
+        .await
+        .expect("HLEN");
+    assert_eq!(marks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_retry_mover_per_stream() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    streamkeeper::group::create_group(&redis, &s, &group("g"), StartFrom::Beginning)
+        .await
+        .expect("group");
+    let mut consumers = Vec::new();
+    for i in 0..3 {
+        consumers.push(
+            GroupConsumer::new(&redis, s.clone(), group("g"))
+                .consumer_name(streamkeeper::ConsumerName::new(format!("c{i}")).expect("n"))
+                .start()
+                .await
+                .expect("start"),
+        );
+    }
+    let mut conn = redis.shared();
+    let holder = |conn: &mut redis::aio::ConnectionManager| {
+        let mut conn = conn.clone();
+        let lease = s.derived("retry-mover");
+        async move {
+            redis::cmd("GET")
+                .arg(lease)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .expect("GET")
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = holder(&mut conn)
+        .await
+        .expect("a consumer holds the mover lease");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        holder(&mut conn).await.as_deref(),
+        Some(first.as_str()),
+        "one mover, steadily"
+    );
+    // Its holder stops: another takes over.
+    let i = consumers
+        .iter()
+        .position(|c| c.consumer().as_str() == first)
+        .expect("holder is one of ours");
+    consumers.remove(i).close().await.expect("close");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let second = holder(&mut conn).await.expect("taken over");
+    assert_ne!(second, first);
+    for c in consumers {
+        c.close().await.expect("close");
+    }
+}
