@@ -180,6 +180,15 @@ pub struct ProduceArgs {
     /// entries whether processed or not.
     #[arg(long, value_name = "N")]
     pub maxlen: Option<u64>,
+    /// Report an entry only once N replicas confirmed it (WAIT N after
+    /// each batch). Unconfirmed batches are sent again, to the new master
+    /// after a failover: with --wait 1 no reported entry is lost to a
+    /// failover or a killed master (duplicates are possible).
+    #[arg(long, value_name = "N")]
+    pub wait: Option<u32>,
+    /// How long one WAIT may take before the batch is sent again.
+    #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", requires = "wait")]
+    pub wait_timeout: Duration,
 }
 
 /// `tail` arguments.

@@ -64,6 +64,12 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
     if let Some(n) = args.maxlen {
         producer = producer.with_cap(Cap::MaxLen(n));
     }
+    if let Some(replicas) = args.wait {
+        producer = producer.with_wait(streamkeeper::Wait {
+            replicas,
+            timeout: args.wait_timeout,
+        });
+    }
     let chunk = match args.rate {
         // Send about ten times a second at the given rate.
         Some(rate) => ((rate / 10.0).ceil() as usize).clamp(1, PIPELINE_CHUNK),

@@ -1,5 +1,8 @@
 //! A Sentinel topology on loopback: one master, one replica, three
-//! sentinels, and [`SentinelTopology::failover`] to switch roles on demand.
+//! sentinels, and the ways a master goes away: [`SentinelTopology::failover`]
+//! (manual), [`SentinelTopology::kill_master`] (SIGKILL, the replica takes
+//! over after down-after) and [`SentinelTopology::freeze_master`] (SIGSTOP,
+//! then SIGCONT: the deposed master comes back still believing it is one).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -207,5 +210,76 @@ impl SentinelTopology {
         )?;
         self.wait_ready(Duration::from_secs(30))?;
         Ok(new)
+    }
+
+    fn master_index(&self) -> Result<usize, StartError> {
+        let port = self
+            .master_port()
+            .ok_or_else(|| StartError("no master known".into()))?;
+        self.servers
+            .iter()
+            .position(|s| s.tcp_port() == Some(port))
+            .ok_or_else(|| StartError(format!("master port {port} is not one of ours")))
+    }
+
+    fn wait_promoted(&self, old: u16) -> Result<u16, StartError> {
+        let mut new = 0;
+        wait(
+            "the sentinels to promote the replica",
+            Duration::from_secs(30),
+            || {
+                new = self.master_port().unwrap_or(old);
+                new != old && cli_tcp(new, &["ROLE"]).starts_with("master")
+            },
+        )?;
+        Ok(new)
+    }
+
+    /// SIGKILLs the master, waits until the sentinels promote the replica,
+    /// then restarts the killed server (it comes back as a master with no
+    /// data, and the sentinels turn it into a replica of the new one).
+    /// Returns the new master's port.
+    pub fn kill_master(&mut self) -> Result<u16, StartError> {
+        let i = self.master_index()?;
+        let old = self.servers[i]
+            .tcp_port()
+            .ok_or_else(|| StartError("master has no port".into()))?;
+        self.servers[i].kill();
+        let new = self.wait_promoted(old)?;
+        self.servers[i].restart()?;
+        wait(
+            "the restarted server to replicate the new master",
+            Duration::from_secs(30),
+            || {
+                let info = cli_tcp(old, &["INFO", "replication"]);
+                info.contains("role:slave") && info.contains("master_link_status:up")
+            },
+        )?;
+        self.wait_ready(Duration::from_secs(30))?;
+        Ok(new)
+    }
+
+    /// Freezes the master with SIGSTOP for `how_long` (make it longer than
+    /// down-after, 2 s, for a failover), then resumes it with SIGCONT: for
+    /// a moment it is a second master until the sentinels demote it.
+    /// Returns the port of the master the sentinels name afterwards.
+    pub fn freeze_master(&self, how_long: Duration) -> Result<u16, StartError> {
+        let i = self.master_index()?;
+        let pid = self.servers[i]
+            .pid()
+            .ok_or_else(|| StartError("master not running".into()))?
+            .to_string();
+        let signal = |sig: &str| {
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .map_err(|e| StartError(format!("kill {sig}: {e}")))
+        };
+        signal("-STOP")?;
+        std::thread::sleep(how_long);
+        signal("-CONT")?;
+        self.wait_ready(Duration::from_secs(30))?;
+        self.master_port()
+            .ok_or_else(|| StartError("no master known".into()))
     }
 }

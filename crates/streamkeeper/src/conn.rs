@@ -1,17 +1,29 @@
 //! The [`Connector`]: parses a connection URL and hands out connections.
 //!
-//! Normal commands share one auto-reconnecting multiplexed connection.
-//! Blocking reads (`XREAD`/`XREADGROUP … BLOCK`) each get a *dedicated*
-//! connection whose response timeout is the block time plus a margin:
-//! redis-rs's default 500 ms response timeout would otherwise cut every
-//! blocking read short, and a blocking read on the shared connection would
-//! stall every other command queued behind it.
+//! Normal commands share one auto-reconnecting multiplexed connection whose
+//! every command has a deadline (`io_timeout`). Blocking reads
+//! (`XREAD`/`XREADGROUP … BLOCK`) each get a *dedicated* connection whose
+//! deadline is the block time plus a margin: redis-rs's default 500 ms
+//! response timeout would otherwise cut every blocking read short, and a
+//! blocking read on the shared connection would stall every other command
+//! queued behind it.
+//!
+//! Sentinel: re-resolving the master only after an error is not enough —
+//! a deposed master keeps accepting writes until Sentinel reconfigures it,
+//! and the resync then erases them. So the connector subscribes to
+//! `+switch-master` on the sentinels and moves to the new master as soon as
+//! it is announced; every dedicated connection follows, because its owner
+//! watches [`Connector::switches`]. It also checks `ROLE` on every
+//! (re)connect and re-resolves on I/O errors, `READONLY`, `UNBLOCKED` and
+//! `LOADING`.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
+use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::AsyncConnectionConfig;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 
@@ -43,8 +55,9 @@ pub enum Topology {
 pub struct ConnectorOptions {
     /// How long one connection attempt may take.
     pub connect_timeout: Duration,
-    /// How long a normal (non-blocking) command may take before it fails.
-    pub response_timeout: Duration,
+    /// The deadline of every normal (non-blocking) command: a frozen
+    /// server fails it (retryably) instead of hanging the caller.
+    pub io_timeout: Duration,
     /// How long an operation keeps reconnecting and retrying through a
     /// failover or outage before it gives up with the cause (`None`: never).
     pub reconnect_timeout: Option<Duration>,
@@ -54,7 +67,7 @@ impl Default for ConnectorOptions {
     fn default() -> Self {
         ConnectorOptions {
             connect_timeout: Duration::from_secs(3),
-            response_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(5),
             reconnect_timeout: Some(Duration::from_secs(60)),
         }
     }
@@ -63,8 +76,11 @@ impl Default for ConnectorOptions {
 /// Connects to Redis as a URL says; cheap to clone (shares one connection).
 ///
 /// With a Sentinel URL it asks the sentinels for the master, checks the
-/// master's `ROLE`, and after a failover ([`recover`](Self::recover))
-/// resolves and connects to the new master.
+/// master's `ROLE`, follows `+switch-master` announcements at once, and
+/// after an error ([`recover`](Self::recover)) resolves the master again.
+/// Sentinels that require their own password take it from the URL's query:
+/// `redis+sentinel://[user:pass@]h1:p1,h2:p2/mymaster?sentinel_password=S`
+/// (and optionally `sentinel_username=U`); `user:pass@` is for the master.
 ///
 /// ```no_run
 /// # async fn f() -> streamkeeper::Result<()> {
@@ -83,10 +99,26 @@ struct Inner {
     topology: Topology,
     /// `user:pass@` of the URL (applies to the master of a Sentinel URL).
     userinfo: Option<String>,
+    /// `(username, password)` for the sentinels themselves.
+    sentinel_auth: Option<(Option<String>, String)>,
     options: ConnectorOptions,
     current: RwLock<Current>,
     /// Serializes recoveries so a burst of errors causes one re-resolve.
     recovering: tokio::sync::Mutex<()>,
+    /// Bumped every time the connector moves to another server.
+    switches: watch::Sender<u64>,
+    /// The `+switch-master` listener, stopped with the last clone.
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.listener.lock() {
+            if let Some(task) = l.take() {
+                task.abort();
+            }
+        }
+    }
 }
 
 /// The server in use now and the shared connection to it.
@@ -127,6 +159,7 @@ pub fn parse_topology(url: &str) -> Result<Topology> {
             let (addrs, master) = rest
                 .split_once('/')
                 .ok_or_else(|| invalid("sentinel URLs end with /<master-name>"))?;
+            let master = master.split('?').next().unwrap_or(master);
             let master = master.trim_end_matches('/');
             if master.is_empty() {
                 return Err(invalid("sentinel URLs end with /<master-name>"));
@@ -180,6 +213,7 @@ impl Connector {
             .and_then(|(_, rest)| rest.split_once('@'))
             .map(|(u, _)| u.to_string())
             .filter(|u| !u.contains('/'));
+        let sentinel_auth = sentinel_auth(url);
         let (client, addr) = match &topology {
             Topology::Standalone => {
                 let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
@@ -189,7 +223,14 @@ impl Connector {
                 (client, display_url.clone())
             }
             Topology::Sentinel { sentinels, master } => {
-                resolve_master(sentinels, master, userinfo.as_deref(), &options).await?
+                resolve_master(
+                    sentinels,
+                    master,
+                    userinfo.as_deref(),
+                    sentinel_auth.as_ref(),
+                    &options,
+                )
+                .await?
             }
             Topology::Cluster { .. } => {
                 return Err(Error::Unsupported {
@@ -206,11 +247,12 @@ impl Connector {
         if let Topology::Sentinel { master, .. } = &topology {
             check_master_role(&mut shared.clone(), master).await?;
         }
-        Ok(Connector {
+        let connector = Connector {
             inner: Arc::new(Inner {
                 display_url,
                 topology,
                 userinfo,
+                sentinel_auth,
                 options,
                 current: RwLock::new(Current {
                     client,
@@ -218,8 +260,62 @@ impl Connector {
                     addr,
                 }),
                 recovering: tokio::sync::Mutex::new(()),
+                switches: watch::channel(0).0,
+                listener: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        if matches!(connector.inner.topology, Topology::Sentinel { .. }) {
+            let task = tokio::spawn(switch_listener(Arc::downgrade(&connector.inner)));
+            if let Ok(mut l) = connector.inner.listener.lock() {
+                *l = Some(task);
+            }
+        }
+        Ok(connector)
+    }
+
+    /// Changes whenever the connector moves to another server (a Sentinel
+    /// failover). Owners of [`dedicated`](Self::dedicated) connections
+    /// watch it and reconnect, so no reader stays on a deposed master.
+    pub fn switches(&self) -> watch::Receiver<u64> {
+        self.inner.switches.subscribe()
+    }
+
+    /// Moves every later connection to `addr` after checking it is a
+    /// master; the caller holds `recovering`.
+    async fn adopt(&self, client: redis::Client, addr: String, master: &str) -> Result<()> {
+        let shared = manager(&client, &self.inner.options)
+            .await
+            .map_err(|source| Error::Connect {
+                url: addr.clone(),
+                source,
+            })?;
+        check_master_role(&mut shared.clone(), master).await?;
+        let from = self.current().addr;
+        tracing::warn!(%from, to = %addr, "following the Sentinel failover to the new master");
+        {
+            let mut slot = match self.inner.current.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            *slot = Current {
+                client,
+                shared,
+                addr,
+            };
+        }
+        self.inner.switches.send_modify(|g| *g += 1);
+        crate::metrics::reconnect();
+        Ok(())
+    }
+
+    /// Moves to the master a sentinel announced, unless already there.
+    async fn follow_announcement(&self, master: &str, addr: &str) -> Result<()> {
+        let _one_at_a_time = self.inner.recovering.lock().await;
+        if self.current().addr == addr {
+            return Ok(());
+        }
+        let client = master_client(addr, self.inner.userinfo.as_deref())?;
+        self.adopt(client, addr.to_string(), master).await
     }
 
     fn current(&self) -> Current {
@@ -289,6 +385,7 @@ impl Connector {
                     sentinels,
                     master,
                     self.inner.userinfo.as_deref(),
+                    self.inner.sentinel_auth.as_ref(),
                     &self.inner.options,
                 )
                 .await?;
@@ -299,24 +396,7 @@ impl Connector {
                 {
                     return Ok(());
                 }
-                let shared = manager(&client, &self.inner.options)
-                    .await
-                    .map_err(|source| Error::Connect {
-                        url: addr.clone(),
-                        source,
-                    })?;
-                check_master_role(&mut shared.clone(), master).await?;
-                tracing::warn!(from = %current.addr, to = %addr, "following the Sentinel failover to the new master");
-                let mut slot = match self.inner.current.write() {
-                    Ok(g) => g,
-                    Err(poisoned) => poisoned.into_inner(),
-                };
-                *slot = Current {
-                    client,
-                    shared,
-                    addr,
-                };
-                Ok(())
+                self.adopt(client, addr, master).await
             }
             _ => {
                 let mut conn = self.shared();
@@ -344,8 +424,21 @@ impl Connector {
     {
         let started = std::time::Instant::now();
         let mut backoff = Backoff::default();
+        let mut switches = self.switches();
+        switches.mark_unchanged();
         loop {
-            match op(self.shared()).await {
+            // A call in flight when the master changes is abandoned and sent
+            // again to the new master: waiting for the deposed (perhaps
+            // frozen) one would only delay it, and what it acknowledges
+            // would be erased by the resync anyway.
+            let attempt = tokio::select! {
+                r = op(self.shared()) => r,
+                _ = switches.changed() => Err(Error::NoMaster {
+                    master: self.inner.display_url.clone(),
+                    cause: "the master changed while the call was in flight".into(),
+                }),
+            };
+            match attempt {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() => {
                     if let Some(limit) = self.inner.options.reconnect_timeout {
@@ -399,7 +492,7 @@ async fn manager(
 ) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(Some(options.response_timeout))
+        .set_response_timeout(Some(options.io_timeout))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(100));
     client.get_connection_manager_with_config(config).await
@@ -411,6 +504,7 @@ async fn resolve_master(
     sentinels: &[String],
     master: &str,
     userinfo: Option<&str>,
+    sentinel_auth: Option<&(Option<String>, String)>,
     options: &ConnectorOptions,
 ) -> Result<(redis::Client, String)> {
     let mut last_error = String::from("no sentinel answered");
@@ -418,7 +512,7 @@ async fn resolve_master(
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.connect_timeout));
     for sentinel in sentinels {
-        let client = match redis::Client::open(format!("redis://{sentinel}")) {
+        let client = match sentinel_client(sentinel, sentinel_auth) {
             Ok(c) => c,
             Err(e) => {
                 last_error = format!("{sentinel}: {e}");
@@ -439,15 +533,7 @@ async fn resolve_master(
         match answer {
             Ok(Some((host, port))) => {
                 let addr = format!("{host}:{port}");
-                let url = match userinfo {
-                    Some(u) => format!("redis://{u}@{addr}"),
-                    None => format!("redis://{addr}"),
-                };
-                let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
-                    url: redact(&addr),
-                    reason: e.to_string(),
-                })?;
-                return Ok((client, addr));
+                return Ok((master_client(&addr, userinfo)?, addr));
             }
             Ok(None) => {
                 last_error = format!("sentinel {sentinel} does not know a master named {master:?}")
@@ -459,6 +545,124 @@ async fn resolve_master(
         master: master.to_string(),
         cause: last_error,
     })
+}
+
+/// A client for the master at `addr` with the URL's credentials.
+fn master_client(addr: &str, userinfo: Option<&str>) -> Result<redis::Client> {
+    let url = match userinfo {
+        Some(u) => format!("redis://{u}@{addr}"),
+        None => format!("redis://{addr}"),
+    };
+    redis::Client::open(url).map_err(|e| Error::InvalidUrl {
+        url: redact(addr),
+        reason: e.to_string(),
+    })
+}
+
+/// A client for one sentinel, with the sentinels' own credentials.
+fn sentinel_client(
+    addr: &str,
+    auth: Option<&(Option<String>, String)>,
+) -> redis::RedisResult<redis::Client> {
+    let info = format!("redis://{addr}").into_connection_info()?;
+    let info = match auth {
+        Some((user, pass)) => {
+            let mut settings = info.redis_settings().clone().set_password(pass);
+            if let Some(u) = user {
+                settings = settings.set_username(u);
+            }
+            info.set_redis_settings(settings)
+        }
+        None => info,
+    };
+    redis::Client::open(info)
+}
+
+/// `sentinel_password` (and `sentinel_username`) from a Sentinel URL's query.
+fn sentinel_auth(url: &str) -> Option<(Option<String>, String)> {
+    let (_, query) = url.split_once('?')?;
+    let mut user = None;
+    let mut pass = None;
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sentinel_password", v)) => pass = Some(v.to_string()),
+            Some(("sentinel_username", v)) => user = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    pass.map(|p| (user, p))
+}
+
+/// Listens for `+switch-master` on the sentinels (one at a time, moving
+/// on when one goes away) and moves the connector as soon as its master
+/// is announced elsewhere. After each (re)subscription it re-resolves, in
+/// case an announcement was missed while no sentinel was listened to.
+async fn switch_listener(inner: Weak<Inner>) {
+    let mut backoff = Backoff::default();
+    let mut next = 0usize;
+    loop {
+        let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
+            return;
+        };
+        let Topology::Sentinel { sentinels, master } = connector.inner.topology.clone() else {
+            return;
+        };
+        let sentinel = sentinels[next % sentinels.len()].clone();
+        next += 1;
+        let auth = connector.inner.sentinel_auth.clone();
+        let connect_timeout = connector.inner.options.connect_timeout;
+        drop(connector);
+        let subscribed = async {
+            let client = sentinel_client(&sentinel, auth.as_ref())?;
+            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let mut pubsub = match subscribed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%sentinel, error = %e, "cannot listen to this sentinel; trying the next");
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        if let Some(inner) = inner.upgrade() {
+            let _ = Connector { inner }.recover().await;
+        }
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            // "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+            let parts: Vec<&str> = payload.split(' ').collect();
+            if parts.len() != 5 || parts[0] != master {
+                continue;
+            }
+            let addr = format!("{}:{}", parts[3], parts[4]);
+            let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
+                return;
+            };
+            tracing::info!(%sentinel, %addr, "sentinel announced a new master");
+            // The new master may need a moment to report role master.
+            for _ in 0..20 {
+                match connector.follow_announcement(&master, &addr).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot switch to the announced master yet");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+        tracing::debug!(%sentinel, "lost the sentinel subscription; resubscribing");
+    }
 }
 
 /// Fails unless the server behind `conn` says it is a master (during a

@@ -90,8 +90,10 @@ pub enum Error {
     #[error("JSON error in field `data`: {0}")]
     Json(#[from] serde_json::Error),
     /// `WAIT` saw fewer replicas acknowledge a batch than required; the
-    /// entries are on the master but may be lost in a failover.
-    #[error("batch reached {got} of {wanted} required replicas before the WAIT timeout; the entries are on the master but not yet durable")]
+    /// entries may be on the master but could be lost in a failover. The
+    /// producer sends such a batch again (retryable) until it is confirmed
+    /// or `reconnect_timeout` passes.
+    #[error("batch reached {got} of {wanted} required replicas before the WAIT timeout; its entries were not reported as written (check the replicas: INFO replication)")]
     NotReplicated {
         /// Replicas required.
         wanted: u32,
@@ -151,6 +153,8 @@ impl Error {
             Error::BatchFailed { retryable, .. } => *retryable,
             // The sentinels may name a master again in a moment.
             Error::NoMaster { .. } => true,
+            // A failover or a lagging replica: send the batch again.
+            Error::NotReplicated { .. } => true,
             _ => false,
         }
     }

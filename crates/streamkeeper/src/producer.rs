@@ -2,11 +2,18 @@
 //! batcher that coalesces concurrent sends into pipelines.
 //!
 //! Every XADD may carry an approximate cap (`MAXLEN ~` / `MINID ~`), and a
-//! batch may end with `WAIT n timeout`. What WAIT promises: the entries
-//! reached `n` replicas before the call returned. What it does not: Redis
-//! replication is asynchronous, so without WAIT an acknowledged write can
-//! be lost when a replica is promoted; even with WAIT, a promoted replica
-//! that was not among the `n` may lack the entries.
+//! batch may end with `WAIT n timeout`.
+//!
+//! Durability: Redis replicates asynchronously, so an acknowledged XADD
+//! can be lost when a replica is promoted before it received it (at most
+//! the promotion → `+switch-master` window, about a second of writes, plus
+//! what the replica lagged behind). With [`Wait`], a batch is reported
+//! only once `n` replicas confirmed it; a batch that fewer confirmed (the
+//! master was being deposed, or a replica lags) is sent again — to the new
+//! master after a failover — so an acknowledged write is never lost to a
+//! failover or a killed master, at the price of possible duplicates
+//! (at-least-once). With one replica and `Wait { replicas: 1 }` the
+//! promoted replica always has every reported entry.
 
 use std::time::Duration;
 
@@ -81,9 +88,11 @@ impl Producer {
         self
     }
 
-    /// Requires `WAIT replicas timeout` after each batch; a batch that
-    /// reached fewer replicas fails with [`Error::NotReplicated`] (its
-    /// entries are written on the master all the same).
+    /// Requires `WAIT replicas timeout` after each batch. A batch that
+    /// reached fewer replicas is never reported: it is sent again (after
+    /// re-resolving the master) until confirmed, and fails with
+    /// [`Error::GaveUp`] (cause: not replicated) after the connector's
+    /// `reconnect_timeout`. Resent batches may leave duplicates.
     pub fn with_wait(mut self, wait: Wait) -> Self {
         self.wait = Some(wait);
         self
@@ -148,18 +157,38 @@ impl Producer {
                     .arg(u64::try_from(w.timeout.as_millis()).unwrap_or(u64::MAX));
             }
             // Through a failover the pipeline is sent again on the new
-            // master: an XADD whose reply was lost may then be appended
-            // twice (at-least-once production), never lost.
+            // master: an XADD whose reply was lost (or that the replicas did
+            // not confirm in time) may then be appended twice
+            // (at-least-once production), never lost.
+            let wait = self.wait;
+            let n = chunk.len();
             let replies: Vec<Value> = self
                 .connector
                 .retrying("XADD", |mut conn| {
                     let pipe = &pipe;
                     let stream = &self.stream;
                     async move {
-                        match pipe.query_async(&mut conn).await {
-                            Ok(r) => Ok(r),
-                            Err(e) => Err(crate::keys::explain(&mut conn, stream, "XADD", e).await),
+                        let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return Err(crate::keys::explain(&mut conn, stream, "XADD", e).await)
+                            }
+                        };
+                        if let Some(w) = wait {
+                            let got = match replies.get(n) {
+                                Some(Value::Int(k)) => u32::try_from(*k).unwrap_or(0),
+                                _ => 0,
+                            };
+                            if got < w.replicas {
+                                tracing::warn!(%stream, wanted = w.replicas, got,
+                                    "batch not confirmed by enough replicas; sending it again");
+                                return Err(Error::NotReplicated {
+                                    wanted: w.replicas,
+                                    got,
+                                });
+                            }
                         }
+                        Ok(replies)
                     }
                 })
                 .await?;
@@ -170,18 +199,6 @@ impl Producer {
                     detail: "short pipeline reply".into(),
                 })?;
                 ids.push(reply::id_reply(v, "XADD")?);
-            }
-            if let Some(w) = self.wait {
-                let got = match replies.next() {
-                    Some(Value::Int(n)) => u32::try_from(n).unwrap_or(0),
-                    _ => 0,
-                };
-                if got < w.replicas {
-                    return Err(Error::NotReplicated {
-                        wanted: w.replicas,
-                        got,
-                    });
-                }
             }
             crate::metrics::produced(chunk.len());
         }

@@ -418,7 +418,7 @@ async fn tls_connections_produce_and_consume() {
         &plain,
         streamkeeper::ConnectorOptions {
             connect_timeout: Duration::from_secs(1),
-            response_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(1),
             ..Default::default()
         },
     )

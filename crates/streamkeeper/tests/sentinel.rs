@@ -75,3 +75,165 @@ async fn sentinel_failover_during_blocking_read_resumes_on_the_new_master() {
         .expect("XPENDING");
     assert_eq!(pending.0, 0);
 }
+
+/// Appends 10 entries every 50 ms (200/s) until `stop`; returns the IDs
+/// the producer reported (acknowledged writes) and the slowest send.
+async fn write_load(
+    redis: Connector,
+    s: StreamKey,
+    wait: Option<streamkeeper::Wait>,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Vec<streamkeeper::StreamId>, Duration) {
+    let mut producer = Producer::new(&redis, s);
+    if let Some(w) = wait {
+        producer = producer.with_wait(w);
+    }
+    let mut acked = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let batch: Vec<_> = (0..10)
+            .map(|i| fields([("n", (n + i).to_string())]))
+            .collect();
+        n += 10;
+        let t = Instant::now();
+        match producer.send_batch(&batch).await {
+            Ok(ids) => acked.extend(ids),
+            Err(e) => eprintln!("send failed (not acknowledged): {e}"),
+        }
+        slowest = slowest.max(t.elapsed());
+    }
+    (acked, slowest)
+}
+
+/// Acknowledged IDs missing from the stream on the current master.
+async fn lost(redis: &Connector, s: &StreamKey, acked: &[streamkeeper::StreamId]) -> usize {
+    let present: std::collections::HashSet<_> = streamkeeper::reader::range(
+        redis,
+        s,
+        streamkeeper::StreamId::MIN,
+        streamkeeper::StreamId::MAX,
+        1_000_000,
+    )
+    .await
+    .expect("range")
+    .into_iter()
+    .map(|e| e.id)
+    .collect();
+    acked.iter().filter(|id| !present.contains(id)).count()
+}
+
+async fn topology() -> SentinelTopology {
+    tokio::task::spawn_blocking(SentinelTopology::start)
+        .await
+        .expect("join")
+        .expect("sentinel topology")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_no_acknowledged_write_is_lost_to_failovers_or_a_killed_master() {
+    let topo = topology().await;
+    let redis = Connector::connect(&topo.url()).await.expect("connect");
+    let s = StreamKey::new("durable").expect("key");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_load(
+        redis.clone(),
+        s.clone(),
+        Some(streamkeeper::Wait {
+            replicas: 1,
+            timeout: Duration::from_millis(500),
+        }),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let topo = tokio::task::spawn_blocking(move || {
+        let mut topo = topo;
+        topo.failover().expect("failover 1");
+        std::thread::sleep(Duration::from_millis(700));
+        topo.failover().expect("failover 2");
+        std::thread::sleep(Duration::from_millis(700));
+        topo.kill_master().expect("kill the master");
+        topo
+    })
+    .await
+    .expect("join");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let (acked, slowest) = writer.await.expect("join");
+    let lost = lost(&redis, &s, &acked).await;
+    eprintln!(
+        "WAIT 1: {} acknowledged, {lost} lost across 2 failovers and a SIGKILLed master; slowest send {slowest:?}; now on {}",
+        acked.len(),
+        redis.server_addr()
+    );
+    assert!(acked.len() > 1000, "too few writes went through");
+    assert_eq!(lost, 0, "acknowledged writes lost despite WAIT 1");
+    drop(topo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wait_losses_stay_within_the_switch_window() {
+    let topo = topology().await;
+    let redis = Connector::connect(&topo.url()).await.expect("connect");
+    let s = StreamKey::new("fast").expect("key");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_load(redis.clone(), s.clone(), None, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let topo = tokio::task::spawn_blocking(move || {
+        topo.failover().expect("failover 1");
+        std::thread::sleep(Duration::from_millis(700));
+        topo.failover().expect("failover 2");
+        topo
+    })
+    .await
+    .expect("join");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let (acked, slowest) = writer.await.expect("join");
+    let lost = lost(&redis, &s, &acked).await;
+    eprintln!(
+        "no WAIT: {} acknowledged, {lost} lost across 2 failovers; slowest send {slowest:?}",
+        acked.len()
+    );
+    // The contract: at most the promotion → +switch-master window, about
+    // 1.5 s of writes (300 at 200/s) per failover.
+    assert!(lost <= 600, "{lost} acknowledged writes lost");
+    drop(topo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_hangs_nobody_and_loses_at_most_a_handful() {
+    let topo = topology().await;
+    let redis = Connector::connect(&topo.url()).await.expect("connect");
+    let first = redis.server_addr();
+    let s = StreamKey::new("frozen").expect("key");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(write_load(redis.clone(), s.clone(), None, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Past down-after (2 s): the sentinels promote the replica while the
+    // master sleeps; SIGCONT brings back a second master for a moment.
+    let topo = tokio::task::spawn_blocking(move || {
+        topo.freeze_master(Duration::from_secs(6)).expect("freeze");
+        topo
+    })
+    .await
+    .expect("join");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (acked, slowest) = writer.await.expect("join");
+    let lost = lost(&redis, &s, &acked).await;
+    eprintln!(
+        "frozen master: {} acknowledged, {lost} lost, slowest send {slowest:?}, {first} -> {}",
+        acked.len(),
+        redis.server_addr()
+    );
+    assert_ne!(redis.server_addr(), first, "still on the deposed master");
+    assert!(
+        slowest < Duration::from_secs(6),
+        "a send hung for {slowest:?} (the freeze lasted 6 s)"
+    );
+    assert!(lost <= 5, "{lost} acknowledged writes lost");
+    drop(topo);
+}

@@ -6,7 +6,9 @@
 //! waits when the channel is full, so memory is bounded by the prefetch and
 //! not by the backlog. After a retryable error (failover, dropped
 //! connection) it reconnects with jittered backoff and resumes from the
-//! group's state: pending first, then `>`.
+//! group's state: pending first, then `>`. When the connector moves to a
+//! new master (a Sentinel `+switch-master`), the read in progress on the
+//! deposed one is abandoned at once and the loop reconnects.
 
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub(crate) async fn read_loop(
     };
     let mut backoff = Backoff::default();
     let mut failing_since: Option<std::time::Instant> = None;
+    let mut switches = shared.connector.switches();
     loop {
         let want = shared.budget.reserve(shared.options.batch);
         if want == 0 {
@@ -59,6 +62,19 @@ pub(crate) async fn read_loop(
         }
         let step = tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = switches.changed() => {
+                shared.budget.settle(want, 0);
+                tracing::info!(stream = %shared.stream, to = %shared.connector.server_addr(),
+                    "master switched; moving the blocking read");
+                match shared.connector.dedicated(shared.options.block).await {
+                    Ok(c) => conn = c,
+                    Err(e) => tracing::warn!(error = %e, "reconnect failed"),
+                }
+                if !noack {
+                    phase = Phase::Pending(StreamId::MIN);
+                }
+                continue;
+            }
             r = read_once(&shared, &mut conn, &mut phase, &in_flight, noack, want) => r,
         };
         let got = step.as_ref().map(Vec::len).unwrap_or(0);
