@@ -29,7 +29,7 @@
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! consumer
 //!     .run(|d| async move {
-//!         println!("{} delivered {} time(s)", d.id(), d.delivery_count());
+//!         println!("{} attempt #{}", d.id(), d.attempt());
 //!         Ok::<_, std::convert::Infallible>(Outcome::Ack)
 //!     }, 8, shutdown)
 //!     .await?;
