@@ -28,16 +28,41 @@ fn produce(server: &RedisServer, stream: &str, n: u64, slow_every: Option<u64>) 
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A consumer process, SIGKILLed if a failing test leaves it running.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
 /// A consumer running `script` per entry; its logs go to `dir`.
-fn consumer(server: &RedisServer, dir: &Path, name: &str, extra: &[&str], script: &str) -> Child {
+fn consumer(server: &RedisServer, dir: &Path, name: &str, extra: &[&str], script: &str) -> Proc {
     let err = std::fs::File::create(dir.join(format!("{name}.err"))).expect("err file");
     let mut args = vec!["consume", "s", "-g", "g", "-c", name, "--exec", script];
     args.extend_from_slice(extra);
-    command(server, &args)
-        .stdout(Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawn consumer")
+    Proc(
+        command(server, &args)
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn consumer"),
+    )
 }
 
 /// Lines of the handler log, counted per entry ID.
@@ -183,7 +208,7 @@ fn sigkill_loop_dead_letters_no_entry_that_never_ran() {
     );
     let extra = ["--claim-after", "1s", "--max-deliveries", "3"];
     let names = ["k0", "k1", "k2"];
-    let mut members: Vec<Child> = names
+    let mut members: Vec<Proc> = names
         .iter()
         .map(|n| consumer(&server, dir.path(), n, &extra, &script))
         .collect();
