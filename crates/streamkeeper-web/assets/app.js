@@ -1,6 +1,6 @@
 // streamkeeper dashboard. Plain JavaScript, no build step: routes live
 // after '#', so every view is a bookmarkable URL; everything reaches the
-// screen through textContent / createElement (never innerHTML), so names
+// screen through textContent / createElement (never as markup), so names
 // and values are always text; charts are SVG drawn here.
 'use strict';
 
@@ -311,7 +311,7 @@ async function tabGroups(v, s) {
     const consumers = gr.consumers.map((c) => el('tr', { 'data-consumer': c.name },
       td(c.name, 'name'), num(c.pending), td(ms(c.idle_ms), 'num'),
       td(c.dead ? el('span', { class: 'pill dead' }, 'dead') : 'ok'),
-      el('td', {}, c.idle_ms >= 10000 ? actionButton('Remove', 'Remove consumer ' + c.name + '?', 'Its ' + c.pending + ' pending entries go to the most recently active consumer of ' + gr.group + '.', 'consumer-remove', { stream: s, group: gr.group, consumer: c.name }) : null)));
+      el('td', {}, c.idle_ms >= g.removable_after_ms ? actionButton('Remove', 'Remove consumer ' + c.name + '?', 'Its ' + c.pending + ' pending entries go to the most recently active consumer of ' + gr.group + '.', 'consumer-remove', { stream: s, group: gr.group, consumer: c.name }) : null)));
     parts.push(el('h2', {}, gr.group),
       el('dl', { class: 'kv' }, el('dt', {}, 'pending'), el('dd', {}, String(gr.pending)), el('dt', {}, 'undelivered'), el('dd', {}, String(gr.undelivered)),
         el('dt', {}, 'lag'), el('dd', {}, gr.outstanding + ' entries, ' + ms(gr.time_lag_ms)), el('dt', {}, 'last delivered'), el('dd', {}, gr.last_delivered)),

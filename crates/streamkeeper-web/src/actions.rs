@@ -20,8 +20,8 @@ use crate::{ApiError, AppState};
 /// Most dead letters one "replay all" moves.
 const REPLAY_ALL_MAX: usize = 100_000;
 
-/// Most idle a consumer may be and still count as active (not removable).
-const ACTIVE_MS: u64 = 10_000;
+/// A consumer idle this long (or `dead_after`, if shorter) may be removed.
+pub(crate) const REMOVABLE_AFTER_MS: u64 = 10_000;
 
 fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     body.get(name)
@@ -156,7 +156,9 @@ pub(crate) async fn dispatch(
                 .iter()
                 .find(|c| c.name == consumer)
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no consumer {consumer:?} in {group}")))?;
-            if c.idle_ms < ACTIVE_MS {
+            let removable_after = REMOVABLE_AFTER_MS
+                .min(u64::try_from(s.config().dead_after.as_millis()).unwrap_or(u64::MAX));
+            if c.idle_ms < removable_after {
                 return Err(ApiError(
                     StatusCode::CONFLICT,
                     format!("{consumer} was active {} ms ago: only idle consumers are removed", c.idle_ms),

@@ -280,6 +280,8 @@ pub(crate) async fn groups(
         "length": st.length,
         "last_id": st.last_id,
         "dead_after_ms": s.config().dead_after.as_millis() as u64,
+        "removable_after_ms": crate::actions::REMOVABLE_AFTER_MS
+            .min(s.config().dead_after.as_millis() as u64),
         "groups": st.groups,
     })))
 }

@@ -2,7 +2,7 @@
 //! entries and seconds, dead letters, memory and a health colour.
 //!
 //! Each stream is inspected on its own ([`streamkeeper::inspect::stream_stat`],
-//! 16 at a time), so a missing stream, a name that is not UTF-8 or a group
+//! 32 at a time), so a missing stream, a name that is not UTF-8 or a group
 //! Redis will not describe makes that row say so while the rest works.
 //! Memory is sampled at most once a minute per stream, and shown as n/a when
 //! the user may not run `MEMORY`. One overview is shared by every caller
@@ -23,6 +23,8 @@ use crate::AppState;
 
 /// How long one overview is reused.
 const FRESH: Duration = Duration::from_millis(750);
+/// Streams inspected at once (pipelined on the shared connection).
+const CONCURRENCY: usize = 32;
 /// How long a memory sample is reused.
 const MEMORY_EVERY: Duration = Duration::from_secs(60);
 
@@ -182,7 +184,7 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
             (shown, r)
         }
     }))
-    .buffered(16)
+    .buffered(CONCURRENCY)
     .collect()
     .await;
     // A failure to reach Redis fails the overview (the banner), not a row.
