@@ -124,7 +124,10 @@ pub(crate) async fn stream_page(
 ) -> Result<Json<Value>, ApiError> {
     let stream = stream_key(&q.stream)?;
     let count = q.count.unwrap_or(50).clamp(1, 500);
-    let cap = q.cap.unwrap_or(s.config().scan_cap).clamp(1, s.config().scan_cap.max(1));
+    let cap = q
+        .cap
+        .unwrap_or(s.config().scan_cap)
+        .clamp(1, s.config().scan_cap.max(1));
     let mut end = match q.before.as_deref().filter(|b| !b.is_empty()) {
         Some(b) => {
             let id = stream_id(b)?;
@@ -224,10 +227,7 @@ pub(crate) async fn entry(
         let Ok(gname) = GroupName::new(g.name.as_str()) else {
             continue;
         };
-        let delivered = g
-            .last_delivered
-            .parse::<StreamId>()
-            .is_ok_and(|l| l >= id);
+        let delivered = g.last_delivered.parse::<StreamId>().is_ok_and(|l| l >= id);
         let p = pending::pending_range(s.redis(), &stream, &gname, id, id, 1)
             .await
             .unwrap_or_default();
@@ -369,7 +369,9 @@ pub(crate) async fn janitor(
 /// `GET /api/schedules`: every schedule with next due, last fired,
 /// lateness and paused.
 pub(crate) async fn schedules(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list = Scheduler::new(s.redis(), &s.config().namespace).list().await?;
+    let list = Scheduler::new(s.redis(), &s.config().namespace)
+        .list()
+        .await?;
     let rows: Vec<Value> = list
         .iter()
         .map(|st| {
@@ -402,7 +404,10 @@ pub(crate) async fn history(
     State(s): State<AppState>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let count = q.count.unwrap_or(60).clamp(1, crate::history::KEEP as usize);
+    let count = q
+        .count
+        .unwrap_or(60)
+        .clamp(1, crate::history::KEEP as usize);
     let samples = crate::history::samples(&s, count).await?;
     Ok(Json(json!({
         "every_ms": crate::history::EVERY.as_millis() as u64,

@@ -42,7 +42,10 @@ pub(crate) async fn file(Path(name): Path<String>) -> Response {
         _ => return (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
     };
     (
-        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         body,
     )
         .into_response()

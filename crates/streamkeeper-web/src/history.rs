@@ -28,10 +28,13 @@ pub fn key(ns: &str) -> String {
     format!("{{{ns}}}:history")
 }
 
+/// Samples read once: the newest sample's ID, how many were asked, them.
+type Read = (String, usize, Arc<Vec<Value>>);
+
 /// The last samples read, keyed by the newest sample's ID.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
-    last: Mutex<Option<(String, usize, Arc<Vec<Value>>)>>,
+    last: Mutex<Option<Read>>,
 }
 
 /// Writes a sample every `every` while holding the lease, until
@@ -87,7 +90,11 @@ pub async fn sample_once(state: &AppState, every: Duration) -> Result<bool> {
         .map_err(|e| Error::redis("XREVRANGE history", e))?;
     let min_gap = u64::try_from((every * 9 / 10).as_millis()).unwrap_or(u64::MAX);
     if let Some((id, _)) = newest.first() {
-        let ms: u64 = id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+        let ms: u64 = id
+            .split('-')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
         if now.saturating_sub(ms) < min_gap {
             return Ok(false);
         }

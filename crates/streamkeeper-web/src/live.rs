@@ -52,7 +52,9 @@ pub(crate) async fn events(
             }
             Ok(Err(e)) => {
                 f.last = None;
-                Event::default().event("down").data(format!("Redis unreachable: {e}"))
+                Event::default()
+                    .event("down")
+                    .data(format!("Redis unreachable: {e}"))
             }
             Err(_) => {
                 f.last = None;

@@ -91,7 +91,10 @@ mod tests {
             form_value(b"a=1&token=s%20e+c%2Fr", "token").as_deref(),
             Some("s e c/r")
         );
-        assert_eq!(form_value(b"token=%zz%4", "token").as_deref(), Some("%zz%4"));
+        assert_eq!(
+            form_value(b"token=%zz%4", "token").as_deref(),
+            Some("%zz%4")
+        );
         assert_eq!(form_value(b"a=1", "token"), None);
     }
 

@@ -112,7 +112,12 @@ pub(crate) struct Cache {
 }
 
 /// The health of a group against the thresholds.
-pub fn health(outstanding: u64, time_lag_ms: u64, max_lag: Option<u64>, max_time_lag: Option<Duration>) -> Health {
+pub fn health(
+    outstanding: u64,
+    time_lag_ms: u64,
+    max_lag: Option<u64>,
+    max_time_lag: Option<Duration>,
+) -> Health {
     let max_ms = max_time_lag.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let over = |v: u64, max: Option<u64>| max.is_some_and(|m| v > m);
     let half = |v: u64, max: Option<u64>| max.is_some_and(|m| v > m / 2);

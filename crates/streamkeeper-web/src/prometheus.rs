@@ -17,18 +17,43 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::overview::{GroupRow, StreamRow};
 use crate::{ApiError, AppState};
 
 /// The library's counters with their help text.
 pub const COUNTERS: &[(&str, &str)] = &[
-    ("streamkeeper_produced_total", "Entries appended by producers of this process."),
-    ("streamkeeper_delivered_total", "Entries handed to consumers of this process (read or reclaimed)."),
-    ("streamkeeper_acked_total", "Entries acknowledged by consumers of this process."),
-    ("streamkeeper_retried_total", "Entries stored for a delayed retry by this process."),
-    ("streamkeeper_dead_lettered_total", "Entries moved to a dead-letter stream by this process."),
-    ("streamkeeper_reclaimed_total", "Entries this process reclaimed from crashed consumers."),
-    ("streamkeeper_reconnects_total", "Reconnects (or failover recoveries) attempted by this process."),
-    ("streamkeeper_janitor_trimmed_total", "Entries the janitor of this process trimmed."),
+    (
+        "streamkeeper_produced_total",
+        "Entries appended by producers of this process.",
+    ),
+    (
+        "streamkeeper_delivered_total",
+        "Entries handed to consumers of this process (read or reclaimed).",
+    ),
+    (
+        "streamkeeper_acked_total",
+        "Entries acknowledged by consumers of this process.",
+    ),
+    (
+        "streamkeeper_retried_total",
+        "Entries stored for a delayed retry by this process.",
+    ),
+    (
+        "streamkeeper_dead_lettered_total",
+        "Entries moved to a dead-letter stream by this process.",
+    ),
+    (
+        "streamkeeper_reclaimed_total",
+        "Entries this process reclaimed from crashed consumers.",
+    ),
+    (
+        "streamkeeper_reconnects_total",
+        "Reconnects (or failover recoveries) attempted by this process.",
+    ),
+    (
+        "streamkeeper_janitor_trimmed_total",
+        "Entries the janitor of this process trimmed.",
+    ),
 ];
 
 /// The process-wide Prometheus recorder, installed once, with the
@@ -49,6 +74,14 @@ pub fn recorder() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// A metric family: name, type, help, and its value for one row.
+type Family<R> = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&R) -> Option<f64>,
+);
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -56,20 +89,40 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// A label value escaped as the text format wants (`\\`, `\"`, `\n`).
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// `GET /metrics`.
 pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiError> {
     let o = crate::overview::collect(&s).await?;
     let mut out = String::new();
-    type Stream<'a> = &'a crate::overview::StreamRow;
-    type Group<'a> = &'a crate::overview::GroupRow;
-    let stream_gauges: [(&str, &str, &str, fn(Stream) -> Option<f64>); 4] = [
-        ("streamkeeper_stream_length", "gauge", "Entries in the stream.", |r| r.length.map(|v| v as f64)),
-        ("streamkeeper_stream_memory_bytes", "gauge", "Memory of the stream (sampled MEMORY USAGE).", |r| r.memory_bytes.map(|v| v as f64)),
-        ("streamkeeper_stream_entries_added_total", "counter", "Entries ever added to the stream (Redis >= 7).", |r| r.entries_added.map(|v| v as f64)),
-        ("streamkeeper_stream_dead_letters", "gauge", "Entries in the stream's dead-letter queue.", |r| r.length.map(|_| r.dead_letters as f64)),
+    let stream_gauges: [Family<StreamRow>; 4] = [
+        (
+            "streamkeeper_stream_length",
+            "gauge",
+            "Entries in the stream.",
+            |r| r.length.map(|v| v as f64),
+        ),
+        (
+            "streamkeeper_stream_memory_bytes",
+            "gauge",
+            "Memory of the stream (sampled MEMORY USAGE).",
+            |r| r.memory_bytes.map(|v| v as f64),
+        ),
+        (
+            "streamkeeper_stream_entries_added_total",
+            "counter",
+            "Entries ever added to the stream (Redis >= 7).",
+            |r| r.entries_added.map(|v| v as f64),
+        ),
+        (
+            "streamkeeper_stream_dead_letters",
+            "gauge",
+            "Entries in the stream's dead-letter queue.",
+            |r| r.length.map(|_| r.dead_letters as f64),
+        ),
     ];
     for (name, kind, help, get) in stream_gauges {
         family(&mut out, name, kind, help);
@@ -79,13 +132,43 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
             }
         }
     }
-    let group_gauges: [(&str, &str, &str, fn(Group) -> Option<f64>); 6] = [
-        ("streamkeeper_group_pending", "gauge", "Entries delivered to the group and not acknowledged.", |g| Some(g.pending as f64)),
-        ("streamkeeper_group_undelivered", "gauge", "Entries not yet delivered to the group.", |g| Some(g.undelivered as f64)),
-        ("streamkeeper_group_outstanding", "gauge", "Pending plus undelivered: the group's lag in entries.", |g| Some(g.outstanding as f64)),
-        ("streamkeeper_group_time_lag_seconds", "gauge", "Age of the group's oldest outstanding entry.", |g| Some(g.time_lag_ms as f64 / 1000.0)),
-        ("streamkeeper_group_entries_read_total", "counter", "Entries the group has read (Redis >= 7).", |g| g.entries_read.map(|v| v as f64)),
-        ("streamkeeper_group_dead_consumers", "gauge", "Consumers idle past the threshold while holding entries.", |g| Some(g.dead_consumers as f64)),
+    let group_gauges: [Family<GroupRow>; 6] = [
+        (
+            "streamkeeper_group_pending",
+            "gauge",
+            "Entries delivered to the group and not acknowledged.",
+            |g| Some(g.pending as f64),
+        ),
+        (
+            "streamkeeper_group_undelivered",
+            "gauge",
+            "Entries not yet delivered to the group.",
+            |g| Some(g.undelivered as f64),
+        ),
+        (
+            "streamkeeper_group_outstanding",
+            "gauge",
+            "Pending plus undelivered: the group's lag in entries.",
+            |g| Some(g.outstanding as f64),
+        ),
+        (
+            "streamkeeper_group_time_lag_seconds",
+            "gauge",
+            "Age of the group's oldest outstanding entry.",
+            |g| Some(g.time_lag_ms as f64 / 1000.0),
+        ),
+        (
+            "streamkeeper_group_entries_read_total",
+            "counter",
+            "Entries the group has read (Redis >= 7).",
+            |g| g.entries_read.map(|v| v as f64),
+        ),
+        (
+            "streamkeeper_group_dead_consumers",
+            "gauge",
+            "Consumers idle past the threshold while holding entries.",
+            |g| Some(g.dead_consumers as f64),
+        ),
     ];
     for (name, kind, help, get) in group_gauges {
         family(&mut out, name, kind, help);
@@ -102,7 +185,12 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
             }
         }
     }
-    family(&mut out, "streamkeeper_stream_up", "gauge", "1 when the stream could be inspected, 0 when its row has an error.");
+    family(
+        &mut out,
+        "streamkeeper_stream_up",
+        "gauge",
+        "1 when the stream could be inspected, 0 when its row has an error.",
+    );
     for r in &o.streams {
         let _ = writeln!(
             out,
@@ -114,9 +202,5 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
     if let Some(h) = recorder() {
         out.push_str(&h.render());
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

@@ -54,11 +54,39 @@ async fn seed(server: &RedisServer, redis: &Connector) {
         let data = format!(r#"{{"order":{i},"total":{}.50,"currency":"EUR"}}"#, 10 + i);
         cli(&["XADD", "orders", "*", "data", &data]);
     }
-    cli(&["XADD", "orders", "*", "note", "<script>alert(1)</script>", "x", "<b>bold</b>"]);
+    cli(&[
+        "XADD",
+        "orders",
+        "*",
+        "note",
+        "<script>alert(1)</script>",
+        "x",
+        "<b>bold</b>",
+    ]);
     cli(&["XGROUP", "CREATE", "orders", "billing", "0"]);
     cli(&["XGROUP", "CREATE", "orders", "shipping", "0"]);
-    cli(&["XREADGROUP", "GROUP", "billing", "worker-1", "COUNT", "30", "STREAMS", "orders", ">"]);
-    cli(&["XREADGROUP", "GROUP", "shipping", "worker-a", "COUNT", "8", "STREAMS", "orders", ">"]);
+    cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "billing",
+        "worker-1",
+        "COUNT",
+        "30",
+        "STREAMS",
+        "orders",
+        ">",
+    ]);
+    cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "shipping",
+        "worker-a",
+        "COUNT",
+        "8",
+        "STREAMS",
+        "orders",
+        ">",
+    ]);
     let pending = streamkeeper::pending::pending_range(
         redis,
         &key("orders"),
@@ -73,7 +101,10 @@ async fn seed(server: &RedisServer, redis: &Connector) {
     for p in &pending[..22] {
         cli(&["XACK", "orders", "billing", &p.id.to_string()]);
     }
-    for (p, reason) in pending[22..24].iter().zip(["handler exited 3", "timeout after 30s"]) {
+    for (p, reason) in pending[22..24]
+        .iter()
+        .zip(["handler exited 3", "timeout after 30s"])
+    {
         streamkeeper::deadletter::dead_letter(
             redis,
             &key("orders"),
@@ -96,7 +127,10 @@ async fn seed(server: &RedisServer, redis: &Connector) {
         .await
         .expect("add");
     scheduler
-        .add(&Schedule::every("nightly-report", Duration::from_secs(86_400), "reports").expect("schedule"))
+        .add(
+            &Schedule::every("nightly-report", Duration::from_secs(86_400), "reports")
+                .expect("schedule"),
+        )
         .await
         .expect("add");
     // Ten minutes of history, as serve's sampler writes it.
@@ -109,7 +143,13 @@ async fn seed(server: &RedisServer, redis: &Connector) {
             "orders": { "len": 41, "added": 41 + i, "dlq": 2, "g": { "billing": [billing, billing * 900, 30], "shipping": [shipping, shipping * 1500, 8] } },
             "payments": { "len": 12, "added": 12, "dlq": 0, "g": { "ledger": [0, 0, 12] } },
         });
-        cli(&["XADD", "{streamkeeper}:history", &format!("{t}-0"), "d", &d.to_string()]);
+        cli(&[
+            "XADD",
+            "{streamkeeper}:history",
+            &format!("{t}-0"),
+            "d",
+            &d.to_string(),
+        ]);
     }
 }
 
@@ -156,21 +196,27 @@ fn dashboard_works_in_a_real_browser() {
     )
     .expect("shipping is over --max-lag, shown red");
     assert_eq!(
-        b.eval("document.querySelectorAll('#overview svg.spark polyline').length > 0").expect("eval"),
+        b.eval("document.querySelectorAll('#overview svg.spark polyline').length > 0")
+            .expect("eval"),
         json!(true),
         "sparklines from the history stream"
     );
 
     // Entry values are text: the <script> value is shown, not run.
-    b.open(&format!("{rw}/#/stream?s=orders")).expect("stream page");
-    b.wait_for("!!document.querySelector('#entries')", Duration::from_secs(5))
-        .expect("entries");
+    b.open(&format!("{rw}/#/stream?s=orders"))
+        .expect("stream page");
+    b.wait_for(
+        "!!document.querySelector('#entries')",
+        Duration::from_secs(5),
+    )
+    .expect("entries");
     assert_eq!(
         b.eval("[document.querySelectorAll('script').length, document.querySelector('#entries').textContent.includes('<script>alert(1)</script>'), document.querySelectorAll('#entries b b').length]")
             .expect("eval"),
         json!([1, true, 0])
     );
-    b.eval("location.hash = '#/stream?s=orders&q=currency&cap=10'").expect("filter");
+    b.eval("location.hash = '#/stream?s=orders&q=currency&cap=10'")
+        .expect("filter");
     b.wait_for(
         "(document.querySelector('#scan-info') || {}).textContent?.startsWith('scanned ')",
         Duration::from_secs(5),
@@ -180,13 +226,20 @@ fn dashboard_works_in_a_real_browser() {
     // A live update: an XADD shows on the overview within 2 s, no reload.
     b.open(&format!("{rw}/#/")).expect("overview again");
     b.eval("window.__marker = 1").expect("marker");
-    let len_cell = "document.querySelector('#overview tr[data-stream=\"payments\"] td.len').textContent";
+    let len_cell =
+        "document.querySelector('#overview tr[data-stream=\"payments\"] td.len').textContent";
     assert_eq!(b.eval(len_cell).expect("len"), json!("12"));
-    server.cli(&["XADD", "payments", "*", "amount", "1"]).expect("xadd");
+    server
+        .cli(&["XADD", "payments", "*", "amount", "1"])
+        .expect("xadd");
     let seen = b
         .wait_for(&format!("{len_cell} === '13'"), Duration::from_secs(2))
         .expect("the new length within 2 s");
-    assert_eq!(b.eval("window.__marker").expect("eval"), json!(1), "no reload");
+    assert_eq!(
+        b.eval("window.__marker").expect("eval"),
+        json!(1),
+        "no reload"
+    );
     eprintln!("live update seen after {seen:?}");
 
     let png = b.screenshot().expect("screenshot");
@@ -205,14 +258,23 @@ fn dashboard_works_in_a_real_browser() {
             .to_string()
     };
     assert_eq!(dlq_len(), "2");
-    b.open(&format!("{rw}/#/stream?s=orders&tab=dlq")).expect("dlq page");
-    b.wait_for("document.querySelectorAll('#dlq button.replay[data-action=\"dlq-replay\"]').length === 2", Duration::from_secs(5))
-        .expect("replay buttons");
-    b.eval("document.querySelector('#dlq button.replay').click()").expect("click");
-    b.wait_for("document.getElementById('confirm').open", Duration::from_secs(2))
-        .expect("asks first");
+    b.open(&format!("{rw}/#/stream?s=orders&tab=dlq"))
+        .expect("dlq page");
+    b.wait_for(
+        "document.querySelectorAll('#dlq button.replay[data-action=\"dlq-replay\"]').length === 2",
+        Duration::from_secs(5),
+    )
+    .expect("replay buttons");
+    b.eval("document.querySelector('#dlq button.replay').click()")
+        .expect("click");
+    b.wait_for(
+        "document.getElementById('confirm').open",
+        Duration::from_secs(2),
+    )
+    .expect("asks first");
     assert_eq!(dlq_len(), "2", "nothing happens before the confirmation");
-    b.eval("document.getElementById('confirm-yes').click()").expect("confirm");
+    b.eval("document.getElementById('confirm-yes').click()")
+        .expect("confirm");
     assert!(
         streamkeeper_testkit::eventually(Duration::from_secs(3), || dlq_len() == "1"),
         "the dead letter left the DLQ"
@@ -220,7 +282,10 @@ fn dashboard_works_in_a_real_browser() {
     let last = server
         .cli(&["XREVRANGE", "orders", "+", "-", "COUNT", "1"])
         .expect("xrevrange");
-    assert!(last.contains("sk-retry-group") && last.contains("billing"), "{last}");
+    assert!(
+        last.contains("sk-retry-group") && last.contains("billing"),
+        "{last}"
+    );
     b.wait_for(
         "(document.querySelector('#dlq-total') || {}).textContent?.startsWith('1 dead letter')",
         Duration::from_secs(3),
@@ -229,8 +294,11 @@ fn dashboard_works_in_a_real_browser() {
 
     // Schedules are listed with their state.
     b.open(&format!("{rw}/#/schedules")).expect("schedules");
-    b.wait_for("document.querySelectorAll('#schedules tr[data-schedule]').length === 2", Duration::from_secs(5))
-        .expect("two schedules");
+    b.wait_for(
+        "document.querySelectorAll('#schedules tr[data-schedule]').length === 2",
+        Duration::from_secs(5),
+    )
+    .expect("two schedules");
 
     let csp: serde_json::Value = b.eval("window.__csp").expect("csp");
     assert_eq!(csp, json!([]), "CSP violations");
@@ -238,11 +306,13 @@ fn dashboard_works_in_a_real_browser() {
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 
     // Read-only: the same DLQ shows no buttons, and the page's POST is refused.
-    b.open(&format!("{ro}/#/stream?s=orders&tab=dlq")).expect("read-only dlq");
+    b.open(&format!("{ro}/#/stream?s=orders&tab=dlq"))
+        .expect("read-only dlq");
     b.wait_for("!!document.querySelector('#dlq')", Duration::from_secs(5))
         .expect("dlq table");
     assert_eq!(
-        b.eval("document.querySelectorAll('button[data-action]').length").expect("eval"),
+        b.eval("document.querySelectorAll('button[data-action]').length")
+            .expect("eval"),
         json!(0)
     );
     let status = b

@@ -43,11 +43,18 @@ async fn send(app: &Router, req: Request<Body>) -> (StatusCode, HashMap<String, 
     let bytes = axum::body::to_bytes(r.into_body(), 16 << 20)
         .await
         .expect("body");
-    (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        status,
+        headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 async fn get(app: &Router, path: &str) -> (StatusCode, String) {
-    let req = Request::builder().uri(path).body(Body::empty()).expect("req");
+    let req = Request::builder()
+        .uri(path)
+        .body(Body::empty())
+        .expect("req");
     let (s, _, b) = send(app, req).await;
     (s, b)
 }
@@ -97,7 +104,9 @@ fn parse_prometheus(text: &str) -> HashMap<String, f64> {
 async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
     let _ = streamkeeper_web::prometheus::recorder();
     let (server, redis, _, app) = setup(Config::default()).await;
-    server.cli(&["XADD", "orders", "*", "k", "v"]).expect("xadd");
+    server
+        .cli(&["XADD", "orders", "*", "k", "v"])
+        .expect("xadd");
     server.cli(&["XADD", "gone", "*", "k", "v"]).expect("xadd");
     server
         .cli(&["XGROUP", "CREATE", "orders", "billing", "0"])
@@ -105,10 +114,18 @@ async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
     let (status, text) = get(&app, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let before = parse_prometheus(&text);
-    assert_eq!(before[r#"streamkeeper_stream_length{stream="orders"}"#], 1.0);
+    assert_eq!(
+        before[r#"streamkeeper_stream_length{stream="orders"}"#],
+        1.0
+    );
     assert_eq!(before[r#"streamkeeper_stream_length{stream="gone"}"#], 1.0);
     for c in [
-        "produced", "delivered", "acked", "retried", "dead_lettered", "reclaimed",
+        "produced",
+        "delivered",
+        "acked",
+        "retried",
+        "dead_lettered",
+        "reclaimed",
     ] {
         assert!(
             before.contains_key(&format!("streamkeeper_{c}_total")),
@@ -117,7 +134,8 @@ async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
     }
 
     // Messages flow through the library in this process: gauges and counters move.
-    let producer = streamkeeper::Producer::new(&redis, streamkeeper::StreamKey::new("orders").expect("key"));
+    let producer =
+        streamkeeper::Producer::new(&redis, streamkeeper::StreamKey::new("orders").expect("key"));
     let batch: Vec<_> = (0..10)
         .map(|i| streamkeeper::fields([("n", i.to_string())]))
         .collect();
@@ -125,7 +143,10 @@ async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
     server.cli(&["DEL", "gone"]).expect("del");
     let (_, text) = get(&app, "/metrics").await;
     let after = parse_prometheus(&text);
-    assert_eq!(after[r#"streamkeeper_stream_length{stream="orders"}"#], 11.0);
+    assert_eq!(
+        after[r#"streamkeeper_stream_length{stream="orders"}"#],
+        11.0
+    );
     let outstanding = r#"streamkeeper_group_outstanding{stream="orders",group="billing"}"#;
     assert_eq!(after[outstanding], 11.0);
     assert!(after["streamkeeper_produced_total"] >= before["streamkeeper_produced_total"] + 10.0);
@@ -138,7 +159,9 @@ async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
 #[tokio::test]
 async fn odd_names_and_missing_streams_make_rows_not_errors() {
     let (server, _, _, app) = setup(Config::default()).await;
-    server.cli(&["XADD", "orders", "*", "k", "v"]).expect("xadd");
+    server
+        .cli(&["XADD", "orders", "*", "k", "v"])
+        .expect("xadd");
     // A key and a group name that are not UTF-8.
     let mut conn = redis::Client::open(server.url())
         .expect("client")
@@ -180,7 +203,9 @@ async fn odd_names_and_missing_streams_make_rows_not_errors() {
         ..Default::default()
     })
     .await;
-    server.cli(&["XADD", "orders", "*", "k", "v"]).expect("xadd");
+    server
+        .cli(&["XADD", "orders", "*", "k", "v"])
+        .expect("xadd");
     let (status, body) = get(&app, "/api/overview").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let o: Value = serde_json::from_str(&body).expect("json");
@@ -204,12 +229,19 @@ async fn read_only_refuses_actions_and_csrf_is_checked() {
         .expect("xadd");
     let (status, _, body) = send(
         &app,
-        post("/api/actions/dlq-purge", Some(state.csrf()), json!({"stream": "orders"})),
+        post(
+            "/api/actions/dlq-purge",
+            Some(state.csrf()),
+            json!({"stream": "orders"}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(get_json(&app, "/api/config").await["allow_actions"], false);
-    assert_eq!(server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(), "1");
+    assert_eq!(
+        server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(),
+        "1"
+    );
 
     let (server, _, state, app) = setup(Config {
         allow_actions: true,
@@ -227,16 +259,26 @@ async fn read_only_refuses_actions_and_csrf_is_checked() {
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
-    assert_eq!(server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(), "1");
+    assert_eq!(
+        server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(),
+        "1"
+    );
     let config = get_json(&app, "/api/config").await;
     assert_eq!(config["csrf"], state.csrf());
     let (status, _, body) = send(
         &app,
-        post("/api/actions/dlq-purge", Some(state.csrf()), json!({"stream": "orders"})),
+        post(
+            "/api/actions/dlq-purge",
+            Some(state.csrf()),
+            json!({"stream": "orders"}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(), "0");
+    assert_eq!(
+        server.cli(&["XLEN", "{orders}:dlq"]).expect("xlen").trim(),
+        "0"
+    );
 }
 
 #[tokio::test]
@@ -250,7 +292,14 @@ async fn a_token_is_required_for_every_request() {
         assert_eq!(get(&app, path).await.0, StatusCode::UNAUTHORIZED, "{path}");
     }
     // The page sends people to the login form, which stays reachable.
-    let (status, headers, _) = send(&app, Request::builder().uri("/").body(Body::empty()).expect("req")).await;
+    let (status, headers, _) = send(
+        &app,
+        Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
     assert!(status.is_redirection());
     assert_eq!(headers["location"], "/login");
     assert_eq!(get(&app, "/login").await.0, StatusCode::OK);
@@ -277,8 +326,14 @@ async fn a_token_is_required_for_every_request() {
     let (status, headers, _) = send(&app, login).await;
     assert!(status.is_redirection());
     let cookie = &headers["set-cookie"];
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains("s3cret"), "the cookie does not carry the token in clear");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("s3cret"),
+        "the cookie does not carry the token in clear"
+    );
     let pair = cookie.split(';').next().expect("pair").to_string();
     let with_cookie = Request::builder()
         .uri("/api/overview")
@@ -292,13 +347,28 @@ async fn a_token_is_required_for_every_request() {
 async fn every_response_carries_a_strict_csp_and_values_stay_text() {
     let (server, _, _, app) = setup(Config::default()).await;
     server
-        .cli(&["XADD", "s", "*", "<img src=x onerror=alert(1)>", "<script>alert(1)</script>"])
+        .cli(&[
+            "XADD",
+            "s",
+            "*",
+            "<img src=x onerror=alert(1)>",
+            "<script>alert(1)</script>",
+        ])
         .expect("xadd");
-    let (status, headers, body) =
-        send(&app, Request::builder().uri("/").body(Body::empty()).expect("req")).await;
+    let (status, headers, body) = send(
+        &app,
+        Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .expect("req"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let csp = &headers["content-security-policy"];
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert!(!body.contains("<script>") || !body.contains("</script>\n<script>"));
     assert!(!body.contains("style="), "no inline style in the page");
     let js = get(&app, "/assets/app.js").await.1;
@@ -320,7 +390,15 @@ async fn stream_pages_filter_with_a_cap_and_entries_show_their_owner() {
     for i in 0..250 {
         let user = if i % 50 == 0 { "alice" } else { "bob" };
         server
-            .cli(&["XADD", "s", &format!("{}-0", i + 1), "user", user, "n", &i.to_string()])
+            .cli(&[
+                "XADD",
+                "s",
+                &format!("{}-0", i + 1),
+                "user",
+                user,
+                "n",
+                &i.to_string(),
+            ])
             .expect("xadd");
     }
     let page = get_json(&app, "/api/stream?stream=s&count=10").await;
@@ -341,12 +419,31 @@ async fn stream_pages_filter_with_a_cap_and_entries_show_their_owner() {
         .map(|e| e["id"].as_str().expect("id"))
         .collect();
     assert_eq!(ids, ["201-0", "151-0"]);
-    let more = get_json(&app, &format!("/api/stream?stream=s&q=alice&before={}", f["next_before"].as_str().expect("next"))).await;
+    let more = get_json(
+        &app,
+        &format!(
+            "/api/stream?stream=s&q=alice&before={}",
+            f["next_before"].as_str().expect("next")
+        ),
+    )
+    .await;
     assert_eq!(more["entries"][0]["id"], "101-0");
 
-    server.cli(&["XGROUP", "CREATE", "s", "g", "0"]).expect("group");
     server
-        .cli(&["XREADGROUP", "GROUP", "g", "worker", "COUNT", "1", "STREAMS", "s", ">"])
+        .cli(&["XGROUP", "CREATE", "s", "g", "0"])
+        .expect("group");
+    server
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "worker",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ])
         .expect("read");
     let e = get_json(&app, "/api/entry?stream=s&id=1-0").await;
     assert_eq!(e["groups"][0]["state"], "pending");
@@ -356,8 +453,14 @@ async fn stream_pages_filter_with_a_cap_and_entries_show_their_owner() {
     assert_eq!(e["fields"][0]["hex"], "616c696365");
     let e = get_json(&app, "/api/entry?stream=s&id=2-0").await;
     assert_eq!(e["groups"][0]["state"], "undelivered");
-    assert_eq!(get(&app, "/api/entry?stream=s&id=999-0").await.0, StatusCode::NOT_FOUND);
-    assert_eq!(get(&app, "/api/entry?stream=s&id=nope").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&app, "/api/entry?stream=s&id=999-0").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/api/entry?stream=s&id=nope").await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -368,21 +471,51 @@ async fn janitor_preview_names_the_group_holding_the_trim_point() {
     })
     .await;
     for i in 1..=10 {
-        server.cli(&["XADD", "s", &format!("{i}-0"), "k", "v"]).expect("xadd");
+        server
+            .cli(&["XADD", "s", &format!("{i}-0"), "k", "v"])
+            .expect("xadd");
     }
-    server.cli(&["XGROUP", "CREATE", "s", "fast", "0"]).expect("group");
-    server.cli(&["XGROUP", "CREATE", "s", "slow", "0"]).expect("group");
     server
-        .cli(&["XREADGROUP", "GROUP", "fast", "c", "COUNT", "8", "STREAMS", "s", ">"])
+        .cli(&["XGROUP", "CREATE", "s", "fast", "0"])
+        .expect("group");
+    server
+        .cli(&["XGROUP", "CREATE", "s", "slow", "0"])
+        .expect("group");
+    server
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "fast",
+            "c",
+            "COUNT",
+            "8",
+            "STREAMS",
+            "s",
+            ">",
+        ])
         .expect("read");
     for i in 1..=8 {
-        server.cli(&["XACK", "s", "fast", &format!("{i}-0")]).expect("ack");
+        server
+            .cli(&["XACK", "s", "fast", &format!("{i}-0")])
+            .expect("ack");
     }
     server
-        .cli(&["XREADGROUP", "GROUP", "slow", "c", "COUNT", "5", "STREAMS", "s", ">"])
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "slow",
+            "c",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "s",
+            ">",
+        ])
         .expect("read");
     for i in 1..=3 {
-        server.cli(&["XACK", "s", "slow", &format!("{i}-0")]).expect("ack");
+        server
+            .cli(&["XACK", "s", "slow", &format!("{i}-0")])
+            .expect("ack");
     }
     let j = get_json(&app, "/api/janitor?stream=s").await;
     assert_eq!(j["trim_to"], "4-0");
@@ -395,8 +528,20 @@ async fn janitor_preview_names_the_group_holding_the_trim_point() {
         .collect();
     assert_eq!(holder.len(), 1);
     assert_eq!(holder[0]["group"], "slow");
-    assert_eq!(server.cli(&["XLEN", "s"]).expect("xlen").trim(), "10", "a preview trims nothing");
-    let (status, _, body) = send(&app, post("/api/actions/janitor", Some(state.csrf()), json!({"stream": "s"}))).await;
+    assert_eq!(
+        server.cli(&["XLEN", "s"]).expect("xlen").trim(),
+        "10",
+        "a preview trims nothing"
+    );
+    let (status, _, body) = send(
+        &app,
+        post(
+            "/api/actions/janitor",
+            Some(state.csrf()),
+            json!({"stream": "s"}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(server.cli(&["XLEN", "s"]).expect("xlen").trim(), "7");
 }
@@ -410,21 +555,51 @@ async fn schedules_pause_and_resume_through_actions() {
     .await;
     let scheduler = streamkeeper::scheduler::Scheduler::new(&redis, "streamkeeper");
     scheduler
-        .add(&streamkeeper::scheduler::Schedule::every("tick", Duration::from_secs(60), "t").expect("s"))
+        .add(
+            &streamkeeper::scheduler::Schedule::every("tick", Duration::from_secs(60), "t")
+                .expect("s"),
+        )
         .await
         .expect("add");
     let list = get_json(&app, "/api/schedules").await;
     assert_eq!(list["schedules"][0]["paused"], false);
     assert!(list["schedules"][0]["next_due_ms"].is_u64());
-    let (status, _, _) = send(&app, post("/api/actions/schedule-pause", Some(state.csrf()), json!({"name": "tick"}))).await;
+    let (status, _, _) = send(
+        &app,
+        post(
+            "/api/actions/schedule-pause",
+            Some(state.csrf()),
+            json!({"name": "tick"}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let list = get_json(&app, "/api/schedules").await;
     assert_eq!(list["schedules"][0]["paused"], true);
     assert!(list["schedules"][0]["next_due_ms"].is_null());
-    let (status, _, _) = send(&app, post("/api/actions/schedule-resume", Some(state.csrf()), json!({"name": "tick"}))).await;
+    let (status, _, _) = send(
+        &app,
+        post(
+            "/api/actions/schedule-resume",
+            Some(state.csrf()),
+            json!({"name": "tick"}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(get_json(&app, "/api/schedules").await["schedules"][0]["paused"], false);
-    let (status, _, _) = send(&app, post("/api/actions/schedule-pause", Some(state.csrf()), json!({"name": "nope"}))).await;
+    assert_eq!(
+        get_json(&app, "/api/schedules").await["schedules"][0]["paused"],
+        false
+    );
+    let (status, _, _) = send(
+        &app,
+        post(
+            "/api/actions/schedule-pause",
+            Some(state.csrf()),
+            json!({"name": "nope"}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -437,16 +612,29 @@ async fn group_reset_previews_first_and_idle_consumers_hand_over() {
     })
     .await;
     for i in 1..=5 {
-        server.cli(&["XADD", "s", &format!("{i}-0"), "k", "v"]).expect("xadd");
+        server
+            .cli(&["XADD", "s", &format!("{i}-0"), "k", "v"])
+            .expect("xadd");
     }
-    server.cli(&["XGROUP", "CREATE", "s", "g", "$"]).expect("group");
-    let reset = |dry: bool| post("/api/actions/group-reset", Some(state.csrf()), json!({"stream": "s", "group": "g", "to": "0", "dry_run": dry}));
+    server
+        .cli(&["XGROUP", "CREATE", "s", "g", "$"])
+        .expect("group");
+    let reset = |dry: bool| {
+        post(
+            "/api/actions/group-reset",
+            Some(state.csrf()),
+            json!({"stream": "s", "group": "g", "to": "0", "dry_run": dry}),
+        )
+    };
     let (status, _, body) = send(&app, reset(true)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let preview: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(preview["redelivered"], 5);
     let groups = get_json(&app, "/api/groups?stream=s").await;
-    assert_eq!(groups["groups"][0]["last_delivered"], "5-0", "a preview moves nothing");
+    assert_eq!(
+        groups["groups"][0]["last_delivered"], "5-0",
+        "a preview moves nothing"
+    );
     let (status, _, _) = send(&app, reset(false)).await;
     assert_eq!(status, StatusCode::OK);
     let groups = get_json(&app, "/api/groups?stream=s").await;
@@ -454,23 +642,57 @@ async fn group_reset_previews_first_and_idle_consumers_hand_over() {
 
     // An idle consumer's entries go to the active one.
     server
-        .cli(&["XREADGROUP", "GROUP", "g", "old", "COUNT", "2", "STREAMS", "s", ">"])
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "old",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "s",
+            ">",
+        ])
         .expect("read");
     server
-        .cli(&["XREADGROUP", "GROUP", "g", "new", "COUNT", "1", "STREAMS", "s", ">"])
+        .cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "new",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ])
         .expect("read");
-    let remove = post("/api/actions/consumer-remove", Some(state.csrf()), json!({"stream": "s", "group": "g", "consumer": "old"}));
+    let remove = post(
+        "/api/actions/consumer-remove",
+        Some(state.csrf()),
+        json!({"stream": "s", "group": "g", "consumer": "old"}),
+    );
     let (status, _, _) = send(&app, remove).await;
-    assert_eq!(status, StatusCode::CONFLICT, "an active consumer is not removed");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an active consumer is not removed"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let remove = post("/api/actions/consumer-remove", Some(state.csrf()), json!({"stream": "s", "group": "g", "consumer": "old"}));
+    let remove = post(
+        "/api/actions/consumer-remove",
+        Some(state.csrf()),
+        json!({"stream": "s", "group": "g", "consumer": "old"}),
+    );
     let (status, _, body) = send(&app, remove).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let out: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(out["moved"], 2);
     assert_eq!(out["to"], "new");
     let groups = get_json(&app, "/api/groups?stream=s").await;
-    let consumers = groups["groups"][0]["consumers"].as_array().expect("consumers");
+    let consumers = groups["groups"][0]["consumers"]
+        .as_array()
+        .expect("consumers");
     assert_eq!(consumers.len(), 1);
     assert_eq!(consumers[0]["name"], "new");
     assert_eq!(consumers[0]["pending"], 3);
@@ -482,7 +704,12 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
     server.cli(&["XADD", "s", "*", "k", "v"]).expect("xadd");
     let r = app
         .clone()
-        .oneshot(Request::builder().uri("/api/events").body(Body::empty()).expect("req"))
+        .oneshot(
+            Request::builder()
+                .uri("/api/events")
+                .body(Body::empty())
+                .expect("req"),
+        )
         .await
         .expect("response");
     assert_eq!(r.status(), StatusCode::OK);
@@ -502,7 +729,10 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
             .expect("bytes");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(seen.contains("event: overview") && seen.contains("\"name\":\"s\""), "{seen}");
+    assert!(
+        seen.contains("event: overview") && seen.contains("\"name\":\"s\""),
+        "{seen}"
+    );
 
     server.kill();
     let (status, _) = get(&app, "/healthz").await;
@@ -518,7 +748,9 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.contains("event: down") && Instant::now() < deadline {
-        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_secs(5), events.next()).await
+        {
             seen.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
@@ -529,11 +761,16 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !seen.contains("\"name\":\"s2\"") && Instant::now() < deadline {
-        if let Ok(Some(Ok(chunk))) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_secs(5), events.next()).await
+        {
             seen.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
-    assert!(seen.contains("\"name\":\"s2\""), "recovered by itself: {seen}");
+    assert!(
+        seen.contains("\"name\":\"s2\""),
+        "recovered by itself: {seen}"
+    );
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
 }
 
@@ -541,21 +778,44 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
 async fn history_is_sampled_once_per_period_by_one_writer() {
     let (server, _, state, app) = setup(Config::default()).await;
     server.cli(&["XADD", "s", "*", "k", "v"]).expect("xadd");
-    server.cli(&["XGROUP", "CREATE", "s", "g", "0"]).expect("group");
+    server
+        .cli(&["XGROUP", "CREATE", "s", "g", "0"])
+        .expect("group");
     let other = AppState::new(state.redis().clone(), Config::default());
     let every = Duration::from_secs(10);
-    assert!(streamkeeper_web::history::sample_once(&state, every).await.expect("sample"));
+    assert!(streamkeeper_web::history::sample_once(&state, every)
+        .await
+        .expect("sample"));
     // A second instance (or the same one too soon) does not double the points.
-    assert!(!streamkeeper_web::history::sample_once(&other, every).await.expect("sample"));
-    assert_eq!(server.cli(&["XLEN", "{streamkeeper}:history"]).expect("xlen").trim(), "1");
+    assert!(!streamkeeper_web::history::sample_once(&other, every)
+        .await
+        .expect("sample"));
+    assert_eq!(
+        server
+            .cli(&["XLEN", "{streamkeeper}:history"])
+            .expect("xlen")
+            .trim(),
+        "1"
+    );
     let h = get_json(&app, "/api/history").await;
-    assert_eq!(h["samples"][0]["s"]["s"]["g"]["g"][0], 1, "outstanding of g");
+    assert_eq!(
+        h["samples"][0]["s"]["s"]["g"]["g"][0], 1,
+        "outstanding of g"
+    );
 
     // The sampler loop writes under the lease; two loops, one writer.
     let stop = tokio_util::sync::CancellationToken::new();
     server.cli(&["DEL", "{streamkeeper}:history"]).expect("del");
-    let a = tokio::spawn(streamkeeper_web::history::run(state.clone(), Duration::from_millis(300), stop.clone()));
-    let b = tokio::spawn(streamkeeper_web::history::run(other.clone(), Duration::from_millis(300), stop.clone()));
+    let a = tokio::spawn(streamkeeper_web::history::run(
+        state.clone(),
+        Duration::from_millis(300),
+        stop.clone(),
+    ));
+    let b = tokio::spawn(streamkeeper_web::history::run(
+        other.clone(),
+        Duration::from_millis(300),
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     stop.cancel();
     let _ = (a.await, b.await);
@@ -578,18 +838,32 @@ async fn overview_of_1000_streams_with_2_groups_is_fast() {
         for j in 0..5 {
             pipe.cmd("XADD").arg(&s).arg("*").arg("n").arg(j).ignore();
         }
-        pipe.cmd("XGROUP").arg("CREATE").arg(&s).arg("a").arg("0").ignore();
-        pipe.cmd("XGROUP").arg("CREATE").arg(&s).arg("b").arg("$").ignore();
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&s)
+            .arg("a")
+            .arg("0")
+            .ignore();
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&s)
+            .arg("b")
+            .arg("$")
+            .ignore();
     }
     pipe.query_async::<()>(&mut conn).await.expect("seed");
     let _ = server;
     // Warm-up (memory samples are taken at most once a minute).
-    let o = streamkeeper_web::overview::collect(&state).await.expect("overview");
+    let o = streamkeeper_web::overview::collect(&state)
+        .await
+        .expect("overview");
     assert_eq!(o.streams.len(), 1000);
     let mut best = Duration::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let o = streamkeeper_web::overview::collect(&state).await.expect("overview");
+        let o = streamkeeper_web::overview::collect(&state)
+            .await
+            .expect("overview");
         best = best.min(t.elapsed());
         assert_eq!(o.streams[999].groups.len(), 2);
     }

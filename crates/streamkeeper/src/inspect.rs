@@ -172,7 +172,11 @@ pub async fn stream_stat(
             _ => {}
         }
     }
-    let memory_bytes = if options.memory { int(&memory).unwrap_or(0) } else { 0 };
+    let memory_bytes = if options.memory {
+        int(&memory).unwrap_or(0)
+    } else {
+        0
+    };
     let now = now_ms();
     let mut group_stats = Vec::new();
     let groups = match groups {

@@ -109,6 +109,6 @@ pub async fn trim_bounds(connector: &Connector, stream: &StreamKey) -> Result<Ve
             pending,
         });
     }
-    out.sort_by(|a, b| a.bound.cmp(&b.bound));
+    out.sort_by_key(|a| a.bound);
     Ok(out)
 }

@@ -105,7 +105,10 @@ impl Browser {
             events: Vec::new(),
         };
         let target = b.call_browser("Target.createTarget", json!({ "url": "about:blank" }))?;
-        let target_id = target["targetId"].as_str().ok_or("no targetId")?.to_string();
+        let target_id = target["targetId"]
+            .as_str()
+            .ok_or("no targetId")?
+            .to_string();
         let attached = b.call_browser(
             "Target.attachToTarget",
             json!({ "targetId": target_id, "flatten": true }),
@@ -124,7 +127,12 @@ impl Browser {
         Ok(b)
     }
 
-    fn send(&mut self, method: &str, params: Value, session: Option<&str>) -> Result<Value, String> {
+    fn send(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Result<Value, String> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -148,7 +156,9 @@ impl Browser {
                     return Ok(v["result"].clone());
                 }
                 Ok(v) => self.events.push(v),
-                Err(RecvTimeoutError::Timeout) => return Err(format!("{method}: no answer in 15 s")),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("{method}: no answer in 15 s"))
+                }
                 Err(RecvTimeoutError::Disconnected) => return Err("browser exited".into()),
             }
         }
