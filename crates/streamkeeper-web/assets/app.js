@@ -23,6 +23,10 @@ function el(tag, attrs, ...kids) {
   }
   return e;
 }
+// Replaces the children of `v`, skipping null/false (replaceChildren would show them as text).
+function fill(v, ...kids) {
+  v.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+}
 function svg(tag, attrs) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) {
@@ -230,7 +234,7 @@ async function viewOverview(v) {
   const limits = [];
   if (c.max_lag !== null) limits.push('lag > ' + c.max_lag.toLocaleString('en') + ' entries');
   if (c.max_time_lag_ms !== null) limits.push('lag > ' + ms(c.max_time_lag_ms));
-  v.replaceChildren(
+  fill(v, 
     el('h1', {}, 'Streams'),
     el('p', { class: 'muted' }, o.streams.length + ' stream(s) · ' + (limits.length ? 'red when ' + limits.join(' or ') : 'no thresholds (serve --max-lag / --max-time-lag)') + ' · collected in ' + o.took_ms + ' ms'),
     o.streams.length ? overviewTable(o) : el('p', {}, 'No streams yet.'));
@@ -246,7 +250,7 @@ async function viewStream(v, p) {
   const tab = p.get('tab') || 'entries';
   const views = { entries: tabEntries, groups: tabGroups, dlq: tabDlq, janitor: tabJanitor, charts: tabCharts };
   const body = el('div');
-  v.replaceChildren(el('h1', {}, s), tabs(s, tab), body);
+  fill(v, el('h1', {}, s), tabs(s, tab), body);
   await (views[tab] || tabEntries)(body, s, p);
 }
 
@@ -271,7 +275,7 @@ async function tabEntries(v, s, p) {
   const info = page.filtered
     ? 'scanned ' + page.scanned.toLocaleString('en') + ' of ' + page.length.toLocaleString('en') + ' entries (cap ' + page.cap.toLocaleString('en') + '), ' + page.entries.length + ' match'
     : page.length.toLocaleString('en') + ' entries, newest first';
-  v.replaceChildren(form, el('p', { class: 'muted', id: 'scan-info' }, info),
+  fill(v, form, el('p', { class: 'muted', id: 'scan-info' }, info),
     el('div', { class: 'scroll' }, el('table', { id: 'entries' }, el('thead', {}, el('tr', {}, el('th', {}, 'id'), el('th', { class: 'hide-narrow' }, 'time'), el('th', {}, 'fields'))), el('tbody', {}, rows))),
     page.next_before ? el('p', {}, link('Older →', 'stream', { s, q, before: page.next_before })) : null);
 }
@@ -285,7 +289,7 @@ async function viewEntry(v, p) {
   else shown = e.fields.map((f) => f.name + ' = ' + f.text).join('\n');
   const formats = el('div', { class: 'tabs' }, ['text', 'json', 'hex'].map((f) => el('a', { href: hash('entry', { s, id, as: f }), class: f === fmt ? 'active' : null }, f.toUpperCase())));
   const groups = e.groups.map((g) => el('tr', {}, td(g.group, 'name'), td(g.state), td(g.consumer), td(g.idle_ms === null ? null : ms(g.idle_ms), 'num'), td(g.deliveries, 'num')));
-  v.replaceChildren(el('h1', {}, link(s, 'stream', { s }), ' / ', e.id), el('p', { class: 'muted' }, idTime(e.id)), formats, el('pre', { id: 'entry-body' }, shown),
+  fill(v, el('h1', {}, link(s, 'stream', { s }), ' / ', e.id), el('p', { class: 'muted' }, idTime(e.id)), formats, el('pre', { id: 'entry-body' }, shown),
     el('h2', {}, 'Per group'),
     el('div', { class: 'scroll' }, el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'group'), el('th', {}, 'state'), el('th', {}, 'owner'), el('th', { class: 'num' }, 'idle'), el('th', { class: 'num' }, 'deliveries'))), el('tbody', {}, groups))));
 }
@@ -318,7 +322,7 @@ async function tabGroups(v, s) {
       reset,
       el('div', { class: 'scroll' }, el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'consumer'), el('th', { class: 'num' }, 'pending'), el('th', { class: 'num' }, 'idle'), el('th', {}, 'state'), el('th', {}, ''))), el('tbody', {}, consumers))));
   }
-  v.replaceChildren(...parts);
+  fill(v, ...parts);
 }
 
 async function tabDlq(v, s) {
@@ -337,14 +341,14 @@ async function tabDlq(v, s) {
     actionButton('Replay selected', 'Replay the selected dead letters into ' + s + '?', null, 'dlq-replay', () => ({ stream: s, ids: [...selected] }), 'replay'),
     actionButton('Replay all', 'Replay all ' + d.total + ' dead letters into ' + s + '?', null, 'dlq-replay', { stream: s, all: true }),
     actionButton('Purge', 'Delete all ' + d.total + ' dead letters of ' + s + '? This cannot be undone.', null, 'dlq-purge', { stream: s })) : null;
-  v.replaceChildren(el('p', { class: 'muted', id: 'dlq-total' }, d.total + ' dead letter(s)' + (d.total > d.letters.length ? ', oldest ' + d.letters.length + ' shown' : '')), bar,
+  fill(v, el('p', { class: 'muted', id: 'dlq-total' }, d.total + ' dead letter(s)' + (d.total > d.letters.length ? ', oldest ' + d.letters.length + ' shown' : '')), bar,
     d.letters.length ? el('div', { class: 'scroll' }, el('table', { id: 'dlq' }, el('thead', {}, el('tr', {}, el('th', {}, ''), el('th', {}, 'id'), el('th', {}, 'reason'), el('th', { class: 'num' }, 'attempts'), el('th', {}, 'group'), el('th', {}, 'origin'), el('th', {}, 'fields'), el('th', {}, ''))), el('tbody', {}, rows))) : el('p', {}, 'The dead-letter queue is empty.'));
 }
 
 async function tabJanitor(v, s) {
   const j = await api('/api/janitor?stream=' + encodeURIComponent(s));
   const rows = j.groups.map((g) => el('tr', { class: g.holds ? 'h-warn' : null }, td(g.group, 'name'), td(g.bound, 'num'), td(g.why), td(g.holds ? 'holds the trim point' : '')));
-  v.replaceChildren(
+  fill(v, 
     el('p', { id: 'janitor-preview' }, j.trim_to ? 'Trim point ' + j.trim_to + ': a janitor run would remove ' + j.would_trim.toLocaleString('en') + ' entries that every group has finished.' : 'No group: the janitor does not ack-trim this stream.'),
     j.groups.length ? el('div', { class: 'scroll' }, el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'group'), el('th', {}, 'needs from'), el('th', {}, 'because of'), el('th', {}, ''))), el('tbody', {}, rows))) : null,
     j.would_trim ? el('div', { class: 'bar' }, actionButton('Run janitor', 'Trim ' + j.would_trim + ' entries of ' + s + ' below ' + j.trim_to + '?', null, 'janitor', { stream: s })) : null);
@@ -358,7 +362,7 @@ async function tabCharts(v, s) {
   const lag = groups.map((g) => ({ name: g, points: groupSeries(s, g, 0) }));
   const tlag = groups.map((g) => ({ name: g, points: groupSeries(s, g, 1) }));
   const len = [{ name: 'length', points: ((state.history && state.history.samples) || []).filter((x) => x.s[s]).map((x) => [x.t, x.s[s].len]) }];
-  v.replaceChildren(el('p', { class: 'muted' }, 'From the samples serve writes to {' + state.config.namespace + '}:history every 10 s (they survive a restart).'),
+  fill(v, el('p', { class: 'muted' }, 'From the samples serve writes to {' + state.config.namespace + '}:history every 10 s (they survive a restart).'),
     el('h2', {}, 'Lag (entries)'), chart(lag), legend(lag),
     el('h2', {}, 'Lag (time)'), chart(tlag, 'ms'), legend(tlag),
     el('h2', {}, 'Length'), chart(len), legend(len));
@@ -374,7 +378,7 @@ async function viewSchedules(v) {
     el('td', {}, x.paused
       ? actionButton('Resume', 'Resume schedule ' + x.name + '?', 'Its next tick is computed from now.', 'schedule-resume', { name: x.name }, 'resume')
       : actionButton('Pause', 'Pause schedule ' + x.name + '?', null, 'schedule-pause', { name: x.name }))));
-  v.replaceChildren(el('h1', {}, 'Schedules'), d.schedules.length
+  fill(v, el('h1', {}, 'Schedules'), d.schedules.length
     ? el('div', { class: 'scroll' }, el('table', { id: 'schedules' }, el('thead', {}, el('tr', {}, el('th', {}, 'name'), el('th', {}, 'when'), el('th', {}, 'target'), el('th', {}, 'next due'), el('th', {}, 'last fired'), el('th', { class: 'num' }, 'lateness'), el('th', {}, ''))), el('tbody', {}, rows)))
     : el('p', {}, 'No schedules in namespace ' + state.config.namespace + '.'));
 }
@@ -396,10 +400,12 @@ async function render() {
     const view = views[r.path] || viewOverview;
     const tmp = el('div');
     await view(tmp, r.params);
-    if (mine === rendering) v.replaceChildren(...tmp.childNodes);
+    if (mine === rendering) fill(v, ...tmp.childNodes);
   } catch (e) {
-    if (mine === rendering) v.replaceChildren(el('p', { class: 'h-bad', id: 'error' }, e.message));
+    if (mine === rendering) fill(v, el('p', { class: 'h-bad', id: 'error' }, e.message));
   }
+  // Which route is on screen (tests and tools wait for it).
+  if (mine === rendering) document.body.dataset.shown = location.hash || '#/';
 }
 
 function connect() {
@@ -432,7 +438,7 @@ async function start() {
   document.getElementById('footer').textContent = 'streamkeeper ' + state.config.version;
   await loadHistory();
   setInterval(async () => { await loadHistory(); if ((state.route || route()).path === '' && state.overview) render(); }, 10000);
-  window.addEventListener('hashchange', render);
+  window.addEventListener('hashchange', () => { document.getElementById('notice').hidden = true; render(); });
   await render();
   connect();
   document.body.dataset.ready = '1';

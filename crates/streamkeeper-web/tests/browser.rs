@@ -137,7 +137,7 @@ async fn seed(server: &RedisServer, redis: &Connector) {
     let now = streamkeeper::retry::now_ms();
     for i in 0..60u64 {
         let t = now - (60 - i) * 10_000;
-        let billing = 4 + (i * 7 % 13);
+        let billing = (12.0 + 8.0 * (i as f64 / 7.0).sin()).round() as u64;
         let shipping = 20 + i / 2;
         let d = json!({
             "orders": { "len": 41, "added": 41 + i, "dlq": 2, "g": { "billing": [billing, billing * 900, 30], "shipping": [shipping, shipping * 1500, 8] } },
@@ -299,6 +299,50 @@ fn dashboard_works_in_a_real_browser() {
         Duration::from_secs(5),
     )
     .expect("two schedules");
+
+    // Every view renders (a picture of each lands in target/ for review),
+    // also dark and at phone width.
+    b.open(&format!("{rw}/#/stream?s=orders")).expect("stream");
+    let id = b
+        .eval("document.querySelector('#entries tr[data-id]').dataset.id")
+        .expect("an entry id");
+    let id = id.as_str().expect("id").to_string();
+    let views = [
+        ("stream", "#/stream?s=orders".to_string()),
+        ("entry", format!("#/entry?s=orders&id={id}&as=json")),
+        ("groups", "#/stream?s=orders&tab=groups".into()),
+        ("dlq", "#/stream?s=orders&tab=dlq".into()),
+        ("janitor", "#/stream?s=orders&tab=janitor".into()),
+        ("charts", "#/stream?s=orders&tab=charts".into()),
+        ("schedules", "#/schedules".into()),
+    ];
+    for (name, route) in views {
+        b.open(&format!("{rw}/{route}")).expect(name);
+        assert_eq!(b.eval("!!document.getElementById('error')").expect("eval"), json!(false), "{name} failed to render");
+        assert_eq!(
+            b.eval("document.getElementById('view').innerText.split('\\n').some((l) => ['null', 'undefined', 'NaN'].includes(l.trim()))").expect("eval"),
+            json!(false),
+            "{name} shows a stray null/undefined"
+        );
+        let png = b.screenshot().expect("screenshot");
+        std::fs::write(root.join(format!("target/dashboard-{name}.png")), png).expect("write");
+    }
+    b.call("Emulation.setEmulatedMedia", json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }))
+        .expect("dark");
+    b.open(&format!("{rw}/#/")).expect("dark overview");
+    let dark = b.eval("getComputedStyle(document.body).backgroundColor").expect("bg");
+    assert_eq!(dark, json!("rgb(23, 25, 35)"), "dark mode follows prefers-color-scheme");
+    std::fs::write(root.join("target/dashboard-dark.png"), b.screenshot().expect("png")).expect("write");
+    b.call("Emulation.setDeviceMetricsOverride", json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }))
+        .expect("phone");
+    b.open(&format!("{rw}/#/")).expect("phone overview");
+    let overflow = b.eval("document.documentElement.scrollWidth <= window.innerWidth + 1").expect("eval");
+    assert_eq!(overflow, json!(true), "the page fits a phone-width window (tables scroll inside)");
+    std::fs::write(root.join("target/dashboard-phone.png"), b.screenshot().expect("png")).expect("write");
+    b.call("Emulation.setEmulatedMedia", json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }))
+        .expect("light");
+    b.call("Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }))
+        .expect("desktop");
 
     let csp: serde_json::Value = b.eval("window.__csp").expect("csp");
     assert_eq!(csp, json!([]), "CSP violations");

@@ -213,7 +213,7 @@ impl Browser {
     pub fn open(&mut self, url: &str) -> Result<(), String> {
         self.call("Page.navigate", json!({ "url": url }))?;
         self.wait_for(
-            "document.readyState === 'complete' && document.body && document.body.dataset.ready === '1'",
+            "document.readyState === 'complete' && !!document.body && document.body.dataset.ready === '1' && document.body.dataset.shown === (location.hash || '#/')",
             Duration::from_secs(10),
         )
         .map(|_| ())
