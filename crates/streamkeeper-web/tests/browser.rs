@@ -318,7 +318,11 @@ fn dashboard_works_in_a_real_browser() {
     ];
     for (name, route) in views {
         b.open(&format!("{rw}/{route}")).expect(name);
-        assert_eq!(b.eval("!!document.getElementById('error')").expect("eval"), json!(false), "{name} failed to render");
+        assert_eq!(
+            b.eval("!!document.getElementById('error')").expect("eval"),
+            json!(false),
+            "{name} failed to render"
+        );
         assert_eq!(
             b.eval("document.getElementById('view').innerText.split('\\n').some((l) => ['null', 'undefined', 'NaN'].includes(l.trim()))").expect("eval"),
             json!(false),
@@ -327,22 +331,54 @@ fn dashboard_works_in_a_real_browser() {
         let png = b.screenshot().expect("screenshot");
         std::fs::write(root.join(format!("target/dashboard-{name}.png")), png).expect("write");
     }
-    b.call("Emulation.setEmulatedMedia", json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }))
-        .expect("dark");
+    b.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+    )
+    .expect("dark");
     b.open(&format!("{rw}/#/")).expect("dark overview");
-    let dark = b.eval("getComputedStyle(document.body).backgroundColor").expect("bg");
-    assert_eq!(dark, json!("rgb(23, 25, 35)"), "dark mode follows prefers-color-scheme");
-    std::fs::write(root.join("target/dashboard-dark.png"), b.screenshot().expect("png")).expect("write");
-    b.call("Emulation.setDeviceMetricsOverride", json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }))
-        .expect("phone");
+    let dark = b
+        .eval("getComputedStyle(document.body).backgroundColor")
+        .expect("bg");
+    assert_eq!(
+        dark,
+        json!("rgb(23, 25, 35)"),
+        "dark mode follows prefers-color-scheme"
+    );
+    std::fs::write(
+        root.join("target/dashboard-dark.png"),
+        b.screenshot().expect("png"),
+    )
+    .expect("write");
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    )
+    .expect("phone");
     b.open(&format!("{rw}/#/")).expect("phone overview");
-    let overflow = b.eval("document.documentElement.scrollWidth <= window.innerWidth + 1").expect("eval");
-    assert_eq!(overflow, json!(true), "the page fits a phone-width window (tables scroll inside)");
-    std::fs::write(root.join("target/dashboard-phone.png"), b.screenshot().expect("png")).expect("write");
-    b.call("Emulation.setEmulatedMedia", json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }))
-        .expect("light");
-    b.call("Emulation.setDeviceMetricsOverride", json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }))
-        .expect("desktop");
+    let overflow = b
+        .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .expect("eval");
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page fits a phone-width window (tables scroll inside)"
+    );
+    std::fs::write(
+        root.join("target/dashboard-phone.png"),
+        b.screenshot().expect("png"),
+    )
+    .expect("write");
+    b.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }),
+    )
+    .expect("light");
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
+    )
+    .expect("desktop");
 
     let csp: serde_json::Value = b.eval("window.__csp").expect("csp");
     assert_eq!(csp, json!([]), "CSP violations");

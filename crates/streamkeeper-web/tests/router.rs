@@ -332,7 +332,7 @@ async fn a_token_is_required_for_every_request() {
     );
     assert!(
         !cookie.contains("s3cret"),
-        "the cookie does not carry the token in clear"
+        "the cookie holds the token hex-encoded (cookie safe)"
     );
     let pair = cookie.split(';').next().expect("pair").to_string();
     let with_cookie = Request::builder()
@@ -870,4 +870,56 @@ async fn overview_of_1000_streams_with_2_groups_is_fast() {
     eprintln!("overview of 1000 streams x 2 groups: {best:?} (best of 3)");
     let limit = if cfg!(debug_assertions) { 1_500 } else { 300 };
     assert!(best < Duration::from_millis(limit), "{best:?}");
+}
+
+#[tokio::test]
+async fn a_user_without_memory_client_or_config_sees_n_a_not_errors() {
+    let port = streamkeeper_testkit::free_port().expect("port");
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tcp_port: Some(port),
+        ..Default::default()
+    })
+    .expect("redis-server");
+    server
+        .cli(&["XADD", "orders", "*", "k", "v"])
+        .expect("xadd");
+    server
+        .cli(&["XGROUP", "CREATE", "orders", "g", "0"])
+        .expect("group");
+    let acl = server
+        .cli(&[
+            "ACL", "SETUSER", "limited", "on", ">pw", "~*", "&*", "+@all", "-memory", "-client",
+            "-config",
+        ])
+        .expect("acl");
+    assert_eq!(acl.trim(), "OK");
+    let redis = Connector::connect(&format!("redis://limited:pw@127.0.0.1:{port}"))
+        .await
+        .expect("connect as limited");
+    let app = app(AppState::new(redis, Config::default()));
+    let o = get_json(&app, "/api/overview").await;
+    assert_eq!(o["streams"][0]["name"], "orders");
+    assert_eq!(o["streams"][0]["error"], Value::Null);
+    assert_eq!(
+        o["streams"][0]["memory_bytes"],
+        Value::Null,
+        "memory is n/a"
+    );
+    assert_eq!(o["streams"][0]["groups"][0]["outstanding"], 1);
+    for path in [
+        "/metrics",
+        "/api/groups?stream=orders",
+        "/api/stream?stream=orders",
+        "/api/janitor?stream=orders",
+        "/api/schedules",
+        "/healthz",
+    ] {
+        let (status, body) = get(&app, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, config) = get(&app, "/api/config").await;
+    assert!(
+        !config.contains(":pw@"),
+        "the password is never shown: {config}"
+    );
 }
