@@ -182,6 +182,15 @@ function rates(stream) {
   if (!sa || !sb || sa.added === null || sb.added === null || sa.added === undefined) return null;
   return Math.max(0, (sb.added - sa.added) / ((b.t - a.t) / 1000));
 }
+// Entries per second a group read, from the last two samples.
+function groupRate(stream, group) {
+  const samples = (state.history && state.history.samples) || [];
+  if (samples.length < 2) return null;
+  const a = samples[samples.length - 2], b = samples[samples.length - 1];
+  const ga = a.s[stream] && a.s[stream].g[group], gb = b.s[stream] && b.s[stream].g[group];
+  if (!ga || !gb || ga[2] === null || gb[2] === null || ga[2] === undefined) return null;
+  return Math.max(0, (gb[2] - ga[2]) / ((b.t - a.t) / 1000));
+}
 async function loadHistory() {
   try { state.history = await api('/api/history?count=60'); } catch (_) { /* history is optional */ }
 }
@@ -194,12 +203,12 @@ function overviewTable(o) {
     el('th', {}, 'stream'), el('th', { class: 'num' }, 'length'), el('th', { class: 'num hide-narrow' }, 'memory'),
     el('th', { class: 'num hide-narrow' }, 'in/s'), el('th', { class: 'num' }, 'dead letters'), el('th', {}, 'group'),
     el('th', { class: 'num' }, 'pending'), el('th', { class: 'num' }, 'undelivered'), el('th', { class: 'num' }, 'lag'),
-    el('th', { class: 'num' }, 'lag (time)'), el('th', { class: 'hide-narrow' }, 'trend'), el('th', { class: 'num hide-narrow' }, 'consumers'));
+    el('th', { class: 'num' }, 'lag (time)'), el('th', { class: 'num hide-narrow' }, 'out/s'), el('th', { class: 'hide-narrow' }, 'trend'), el('th', { class: 'num hide-narrow' }, 'consumers'));
   const body = el('tbody');
   for (const st of o.streams) {
     const name = el('td', { class: 'name', rowspan: Math.max(1, st.groups.length) }, link(st.name, 'stream', { s: st.name }));
     if (st.error) {
-      body.append(el('tr', { class: 'first', 'data-stream': st.name }, name, el('td', { class: 'err', colspan: 11 }, st.error)));
+      body.append(el('tr', { class: 'first', 'data-stream': st.name }, name, el('td', { class: 'err', colspan: 12 }, st.error)));
       continue;
     }
     const r = rates(st.name);
@@ -209,7 +218,7 @@ function overviewTable(o) {
       el('td', { class: 'num' + (st.dead_letters ? ' h-bad' : '') }, st.dead_letters ? link(String(st.dead_letters), 'stream', { s: st.name, tab: 'dlq' }) : '0')];
     streamCells.slice(1).forEach((c) => c.setAttribute('rowspan', Math.max(1, st.groups.length)));
     if (!st.groups.length) {
-      body.append(el('tr', { class: 'first', 'data-stream': st.name }, streamCells, el('td', { class: 'muted', colspan: 7 }, '(no group)')));
+      body.append(el('tr', { class: 'first', 'data-stream': st.name }, streamCells, el('td', { class: 'muted', colspan: 8 }, '(no group)')));
       continue;
     }
     st.groups.forEach((g, i) => {
@@ -218,6 +227,7 @@ function overviewTable(o) {
         num(g.pending), num(g.undelivered),
         el('td', { class: 'num ' + healthClass(g.health) }, g.outstanding.toLocaleString('en')),
         el('td', { class: 'num ' + healthClass(g.health) }, ms(g.time_lag_ms)),
+        el('td', { class: 'num hide-narrow' }, (() => { const r = groupRate(st.name, g.name); return r === null ? '—' : r.toFixed(1); })()),
         el('td', { class: 'hide-narrow' }, sparkline(groupSeries(st.name, g.name, 0).map((p) => p[1]))),
         el('td', { class: 'num hide-narrow' }, String(g.consumers), g.dead_consumers ? el('span', { class: 'dead' }, ' (' + g.dead_consumers + ' dead)') : null),
       ];
@@ -372,7 +382,7 @@ async function viewSchedules(v) {
   const d = await api('/api/schedules');
   const now = Date.now();
   const rows = d.schedules.map((x) => el('tr', { 'data-schedule': x.name },
-    td(x.name, 'name'), td(x.spec), td(x.target, 'name'),
+    td(x.name, 'name'), td(x.every_ms !== null ? 'every ' + ms(x.every_ms) : 'cron ' + x.cron), td(x.target, 'name'),
     td(x.paused ? el('span', { class: 'pill h-warn' }, 'paused') : (x.next_due_ms ? when(x.next_due_ms) + ' (in ' + ms(Math.max(0, x.next_due_ms - now)) + ')' : '—')),
     td(x.last_fired_ms ? when(x.last_fired_ms) : 'never'), td(x.lateness_ms === null ? '—' : ms(x.lateness_ms), 'num'),
     el('td', {}, x.paused

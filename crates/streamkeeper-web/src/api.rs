@@ -375,13 +375,16 @@ pub(crate) async fn schedules(State(s): State<AppState>) -> Result<Json<Value>, 
     let rows: Vec<Value> = list
         .iter()
         .map(|st| {
-            let spec = match &st.schedule.spec {
-                streamkeeper::scheduler::Spec::EveryMs(ms) => format!("every {ms} ms"),
-                streamkeeper::scheduler::Spec::Cron { expr, tz } => format!("cron {expr} ({tz})"),
+            let (every_ms, cron) = match &st.schedule.spec {
+                streamkeeper::scheduler::Spec::EveryMs(ms) => (Some(*ms), None),
+                streamkeeper::scheduler::Spec::Cron { expr, tz } => {
+                    (None, Some(format!("{expr} ({tz})")))
+                }
             };
             json!({
                 "name": st.schedule.name,
-                "spec": spec,
+                "every_ms": every_ms,
+                "cron": cron,
                 "target": st.schedule.target,
                 "paused": st.schedule.paused,
                 "next_due_ms": st.next_due_ms,

@@ -219,9 +219,31 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .any(|c| same_secret(c.as_bytes(), want.as_bytes()))
 }
 
-/// Token first (401), then read-only (403), then CSRF (403).
+/// Whether a `Host` header names this machine by IP or `localhost`. Without
+/// a token, any other name is refused: a page of another site that rebinds
+/// its DNS name to 127.0.0.1 must not read or drive the dashboard.
+fn local_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // No Host at all: not a browser (HTTP/1.1 browsers always send it).
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Host (421) and token (401) first, then read-only (403), then CSRF (403).
 async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    if s.config().token.is_none() && !local_host(req.headers()) {
+        return ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            "open the dashboard by IP address or localhost, or start serve with --token to use a host name".into(),
+        )
+        .into_response();
+    }
     if let Some(token) = &s.config().token {
         let public = path == "/login" || path.starts_with("/assets/");
         if !public && !authorized(req.headers(), token) {

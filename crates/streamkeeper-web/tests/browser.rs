@@ -140,7 +140,7 @@ async fn seed(server: &RedisServer, redis: &Connector) {
         let billing = (12.0 + 8.0 * (i as f64 / 7.0).sin()).round() as u64;
         let shipping = 20 + i / 2;
         let d = json!({
-            "orders": { "len": 41, "added": 41 + i, "dlq": 2, "g": { "billing": [billing, billing * 900, 30], "shipping": [shipping, shipping * 1500, 8] } },
+            "orders": { "len": 41, "added": 41 + 4 * i, "dlq": 2, "g": { "billing": [billing, billing * 900, 30 + 3 * i], "shipping": [shipping, shipping * 1500, 8 + i] } },
             "payments": { "len": 12, "added": 12, "dlq": 0, "g": { "ledger": [0, 0, 12] } },
         });
         cli(&[
@@ -163,14 +163,21 @@ fn dashboard_works_in_a_real_browser() {
         return;
     };
     let started = std::time::Instant::now();
-    let server = RedisServer::start().expect("redis-server");
+    let mut server = RedisServer::start().expect("redis-server");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
+    // As `serve` connects: reconnecting forever, so the page recovers.
     let redis = rt
-        .block_on(Connector::connect(&server.url()))
+        .block_on(Connector::connect_with(
+            &server.url(),
+            streamkeeper::ConnectorOptions {
+                reconnect_timeout: None,
+                ..Default::default()
+            },
+        ))
         .expect("connect");
     rt.block_on(seed(&server, &redis));
     let rw = serve(
@@ -400,6 +407,24 @@ fn dashboard_works_in_a_real_browser() {
         .expect("post");
     assert_eq!(status, json!(403));
     assert_eq!(dlq_len(), "1", "a refused purge purged nothing");
+
+    // Redis goes away: a banner; it comes back: the banner goes by itself.
+    b.open(&format!("{ro}/#/")).expect("overview");
+    server.kill();
+    let shown = b
+        .wait_for(
+            "!document.getElementById('banner').hidden",
+            Duration::from_secs(6),
+        )
+        .expect("a banner while Redis is unreachable");
+    server.restart().expect("restart");
+    let gone = b
+        .wait_for(
+            "document.getElementById('banner').hidden",
+            Duration::from_secs(8),
+        )
+        .expect("the banner goes away by itself");
+    eprintln!("banner after {shown:?}, gone {gone:?} after the restart");
     drop(b);
     eprintln!("browser test took {:?}", started.elapsed());
 }
