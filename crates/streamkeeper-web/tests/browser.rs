@@ -3,7 +3,7 @@
 //! violation, entry values stay text, a live update shows within 2 s of an
 //! XADD, a DLQ replay clicked through the page changes Redis, a read-only
 //! server shows no action buttons and answers the page's POST with 403.
-//! It writes a screenshot to `target/dashboard.png`, and to
+//! It writes screenshots to `target/tmp/` (`CARGO_TARGET_TMPDIR`), and to
 //! `docs/dashboard.png` with `STREAMKEEPER_UPDATE_SCREENSHOT=1`
 //! (`make screenshot`).
 //!
@@ -251,7 +251,8 @@ fn dashboard_works_in_a_real_browser() {
 
     let png = b.screenshot().expect("screenshot");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::write(root.join("target/dashboard.png"), &png).expect("write target/dashboard.png");
+    let pictures = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::write(pictures.join("dashboard.png"), &png).expect("write dashboard.png");
     if std::env::var_os("STREAMKEEPER_UPDATE_SCREENSHOT").is_some() {
         std::fs::write(root.join("docs/dashboard.png"), &png).expect("write docs/dashboard.png");
     }
@@ -307,7 +308,7 @@ fn dashboard_works_in_a_real_browser() {
     )
     .expect("two schedules");
 
-    // Every view renders (a picture of each lands in target/ for review),
+    // Every view renders (a picture of each lands in target/tmp/ for review),
     // also dark and at phone width.
     b.open(&format!("{rw}/#/stream?s=orders")).expect("stream");
     let id = b
@@ -336,7 +337,7 @@ fn dashboard_works_in_a_real_browser() {
             "{name} shows a stray null/undefined"
         );
         let png = b.screenshot().expect("screenshot");
-        std::fs::write(root.join(format!("target/dashboard-{name}.png")), png).expect("write");
+        std::fs::write(pictures.join(format!("dashboard-{name}.png")), png).expect("write");
     }
     b.call(
         "Emulation.setEmulatedMedia",
@@ -353,7 +354,7 @@ fn dashboard_works_in_a_real_browser() {
         "dark mode follows prefers-color-scheme"
     );
     std::fs::write(
-        root.join("target/dashboard-dark.png"),
+        pictures.join("dashboard-dark.png"),
         b.screenshot().expect("png"),
     )
     .expect("write");
@@ -372,7 +373,7 @@ fn dashboard_works_in_a_real_browser() {
         "the page fits a phone-width window (tables scroll inside)"
     );
     std::fs::write(
-        root.join("target/dashboard-phone.png"),
+        pictures.join("dashboard-phone.png"),
         b.screenshot().expect("png"),
     )
     .expect("write");
