@@ -197,6 +197,16 @@ async fn odd_names_and_missing_streams_make_rows_not_errors() {
         .collect();
     assert!(names.contains(&"odd\\xffkey"), "{names:?}");
     assert!(names.contains(&"orders"), "{names:?}");
+    // The odd group is shown escaped, next to nothing broken.
+    let orders = o["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .find(|s| s["name"] == "orders")
+        .expect("orders");
+    assert_eq!(orders["error"], Value::Null, "{orders}");
+    assert_eq!(orders["groups"][0]["name"], "grp\\xfe", "{orders}");
+    assert_eq!(orders["groups"][0]["undelivered"], 1, "{orders}");
 
     let (server, _, _, app) = setup(Config {
         streams: vec!["orders".into(), "missing".into()],

@@ -118,6 +118,22 @@ fn pairs(v: Value) -> Vec<(String, Value)> {
     }
 }
 
+/// The bytes of a name in a reply.
+fn raw(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).into_bytes(),
+    }
+}
+
+/// A name for people: as is when UTF-8, else with odd bytes as `\xNN`.
+fn shown(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(s) => s.to_string(),
+        Err(_) => name.escape_ascii().to_string(),
+    }
+}
+
 fn entry_id(v: &Value) -> Option<StreamId> {
     match v {
         Value::Array(parts) => parts.first().and_then(|id| text(id).parse().ok()),
@@ -184,14 +200,16 @@ pub async fn stream_stat(
         _ => Vec::new(),
     };
     for g in groups {
-        let mut name = String::new();
+        // The raw name addresses the group; the shown one has odd bytes
+        // escaped (a group name need not be UTF-8).
+        let mut name: Vec<u8> = Vec::new();
         let mut pending = 0;
         let mut last_delivered = StreamId::MIN;
         let mut lag: Option<u64> = None;
         let mut entries_read: Option<u64> = None;
         for (k, v) in pairs(g) {
             match k.as_str() {
-                "name" => name = text(&v),
+                "name" => name = raw(&v),
                 "pending" => pending = int(&v).unwrap_or(0),
                 "last-delivered-id" => last_delivered = text(&v).parse().unwrap_or(StreamId::MIN),
                 "lag" => lag = int(&v),
@@ -230,7 +248,7 @@ pub async fn stream_stat(
 async fn group_stat(
     connector: &Connector,
     stream: &StreamKey,
-    name: &str,
+    name: &[u8],
     pending: u64,
     last_delivered: StreamId,
     lag: Option<u64>,
@@ -255,7 +273,7 @@ async fn group_stat(
         .arg(1)
         .query_async(&mut conn)
         .await
-        .map_err(|e| Error::redis(format!("inspecting group {name} of {stream}"), e))?;
+        .map_err(|e| Error::redis(format!("inspecting group {} of {stream}", shown(name)), e))?;
     let oldest_pending = match &summary {
         Value::Array(s) if int(&s[0]).unwrap_or(0) > 0 => {
             s.get(1).and_then(|v| text(v).parse::<StreamId>().ok())
@@ -297,7 +315,7 @@ async fn group_stat(
                 };
                 for (k, v) in pairs(c) {
                     match k.as_str() {
-                        "name" => stat.name = text(&v),
+                        "name" => stat.name = shown(&raw(&v)),
                         "pending" => stat.pending = int(&v).unwrap_or(0),
                         "idle" => stat.idle_ms = int(&v).unwrap_or(0),
                         _ => {}
@@ -310,7 +328,7 @@ async fn group_stat(
         _ => Vec::new(),
     };
     Ok(GroupStat {
-        group: name.to_string(),
+        group: shown(name),
         pending,
         undelivered,
         outstanding: pending + undelivered,
