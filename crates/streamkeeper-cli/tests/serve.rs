@@ -84,6 +84,13 @@ fn serve_with_a_token_requires_it_and_ends_on_a_signal() {
         "a missing stream is a row, not a 502"
     );
     assert_eq!(status(port, "/metrics", Some("t0ken")), 200);
+    assert!(
+        eventually(Duration::from_secs(5), || cli(
+            &server,
+            &["XLEN", "{streamkeeper}:history"]
+        ) == "1"),
+        "serve writes its first history sample at start"
+    );
     let pid = child.id() as i32;
     std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])

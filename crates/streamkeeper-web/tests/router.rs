@@ -982,3 +982,35 @@ async fn without_a_token_only_ip_or_localhost_hosts_are_served() {
         "with a token, names are fine"
     );
 }
+
+/// Calls of `command` so far, from `INFO commandstats`.
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info = server.cli(&["INFO", "commandstats"]).expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn refreshes_never_use_keys_and_sample_memory_once_a_minute() {
+    let (server, _, _, app) = setup(Config::default()).await;
+    for s in ["a", "b", "c"] {
+        server.cli(&["XADD", s, "*", "k", "v"]).expect("xadd");
+    }
+    let memory_before = calls(&server, "memory|usage");
+    for _ in 0..5 {
+        assert_eq!(get(&app, "/api/overview").await.0, StatusCode::OK);
+        assert_eq!(get(&app, "/metrics").await.0, StatusCode::OK);
+        // Past the 750 ms the overview is shared.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(calls(&server, "keys"), 0, "KEYS is never used");
+    assert!(calls(&server, "scan") >= 5, "streams are found with SCAN");
+    assert_eq!(
+        calls(&server, "memory|usage") - memory_before,
+        3,
+        "one memory sample per stream in this minute"
+    );
+}
