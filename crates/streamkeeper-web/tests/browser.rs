@@ -2,7 +2,9 @@
 //! over the DevTools pipe): the page loads with no console error and no CSP
 //! violation, entry values stay text, a live update shows within 2 s of an
 //! XADD, a DLQ replay clicked through the page changes Redis, a read-only
-//! server shows no action buttons and answers the page's POST with 403.
+//! server shows no action buttons and answers the page's POST with 403; a
+//! token-protected one refuses requests until the login form is used; a
+//! banner shows while Redis is down and goes away by itself.
 //! It writes screenshots to `target/tmp/` (`CARGO_TARGET_TMPDIR`), and to
 //! `docs/dashboard.png` with `STREAMKEEPER_UPDATE_SCREENSHOT=1`
 //! (`make screenshot`).
@@ -408,6 +410,35 @@ fn dashboard_works_in_a_real_browser() {
         .expect("post");
     assert_eq!(status, json!(403));
     assert_eq!(dlq_len(), "1", "a refused purge purged nothing");
+
+    // With a token: the page sends people to the login form, requests
+    // without the token are refused, and the form's cookie lets them in.
+    let guarded = serve(
+        &rt,
+        &redis,
+        Config {
+            token: Some("s3cret".into()),
+            ..Default::default()
+        },
+    );
+    b.call("Page.navigate", json!({ "url": format!("{guarded}/") }))
+        .expect("navigate");
+    b.wait_for(
+        "location.pathname === '/login' && !!document.querySelector('input[name=token]')",
+        Duration::from_secs(5),
+    )
+    .expect("the login form");
+    let refused = b
+        .eval("fetch('/api/overview').then((r) => r.status)")
+        .expect("fetch");
+    assert_eq!(refused, json!(401));
+    b.eval("document.querySelector('input[name=token]').value = 's3cret'; document.querySelector('form.login').submit(); true")
+        .expect("log in");
+    b.wait_for(
+        "location.pathname === '/' && document.body.dataset.ready === '1' && !!document.querySelector('#overview')",
+        Duration::from_secs(5),
+    )
+    .expect("logged in, the overview shows");
 
     // Redis goes away: a banner; it comes back: the banner goes by itself.
     b.open(&format!("{ro}/#/")).expect("overview");

@@ -383,6 +383,13 @@ async fn every_response_carries_a_strict_csp_and_values_stay_text() {
     assert!(!body.contains("style="), "no inline style in the page");
     let js = get(&app, "/assets/app.js").await.1;
     assert!(!js.contains("innerHTML"), "the script never parses HTML");
+    let api = Request::builder()
+        .uri("/api/overview")
+        .body(Body::empty())
+        .expect("req");
+    let (_, headers, _) = send(&app, api).await;
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(headers.contains_key("content-security-policy"));
     let page = get_json(&app, "/api/stream?stream=s").await;
     assert_eq!(
         page["entries"][0]["fields"][0],
