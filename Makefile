@@ -1,19 +1,20 @@
 # The two front-door commands (README.md): `make demo` and `make test`.
 # Both install what a fresh Debian/Ubuntu machine lacks (redis-server,
-# redis-tools, redis-sentinel) and need only Rust (cargo) besides.
+# redis-tools, redis-sentinel, and chromium for the dashboard's browser
+# test) and need only Rust (cargo) besides.
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: demo test deps bench check
+.PHONY: demo test deps bench check screenshot
 
 deps:
-	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null || ! command -v openssl >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null || ! command -v openssl >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then \
 		if command -v apt-get >/dev/null; then \
-			echo "installing redis-server redis-tools redis-sentinel openssl with apt-get"; \
-			$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel openssl >/dev/null; \
+			echo "installing redis-server redis-tools redis-sentinel openssl chromium with apt-get"; \
+			$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools redis-sentinel openssl chromium >/dev/null; \
 		else \
-			echo "redis-server is missing: install redis-server, redis-tools and redis-sentinel with your package manager"; exit 2; \
+			echo "redis-server or chromium is missing: install redis-server, redis-tools, redis-sentinel and chromium with your package manager"; exit 2; \
 		fi; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is missing: install Rust from https://rustup.rs"; exit 2; }
@@ -36,3 +37,7 @@ test: deps check
 
 bench: deps
 	$(CARGO) run --release --quiet -p streamkeeper-cli -- bench all --baseline
+
+# Regenerates docs/dashboard.png (the README's screenshot) from the browser test.
+screenshot: deps
+	STREAMKEEPER_UPDATE_SCREENSHOT=1 $(CARGO) test -p streamkeeper-web --test browser -- --nocapture

@@ -456,6 +456,19 @@ pub struct ServeArgs {
     /// Streams to show (default: all).
     #[arg(long, num_args = 1..)]
     pub streams: Vec<String>,
+    /// Allow actions (DLQ replay/purge, janitor, pause/resume, group reset,
+    /// consumer removal); read-only without it.
+    #[arg(long)]
+    pub allow_actions: bool,
+    /// Every request must carry this token (required beyond loopback).
+    #[arg(long, env = "STREAMKEEPER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Show a group red when it has more outstanding entries than this.
+    #[arg(long, value_name = "N")]
+    pub max_lag: Option<u64>,
+    /// Show a group red when its oldest outstanding entry is older than this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time_lag: Option<Duration>,
 }
 
 /// What `bench` measures.

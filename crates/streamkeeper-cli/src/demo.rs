@@ -307,6 +307,16 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
             started.elapsed().as_secs_f64()
         );
     }
+    if _server.is_some() {
+        eprintln!(
+            "dashboard: the private server stops now; run `streamkeeper demo --redis URL` against your own server, then `streamkeeper --redis URL serve` and open http://127.0.0.1:9187/"
+        );
+    } else {
+        eprintln!(
+            "dashboard: `streamkeeper --redis {} serve`, then open http://127.0.0.1:9187/",
+            streamkeeper::conn::redact(&url)
+        );
+    }
     Ok(if lost_total == 0 {
         Exit::Ok
     } else {

@@ -202,6 +202,7 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
     let options = InspectOptions {
         exact_memory: args.exact_memory,
         dead_after: args.dead_after,
+        ..Default::default()
     };
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());

@@ -30,6 +30,10 @@ pub struct InspectOptions {
     /// A consumer idle longer than this while holding pending entries is
     /// flagged dead.
     pub dead_after: Duration,
+    /// Ask `MEMORY USAGE` at all. Off, `memory_bytes` is 0: a dashboard
+    /// refreshing every second samples memory on its own, less often (and
+    /// copes with a user who may not run `MEMORY`).
+    pub memory: bool,
 }
 
 impl Default for InspectOptions {
@@ -37,6 +41,7 @@ impl Default for InspectOptions {
         InspectOptions {
             exact_memory: false,
             dead_after: Duration::from_secs(300),
+            memory: true,
         }
     }
 }
@@ -113,6 +118,22 @@ fn pairs(v: Value) -> Vec<(String, Value)> {
     }
 }
 
+/// The bytes of a name in a reply.
+fn raw(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).into_bytes(),
+    }
+}
+
+/// A name for people: as is when UTF-8, else with odd bytes as `\xNN`.
+fn shown(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(s) => s.to_string(),
+        Err(_) => name.escape_ascii().to_string(),
+    }
+}
+
 fn entry_id(v: &Value) -> Option<StreamId> {
     match v {
         Value::Array(parts) => parts.first().and_then(|id| text(id).parse().ok()),
@@ -132,16 +153,20 @@ pub async fn stream_stat(
     if options.exact_memory {
         memory.arg("SAMPLES").arg(0);
     }
-    let r: redis::RedisResult<(Value, Value, Option<u64>)> = redis::pipe()
-        .cmd("XINFO")
+    let mut pipe = redis::pipe();
+    pipe.cmd("XINFO")
         .arg("STREAM")
         .arg(stream)
         .cmd("XINFO")
         .arg("GROUPS")
-        .arg(stream)
-        .add_command(memory)
-        .query_async(&mut conn)
-        .await;
+        .arg(stream);
+    if options.memory {
+        pipe.add_command(memory);
+    } else {
+        // Keeps the reply a triple: PING answers "PONG", not a number.
+        pipe.cmd("PING");
+    }
+    let r: redis::RedisResult<(Value, Value, Value)> = pipe.query_async(&mut conn).await;
     let (info, groups, memory) = match r {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => {
@@ -163,7 +188,11 @@ pub async fn stream_stat(
             _ => {}
         }
     }
-    let memory_bytes = memory.unwrap_or(0);
+    let memory_bytes = if options.memory {
+        int(&memory).unwrap_or(0)
+    } else {
+        0
+    };
     let now = now_ms();
     let mut group_stats = Vec::new();
     let groups = match groups {
@@ -171,14 +200,16 @@ pub async fn stream_stat(
         _ => Vec::new(),
     };
     for g in groups {
-        let mut name = String::new();
+        // The raw name addresses the group; the shown one has odd bytes
+        // escaped (a group name need not be UTF-8).
+        let mut name: Vec<u8> = Vec::new();
         let mut pending = 0;
         let mut last_delivered = StreamId::MIN;
         let mut lag: Option<u64> = None;
         let mut entries_read: Option<u64> = None;
         for (k, v) in pairs(g) {
             match k.as_str() {
-                "name" => name = text(&v),
+                "name" => name = raw(&v),
                 "pending" => pending = int(&v).unwrap_or(0),
                 "last-delivered-id" => last_delivered = text(&v).parse().unwrap_or(StreamId::MIN),
                 "lag" => lag = int(&v),
@@ -217,7 +248,7 @@ pub async fn stream_stat(
 async fn group_stat(
     connector: &Connector,
     stream: &StreamKey,
-    name: &str,
+    name: &[u8],
     pending: u64,
     last_delivered: StreamId,
     lag: Option<u64>,
@@ -242,7 +273,7 @@ async fn group_stat(
         .arg(1)
         .query_async(&mut conn)
         .await
-        .map_err(|e| Error::redis(format!("inspecting group {name} of {stream}"), e))?;
+        .map_err(|e| Error::redis(format!("inspecting group {} of {stream}", shown(name)), e))?;
     let oldest_pending = match &summary {
         Value::Array(s) if int(&s[0]).unwrap_or(0) > 0 => {
             s.get(1).and_then(|v| text(v).parse::<StreamId>().ok())
@@ -284,7 +315,7 @@ async fn group_stat(
                 };
                 for (k, v) in pairs(c) {
                     match k.as_str() {
-                        "name" => stat.name = text(&v),
+                        "name" => stat.name = shown(&raw(&v)),
                         "pending" => stat.pending = int(&v).unwrap_or(0),
                         "idle" => stat.idle_ms = int(&v).unwrap_or(0),
                         _ => {}
@@ -297,7 +328,7 @@ async fn group_stat(
         _ => Vec::new(),
     };
     Ok(GroupStat {
-        group: name.to_string(),
+        group: shown(name),
         pending,
         undelivered,
         outstanding: pending + undelivered,

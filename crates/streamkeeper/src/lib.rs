@@ -38,6 +38,7 @@
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
 //! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
+//! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: model, claim-and-emit script, instances |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
@@ -57,6 +58,7 @@ pub mod inspect;
 pub mod janitor;
 mod keys;
 mod metrics;
+pub mod pending;
 pub mod producer;
 pub mod reader;
 mod reply;

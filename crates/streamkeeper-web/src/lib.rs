@@ -1,0 +1,348 @@
+//! The streamkeeper dashboard (DESIGN.md §10): an axum [`Router`] built by
+//! [`app`] over the streamkeeper library, with every asset embedded in the
+//! binary. `streamkeeper serve` mounts it; tests drive it with `oneshot`.
+//!
+//! The page is one static HTML file and one script: the script fetches the
+//! JSON API under `/api/`, listens to `/api/events` (server-sent events) and
+//! draws tables and SVG charts with DOM calls only (`textContent`, never
+//! `innerHTML`), so every name and value reaches the screen as text.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `lib.rs` | [`Config`], [`AppState`], [`app`], the guard (token, read-only, CSRF) and security headers |
+//! | [`overview`] | the overview: every stream and group, health colours, dead letters, memory sampled |
+//! | `api` | the read-only JSON API: stream pages and filter, entry detail, groups, DLQ, janitor, schedules |
+//! | `actions` | POST actions (DLQ replay/purge, janitor, schedules, group reset, consumer removal), logged |
+//! | `live` | `/api/events`: the overview as server-sent events, and the Redis-down banner |
+//! | [`history`] | the sampler writing `{N}:history` under a lease, and reading it back for charts |
+//! | [`prometheus`] | `/metrics`: gauges from a fresh inspection, the library's counters |
+//! | `names` | raw key names (non-UTF-8 included): `SCAN`, escaping for display |
+//! | `assets` | the embedded HTML, CSS and JavaScript |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use streamkeeper::Connector;
+
+mod actions;
+mod api;
+mod assets;
+pub mod history;
+mod live;
+mod names;
+pub mod overview;
+pub mod prometheus;
+
+/// The header every action POST carries: the CSRF token of `/api/config`.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The cookie the login form sets (HttpOnly, SameSite=Strict).
+pub const TOKEN_COOKIE: &str = "sk_token";
+
+/// The Content-Security-Policy of every response: scripts, styles and
+/// connections only from this origin, no inline script or style, no frames.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// How the dashboard behaves (the `serve` flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Streams to show (empty: every stream, found with `SCAN`).
+    pub streams: Vec<String>,
+    /// Allow actions (POSTs); read-only otherwise.
+    pub allow_actions: bool,
+    /// A token every request must carry (bearer header or login cookie).
+    pub token: Option<String>,
+    /// A group with more outstanding entries than this is shown red.
+    pub max_lag: Option<u64>,
+    /// A group whose oldest outstanding entry is older is shown red.
+    pub max_time_lag: Option<Duration>,
+    /// The scheduler namespace `N` (schedules, and history in `{N}:history`).
+    pub namespace: String,
+    /// A consumer idle this long while holding entries is flagged dead.
+    pub dead_after: Duration,
+    /// Largest number of entries one filter request scans.
+    pub scan_cap: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            streams: Vec::new(),
+            allow_actions: false,
+            token: None,
+            max_lag: None,
+            max_time_lag: None,
+            namespace: "streamkeeper".into(),
+            dead_after: Duration::from_secs(300),
+            scan_cap: 10_000,
+        }
+    }
+}
+
+/// What every handler shares: the connection, the configuration, the CSRF
+/// token of this process and the caches.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    redis: Connector,
+    config: Config,
+    csrf: String,
+    overview: overview::Cache,
+    history: history::Cache,
+}
+
+impl AppState {
+    /// The state of a dashboard over `redis`.
+    pub fn new(redis: Connector, config: Config) -> Self {
+        use rand::Rng;
+        let mut bytes = [0u8; 16];
+        rand::rng().fill(&mut bytes);
+        AppState {
+            inner: Arc::new(Inner {
+                redis,
+                config,
+                csrf: hex(&bytes),
+                overview: Default::default(),
+                history: Default::default(),
+            }),
+        }
+    }
+
+    /// The connection.
+    pub fn redis(&self) -> &Connector {
+        &self.inner.redis
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The CSRF token action POSTs must send in [`CSRF_HEADER`].
+    pub fn csrf(&self) -> &str {
+        &self.inner.csrf
+    }
+}
+
+/// The web application: pages, API, events, metrics, health.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{file}", get(assets::file))
+        .route("/login", get(assets::login).post(login))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus::render))
+        .route("/api/config", get(api::config))
+        .route("/api/overview", get(api::overview))
+        .route("/api/streams", get(api::overview))
+        .route("/api/stream", get(api::stream_page))
+        .route("/api/entry", get(api::entry))
+        .route("/api/groups", get(api::groups))
+        .route("/api/dlq", get(api::dlq))
+        .route("/api/janitor", get(api::janitor))
+        .route("/api/schedules", get(api::schedules))
+        .route("/api/history", get(api::history))
+        .route("/api/events", get(live::events))
+        .route("/api/actions/{action}", post(actions::dispatch))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+/// An error of the API: a status and one line saying what to do.
+#[derive(Debug)]
+pub(crate) struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub(crate) fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<streamkeeper::Error> for ApiError {
+    fn from(e: streamkeeper::Error) -> Self {
+        let status = match &e {
+            streamkeeper::Error::InvalidInput(_) | streamkeeper::Error::InvalidId { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            streamkeeper::Error::GroupMissing { .. } => StatusCode::NOT_FOUND,
+            e if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+/// Lowercase hex of bytes.
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Compares secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|b| same_secret(b.as_bytes(), token.as_bytes())) {
+        return true;
+    }
+    let want = hex(token.as_bytes());
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
+        .any(|c| same_secret(c.as_bytes(), want.as_bytes()))
+}
+
+/// Whether a `Host` header names this machine by IP or `localhost`. Without
+/// a token, any other name is refused: a page of another site that rebinds
+/// its DNS name to 127.0.0.1 must not read or drive the dashboard.
+fn local_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        // No Host at all: not a browser (HTTP/1.1 browsers always send it).
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// Host (421) and token (401) first, then read-only (403), then CSRF (403).
+async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if s.config().token.is_none() && !local_host(req.headers()) {
+        return ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            "open the dashboard by IP address or localhost, or start serve with --token to use a host name".into(),
+        )
+        .into_response();
+    }
+    if let Some(token) = &s.config().token {
+        let public = path == "/login" || path.starts_with("/assets/");
+        if !public && !authorized(req.headers(), token) {
+            if req.method() == Method::GET && path == "/" {
+                return Redirect::to("/login").into_response();
+            }
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this dashboard needs its token: send `Authorization: Bearer TOKEN` or log in at /login".into(),
+            )
+            .into_response();
+        }
+    }
+    if req.method() == Method::POST && path.starts_with("/api/actions/") {
+        if !s.config().allow_actions {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "read-only dashboard: start `streamkeeper serve --allow-actions` to act".into(),
+            )
+            .into_response();
+        }
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !same_secret(sent, s.csrf().as_bytes()) {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "missing or wrong CSRF token: reload the page and try again".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Stream contents are not for shared caches or the back button.
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+/// The login form's POST: a right token sets the cookie and goes home.
+async fn login(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
+    let Some(token) = &s.config().token else {
+        return Redirect::to("/").into_response();
+    };
+    let sent = names::form_value(&body, "token").unwrap_or_default();
+    if !same_secret(sent.as_bytes(), token.as_bytes()) {
+        return Redirect::to("/login?failed=1").into_response();
+    }
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        hex(token.as_bytes())
+    );
+    let mut r = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// 200 `ok` when Redis answers `PING`, 503 otherwise.
+async fn healthz(State(s): State<AppState>) -> Response {
+    let mut conn = s.redis().shared();
+    let ping = tokio::time::timeout(
+        Duration::from_secs(2),
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await;
+    match ping {
+        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("redis unreachable: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis unreachable: no answer within 2 s\n",
+        )
+            .into_response(),
+    }
+}

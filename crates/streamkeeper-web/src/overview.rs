@@ -1,0 +1,358 @@
+//! The overview: every stream (or `--streams`) with its groups, lag in
+//! entries and seconds, dead letters, memory and a health colour.
+//!
+//! Each stream is inspected on its own ([`streamkeeper::inspect::stream_stat`],
+//! 32 at a time), so a missing stream, a name that is not UTF-8 or a group
+//! Redis will not describe makes that row say so while the rest works.
+//! Memory is sampled at most once a minute per stream, and shown as n/a when
+//! the user may not run `MEMORY`. One overview is shared by every caller
+//! for 750 ms, so many open pages cost Redis no more than one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde::Serialize;
+use streamkeeper::deadletter::DLQ_SUFFIX;
+use streamkeeper::inspect::{self, InspectOptions, StreamStat};
+use streamkeeper::{Connector, StreamKey};
+
+use crate::names;
+use crate::AppState;
+
+/// How long one overview is reused.
+const FRESH: Duration = Duration::from_millis(750);
+/// Streams inspected at once (pipelined on the shared connection).
+const CONCURRENCY: usize = 32;
+/// How long a memory sample is reused.
+const MEMORY_EVERY: Duration = Duration::from_secs(60);
+
+/// Health of a group against `--max-lag` / `--max-time-lag`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Within both thresholds (or none set).
+    Ok,
+    /// Past half of a threshold.
+    Warn,
+    /// Past a threshold.
+    Bad,
+}
+
+/// One group of a stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupRow {
+    /// The group's name (escaped if not UTF-8).
+    pub name: String,
+    /// Delivered, not acknowledged.
+    pub pending: u64,
+    /// Not delivered yet.
+    pub undelivered: u64,
+    /// `pending + undelivered`: lag in entries.
+    pub outstanding: u64,
+    /// Age of the oldest outstanding entry: lag in time.
+    pub time_lag_ms: u64,
+    /// Age of the oldest pending entry.
+    pub oldest_pending_ms: u64,
+    /// The last ID delivered to the group.
+    pub last_delivered: String,
+    /// Entries read by the group (Redis ≥ 7).
+    pub entries_read: Option<u64>,
+    /// Consumers in the group.
+    pub consumers: usize,
+    /// Consumers flagged dead (idle while holding entries).
+    pub dead_consumers: usize,
+    /// Colour from the thresholds.
+    pub health: Health,
+}
+
+/// One stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamRow {
+    /// The key (escaped if not UTF-8).
+    pub name: String,
+    /// Entries in it (`None` when the row could not be inspected).
+    pub length: Option<u64>,
+    /// First entry's ID.
+    pub first_id: Option<String>,
+    /// Last entry's ID.
+    pub last_id: Option<String>,
+    /// Sampled memory; `None` is n/a (not sampled yet, or `MEMORY` denied).
+    pub memory_bytes: Option<u64>,
+    /// Entries ever added (Redis ≥ 7), for rates.
+    pub entries_added: Option<u64>,
+    /// Entries in its dead-letter stream.
+    pub dead_letters: u64,
+    /// Its groups.
+    pub groups: Vec<GroupRow>,
+    /// Why this row could not be inspected, if it could not.
+    pub error: Option<String>,
+    /// The worst health of its groups.
+    pub health: Health,
+}
+
+/// The whole overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overview {
+    /// Every stream, sorted by key.
+    pub streams: Vec<StreamRow>,
+    /// When it was taken (ms since the epoch).
+    pub at_ms: u64,
+    /// How long collecting it took.
+    pub took_ms: u64,
+}
+
+/// The shared overview and memory samples.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    last: Mutex<Option<(Instant, std::sync::Arc<Overview>)>>,
+    memory: Mutex<HashMap<String, (Instant, Option<u64>)>>,
+    memory_denied: std::sync::atomic::AtomicBool,
+}
+
+/// The health of a group against the thresholds.
+pub fn health(
+    outstanding: u64,
+    time_lag_ms: u64,
+    max_lag: Option<u64>,
+    max_time_lag: Option<Duration>,
+) -> Health {
+    let max_ms = max_time_lag.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let over = |v: u64, max: Option<u64>| max.is_some_and(|m| v > m);
+    let half = |v: u64, max: Option<u64>| max.is_some_and(|m| v > m / 2);
+    if over(outstanding, max_lag) || over(time_lag_ms, max_ms) {
+        Health::Bad
+    } else if half(outstanding, max_lag) || half(time_lag_ms, max_ms) {
+        Health::Warn
+    } else {
+        Health::Ok
+    }
+}
+
+/// The overview, shared for 750 ms between callers.
+pub async fn get(state: &AppState) -> streamkeeper::Result<std::sync::Arc<Overview>> {
+    let cache = &state.inner.overview;
+    if let Ok(last) = cache.last.lock() {
+        if let Some((at, o)) = last.as_ref() {
+            if at.elapsed() < FRESH {
+                return Ok(o.clone());
+            }
+        }
+    }
+    let o = std::sync::Arc::new(collect(state).await?);
+    if let Ok(mut last) = cache.last.lock() {
+        *last = Some((Instant::now(), o.clone()));
+    }
+    Ok(o)
+}
+
+/// The raw names to show: `--streams` as given, or every stream key.
+async fn targets(state: &AppState) -> streamkeeper::Result<Vec<Vec<u8>>> {
+    let wanted = &state.config().streams;
+    if !wanted.is_empty() {
+        return Ok(wanted.iter().map(|s| s.as_bytes().to_vec()).collect());
+    }
+    Ok(names::scan_streams(state.redis())
+        .await?
+        .into_iter()
+        .filter(|k| std::str::from_utf8(k).map_or(true, |s| !names::is_derived(s)))
+        .collect())
+}
+
+/// Inspects every stream now. Fails only when Redis cannot be reached
+/// at all (the listing fails); a stream that fails is a row with `error`.
+pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
+    let started = Instant::now();
+    let redis = state.redis();
+    let cfg = state.config();
+    let keys = targets(state).await?;
+    let options = InspectOptions {
+        memory: false,
+        dead_after: cfg.dead_after,
+        ..Default::default()
+    };
+    let stats: Vec<(String, Result<StreamStat, String>)> = futures::stream::iter(keys.into_iter().map(|raw| {
+        let (redis, options) = (redis.clone(), options.clone());
+        async move {
+            let shown = names::escaped(&raw);
+            let key = match std::str::from_utf8(&raw) {
+                Ok(s) => StreamKey::new(s).map_err(|e| e.to_string()),
+                Err(_) => Err("the key is not UTF-8; streamkeeper cannot address it (rename it with redis-cli RENAME)".to_string()),
+            };
+            let r = match key {
+                Ok(k) => inspect::stream_stat(&redis, &k, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            (shown, r)
+        }
+    }))
+    .buffered(CONCURRENCY)
+    .collect()
+    .await;
+    // A failure to reach Redis fails the overview (the banner), not a row.
+    if !stats.is_empty() && stats.iter().all(|(_, r)| r.is_err()) {
+        ping(redis).await?;
+    }
+    let ok_names: Vec<String> = stats
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let dead = dead_letters(redis, &ok_names).await;
+    let memory = memory(state, &ok_names).await;
+    let mut rows = Vec::with_capacity(stats.len());
+    for (name, r) in stats {
+        let row = match r {
+            Ok(st) => {
+                let groups: Vec<GroupRow> = st
+                    .groups
+                    .iter()
+                    .map(|g| GroupRow {
+                        name: g.group.clone(),
+                        pending: g.pending,
+                        undelivered: g.undelivered,
+                        outstanding: g.outstanding,
+                        time_lag_ms: g.time_lag_ms,
+                        oldest_pending_ms: g.oldest_pending_ms,
+                        last_delivered: g.last_delivered.clone(),
+                        entries_read: g.entries_read,
+                        consumers: g.consumers.len(),
+                        dead_consumers: g.consumers.iter().filter(|c| c.dead).count(),
+                        health: health(g.outstanding, g.time_lag_ms, cfg.max_lag, cfg.max_time_lag),
+                    })
+                    .collect();
+                StreamRow {
+                    length: Some(st.length),
+                    first_id: st.first_id.clone(),
+                    last_id: st.last_id.clone(),
+                    memory_bytes: memory.get(&name).copied().flatten(),
+                    entries_added: st.entries_added,
+                    dead_letters: dead.get(&name).copied().unwrap_or(0),
+                    health: worst(groups.iter().map(|g| g.health)),
+                    groups,
+                    error: None,
+                    name,
+                }
+            }
+            Err(e) => StreamRow {
+                name,
+                length: None,
+                first_id: None,
+                last_id: None,
+                memory_bytes: None,
+                entries_added: None,
+                dead_letters: 0,
+                groups: Vec::new(),
+                error: Some(e),
+                health: Health::Ok,
+            },
+        };
+        rows.push(row);
+    }
+    Ok(Overview {
+        streams: rows,
+        at_ms: streamkeeper::retry::now_ms(),
+        took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+fn worst(it: impl Iterator<Item = Health>) -> Health {
+    it.fold(Health::Ok, |a, h| match (a, h) {
+        (Health::Bad, _) | (_, Health::Bad) => Health::Bad,
+        (Health::Warn, _) | (_, Health::Warn) => Health::Warn,
+        _ => Health::Ok,
+    })
+}
+
+async fn ping(redis: &Connector) -> streamkeeper::Result<()> {
+    let mut conn = redis.shared();
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| streamkeeper::Error::redis("PING", e))
+}
+
+/// `XLEN {S}:dlq` of every stream in one pipeline.
+async fn dead_letters(redis: &Connector, streams: &[String]) -> HashMap<String, u64> {
+    let mut pipe = redis::pipe();
+    let mut asked = Vec::new();
+    for s in streams {
+        if let Ok(k) = StreamKey::new(s.as_str()) {
+            pipe.cmd("XLEN").arg(k.derived(DLQ_SUFFIX));
+            asked.push(s.clone());
+        }
+    }
+    if asked.is_empty() {
+        return HashMap::new();
+    }
+    let mut conn = redis.shared();
+    let lens: Vec<u64> = pipe.query_async(&mut conn).await.unwrap_or_default();
+    asked.into_iter().zip(lens).collect()
+}
+
+/// Memory of each stream, sampled at most once a minute; n/a (`None`)
+/// when `MEMORY` is denied (then never asked again by this process).
+async fn memory(state: &AppState, streams: &[String]) -> HashMap<String, Option<u64>> {
+    use std::sync::atomic::Ordering;
+    let cache = &state.inner.overview;
+    let mut out = HashMap::new();
+    if cache.memory_denied.load(Ordering::Relaxed) {
+        return out;
+    }
+    let mut stale = Vec::new();
+    if let Ok(m) = cache.memory.lock() {
+        for s in streams {
+            match m.get(s) {
+                Some((at, v)) if at.elapsed() < MEMORY_EVERY => {
+                    out.insert(s.clone(), *v);
+                }
+                _ => stale.push(s.clone()),
+            }
+        }
+    }
+    if stale.is_empty() {
+        return out;
+    }
+    let mut pipe = redis::pipe();
+    for s in &stale {
+        pipe.cmd("MEMORY").arg("USAGE").arg(s);
+    }
+    let mut conn = state.redis().shared();
+    match pipe.query_async::<Vec<Option<u64>>>(&mut conn).await {
+        Ok(values) => {
+            if let Ok(mut m) = cache.memory.lock() {
+                for (s, v) in stale.into_iter().zip(values) {
+                    m.insert(s.clone(), (Instant::now(), v));
+                    out.insert(s, v);
+                }
+            }
+        }
+        Err(e) => {
+            if streamkeeper::error::error_code(&e).as_deref() == Some("NOPERM") {
+                cache.memory_denied.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_the_thresholds() {
+        let s = Some(Duration::from_secs(10));
+        assert_eq!(health(0, 0, None, None), Health::Ok);
+        assert_eq!(health(1_000_000, 0, None, None), Health::Ok);
+        assert_eq!(health(101, 0, Some(100), None), Health::Bad);
+        assert_eq!(health(60, 0, Some(100), None), Health::Warn);
+        assert_eq!(health(10, 11_000, Some(100), s), Health::Bad);
+        assert_eq!(health(10, 6_000, Some(100), s), Health::Warn);
+        assert_eq!(health(10, 1_000, Some(100), s), Health::Ok);
+    }
+}
