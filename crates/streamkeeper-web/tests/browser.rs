@@ -435,7 +435,7 @@ fn dashboard_works_in_a_real_browser() {
     b.eval("document.querySelector('input[name=token]').value = 's3cret'; document.querySelector('form.login').submit(); true")
         .expect("log in");
     b.wait_for(
-        "location.pathname === '/' && document.body.dataset.ready === '1' && !!document.querySelector('#overview')",
+        "location.pathname === '/' && !!document.body && document.body.dataset.ready === '1' && !!document.querySelector('#overview')",
         Duration::from_secs(5),
     )
     .expect("logged in, the overview shows");

@@ -195,15 +195,19 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
-    /// Polls `expr` until it is `true` or `timeout` passes.
+    /// Polls `expr` until it is `true` or `timeout` passes. An exception
+    /// counts as "not yet" (a page between two documents has no body for
+    /// a moment) and is reported if it is still there at the timeout.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> Result<Duration, String> {
         let start = Instant::now();
         loop {
-            if self.eval(expr)? == json!(true) {
-                return Ok(start.elapsed());
-            }
+            let last = match self.eval(expr) {
+                Ok(v) if v == json!(true) => return Ok(start.elapsed()),
+                Ok(v) => format!("last value {v}"),
+                Err(e) => e,
+            };
             if start.elapsed() > timeout {
-                return Err(format!("still not true after {timeout:?}: {expr}"));
+                return Err(format!("still not true after {timeout:?}: {expr} ({last})"));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
