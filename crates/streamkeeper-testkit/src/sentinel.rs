@@ -33,13 +33,22 @@ pub struct SentinelTopology {
     /// The two data servers (which one is master changes with failovers).
     pub servers: Vec<RedisServer>,
     sentinels: Vec<SentinelProc>,
+    /// The sentinels' own password, if they require one.
+    password: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 fn cli_tcp(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    cli_auth(port, None, args)
+}
+
+fn cli_auth(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut c = Command::new("redis-cli");
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(p) = password {
+        c.args(["--no-auth-warning", "-a", p]);
+    }
+    c.args(args)
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
@@ -67,6 +76,16 @@ impl SentinelTopology {
     /// with two, a promoted replica still has one, so `WAIT 1` goes on
     /// confirming writes while a killed master is away.
     pub fn start_with_replicas(replicas: usize) -> Result<Self, StartError> {
+        Self::start_inner(replicas, None)
+    }
+
+    /// One replica, and sentinels that require `password` of every client
+    /// (and of each other: `sentinel sentinel-pass`).
+    pub fn start_with_sentinel_password(password: &str) -> Result<Self, StartError> {
+        Self::start_inner(1, Some(password))
+    }
+
+    fn start_inner(replicas: usize, password: Option<&str>) -> Result<Self, StartError> {
         let tcp = |extra: Vec<String>| ServerConfig {
             tcp_port: Some(0),
             appendonly: false,
@@ -107,8 +126,11 @@ impl SentinelTopology {
                  sentinel monitor {MASTER_NAME} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 2000\n\
                  sentinel failover-timeout {MASTER_NAME} 4000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = dir.path().display()
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+                dir = dir.path().display(),
+                auth = password
+                    .map(|p| format!("requirepass {p}\nsentinel sentinel-pass {p}\n"))
+                    .unwrap_or_default()
             );
             std::fs::write(&conf, text).map_err(|e| StartError(format!("sentinel config: {e}")))?;
             let child = Command::new(&binary)
@@ -124,6 +146,7 @@ impl SentinelTopology {
         let topo = SentinelTopology {
             servers,
             sentinels,
+            password: password.map(str::to_string),
             _dir: dir,
         };
         topo.wait_ready(Duration::from_secs(30))?;
@@ -136,9 +159,10 @@ impl SentinelTopology {
                 "the sentinels to see the replica and each other",
                 timeout,
                 || {
-                    let replicas = cli_tcp(s.port, &["SENTINEL", "replicas", MASTER_NAME]);
-                    let peers = cli_tcp(s.port, &["SENTINEL", "sentinels", MASTER_NAME]);
-                    let master = cli_tcp(s.port, &["SENTINEL", "master", MASTER_NAME]);
+                    let pw = self.password.as_deref();
+                    let replicas = cli_auth(s.port, pw, &["SENTINEL", "replicas", MASTER_NAME]);
+                    let peers = cli_auth(s.port, pw, &["SENTINEL", "sentinels", MASTER_NAME]);
+                    let master = cli_auth(s.port, pw, &["SENTINEL", "master", MASTER_NAME]);
                     replicas.contains("slave")
                         && !replicas.contains("s_down")
                         && !replicas.contains("disconnected")
@@ -163,8 +187,9 @@ impl SentinelTopology {
     /// The port of the current master, as the sentinels report it.
     pub fn master_port(&self) -> Option<u16> {
         for s in &self.sentinels {
-            let out = cli_tcp(
+            let out = cli_auth(
                 s.port,
+                self.password.as_deref(),
                 &["SENTINEL", "get-master-addr-by-name", MASTER_NAME],
             );
             if let Some(port) = out.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
@@ -190,8 +215,9 @@ impl SentinelTopology {
         let deadline = Instant::now() + Duration::from_secs(30);
         // A sentinel refuses while a previous failover is settling; retry.
         loop {
-            let out = cli_tcp(
+            let out = cli_auth(
                 self.sentinels[0].port,
+                self.password.as_deref(),
                 &["SENTINEL", "FAILOVER", MASTER_NAME],
             );
             if out == "OK" {

@@ -243,3 +243,39 @@ async fn a_frozen_master_hangs_nobody_and_loses_at_most_a_handful() {
     assert!(lost <= 5, "{lost} acknowledged writes lost");
     drop(topo);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_their_own_password_are_followed() {
+    let topo =
+        tokio::task::spawn_blocking(|| SentinelTopology::start_with_sentinel_password("s3nt"))
+            .await
+            .expect("join")
+            .expect("sentinel topology with a password");
+    // Without the sentinels' password: a clear error naming the cause.
+    let refused = Connector::connect(&topo.url()).await;
+    let err = refused.expect_err("connected without the sentinel password");
+    assert!(err.to_string().contains("sk-master"), "{err}");
+    // With it in the URL's query: connects, writes, follows a failover.
+    let url = format!("{}?sentinel_password=s3nt", topo.url());
+    let redis = Connector::connect(&url).await.expect("connect");
+    let s = StreamKey::new("guarded").expect("key");
+    let producer = Producer::new(&redis, s.clone());
+    producer.send(&fields([("n", "1")])).await.expect("send");
+    let first = redis.server_addr();
+    let topo = tokio::task::spawn_blocking(move || {
+        topo.failover().expect("failover");
+        topo
+    })
+    .await
+    .expect("join");
+    // The +switch-master subscription (authenticated) moved us already.
+    assert!(
+        streamkeeper_testkit::eventually(Duration::from_secs(5), || redis.server_addr() != first),
+        "did not follow the failover"
+    );
+    producer
+        .send(&fields([("n", "2")]))
+        .await
+        .expect("send after");
+    drop(topo);
+}
