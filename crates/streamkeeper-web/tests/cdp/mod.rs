@@ -202,7 +202,7 @@ impl Browser {
         let start = Instant::now();
         loop {
             let last = match self.eval(expr) {
-                Ok(v) if v == json!(true) => return Ok(start.elapsed()),
+                Ok(Value::Bool(true)) => return Ok(start.elapsed()),
                 Ok(v) => format!("last value {v}"),
                 Err(e) => e,
             };
