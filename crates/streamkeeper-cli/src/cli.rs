@@ -221,6 +221,12 @@ Either way the entry is acked and stored in {S}:retry, then re-appended for this
 after --retry-backoff (doubling per delivery); after --max-deliveries deliveries it is \
 moved to the dead-letter stream {S}:dlq instead (see `streamkeeper dlq`).\n\
 Reconnects through failovers and restarts forever (each reconnect is logged).\n\
+With --pipe, CMD runs once (restarted with backoff if it exits) and gets one entry JSON \
+line per entry on stdin; it answers one line per entry on stdout: `ack ID`, `retry ID \
+[DURATION]`, `fail ID [REASON]` (a failed attempt) or `dead ID REASON` (dead-letter now). \
+A malformed answer counts as a failed attempt; an answer for an ID it was not given \
+restarts it; entries it left unanswered when it exited count as failed attempts. It runs in \
+its own process group and is killed when the consumer exits or dies.\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
 pub struct ConsumeArgs {
@@ -251,11 +257,20 @@ pub struct ConsumeArgs {
     #[arg(long, value_enum, default_value_t = AckArg::Auto)]
     pub ack: AckArg,
     /// Run CMD per entry (see below).
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", conflicts_with = "pipe")]
     pub exec: Option<String>,
-    /// Entries handled at once with --exec.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
+    /// Start CMD once and feed it entries as JSON lines; it answers
+    /// `ack ID`, `retry ID [DURATION]`, `fail ID [REASON]` or `dead ID REASON`.
+    #[arg(long, value_name = "CMD")]
+    pub pipe: Option<String>,
+    /// Entries handled at once with --exec (default 1), or left unanswered
+    /// at most with --pipe (default 64).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// With --pipe: after SIGINT/SIGTERM, how long to wait for the answers
+    /// of entries already sent; unanswered ones stay pending.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub stop_timeout: Duration,
     /// Dead-letter an entry after this many deliveries.
     #[arg(long, value_name = "N")]
     pub max_deliveries: Option<u64>,

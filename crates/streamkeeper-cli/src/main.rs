@@ -13,6 +13,7 @@ mod dump;
 mod group;
 mod janitor;
 mod output;
+mod pipe;
 mod produce;
 mod schedule;
 mod serve;
