@@ -22,18 +22,25 @@ use crate::cli::{BenchArgs, BenchMode, Global};
 use crate::output;
 use crate::Exit;
 
-const ROUNDS: usize = 3;
-const BATCH: usize = 1000;
+pub(crate) const ROUNDS: usize = 3;
+pub(crate) const BATCH: usize = 1000;
 
-struct Figure {
-    mode: &'static str,
-    messages: u64,
-    rate: f64,
-    baseline_rate: Option<f64>,
-    peak_rss_bytes: Option<u64>,
+pub(crate) struct Figure {
+    pub(crate) mode: &'static str,
+    pub(crate) messages: u64,
+    pub(crate) rate: f64,
+    pub(crate) baseline_rate: Option<f64>,
+    pub(crate) peak_rss_bytes: Option<u64>,
 }
 
-pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
+pub async fn run(global: &Global, mut args: BenchArgs) -> anyhow::Result<Exit> {
+    if args.mode == BenchMode::AckWorker {
+        crate::bench_e2e::ack_worker()?;
+        return Ok(Exit::Ok);
+    }
+    if args.pipe.as_deref() == Some(crate::bench_e2e::BUILTIN_WORKER) {
+        args.pipe = Some(crate::bench_e2e::builtin_worker()?);
+    }
     if args.messages == 0 {
         anyhow::bail!("--messages must be at least 1");
     }
@@ -51,6 +58,17 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
     }
     let payload = "x".repeat(args.size);
     match args.mode {
+        BenchMode::E2e => {
+            crate::bench_e2e::run_e2e(global, &args).await?;
+            return Ok(Exit::Ok);
+        }
+        BenchMode::Consume if args.pipe.is_some() => {
+            let cmd = args.pipe.clone().unwrap_or_default();
+            let fig =
+                crate::bench_e2e::consume_pipe(&redis, &mut plain, &args, &payload, &cmd).await?;
+            report(global.json, &fig);
+            return Ok(Exit::Ok);
+        }
         BenchMode::Scheduler => {
             bench_scheduler(&url, global.json, &args).await?;
             return Ok(Exit::Ok);
@@ -80,6 +98,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
             _ => bench_read(&redis, &mut plain, &args, &payload).await?,
         };
         report(global.json, &fig);
+    }
+    if args.mode == BenchMode::All {
+        crate::bench_e2e::run_e2e(global, &args).await?;
     }
     Ok(Exit::Ok)
 }
@@ -113,17 +134,17 @@ fn report(json: bool, f: &Figure) {
     }
 }
 
-fn rate(n: u64, d: Duration) -> f64 {
+pub(crate) fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
     let _: () = redis::cmd("DEL").arg(key).query_async(conn).await?;
     Ok(())
 }
 
 /// Fills `key` with `n` entries using plain pipelines (setup, not timed).
-async fn fill(
+pub(crate) async fn fill(
     conn: &mut MultiplexedConnection,
     key: &str,
     n: u64,
@@ -327,7 +348,7 @@ fn reply_ids(v: Value) -> Vec<Vec<u8>> {
     ids
 }
 
-async fn check_drained(
+pub(crate) async fn check_drained(
     plain: &mut MultiplexedConnection,
     key: &str,
     group: &str,
@@ -401,12 +422,12 @@ async fn bench_read(
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak RSS (VmHWM) in bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status
         .lines()

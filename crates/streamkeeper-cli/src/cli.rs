@@ -467,6 +467,12 @@ pub enum BenchMode {
     Read,
     /// All of the above.
     All,
+    /// XADD → handler latency at a fixed --rate (p50/p99/max µs).
+    E2e,
+    /// The built-in `--pipe` worker of `bench consume|e2e --pipe`: answers
+    /// `ack ID` to every line on stdin.
+    #[value(hide = true)]
+    AckWorker,
     /// The scheduler: N schedules, several instances, lateness and duplicates.
     Scheduler,
     /// Janitor cost on a stream of --messages entries with 3 groups.
@@ -503,6 +509,14 @@ pub struct BenchArgs {
     /// `bench scheduler`: instances running at once.
     #[arg(long, default_value_t = 3)]
     pub instances: usize,
+    /// `bench e2e`: XADDs per second (default 10000/s).
+    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    pub rate: Option<f64>,
+    /// `bench consume|e2e`: also measure the `consume --pipe` path with
+    /// this worker (default: a built-in one that acks every line).
+    #[arg(long, value_name = "CMD", num_args = 0..=1,
+          default_missing_value = crate::bench_e2e::BUILTIN_WORKER)]
+    pub pipe: Option<String>,
     /// `bench scheduler`: how long to measure.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,

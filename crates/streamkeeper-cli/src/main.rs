@@ -4,6 +4,7 @@
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
 
 mod bench;
+mod bench_e2e;
 mod cli;
 mod consume;
 mod demo;
