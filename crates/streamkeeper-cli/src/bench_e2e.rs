@@ -243,12 +243,15 @@ async fn latency_once(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let payload = "x".repeat(size);
     let producer = {
-        let url = url.to_string();
-        tokio::task::spawn_blocking(move || {
-            produce_at_rate(&url, key, rate, total, warmup, &payload, anchor)
+        let runtime = tokio::runtime::Handle::current();
+        let conn = client.get_multiplexed_async_connection().await?;
+        std::thread::spawn(move || {
+            produce_at_rate(runtime, conn, key, rate, total, warmup, payload, anchor)
         })
     };
-    let sent_rate = producer.await??;
+    let sent_rate = tokio::task::spawn_blocking(move || producer.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("bench e2e: the producer thread panicked"))??;
     match tokio::time::timeout(Duration::from_secs(60), consumer_task).await {
         Ok(r) => {
             r??;
@@ -272,20 +275,26 @@ async fn latency_once(
     })
 }
 
-/// Sends `total` XADDs at `rate` per second on a plain connection, each
-/// with its send time (ns since `anchor`) in field `t`; the first `warmup`
-/// are marked `w=1`. Returns the rate actually sent.
+/// Sends `total` XADDs at `rate` per second, each with its send time (ns
+/// since `anchor`) in field `t`; the first `warmup` are marked `w=1`.
+/// A dedicated thread keeps the schedule (std sleep is far finer than a
+/// tokio timer) and hands each XADD to the runtime without waiting for
+/// the reply, so a slow reply never delays the next send. Returns the
+/// rate actually sent.
+#[allow(clippy::too_many_arguments)]
 fn produce_at_rate(
-    url: &str,
-    key: &str,
+    runtime: tokio::runtime::Handle,
+    conn: MultiplexedConnection,
+    key: &'static str,
     rate: f64,
     total: u64,
     warmup: u64,
-    payload: &str,
+    payload: String,
     anchor: Instant,
 ) -> anyhow::Result<f64> {
-    let client = redis::Client::open(url)?;
-    let mut conn = client.get_connection()?;
+    let payload = Arc::new(payload);
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut replies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     for i in 0..total {
@@ -294,19 +303,32 @@ fn produce_at_rate(
         if due > now {
             std::thread::sleep(due - now);
         }
-        let t = anchor.elapsed().as_nanos();
-        let _: () = redis::cmd("XADD")
-            .arg(key)
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key)
             .arg("*")
             .arg("t")
-            .arg(t.to_string())
+            .arg(anchor.elapsed().as_nanos().to_string())
             .arg("w")
             .arg(if i < warmup { "1" } else { "0" })
             .arg("data")
-            .arg(payload)
-            .query(&mut conn)?;
+            .arg(payload.as_str());
+        let mut c = conn.clone();
+        let failed = failed.clone();
+        replies.push(runtime.spawn(async move {
+            if cmd.query_async::<()>(&mut c).await.is_err() {
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }));
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64().max(1e-9))
+    let sent = total as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    for r in replies {
+        let _ = runtime.block_on(r);
+    }
+    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
+    if failed > 0 {
+        anyhow::bail!("bench e2e: {failed} XADDs failed");
+    }
+    Ok(sent)
 }
 
 /// `bench consume --pipe`: in-process consume and the same through a
