@@ -627,6 +627,16 @@ pub enum ScheduleAction {
         /// The schedule's name.
         name: String,
     },
+    /// Add or replace many schedules from JSON lines named like the flags
+    /// of `add` ({"name","every"|"cron","tz","to","fields","missed",
+    /// "jitter","paused"}); every line is validated before any is written.
+    Import {
+        /// Read this file instead of stdin.
+        #[arg(long, short = 'i', value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
+    },
+    /// Print every schedule as a JSON line in the form `import` reads.
+    Export,
     /// Run a scheduler instance until interrupted (any number may run).
     Run {
         /// A name for this instance in logs.

@@ -17,6 +17,7 @@ mod output;
 mod pipe;
 mod produce;
 mod schedule;
+mod schedule_io;
 mod serve;
 mod signal;
 mod stat;

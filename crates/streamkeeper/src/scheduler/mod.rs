@@ -249,6 +249,55 @@ impl Scheduler {
             .map_err(|e| Error::redis(format!("storing schedule {}", schedule.name), e))
     }
 
+    /// Adds or replaces many schedules in pipelined batches (each
+    /// schedule's definition and due time in one `MULTI`); validated
+    /// first, so nothing is stored if any is invalid. Batches are not one
+    /// transaction: after a connection loss, some are stored and running
+    /// the same import again completes it (an add replaces).
+    pub async fn add_batch(&self, schedules: &[Schedule]) -> Result<()> {
+        for s in schedules {
+            s.validate()?;
+        }
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for s in schedules {
+            pipe.hset(&self.schedules, &s.name, serde_json::to_string(s)?)
+                .ignore();
+            if s.paused {
+                pipe.zrem(&self.due, &s.name).ignore();
+            } else {
+                pipe.zadd(&self.due, &s.name, s.next_after(now)).ignore();
+            }
+        }
+        let mut conn = self.connector.shared();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("storing {} schedules", schedules.len()), e))
+    }
+
+    /// One page of schedule definitions (`HSCAN`): the next cursor (0 when
+    /// done) and the schedules. Memory stays bounded by the page, however
+    /// many schedules there are.
+    pub async fn scan(&self, cursor: u64, count: usize) -> Result<(u64, Vec<Schedule>)> {
+        let mut conn = self.connector.shared();
+        let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(&self.schedules)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("scanning schedules", e))?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks(2) {
+            if let [_, json] = pair {
+                out.push(serde_json::from_str(json)?);
+            }
+        }
+        Ok((next, out))
+    }
+
     /// Removes a schedule; `false` if there was none.
     pub async fn remove(&self, name: &str) -> Result<bool> {
         let mut conn = self.connector.shared();
