@@ -119,7 +119,7 @@ fn field_value(k: &str, v: &Value) -> Result<String, String> {
 
 /// A duration as the flags spell it: whole seconds as `60s`, else `250ms`.
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if (ms / 1000) * 1000 == ms {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
