@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use streamkeeper::{wire, Delivery, Outcome};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -239,15 +239,31 @@ async fn abandon_rest(rx: &mut mpsc::Receiver<Request>) {
     }
 }
 
-/// A running worker process and its two pipe tasks.
+/// A running worker process. One task (the supervisor) does all of its
+/// I/O: writes and reads are cancel-safe `select!` branches, so feeding
+/// and answering never wait on each other and no entry crosses an extra
+/// task on its way.
 struct Worker {
     child: Child,
     pgid: Option<i32>,
-    input: Option<mpsc::UnboundedSender<String>>,
-    output: mpsc::Receiver<Option<String>>,
-    in_flight: HashMap<String, VecDeque<oneshot::Sender<Answer>>>,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    /// Entry lines not yet written (at most `--concurrency` of them).
+    pending_out: Vec<u8>,
+    written: usize,
+    /// Bytes read from stdout: `read_buf[..read_len]`.
+    read_buf: Vec<u8>,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// The entry each unanswered ID was given for…
+    in_flight: HashMap<String, oneshot::Sender<Answer>>,
+    /// …and later deliveries of an ID that is still unanswered (rare).
+    repeats: HashMap<String, VecDeque<oneshot::Sender<Answer>>>,
     in_flight_len: usize,
 }
+
+/// Requests taken from the channel at once before answers are looked at.
+const FEED_BURST: usize = 1024;
 
 impl Worker {
     fn spawn(spec: &WorkerSpec) -> std::io::Result<Worker> {
@@ -268,17 +284,18 @@ impl Worker {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
-        let (input, lines) = mpsc::unbounded_channel();
-        tokio::spawn(write_lines(stdin, lines));
-        let (out_tx, output) = mpsc::channel(1024);
-        tokio::spawn(read_lines(stdout, out_tx));
         tracing::debug!(pid = ?pgid, "--pipe worker started");
         Ok(Worker {
             child,
             pgid,
-            input: Some(input),
-            output,
+            stdin: Some(stdin),
+            stdout,
+            pending_out: Vec::with_capacity(64 * 1024),
+            written: 0,
+            read_buf: vec![0; 64 * 1024],
+            partial: Vec::new(),
             in_flight: HashMap::new(),
+            repeats: HashMap::new(),
             in_flight_len: 0,
         })
     }
@@ -302,21 +319,44 @@ impl Worker {
                 .into_iter()
                 .chain(exited.map(|(_, at)| at + EXIT_DRAIN))
                 .min();
+            let to_write = !self.pending_out.is_empty() && self.stdin.is_some();
             tokio::select! {
                 biased;
-                line = self.output.recv() => match line {
-                    Some(Some(text)) => {
-                        if let Err(why) = self.answer(&text) {
-                            return self.restart(why);
-                        }
-                    }
-                    Some(None) => return self.restart(format!("answer line longer than {} KiB", MAX_LINE / 1024)),
-                    None => {
+                read = self.stdout.read(&mut self.read_buf) => match read {
+                    Ok(0) | Err(_) => {
                         let why = match exited {
                             Some((status, _)) => format!("worker exited ({status})"),
                             None => "worker closed its stdout".to_string(),
                         };
+                        // A last line without a newline still counts.
+                        if !self.partial.is_empty() {
+                            let last = std::mem::take(&mut self.partial);
+                            if let Err(e) = self.answer(&String::from_utf8_lossy(&last)) {
+                                return self.restart(e);
+                            }
+                        }
                         return self.restart(why);
+                    }
+                    Ok(n) => {
+                        if let Err(why) = self.answer_lines(n) {
+                            return self.restart(why);
+                        }
+                    }
+                },
+                wrote = write_some(self.stdin.as_mut(), &self.pending_out[self.written..]), if to_write => match wrote {
+                    Ok(n) => {
+                        self.written += n;
+                        if self.written == self.pending_out.len() {
+                            self.pending_out.clear();
+                            self.written = 0;
+                        }
+                    }
+                    Err(_) => {
+                        // The worker stopped reading (it is exiting): its
+                        // exit is noticed and its entries cut off.
+                        self.stdin = None;
+                        self.pending_out.clear();
+                        self.written = 0;
                     }
                 },
                 status = self.child.wait(), if exited.is_none() => {
@@ -337,7 +377,16 @@ impl Worker {
                     return End::Stopped;
                 }
                 req = rx.recv(), if !closed => match req {
-                    Some(r) => self.feed(r),
+                    Some(r) => {
+                        self.feed(r);
+                        // Take what else is queued, so a burst is one write.
+                        for _ in 0..FEED_BURST {
+                            match rx.try_recv() {
+                                Ok(r) => self.feed(r),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => closed = true,
                 },
             }
@@ -345,15 +394,51 @@ impl Worker {
     }
 
     fn feed(&mut self, r: Request) {
-        let sent = self.input.as_ref().is_some_and(|i| i.send(r.line).is_ok());
-        if !sent {
-            // The writer is gone, so the worker is on its way out: the
-            // exit is noticed by `serve` and this entry is cut off with
-            // the others.
-            tracing::debug!(id = %r.id, "worker's stdin is closed");
+        if self.stdin.is_some() {
+            self.pending_out.extend_from_slice(r.line.as_bytes());
+            self.pending_out.push(b'\n');
         }
-        self.in_flight.entry(r.id).or_default().push_back(r.reply);
+        // Without stdin the worker is on its way out: the exit is noticed
+        // by `serve` and this entry is cut off with the others.
+        match self.in_flight.entry(r.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(r.reply);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                self.repeats
+                    .entry(o.key().clone())
+                    .or_default()
+                    .push_back(r.reply);
+            }
+        }
         self.in_flight_len += 1;
+    }
+
+    /// Settles the entries answered by the complete lines among the `n`
+    /// bytes just read into `read_buf`.
+    fn answer_lines(&mut self, n: usize) -> Result<(), String> {
+        let buf = std::mem::take(&mut self.read_buf);
+        let result = (|| {
+            let mut rest = &buf[..n];
+            while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                let (line, tail) = rest.split_at(end);
+                rest = &tail[1..];
+                if self.partial.is_empty() {
+                    self.answer(&String::from_utf8_lossy(line))?;
+                } else {
+                    let mut whole = std::mem::take(&mut self.partial);
+                    whole.extend_from_slice(line);
+                    self.answer(&String::from_utf8_lossy(&whole))?;
+                }
+            }
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > MAX_LINE {
+                return Err(format!("answer line longer than {} KiB", MAX_LINE / 1024));
+            }
+            Ok(())
+        })();
+        self.read_buf = buf;
+        result
     }
 
     /// Settles the entry a line answers; `Err` when the line breaks the
@@ -364,25 +449,30 @@ impl Worker {
             Line::NoId => return Err(format!("answer line names no entry: {text:?}")),
             Line::About(id, answer) => (id, answer),
         };
-        let Some(waiting) = self.in_flight.get_mut(id) else {
+        let Some(reply) = self.in_flight.remove(id) else {
             return Err(format!(
                 "answer for an ID the worker was not given (or already answered): {text:?}"
             ));
         };
-        let reply = waiting.pop_front();
-        if waiting.is_empty() {
-            self.in_flight.remove(id);
+        if let Some(more) = self.repeats.get_mut(id) {
+            if let Some(next) = more.pop_front() {
+                self.in_flight.insert(id.to_string(), next);
+            }
+            if more.is_empty() {
+                self.repeats.remove(id);
+            }
         }
-        if let Some(reply) = reply {
-            self.in_flight_len -= 1;
-            let _ = reply.send(answer);
-        }
+        self.in_flight_len -= 1;
+        let _ = reply.send(answer);
         Ok(())
     }
 
     fn settle_all(&mut self, answer: impl Fn() -> Answer) {
-        for (_, waiting) in self.in_flight.drain() {
-            for reply in waiting {
+        for (_, reply) in self.in_flight.drain() {
+            let _ = reply.send(answer());
+        }
+        for (_, more) in self.repeats.drain() {
+            for reply in more {
                 let _ = reply.send(answer());
             }
         }
@@ -401,13 +491,22 @@ impl Worker {
         End::Restart(why)
     }
 
-    /// Ends the worker: closes its stdin, gives it [`CLOSE_GRACE`] to exit
-    /// when `politely`, then kills its whole process group.
+    /// Ends the worker: when `politely`, writes what is still queued,
+    /// closes its stdin and gives it [`CLOSE_GRACE`] to exit; then kills
+    /// its whole process group.
     async fn close(&mut self, politely: bool) {
-        self.input = None;
         if politely {
-            let _ = tokio::time::timeout(CLOSE_GRACE, self.child.wait()).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                if let Some(stdin) = self.stdin.as_mut() {
+                    let _ = stdin.write_all(&self.pending_out[self.written..]).await;
+                    let _ = stdin.shutdown().await;
+                }
+                self.stdin = None;
+                let _ = self.child.wait().await;
+            })
+            .await;
         }
+        self.stdin = None;
         if let Some(pgid) = self.pgid {
             sys::kill_group(pgid);
         }
@@ -415,58 +514,18 @@ impl Worker {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+/// Writes some of `buf`; never ready without a stdin.
+async fn write_some(stdin: Option<&mut ChildStdin>, buf: &[u8]) -> std::io::Result<usize> {
+    match stdin {
+        Some(s) => s.write(buf).await,
         None => std::future::pending().await,
     }
 }
 
-/// Writes entry lines to the worker, flushing when nothing else is queued
-/// (so a burst goes out in few writes, and a single entry at once).
-async fn write_lines(stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<String>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, stdin);
-    while let Some(first) = lines.recv().await {
-        let mut next = Some(first);
-        while let Some(line) = next {
-            if w.write_all(line.as_bytes()).await.is_err() || w.write_all(b"\n").await.is_err() {
-                return;
-            }
-            next = lines.try_recv().ok();
-        }
-        if w.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
-/// Reads answer lines (at most [`MAX_LINE`] bytes each; `None` marks a
-/// longer one, after which reading stops).
-async fn read_lines(stdout: ChildStdout, out: mpsc::Sender<Option<String>>) {
-    let mut r = BufReader::with_capacity(64 * 1024, stdout);
-    let mut buf = Vec::with_capacity(128);
-    loop {
-        buf.clear();
-        let n = match (&mut r)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .await
-        {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-        if n == 0 {
-            return;
-        }
-        if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
-            let _ = out.send(None).await;
-            return;
-        }
-        let line = String::from_utf8_lossy(&buf).into_owned();
-        if out.send(Some(line)).await.is_err() {
-            return;
-        }
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

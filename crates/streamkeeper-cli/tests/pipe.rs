@@ -443,3 +443,44 @@ fn python_worker_example_acks_fails_and_dead_letters() {
     assert!(dead.contains("negative"), "{dead}");
     assert!(dead.contains("max 2"), "{dead}");
 }
+
+#[test]
+fn the_worker_never_holds_more_than_concurrency_unanswered() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("tmp");
+    let got = dir.path().join("got");
+    // Reads and never answers.
+    let pipe = format!("while IFS= read -r l; do echo x >> {}; done", got.display());
+    produce(&server, &["n={i}"], 10);
+    let mut child = command(
+        &server,
+        &[
+            "consume",
+            "jobs",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--pipe",
+            &pipe,
+            "--concurrency",
+            "3",
+            "--stop-timeout",
+            "100ms",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    assert!(eventually(Duration::from_secs(10), || lines(&got).len() >= 3));
+    // Absence can only be checked by waiting a while.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&got).len(), 3);
+    signal(&child, "TERM");
+    assert_eq!(child.wait().expect("wait").code(), Some(130));
+    // Nothing was answered: nothing acked, retried or dead-lettered.
+    assert_eq!(xpending(&server, "jobs", "g"), 10);
+    assert_eq!(cli(&server, &["XLEN", "{jobs}:dlq"]), "0");
+}
