@@ -22,18 +22,25 @@ use crate::cli::{BenchArgs, BenchMode, Global};
 use crate::output;
 use crate::Exit;
 
-const ROUNDS: usize = 3;
-const BATCH: usize = 1000;
+pub(crate) const ROUNDS: usize = 3;
+pub(crate) const BATCH: usize = 1000;
 
-struct Figure {
-    mode: &'static str,
-    messages: u64,
-    rate: f64,
-    baseline_rate: Option<f64>,
-    peak_rss_bytes: Option<u64>,
+pub(crate) struct Figure {
+    pub(crate) mode: &'static str,
+    pub(crate) messages: u64,
+    pub(crate) rate: f64,
+    pub(crate) baseline_rate: Option<f64>,
+    pub(crate) peak_rss_bytes: Option<u64>,
 }
 
-pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
+pub async fn run(global: &Global, mut args: BenchArgs) -> anyhow::Result<Exit> {
+    if args.mode == BenchMode::AckWorker {
+        crate::bench_e2e::ack_worker()?;
+        return Ok(Exit::Ok);
+    }
+    if args.pipe.as_deref() == Some(crate::bench_e2e::BUILTIN_WORKER) {
+        args.pipe = Some(crate::bench_e2e::builtin_worker()?);
+    }
     if args.messages == 0 {
         anyhow::bail!("--messages must be at least 1");
     }
@@ -51,6 +58,17 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
     }
     let payload = "x".repeat(args.size);
     match args.mode {
+        BenchMode::E2e => {
+            crate::bench_e2e::run_e2e(global, &args).await?;
+            return Ok(Exit::Ok);
+        }
+        BenchMode::Consume if args.pipe.is_some() => {
+            let cmd = args.pipe.clone().unwrap_or_default();
+            let fig =
+                crate::bench_e2e::consume_pipe(&redis, &mut plain, &args, &payload, &cmd).await?;
+            report(global.json, &fig);
+            return Ok(Exit::Ok);
+        }
         BenchMode::Scheduler => {
             bench_scheduler(&url, global.json, &args).await?;
             return Ok(Exit::Ok);
@@ -80,6 +98,9 @@ pub async fn run(global: &Global, args: BenchArgs) -> anyhow::Result<Exit> {
             _ => bench_read(&redis, &mut plain, &args, &payload).await?,
         };
         report(global.json, &fig);
+    }
+    if args.mode == BenchMode::All {
+        crate::bench_e2e::run_e2e(global, &args).await?;
     }
     Ok(Exit::Ok)
 }
@@ -113,17 +134,17 @@ fn report(json: bool, f: &Figure) {
     }
 }
 
-fn rate(n: u64, d: Duration) -> f64 {
+pub(crate) fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
+pub(crate) async fn del(conn: &mut MultiplexedConnection, key: &str) -> anyhow::Result<()> {
     let _: () = redis::cmd("DEL").arg(key).query_async(conn).await?;
     Ok(())
 }
 
 /// Fills `key` with `n` entries using plain pipelines (setup, not timed).
-async fn fill(
+pub(crate) async fn fill(
     conn: &mut MultiplexedConnection,
     key: &str,
     n: u64,
@@ -327,7 +348,7 @@ fn reply_ids(v: Value) -> Vec<Vec<u8>> {
     ids
 }
 
-async fn check_drained(
+pub(crate) async fn check_drained(
     plain: &mut MultiplexedConnection,
     key: &str,
     group: &str,
@@ -401,12 +422,12 @@ async fn bench_read(
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux ≥ 4.0).
-fn reset_peak_rss() {
+pub(crate) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// Peak RSS (VmHWM) in bytes.
-fn peak_rss() -> Option<u64> {
+pub(crate) fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: u64 = status
         .lines()
@@ -422,7 +443,7 @@ fn peak_rss() -> Option<u64> {
 /// `bench scheduler`: N schedules every D, K instances for a while; every
 /// tick's lateness is its entry ID's time minus its `sk-due`.
 async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Result<()> {
-    use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
+    use streamkeeper::scheduler::Scheduler;
     if args.schedules == 0 || args.instances == 0 {
         anyhow::bail!("--schedules and --instances must be at least 1");
     }
@@ -439,21 +460,45 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         .await?;
     let every = u64::try_from(args.every.as_millis())?;
     let n = args.schedules as u64;
-    // First due times spread over one interval, starting a second from now.
-    let start = streamkeeper::retry::now_ms() + 1000;
-    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+    // Adding them: `schedule import` of a file of N lines (written first,
+    // not timed), with Redis memory and this process's peak RSS measured.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("schedules.jsonl");
+    {
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        let every_text = humantime::format_duration(args.every).to_string();
+        for i in 0..n {
+            writeln!(
+                w,
+                r#"{{"name":"s{i}","every":"{every_text}","to":"{target}","fields":{{"monitor":"{i}"}},"missed":"catch-up:100"}}"#
+            )?;
+        }
+        w.flush()?;
+    }
+    let memory_before = used_memory(&mut conn).await?;
+    reset_peak_rss();
+    let imported = crate::schedule_io::import(&Scheduler::new(&redis, ns), Some(&file)).await?;
+    let import_rss = peak_rss();
+    let memory_after = used_memory(&mut conn).await?;
+    let bytes_per_schedule = memory_after.saturating_sub(memory_before) as f64 / n as f64;
+    drop(dir);
+    // Import makes every schedule due one interval after it was added;
+    // spread the first due times over one interval instead (as monitors
+    // added over time are), starting after these writes are surely done
+    // (a second, plus 20 µs per schedule), so no tick is late before an
+    // instance runs.
+    let lead = 1000 + n / 50;
+    let start = streamkeeper::retry::now_ms() + lead;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            let s =
-                Schedule::every(&format!("s{i}"), args.every, target)?.missed(Missed::CatchUp(100));
-            pipe.hset(
-                format!("{{{ns}}}:schedules"),
-                &s.name,
-                serde_json::to_string(&s)?,
+            pipe.zadd(
+                format!("{{{ns}}}:due"),
+                format!("s{i}"),
+                start + i * every / n,
             )
             .ignore();
-            pipe.zadd(format!("{{{ns}}}:due"), &s.name, start + i * every / n)
-                .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
     }
@@ -468,7 +513,8 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
                 .await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1000) + args.duration).await;
+    let until_start = start.saturating_sub(streamkeeper::retry::now_ms());
+    tokio::time::sleep(Duration::from_millis(until_start) + args.duration).await;
     stop.cancel();
     let mut per_instance = Vec::new();
     for t in tasks {
@@ -510,6 +556,10 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
             "ticks": ticks, "rate": rate.round(), "lateness_p50_ms": hist.value_at_quantile(0.5),
             "lateness_p99_ms": hist.value_at_quantile(0.99), "lateness_max_ms": hist.max(),
             "duplicates": duplicates, "per_instance": per_instance,
+            "import_seconds": (imported.total_time.as_secs_f64() * 1000.0).round() / 1000.0,
+            "import_rate": (n as f64 / imported.total_time.as_secs_f64().max(1e-9)).round(),
+            "import_peak_rss_bytes": import_rss,
+            "redis_bytes_per_schedule": bytes_per_schedule.round(),
         }));
     } else {
         println!(
@@ -520,6 +570,13 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
             hist.value_at_quantile(0.99),
             hist.max()
         );
+        println!(
+            "scheduler import of {n} schedules: {:.1} s ({:.0}/s), peak RSS {:.1} MiB; Redis memory {:.0} bytes per schedule",
+            imported.total_time.as_secs_f64(),
+            n as f64 / imported.total_time.as_secs_f64().max(1e-9),
+            import_rss.unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            bytes_per_schedule
+        );
     }
     let _: () = redis::cmd("DEL")
         .arg(format!("{{{ns}}}:schedules"))
@@ -529,6 +586,15 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         .query_async(&mut conn)
         .await?;
     Ok(())
+}
+
+/// `used_memory` of `INFO memory`, in bytes.
+async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("INFO memory has no used_memory"))
 }
 
 /// The ID of the `n`-th entry (0-based) of `key`.

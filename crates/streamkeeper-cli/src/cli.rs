@@ -237,6 +237,12 @@ this consumer ends, however it ends.\n\
 fresh, however long its handler runs, so only the entries of a crashed (or frozen) \
 consumer are reclaimed.\n\
 Reconnects through failovers and restarts forever (each reconnect is logged).\n\
+With --pipe, CMD runs once (restarted with backoff if it exits) and gets one entry JSON \
+line per entry on stdin; it answers one line per entry on stdout: `ack ID`, `retry ID \
+[DURATION]`, `fail ID [REASON]` (a failed attempt) or `dead ID REASON` (dead-letter now). \
+A malformed answer counts as a failed attempt; an answer for an ID it was not given \
+restarts it; entries it left unanswered when it exited count as failed attempts. It runs in \
+its own process group and is killed when the consumer exits or dies.\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
 pub struct ConsumeArgs {
@@ -267,11 +273,20 @@ pub struct ConsumeArgs {
     #[arg(long, value_enum, default_value_t = AckArg::Auto)]
     pub ack: AckArg,
     /// Run CMD per entry (see below).
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", conflicts_with = "pipe")]
     pub exec: Option<String>,
-    /// Entries handled at once with --exec.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
+    /// Start CMD once and feed it entries as JSON lines; it answers
+    /// `ack ID`, `retry ID [DURATION]`, `fail ID [REASON]` or `dead ID REASON`.
+    #[arg(long, value_name = "CMD")]
+    pub pipe: Option<String>,
+    /// Entries handled at once with --exec (default 1), or left unanswered
+    /// at most with --pipe (default 64).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// With --pipe: after SIGINT/SIGTERM, how long to wait for the answers
+    /// of entries already sent; unanswered ones stay pending.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    pub stop_timeout: Duration,
     /// Dead-letter an entry when this many attempts (handler runs) failed.
     #[arg(long, value_name = "N")]
     pub max_deliveries: Option<u64>,
@@ -482,6 +497,12 @@ pub enum BenchMode {
     Read,
     /// All of the above.
     All,
+    /// XADD → handler latency at a fixed --rate (p50/p99/max µs).
+    E2e,
+    /// The built-in `--pipe` worker of `bench consume|e2e --pipe`: answers
+    /// `ack ID` to every line on stdin.
+    #[value(hide = true)]
+    AckWorker,
     /// The scheduler: N schedules, several instances, lateness and duplicates.
     Scheduler,
     /// Janitor cost on a stream of --messages entries with 3 groups.
@@ -518,6 +539,14 @@ pub struct BenchArgs {
     /// `bench scheduler`: instances running at once.
     #[arg(long, default_value_t = 3)]
     pub instances: usize,
+    /// `bench e2e`: XADDs per second (default 10000/s).
+    #[arg(long, value_parser = parse_rate, value_name = "R/s")]
+    pub rate: Option<f64>,
+    /// `bench consume|e2e`: also measure the `consume --pipe` path with
+    /// this worker (default: a built-in one that acks every line).
+    #[arg(long, value_name = "CMD", num_args = 0..=1,
+          default_missing_value = crate::bench_e2e::BUILTIN_WORKER)]
+    pub pipe: Option<String>,
     /// `bench scheduler`: how long to measure.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
@@ -628,6 +657,16 @@ pub enum ScheduleAction {
         /// The schedule's name.
         name: String,
     },
+    /// Add or replace many schedules from JSON lines named like the flags
+    /// of `add` ({"name","every"|"cron","tz","to","fields","missed",
+    /// "jitter","paused"}); every line is validated before any is written.
+    Import {
+        /// Read this file instead of stdin.
+        #[arg(long, short = 'i', value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
+    },
+    /// Print every schedule as a JSON line in the form `import` reads.
+    Export,
     /// Run a scheduler instance until interrupted (any number may run).
     Run {
         /// A name for this instance in logs.

@@ -2,8 +2,9 @@
 //!
 //! Prints entries as JSON lines, or runs `--exec CMD` per entry with the
 //! exit-code protocol of CLI.md: 0 ack, 75 retry later, other = failed
-//! attempt (dead-lettered after `--max-deliveries` attempts). The children
-//! live and die with this process (`children.rs`).
+//! attempt (dead-lettered after `--max-deliveries` attempts), or feeds one
+//! long-lived `--pipe CMD` worker (see `pipe.rs`). The children live and
+//! die with this process (`children.rs`, `pipe.rs`).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,12 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     if args.count == Some(0) {
         anyhow::bail!("--count must be at least 1");
     }
+    if args.pipe.is_some() && args.ack != AckArg::Auto {
+        anyhow::bail!("--pipe acks by the worker's answers; drop --ack none|manual");
+    }
+    if args.concurrency == Some(0) {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
     if args.max_deliveries == Some(0) {
         anyhow::bail!("--max-deliveries must be at least 1");
     }
@@ -55,6 +62,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let options = ConsumerOptions {
         batch: args.batch.max(1),
         ack_mode: match args.ack {
+            // The pipe handler acks on `ack` itself, so that an entry left
+            // unanswered at a stop can stay pending (pipe::outcome).
+            AckArg::Auto if args.pipe.is_some() => AckMode::Manual,
             AckArg::Auto => AckMode::Auto,
             AckArg::None => AckMode::None,
             AckArg::Manual => AckMode::Manual,
@@ -85,15 +95,40 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         None => None,
     };
     let exec = args.exec.map(Arc::new);
+    let concurrency = args
+        .concurrency
+        .unwrap_or(if args.pipe.is_some() { 64 } else { 1 });
+    let (pipe, supervisor) = match args.pipe {
+        Some(cmd) => {
+            let spec = crate::pipe::WorkerSpec {
+                cmd,
+                env: vec![
+                    ("SK_STREAM".into(), stream.as_str().to_string()),
+                    ("SK_GROUP".into(), group.to_string()),
+                    ("SK_CONSUMER".into(), consumer.to_string()),
+                ],
+                stop_timeout: args.stop_timeout,
+            };
+            let (pipe, task) = crate::pipe::Pipe::start(spec, stop.clone());
+            (Some(pipe), Some(task))
+        }
+        None => (None, None),
+    };
     let group_name = group.to_string();
     let handler_children = children.clone();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
         let children = handler_children.clone();
+        let pipe = pipe.clone();
         let last_activity = last_activity.clone();
         let group_name = group_name.clone();
         async move {
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
+            if let Some(pipe) = pipe {
+                let outcome = pipe.handle(&d).await;
+                last_activity.store(elapsed_ms(started), Ordering::Relaxed);
+                return outcome;
+            }
             let line = wire::entry_to_line(d.stream().as_str(), d.entry());
             let outcome = match (exec, children) {
                 (Some(cmd), Some(children)) => {
@@ -111,8 +146,14 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stats = GroupConsumer::new(&redis, stream, group)
         .consumer_name(consumer)
         .options(options)
-        .run(handler, args.concurrency.max(1), stop)
-        .await?;
+        .run(handler, concurrency, stop)
+        .await;
+    // The handler (and with it the last `Pipe`) is gone: the supervisor
+    // ends the worker.
+    if let Some(task) = supervisor {
+        let _ = task.await;
+    }
+    let stats = stats?;
     drop(children);
     tracing::debug!(
         delivered = stats.delivered,

@@ -4,6 +4,7 @@
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
 
 mod bench;
+mod bench_e2e;
 mod children;
 mod cli;
 mod consume;
@@ -14,8 +15,10 @@ mod dump;
 mod group;
 mod janitor;
 mod output;
+mod pipe;
 mod produce;
 mod schedule;
+mod schedule_io;
 mod serve;
 mod signal;
 mod stat;

@@ -1,4 +1,5 @@
-//! `streamkeeper schedule add|ls|rm|pause|resume|run`.
+//! `streamkeeper schedule add|ls|rm|pause|resume|run` (import and export
+//! live in `schedule_io.rs`).
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -54,6 +55,10 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                 println!("schedule {name} → {to} added");
             }
         }
+        ScheduleAction::Import { input } => {
+            crate::schedule_io::run_import(global, &ns, input.as_deref()).await?
+        }
+        ScheduleAction::Export => crate::schedule_io::run_export(global, &ns).await?,
         ScheduleAction::Ls => {
             let redis = global.connect().await?;
             let list = Scheduler::new(&redis, &ns).list().await?;

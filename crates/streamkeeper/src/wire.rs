@@ -74,9 +74,82 @@ pub fn entry_to_json(stream: &str, entry: &Entry) -> Value {
     Value::Object(m)
 }
 
-/// An entry as one JSON line (no trailing newline).
+/// An entry as one JSON line (no trailing newline): the same text as
+/// `entry_to_json(…).to_string()`, written straight into one buffer (the
+/// `consume --pipe` feed writes one per entry).
 pub fn entry_to_line(stream: &str, entry: &Entry) -> String {
-    entry_to_json(stream, entry).to_string()
+    let size: usize = entry
+        .fields
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + 8)
+        .sum();
+    let mut out = Vec::with_capacity(stream.len() + size + 64);
+    out.extend_from_slice(b"{\"stream\":");
+    push_str(&mut out, stream);
+    out.extend_from_slice(b",\"id\":\"");
+    out.extend_from_slice(entry.id.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"fields\":");
+    if plain_names(&entry.fields) {
+        out.push(b'{');
+        for (i, (k, v)) in entry.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_bytes(&mut out, k);
+            out.push(b':');
+            push_bytes(&mut out, v);
+        }
+        out.push(b'}');
+    } else {
+        out.push(b'[');
+        for (i, (k, v)) in entry.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            push_bytes(&mut out, k);
+            out.push(b',');
+            push_bytes(&mut out, v);
+            out.push(b']');
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    // Only JSON text was written: escaped UTF-8 strings and base64.
+    String::from_utf8(out).unwrap_or_else(|_| entry_to_json(stream, entry).to_string())
+}
+
+/// Whether the fields can be a JSON object: every name UTF-8 and unique
+/// (as [`fields_to_json`] decides; no allocation for a few fields).
+fn plain_names(fields: &[(Bytes, Bytes)]) -> bool {
+    if !fields.iter().all(|(k, _)| std::str::from_utf8(k).is_ok()) {
+        return false;
+    }
+    if fields.len() <= 16 {
+        fields
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| fields[..i].iter().all(|(p, _)| p != k))
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        fields.iter().all(|(k, _)| seen.insert(k.as_slice()))
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => push_str(out, s),
+        Err(_) => {
+            out.extend_from_slice(b"{\"b64\":\"");
+            out.extend_from_slice(B64.encode(b).as_bytes());
+            out.extend_from_slice(b"\"}");
+        }
+    }
 }
 
 /// One parsed input line: the fields, and the stream and ID when the line
@@ -240,9 +313,22 @@ mod tests {
                 1..6)
         ) {
             let e = Entry { id: StreamId::new(ms, seq), fields };
+            // The direct writer spells exactly what the JSON value does.
+            prop_assert_eq!(entry_to_line("s\"\\\n", &e), entry_to_json("s\"\\\n", &e).to_string());
             let back = parse_line(&entry_to_line("s", &e), "p").expect("parse");
             prop_assert_eq!(back.fields, e.fields);
             prop_assert_eq!(back.id, Some(e.id));
+        }
+
+        #[test]
+        fn text_entries_are_written_like_the_json_value(
+            fields in proptest::collection::vec(("\\PC{0,6}", "\\PC{0,12}"), 1..20)
+        ) {
+            let e = Entry {
+                id: StreamId::new(7, 9),
+                fields: fields.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes())).collect(),
+            };
+            prop_assert_eq!(entry_to_line("s", &e), entry_to_json("s", &e).to_string());
         }
     }
 }

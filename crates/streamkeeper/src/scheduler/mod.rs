@@ -83,11 +83,7 @@ impl Scheduler {
 
     /// Emits outbox ticks older than [`OUTBOX_STALE_MS`]: their claimer
     /// died between the two steps.
-    async fn recover_outbox(
-        &self,
-        cache: &HashMap<String, (String, Schedule)>,
-        now: u64,
-    ) -> Result<()> {
+    async fn recover_outbox(&self, now: u64) -> Result<()> {
         let mut conn = self.connector.shared();
         let queued: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(&self.outbox)
@@ -104,21 +100,18 @@ impl Scheduler {
             if now.saturating_sub(due) < OUTBOX_STALE_MS {
                 continue;
             }
-            let target = match cache.get(name) {
-                Some((_, s)) => s.target.clone(),
-                None => match self.get(name).await? {
-                    Some(s) => s.target,
-                    None => {
-                        tracing::warn!(schedule = %name, due, "dropping an outbox tick of a removed schedule");
-                        redis::cmd("HDEL")
-                            .arg(&self.outbox)
-                            .arg(&field)
-                            .query_async::<()>(&mut conn)
-                            .await
-                            .map_err(|e| Error::redis("clearing the schedule outbox", e))?;
-                        continue;
-                    }
-                },
+            let target = match self.get(name).await? {
+                Some(s) => s.target,
+                None => {
+                    tracing::warn!(schedule = %name, due, "dropping an outbox tick of a removed schedule");
+                    redis::cmd("HDEL")
+                        .arg(&self.outbox)
+                        .arg(&field)
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map_err(|e| Error::redis("clearing the schedule outbox", e))?;
+                    continue;
+                }
             };
             // The stored array already holds sk-schedule and sk-due; strip them.
             let flat: Vec<String> = serde_json::from_str(&json)?;
@@ -249,6 +242,55 @@ impl Scheduler {
             .map_err(|e| Error::redis(format!("storing schedule {}", schedule.name), e))
     }
 
+    /// Adds or replaces many schedules in pipelined batches (each
+    /// schedule's definition and due time in one `MULTI`); validated
+    /// first, so nothing is stored if any is invalid. Batches are not one
+    /// transaction: after a connection loss, some are stored and running
+    /// the same import again completes it (an add replaces).
+    pub async fn add_batch(&self, schedules: &[Schedule]) -> Result<()> {
+        for s in schedules {
+            s.validate()?;
+        }
+        let now = now_ms();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for s in schedules {
+            pipe.hset(&self.schedules, &s.name, serde_json::to_string(s)?)
+                .ignore();
+            if s.paused {
+                pipe.zrem(&self.due, &s.name).ignore();
+            } else {
+                pipe.zadd(&self.due, &s.name, s.next_after(now)).ignore();
+            }
+        }
+        let mut conn = self.connector.shared();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("storing {} schedules", schedules.len()), e))
+    }
+
+    /// One page of schedule definitions (`HSCAN`): the next cursor (0 when
+    /// done) and the schedules. Memory stays bounded by the page, however
+    /// many schedules there are.
+    pub async fn scan(&self, cursor: u64, count: usize) -> Result<(u64, Vec<Schedule>)> {
+        let mut conn = self.connector.shared();
+        let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(&self.schedules)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("scanning schedules", e))?;
+        let mut out = Vec::with_capacity(flat.len() / 2);
+        for pair in flat.chunks(2) {
+            if let [_, json] = pair {
+                out.push(serde_json::from_str(json)?);
+            }
+        }
+        Ok((next, out))
+    }
+
     /// Removes a schedule; `false` if there was none.
     pub async fn remove(&self, name: &str) -> Result<bool> {
         let mut conn = self.connector.shared();
@@ -326,14 +368,10 @@ impl Scheduler {
     /// at once, in any processes; each due tick is emitted exactly once.
     pub async fn run(&self, instance: &str, shutdown: CancellationToken) -> Result<InstanceStats> {
         let mut stats = InstanceStats::default();
-        let mut cache: HashMap<String, (String, Schedule)> = HashMap::new();
         let mut due_estimate = 0u64;
         tracing::info!(%instance, "scheduler instance started");
         loop {
-            let wait = match self
-                .poll_once(&mut cache, &mut stats, &mut due_estimate)
-                .await
-            {
+            let wait = match self.poll_once(&mut stats, &mut due_estimate).await {
                 Ok(w) => w,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "scheduler poll failed; reconnecting");
@@ -361,7 +399,6 @@ impl Scheduler {
     /// next (zero when there may be more due right now).
     async fn poll_once(
         &self,
-        cache: &mut HashMap<String, (String, Schedule)>,
         stats: &mut InstanceStats,
         due_estimate: &mut u64,
     ) -> Result<Duration> {
@@ -373,7 +410,7 @@ impl Scheduler {
         if now.saturating_sub(last) >= 1000 {
             self.last_recovery
                 .store(now, std::sync::atomic::Ordering::Relaxed);
-            self.recover_outbox(cache, now).await?;
+            self.recover_outbox(now).await?;
         }
         let mut conn = self.connector.shared();
         // Instances start at random places in a large due set, so they
@@ -441,20 +478,17 @@ impl Scheduler {
                 orphans.push(name.as_str());
                 continue;
             };
-            let fresh = cache.get(name).is_none_or(|(j, _)| *j != json);
-            if fresh {
-                match serde_json::from_str::<Schedule>(&json) {
-                    Ok(s) => {
-                        cache.insert(name.clone(), (json, s));
-                    }
-                    Err(e) => {
-                        tracing::error!(schedule = %name, error = %e, "unreadable schedule definition; skipped");
-                        continue;
-                    }
+            // Parsed on every claim, not cached: a parse costs about a
+            // microsecond, while a cache of every definition grew with the
+            // number of schedules (1M schedules: hundreds of MB per
+            // instance, and its rehashes stalled the poll loop for
+            // hundreds of ms).
+            let schedule = match serde_json::from_str::<Schedule>(&json) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(schedule = %name, error = %e, "unreadable schedule definition; skipped");
+                    continue;
                 }
-            }
-            let Some((_, schedule)) = cache.get(name) else {
-                continue;
             };
             let due_ms = *score as u64;
             let offset = schedule.jitter_offset(due_ms);
