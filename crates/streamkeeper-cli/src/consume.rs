@@ -80,18 +80,28 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let exec = args.exec.map(Arc::new);
     let (retry_backoff, retry_backoff_max) = (options.retry_backoff, options.retry_backoff_max);
     let group_name = group.to_string();
+    let stdout_closed = stop.clone();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
+        let stdout_closed = stdout_closed.clone();
         let last_activity = last_activity.clone();
         let group_name = group_name.clone();
         async move {
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
             let line = wire::entry_to_line(d.stream().as_str(), d.entry());
             let outcome = match exec {
-                None => {
-                    crate::output::json_line_str(&line);
-                    Ok(Outcome::Ack)
-                }
+                None => match crate::output::json_line_str(&line) {
+                    Ok(()) => Ok(Outcome::Ack),
+                    // stdout closed (`| head -1`): stop cleanly (exit 0);
+                    // the entry counts as a failed delivery, so it is
+                    // handed out again later, never lost.
+                    Err(e) => {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            stdout_closed.cancel();
+                        }
+                        Err(format!("cannot print the entry: {e}"))
+                    }
+                },
                 Some(cmd) => {
                     let backoff = streamkeeper::retry::backoff(
                         d.delivery_count(),

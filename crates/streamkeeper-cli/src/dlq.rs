@@ -17,7 +17,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             let dlq = stream.derived(deadletter::DLQ_SUFFIX);
             if global.json {
                 for e in &dead {
-                    output::entry(true, &dlq, e);
+                    output::entry(true, &dlq, e)?;
                 }
             } else if dead.is_empty() {
                 println!("no dead letters in {dlq}");

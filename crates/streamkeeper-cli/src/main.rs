@@ -38,11 +38,8 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
-    };
-    init_logging(cli.verbose, cli.quiet);
+    // The runtime and the signal handlers come first, so a SIGTERM in the
+    // first milliseconds still ends with exit 130, not death by signal.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,10 +50,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    if let Err(e) = runtime.block_on(async { signal::install() }) {
+        eprintln!("streamkeeper: error: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = signal::unhandled() => Ok(Exit::Interrupted),
+        }
+    });
+    // Nothing may wait on a blocking read of stdin after the end.
+    runtime.shutdown_background();
+    if signal::arrived() {
+        return ExitCode::from(130);
+    }
+    match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::CheckFailed) => ExitCode::from(1),
         Ok(Exit::Interrupted) => ExitCode::from(130),
+        // A closed stdout (`| head -1`) is a clean end, as in ripgrep.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamkeeper: error: {}", one_line(&e));
             ExitCode::from(2)

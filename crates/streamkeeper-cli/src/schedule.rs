@@ -12,10 +12,16 @@ use crate::output;
 use crate::signal;
 use crate::Exit;
 
+/// A due time for people; `never` past the year 9999 (a definition
+/// stored before such schedules were refused), so nothing panics.
 fn time(ms: Option<u64>) -> String {
-    ms.map_or("-".into(), |ms| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    })
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms > streamkeeper::scheduler::MAX_DUE_MS => "never".into(),
+        Some(ms) => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+    }
 }
 
 pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {

@@ -31,7 +31,7 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
             // Like tail(1): the last N entries, then (with --follow) what comes next.
             let last = reader::last_entries(&redis, &stream, args.count.unwrap_or(10)).await?;
             for e in &last {
-                output::entry(global.json, &name, e);
+                output::entry(global.json, &name, e)?;
             }
             if !args.follow {
                 return Ok(Exit::Ok);
@@ -63,7 +63,7 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
             if left == Some(0) {
                 break;
             }
-            output::entry(global.json, &name, e);
+            output::entry(global.json, &name, e)?;
             left = left.map(|l| l - 1);
         }
         if left == Some(0) && !args.follow {

@@ -113,6 +113,23 @@ fn pairs(v: Value) -> Vec<(String, Value)> {
     }
 }
 
+/// A name as Redis holds it (bytes; group and consumer names need not
+/// be UTF-8).
+fn name_bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::BulkString(b) => b.clone(),
+        other => text(other).into_bytes(),
+    }
+}
+
+/// A name for display: as is when UTF-8, else with `\xNN` escapes.
+fn escaped(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_string(),
+        Err(_) => b.escape_ascii().to_string(),
+    }
+}
+
 fn entry_id(v: &Value) -> Option<StreamId> {
     match v {
         Value::Array(parts) => parts.first().and_then(|id| text(id).parse().ok()),
@@ -171,14 +188,14 @@ pub async fn stream_stat(
         _ => Vec::new(),
     };
     for g in groups {
-        let mut name = String::new();
+        let mut name = Vec::new();
         let mut pending = 0;
         let mut last_delivered = StreamId::MIN;
         let mut lag: Option<u64> = None;
         let mut entries_read: Option<u64> = None;
         for (k, v) in pairs(g) {
             match k.as_str() {
-                "name" => name = text(&v),
+                "name" => name = name_bytes(&v),
                 "pending" => pending = int(&v).unwrap_or(0),
                 "last-delivered-id" => last_delivered = text(&v).parse().unwrap_or(StreamId::MIN),
                 "lag" => lag = int(&v),
@@ -217,7 +234,7 @@ pub async fn stream_stat(
 async fn group_stat(
     connector: &Connector,
     stream: &StreamKey,
-    name: &str,
+    name: &[u8],
     pending: u64,
     last_delivered: StreamId,
     lag: Option<u64>,
@@ -242,7 +259,7 @@ async fn group_stat(
         .arg(1)
         .query_async(&mut conn)
         .await
-        .map_err(|e| Error::redis(format!("inspecting group {name} of {stream}"), e))?;
+        .map_err(|e| Error::redis(format!("inspecting group {} of {stream}", escaped(name)), e))?;
     let oldest_pending = match &summary {
         Value::Array(s) if int(&s[0]).unwrap_or(0) > 0 => {
             s.get(1).and_then(|v| text(v).parse::<StreamId>().ok())
@@ -284,7 +301,7 @@ async fn group_stat(
                 };
                 for (k, v) in pairs(c) {
                     match k.as_str() {
-                        "name" => stat.name = text(&v),
+                        "name" => stat.name = escaped(&name_bytes(&v)),
                         "pending" => stat.pending = int(&v).unwrap_or(0),
                         "idle" => stat.idle_ms = int(&v).unwrap_or(0),
                         _ => {}
@@ -297,7 +314,7 @@ async fn group_stat(
         _ => Vec::new(),
     };
     Ok(GroupStat {
-        group: name.to_string(),
+        group: escaped(name),
         pending,
         undelivered,
         outstanding: pending + undelivered,
@@ -315,7 +332,7 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
     let mut cursor = 0u64;
     let mut out = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
@@ -324,7 +341,17 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("SCAN", e))?;
-        out.extend(keys.into_iter().filter_map(|k| StreamKey::new(k).ok()));
+        for k in keys {
+            match String::from_utf8(k) {
+                Ok(k) => out.extend(StreamKey::new(k).ok()),
+                // Stream keys are UTF-8 in this library; say which one
+                // is left out rather than failing for all of them.
+                Err(e) => tracing::warn!(
+                    "skipping stream {}: its name is not UTF-8",
+                    e.as_bytes().escape_ascii()
+                ),
+            }
+        }
         if next == 0 {
             break;
         }

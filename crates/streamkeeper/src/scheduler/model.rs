@@ -16,6 +16,11 @@ use crate::types::StreamKey;
 /// The shortest interval accepted (tests use sub-second schedules).
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
+/// The latest due time a schedule may have: 9999-12-31T23:59:59.999Z, the
+/// last instant RFC 3339 (and `schedule ls`) can show. A schedule whose
+/// next tick falls later never fires and is refused.
+pub const MAX_DUE_MS: u64 = 253_402_300_799_999;
+
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -185,11 +190,23 @@ impl Schedule {
                     MIN_EVERY.as_millis()
                 )))
             }
+            Spec::EveryMs(ms) if crate::retry::now_ms().saturating_add(*ms) > MAX_DUE_MS => {
+                Err(Error::InvalidInput(format!(
+                    "interval {} is too long: the first tick would fall after the year 9999",
+                    humantime::format_duration(Duration::from_millis(*ms))
+                )))
+            }
             Spec::EveryMs(_) => Ok(()),
             Spec::Cron { expr, tz } => {
                 parse_cron(expr)?;
                 parse_tz(tz)?;
-                Ok(())
+                match cron_next(expr, tz, crate::retry::now_ms()) {
+                    Ok(next) if next <= MAX_DUE_MS => Ok(()),
+                    _ => Err(Error::InvalidInput(format!(
+                        "cron expression {expr:?} never fires (no date before the year 9999 \
+                         matches it): check day and month"
+                    ))),
+                }
             }
         }
     }
@@ -388,6 +405,13 @@ mod tests {
         assert!(err(Schedule::cron("c", "* * * * *", "Mars/Olympus", "t"))
             .contains("unknown time zone"));
         assert!(err(Schedule::every("e", Duration::ZERO, "t")).contains("too short"));
+        assert!(err(Schedule::cron("c", "0 0 30 2 *", "UTC", "t")).contains("never fires"));
+        assert!(err(Schedule::every(
+            "e",
+            Duration::from_secs(100_000 * 365 * 86_400),
+            "t"
+        ))
+        .contains("too long"));
         assert!(err(Schedule::every("e", Duration::from_secs(1), "")).contains("target"));
         assert!("catch-up:0".parse::<Missed>().is_err());
         assert_eq!(
