@@ -133,6 +133,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 1s, 2m)"))
 }
 
+/// Parses a duration that must be longer than zero (intervals, timeouts):
+/// `0s` would busy-loop.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero: give a duration above 0 (e.g. 500ms, 1s)"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a count that must be at least 1.
+pub fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number ≥ 1, got {s:?}")),
+    }
+}
+
+/// [`parse_positive`] for sizes.
+pub fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    parse_positive(s).and_then(|n| usize::try_from(n).map_err(|_| format!("{s} is too large")))
+}
+
 /// Parses a rate: `100`, `100/s`, `6000/m`.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let (n, per) = match s.split_once('/') {
@@ -162,7 +188,8 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     after_help = "Without --field, reads JSON lines from stdin: either entry objects \
 {\"fields\":{\"k\":\"v\"}} or plain objects {\"k\":\"v\"}. All of stdin is checked before \
 anything is written: a bad line writes nothing and exits 2.\n\
-In --field values, {i} is replaced by the entry's index (0, 1, …)."
+In --field values, {i} is replaced by the entry's index (0, 1, …); write {{i}} for a literal {i}.\n\
+Field names starting with sk- are reserved and refused."
 )]
 pub struct ProduceArgs {
     /// The stream.
@@ -170,15 +197,15 @@ pub struct ProduceArgs {
     /// A field of every entry (repeatable).
     #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
     pub fields: Vec<(String, String)>,
-    /// How many entries to append with --field.
-    #[arg(long, short = 'n', default_value_t = 1)]
-    pub count: u64,
+    /// How many entries to append with --field (default 1).
+    #[arg(long, short = 'n', value_parser = parse_positive)]
+    pub count: Option<u64>,
     /// Rate limit, e.g. 100/s.
     #[arg(long, value_parser = parse_rate, value_name = "R/s")]
     pub rate: Option<f64>,
     /// Cap the stream at about N entries (XADD MAXLEN ~ N). Deletes old
     /// entries whether processed or not.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub maxlen: Option<u64>,
 }
 
@@ -254,13 +281,13 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
     /// Entries handled at once with --exec.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = parse_positive_usize)]
     pub concurrency: usize,
     /// Dead-letter an entry after this many deliveries.
     #[arg(long, value_name = "N")]
     pub max_deliveries: Option<u64>,
     /// Reclaim entries of consumers idle longer than this.
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
     /// First retry delay after a failed --exec (exit 75 or other); it
     /// doubles with every delivery, up to 5 minutes.
@@ -270,10 +297,10 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_age: Option<Duration>,
     /// End when no entry arrived for this long.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub idle_exit: Option<Duration>,
     /// Entries per read (XREADGROUP COUNT).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = parse_positive_usize)]
     pub batch: usize,
 }
 
@@ -345,7 +372,7 @@ pub struct StatArgs {
     /// Streams to inspect (default: all).
     pub streams: Vec<String>,
     /// Print again every INTERVAL, with the trend of each group.
-    #[arg(long, value_parser = parse_duration, value_name = "INTERVAL")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "INTERVAL")]
     pub watch: Option<Duration>,
     /// Exit 1 when a group has more outstanding entries than this.
     #[arg(long, value_name = "N")]
@@ -380,7 +407,7 @@ pub struct JanitorArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Time between runs.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub interval: Duration,
     /// Keep at most N entries (archive unacked ones first).
     #[arg(long, value_name = "N")]

@@ -60,6 +60,30 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             } else {
                 ids
             };
+            // Every ID is checked before the first replay: a missing one
+            // writes nothing.
+            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let mut conn = redis.shared();
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("XRANGE").arg(&dlq).arg(id).arg(id);
+            }
+            let found: Vec<Vec<redis::Value>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| streamkeeper::Error::redis(format!("XRANGE {dlq}"), e))?;
+            let absent: Vec<String> = ids
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_empty())
+                .map(|(id, _)| id.to_string())
+                .collect();
+            if !absent.is_empty() {
+                anyhow::bail!(
+                    "no dead letter with ID {} in {dlq}; nothing replayed (see `streamkeeper dlq ls {stream}`)",
+                    absent.join(", ")
+                );
+            }
             let mut missing = Vec::new();
             for id in ids {
                 match deadletter::replay(&redis, &stream, id).await? {

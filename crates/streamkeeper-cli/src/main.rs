@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 a check failed, 2 error (one line on stderr),
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
 
+mod append;
 mod bench;
 mod cli;
 mod consume;
@@ -115,14 +116,21 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
+        let text = match cause.downcast_ref::<redis::RedisError>() {
+            Some(r) => streamkeeper::error::redis_text(r),
+            None => cause.to_string(),
+        };
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
         }
-        if !line.is_empty() {
-            line.push_str(": ");
+        // The library's errors already say what failed and why; their
+        // sources would repeat raw redis-rs text.
+        if cause.is::<streamkeeper::Error>() {
+            break;
         }
-        line.push_str(&text);
     }
     line.replace('\n', " ")
 }

@@ -205,3 +205,246 @@ fn stat_shows_non_utf8_names_escaped() {
         stderr(&o)
     );
 }
+
+#[test]
+fn dump_to_a_file_never_destroys_it_when_the_dump_cannot_run() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("precious.jsonl");
+    std::fs::write(&file, "precious\n").expect("write");
+    let path = file.to_str().expect("path");
+    cli(&server, &["SET", "k", "x"]);
+    let o = sk(&server, &["dump", "k", "-o", path]);
+    refused(&o, "holds a string, not a stream");
+    assert!(stderr(&o).len() < 200, "short: {}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "precious\n");
+    let o = Command::new(common::BIN)
+        .args(["--redis", "redis://127.0.0.1:1", "dump", "s", "-o", path])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "precious\n");
+    cli(&server, &["XADD", "s", "1-1", "a", "b"]);
+    let o = sk(&server, &["dump", "s", "-o", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&file)
+        .expect("read")
+        .contains("1-1"));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+    assert_eq!(left.len(), 1, "no temp file left behind");
+    let o = sk(&server, &["restore", "k", "-i", path]);
+    refused(&o, "holds a string, not a stream");
+}
+
+#[test]
+fn dlq_replay_with_one_missing_id_replays_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let fields = [
+        "sk-origin",
+        "s",
+        "sk-origin-id",
+        "1-1",
+        "sk-group",
+        "g",
+        "sk-deliveries",
+        "3",
+        "sk-reason",
+        "boom",
+        "k",
+        "v",
+    ];
+    let mut args = vec!["XADD", "{s}:dlq", "5-0"];
+    args.extend(fields);
+    cli(&server, &args);
+    let o = sk(
+        &server,
+        &["dlq", "replay", "s", "--id", "9-9", "--id", "5-0"],
+    );
+    refused(&o, "9-9");
+    assert_eq!(cli(&server, &["EXISTS", "s"]), "0", "nothing replayed");
+    assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "1");
+}
+
+#[test]
+fn restore_keep_ids_checks_the_streams_last_generated_id_first() {
+    let server = RedisServer::start().expect("redis");
+    let dump: String = (1..=9)
+        .map(|i| format!("{{\"stream\":\"t\",\"id\":\"{i}-1\",\"fields\":{{\"n\":\"{i}\"}}}}\n"))
+        .collect();
+    // The stream's last entry is gone, but its last-generated ID (5-0)
+    // lies inside the dump: XADD would refuse 1-1 … 5-0.
+    cli(&server, &["XADD", "t", "0-1", "old", "1"]);
+    cli(&server, &["XADD", "t", "5-0", "gone", "1"]);
+    cli(&server, &["XDEL", "t", "5-0"]);
+    let digest = cli(&server, &["DEBUG", "DIGEST-VALUE", "t"]);
+    let o = common::sk_stdin(&server, &["restore", "t", "--keep-ids"], dump.as_bytes());
+    refused(&o, "5-0");
+    assert_eq!(cli(&server, &["DEBUG", "DIGEST-VALUE", "t"]), digest);
+    assert_eq!(cli(&server, &["XLEN", "t"]), "1");
+}
+
+/// A server that runs out of memory part way through a big write.
+fn small_server() -> RedisServer {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        extra_args: vec!["--enable-debug-command".into(), "yes".into()],
+        ..Default::default()
+    })
+    .expect("redis");
+    let info = cli(&server, &["INFO", "memory"]);
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    cli(
+        &server,
+        &[
+            "CONFIG",
+            "SET",
+            "maxmemory",
+            &(used + 3_000_000).to_string(),
+        ],
+    );
+    server
+}
+
+fn assert_reports_what_was_written(server: &RedisServer, o: &std::process::Output) {
+    let err = stderr(o);
+    refused(o, "OOM");
+    let n: u64 = err
+        .split(" entries were written")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("count in {err}"));
+    assert!(n > 0, "{err}");
+    assert_eq!(cli(server, &["XLEN", "s"]), n.to_string(), "{err}");
+    let last = cli(server, &["XREVRANGE", "s", "+", "-", "COUNT", "1"]);
+    let last_id = last.lines().next().expect("an entry").to_string();
+    assert!(
+        err.contains(&format!("last ID {last_id}")),
+        "{last_id}: {err}"
+    );
+}
+
+#[test]
+fn produce_and_restore_under_maxmemory_say_exactly_what_was_written() {
+    let value = "x".repeat(1000);
+    let server = small_server();
+    let o = sk(
+        &server,
+        &[
+            "-q",
+            "produce",
+            "s",
+            "--field",
+            &format!("v={value}"),
+            "--count",
+            "20000",
+        ],
+    );
+    assert_reports_what_was_written(&server, &o);
+
+    let server = small_server();
+    let dump: String = (1..=20000)
+        .map(|i| format!("{{\"fields\":{{\"n\":\"{i}\",\"v\":\"{value}\"}}}}\n"))
+        .collect();
+    let o = common::sk_stdin(&server, &["restore", "s"], dump.as_bytes());
+    assert_reports_what_was_written(&server, &o);
+}
+
+#[test]
+fn a_failed_janitor_once_releases_its_lease() {
+    let server = RedisServer::start().expect("redis");
+    for _ in 0..5 {
+        cli(&server, &["XADD", "s", "*", "k", "v"]);
+    }
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    let o = sk(
+        &server,
+        &[
+            "janitor",
+            "s",
+            "--once",
+            "--max-len",
+            "1",
+            "--archive",
+            "/nonexistent/dir/archive.jsonl",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        cli(&server, &["EXISTS", "{s}:janitor"]),
+        "0",
+        "lease released"
+    );
+    assert_eq!(cli(&server, &["XLEN", "s"]), "5", "nothing dropped");
+}
+
+#[test]
+fn zero_and_negative_intervals_and_counts_are_refused() {
+    let server = RedisServer::start().expect("redis");
+    let cases: &[&[&str]] = &[
+        &["stat", "--watch", "0s"],
+        &["janitor", "s", "--interval", "0s"],
+        &["consume", "s", "-g", "g", "--batch", "0"],
+        &["consume", "s", "-g", "g", "--concurrency", "0"],
+        &["consume", "s", "-g", "g", "--claim-after", "0s"],
+        &["produce", "s", "--field", "a=1", "--maxlen", "0"],
+        &["produce", "s", "--field", "a=1", "--count", "0"],
+        &["produce", "s", "--field", "a=1", "--count", "-3"],
+    ];
+    for args in cases {
+        let o = sk(&server, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim().lines().count(), 1, "{args:?}");
+    }
+    assert_eq!(cli(&server, &["DBSIZE"]), "0");
+}
+
+#[test]
+fn produce_refuses_odd_input_and_writes_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let stdin_cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["produce", "s"],
+            "{\"fields\":{\"a\":\"1\"},\"extra\":1}\n",
+            "unknown key",
+        ),
+        (
+            &["produce", "s"],
+            "{\"a\":\"1\",\"a\":\"2\"}\n",
+            "appears twice",
+        ),
+        (
+            &["produce", "s", "--count", "3"],
+            "{\"a\":\"1\"}\n",
+            "--count",
+        ),
+        (
+            &["produce", "s"],
+            "{\"sk-retry-group\":\"g\"}\n",
+            "reserved",
+        ),
+    ];
+    for (args, input, needle) in stdin_cases {
+        let o = common::sk_stdin(&server, args, input.as_bytes());
+        refused(&o, needle);
+    }
+    refused(
+        &sk(&server, &["produce", "s", "--field", "sk-retry-group=g"]),
+        "reserved",
+    );
+    assert_eq!(cli(&server, &["DBSIZE"]), "0");
+    let o = sk(
+        &server,
+        &["produce", "s", "--field", "v={{i}}={i}", "--count", "2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let range = cli(&server, &["XRANGE", "s", "-", "+"]);
+    assert!(
+        range.contains("{i}=0") && range.contains("{i}=1"),
+        "{range}"
+    );
+}
