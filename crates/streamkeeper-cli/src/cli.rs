@@ -592,9 +592,9 @@ pub enum ScheduleAction {
         /// Fire on a cron expression (5 fields, or 6 with seconds first).
         #[arg(long, value_name = "EXPR")]
         cron: Option<String>,
-        /// Time zone of --cron (IANA name).
-        #[arg(long, default_value = "UTC", requires = "cron", value_name = "ZONE")]
-        tz: String,
+        /// Time zone of --cron (IANA name; default UTC).
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
         /// The stream ticks go to.
         #[arg(long, value_name = "S")]
         to: String,

@@ -93,6 +93,8 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             let p = group::reset_group(&redis, &stream, &g, to, dry_run).await?;
             if global.json {
                 let mut v = serde_json::to_value(&p)?;
+                v["stream"] = stream.as_str().into();
+                v["group"] = g.as_str().into();
                 v["dry_run"] = dry_run.into();
                 output::json_line(&v);
             } else {

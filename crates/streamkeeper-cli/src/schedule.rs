@@ -39,8 +39,13 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
         } => {
             // Validate everything before connecting: nothing is stored on error.
             let mut schedule = match (every, cron) {
+                (Some(_), None) if tz.is_some() => {
+                    anyhow::bail!("--tz applies to --cron only: an --every interval has no time zone; drop --tz")
+                }
                 (Some(d), None) => Schedule::every(&name, d, &to)?,
-                (None, Some(expr)) => Schedule::cron(&name, &expr, &tz, &to)?,
+                (None, Some(expr)) => {
+                    Schedule::cron(&name, &expr, tz.as_deref().unwrap_or("UTC"), &to)?
+                }
                 _ => anyhow::bail!("give exactly one of --every DURATION or --cron EXPR"),
             };
             for (k, v) in &fields {
@@ -119,7 +124,11 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                     "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
                 );
             }
-            println!("schedule {name} removed");
+            if global.json {
+                output::json_line(&serde_json::json!({"name": name, "removed": true}));
+            } else {
+                println!("schedule {name} removed");
+            }
         }
         ScheduleAction::Pause { name } => set_paused(global, &ns, &name, true).await?,
         ScheduleAction::Resume { name } => set_paused(global, &ns, &name, false).await?,
@@ -153,9 +162,13 @@ async fn set_paused(global: &Global, ns: &str, name: &str, paused: bool) -> anyh
             "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
         );
     }
-    println!(
-        "schedule {name} {}",
-        if paused { "paused" } else { "resumed" }
-    );
+    if global.json {
+        output::json_line(&serde_json::json!({"name": name, "paused": paused}));
+    } else {
+        println!(
+            "schedule {name} {}",
+            if paused { "paused" } else { "resumed" }
+        );
+    }
     Ok(())
 }

@@ -448,3 +448,189 @@ fn produce_refuses_odd_input_and_writes_nothing() {
         "{range}"
     );
 }
+
+#[test]
+fn a_user_without_memory_permission_sees_memory_as_unknown() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tcp_port: Some(0),
+        ..Default::default()
+    })
+    .expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    cli(
+        &server,
+        &[
+            "ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@all", "-memory",
+        ],
+    );
+    let url = server
+        .tcp_url()
+        .expect("tcp")
+        .replace("redis://", "redis://reader:pw@");
+    let run = |args: &[&str]| {
+        Command::new(common::BIN)
+            .arg("--redis")
+            .arg(&url)
+            .args(args)
+            .env_remove("STREAMKEEPER_REDIS")
+            .output()
+            .expect("run")
+    };
+    let o = run(&["--json", "stat", "s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&o);
+    assert_eq!(rows[0]["memory_bytes"], serde_json::Value::Null, "{rows:?}");
+    assert_eq!(rows[0]["group"], "g");
+    let o = run(&["stat", "s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unknown"));
+    let o = run(&["group", "consumers", "s", "g"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Wrong password: a credentials problem, not a server that is down.
+    let bad = url.replace(":pw@", ":nope@");
+    let o = Command::new(common::BIN)
+        .args(["--redis", &bad, "stat"])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("is redis-server running"), "{err}");
+    assert!(!err.contains("pw"), "no password in messages: {err}");
+}
+
+#[test]
+fn json_output_names_things_the_same_everywhere() {
+    let server = RedisServer::start().expect("redis");
+    cli(&server, &["XADD", "s", "1-1", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    let o = sk(&server, &["--json", "group", "ls", "s"]);
+    let rows = json_lines(&o);
+    assert_eq!(rows[0]["group"], "g", "{rows:?}");
+    assert!(rows[0].get("name").is_none(), "{rows:?}");
+    let o = sk(
+        &server,
+        &[
+            "--json",
+            "group",
+            "reset",
+            "s",
+            "g",
+            "--to",
+            "0-0",
+            "--dry-run",
+        ],
+    );
+    let rows = json_lines(&o);
+    assert_eq!(rows[0]["stream"], "s", "{rows:?}");
+    assert_eq!(rows[0]["group"], "g", "{rows:?}");
+    let o = sk(
+        &server,
+        &["schedule", "add", "hb", "--every", "1s", "--to", "t"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (args, key, value) in [
+        (&["--json", "schedule", "pause", "hb"][..], "paused", true),
+        (&["--json", "schedule", "resume", "hb"][..], "paused", false),
+        (&["--json", "schedule", "rm", "hb"][..], "removed", true),
+    ] {
+        let o = sk(&server, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let rows = json_lines(&o);
+        assert_eq!(rows[0]["name"], "hb", "{args:?}");
+        assert_eq!(rows[0][key], value, "{args:?}");
+    }
+    refused(
+        &sk(
+            &server,
+            &[
+                "schedule",
+                "add",
+                "x",
+                "--every",
+                "1s",
+                "--tz",
+                "Europe/Berlin",
+                "--to",
+                "t",
+            ],
+        ),
+        "--tz",
+    );
+    assert_eq!(cli(&server, &["HLEN", "{streamkeeper}:schedules"]), "0");
+}
+
+#[test]
+fn human_tail_keeps_one_entry_on_one_line() {
+    let server = RedisServer::start().expect("redis");
+    let mut conn = raw(&server);
+    let _: String = redis::cmd("XADD")
+        .arg("s")
+        .arg("1-1")
+        .arg("text")
+        .arg("two\nlines\0nul")
+        .arg("bin")
+        .arg(&b"\xff"[..])
+        .query(&mut conn)
+        .expect("xadd");
+    let o = sk(&server, &["tail", "s"]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(out.contains("text=two\\nlines\\x00nul"), "{out:?}");
+    assert!(out.contains("bin=\\xff"), "{out:?}");
+}
+
+#[test]
+fn sigterm_while_still_connecting_exits_130() {
+    // A server that accepts the connection and never answers: the command
+    // is still connecting (before any command-level handler) when the
+    // signal comes, as in the first milliseconds of a run.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("redis://{}", silent.local_addr().expect("addr"));
+    let child = Command::new(common::BIN)
+        .args(["--redis", &url, "tail", "s", "-f"])
+        .env_remove("STREAMKEEPER_REDIS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let status = format!("/proc/{}/status", child.id());
+    // Wait until the process runs main (its SIGTERM handler is in place).
+    assert!(eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))
+                    .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            })
+            .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+    }));
+    unsafe_terminate(child.id());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+}
+
+#[test]
+fn doctor_through_a_sentinel_url_says_sentinel_mode() {
+    let topo = streamkeeper_testkit::SentinelTopology::start().expect("sentinel topology");
+    let o = Command::new(common::BIN)
+        .args(["--redis", &topo.url(), "--json", "doctor"])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+    let rows = json_lines(&o);
+    let mode = rows
+        .iter()
+        .find(|r| r["check"] == "mode")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(
+        mode["value"]
+            .as_str()
+            .is_some_and(|v| v.contains("sentinel")),
+        "{mode}"
+    );
+}

@@ -88,8 +88,12 @@ pub struct StreamStat {
     pub first_id: Option<String>,
     /// Its last entry's ID.
     pub last_id: Option<String>,
-    /// Memory in bytes (sampled unless exact was asked for).
+    /// Memory in bytes (sampled unless exact was asked for); 0 when
+    /// unknown (see `memory_known`).
     pub memory_bytes: u64,
+    /// False when the user may not run `MEMORY USAGE` (an ACL user
+    /// without `+memory`): memory is then unknown, not zero.
+    pub memory_known: bool,
     /// `memory_bytes / length`.
     pub bytes_per_entry: u64,
     /// Entries ever added to the stream (Redis ≥ 7), for rates.
@@ -149,7 +153,7 @@ pub async fn stream_stat(
     if options.exact_memory {
         memory.arg("SAMPLES").arg(0);
     }
-    let r: redis::RedisResult<(Value, Value, Option<u64>)> = redis::pipe()
+    let mut r: redis::RedisResult<(Value, Value, Option<u64>)> = redis::pipe()
         .cmd("XINFO")
         .arg("STREAM")
         .arg(stream)
@@ -159,6 +163,22 @@ pub async fn stream_stat(
         .add_command(memory)
         .query_async(&mut conn)
         .await;
+    let mut memory_known = true;
+    if matches!(&r, Err(e) if crate::error::error_code(e).as_deref() == Some("NOPERM")) {
+        // A least-privilege user may read streams but not run MEMORY:
+        // everything but the memory figure is still worth showing.
+        memory_known = false;
+        r = redis::pipe()
+            .cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async::<(Value, Value)>(&mut conn)
+            .await
+            .map(|(i, g)| (i, g, None));
+    }
     let (info, groups, memory) = match r {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => {
@@ -224,6 +244,7 @@ pub async fn stream_stat(
         first_id: first.map(|i| i.to_string()),
         last_id: last.map(|i| i.to_string()),
         memory_bytes,
+        memory_known,
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
         entries_added,
         groups: group_stats,
