@@ -634,3 +634,24 @@ fn doctor_through_a_sentinel_url_says_sentinel_mode() {
         "{mode}"
     );
 }
+
+#[test]
+fn tail_count_pages_through_more_than_one_page_in_order() {
+    let server = RedisServer::start().expect("redis");
+    let o = sk(
+        &server,
+        &["-q", "produce", "s", "--field", "n={i}", "--count", "2500"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sk(&server, &["--json", "tail", "s", "--count", "2100"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&o);
+    assert_eq!(rows.len(), 2100);
+    assert_eq!(rows[0]["fields"]["n"], "400");
+    assert_eq!(rows[2099]["fields"]["n"], "2499");
+    let o = sk(&server, &["--json", "tail", "s", "--count", "5000"]);
+    assert_eq!(json_lines(&o).len(), 2500);
+    let o = sk(&server, &["--json", "tail", "empty", "--count", "5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+}
