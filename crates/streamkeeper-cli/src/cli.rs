@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use streamkeeper::{Connector, StreamKey};
+use streamkeeper::{Connector, GroupName, StreamKey};
 
 /// The address used when neither --redis nor STREAMKEEPER_REDIS is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -193,7 +193,7 @@ Field names starting with sk- are reserved and refused."
 )]
 pub struct ProduceArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// A field of every entry (repeatable).
     #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
     pub fields: Vec<(String, String)>,
@@ -213,7 +213,7 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Start at an ID (inclusive), `-` (the beginning), `$` (only new
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
@@ -252,10 +252,10 @@ SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 13
 )]
 pub struct ConsumeArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// The consumer group.
     #[arg(long, short = 'g')]
-    pub group: String,
+    pub group: GroupName,
     /// This consumer's name (default: <hostname>-<pid>-<random>). Reuse a
     /// name to re-read its pending entries after a crash.
     #[arg(long, short = 'c')]
@@ -317,9 +317,9 @@ pub enum GroupAction {
     /// Create a group (and the stream if missing).
     Create {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
         #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
         from: String,
@@ -327,21 +327,21 @@ pub enum GroupAction {
     /// Destroy a group (its pending list is dropped; the stream stays).
     Destroy {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
     },
     /// List the groups of a stream.
     Ls {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
     },
     /// Move the group's last-delivered ID (re-deliver or skip entries).
     Reset {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// The new last-delivered ID or a time (entries after it are delivered next).
         #[arg(long, value_name = "ID|TIME")]
         to: String,
@@ -353,9 +353,9 @@ pub enum GroupAction {
     /// go to the most recently active consumer first, never dropped).
     Consumers {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// Remove consumers idle longer than this.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         remove_idle: Option<Duration>,
@@ -399,7 +399,7 @@ One janitor works per stream (lease {S}:janitor); others stand by."
 pub struct JanitorArgs {
     /// Streams to clean.
     #[arg(required = true)]
-    pub streams: Vec<String>,
+    pub streams: Vec<StreamKey>,
     /// One run, then exit.
     #[arg(long)]
     pub once: bool,
@@ -424,7 +424,7 @@ pub struct JanitorArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// First ID (inclusive) or time.
     #[arg(long, value_name = "ID|TIME")]
     pub from: Option<String>,
@@ -445,7 +445,7 @@ empty or end before the first ID of the dump."
 )]
 pub struct RestoreArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Read FILE instead of stdin.
     #[arg(short = 'i', long, value_name = "FILE")]
     pub input: Option<std::path::PathBuf>,
@@ -541,7 +541,7 @@ pub enum DlqAction {
     /// List dead letters of S (stored in {S}:dlq), oldest first.
     Ls {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// At most this many.
         #[arg(long, short = 'n', default_value_t = 100)]
         count: usize,
@@ -550,7 +550,7 @@ pub enum DlqAction {
     /// gave up on an entry processes it again.
     Replay {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The dead letter's ID in {S}:dlq (repeatable).
         #[arg(long = "id", value_name = "ID", required_unless_present = "all")]
         ids: Vec<String>,
@@ -561,7 +561,7 @@ pub enum DlqAction {
     /// Delete dead letters (all, or those before an ID or time).
     Purge {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// Only dead letters older than this ID or time.
         #[arg(long, value_name = "ID|TIME")]
         before: Option<String>,
@@ -631,4 +631,77 @@ pub enum ScheduleAction {
         #[arg(long)]
         instance: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, GroupAction, ScheduleAction};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("streamkeeper").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn typed_values_are_parsed_once_by_clap() {
+        let cli = parse(&["consume", "orders", "-g", "billing", "--batch", "5"]).expect("ok");
+        let Command::Consume(c) = cli.command else {
+            panic!("consume")
+        };
+        assert_eq!(c.stream.as_str(), "orders");
+        assert_eq!(c.group.as_str(), "billing");
+        assert_eq!(c.batch, 5);
+        let cli = parse(&["group", "reset", "s", "g", "--to", "0-0"]).expect("ok");
+        assert!(matches!(
+            cli.command,
+            Command::Group(super::GroupArgs {
+                action: GroupAction::Reset { .. }
+            })
+        ));
+        let cli = parse(&["janitor", "a", "b", "--interval", "2s"]).expect("ok");
+        let Command::Janitor(j) = cli.command else {
+            panic!("janitor")
+        };
+        assert_eq!(j.streams.len(), 2);
+        assert_eq!(j.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn zero_empty_and_negative_values_are_refused() {
+        for args in [
+            &["stat", "--watch", "0s"][..],
+            &["janitor", "s", "--interval", "0ms"],
+            &["consume", "s", "-g", "g", "--batch", "0"],
+            &["consume", "s", "-g", "g", "--concurrency", "0"],
+            &["consume", "s", "-g", "g", "--idle-exit", "0s"],
+            &["consume", "s", "-g", ""],
+            &["produce", "", "--field", "a=1"],
+            &["produce", "s", "--field", "a=1", "--maxlen", "0"],
+            &["produce", "s", "--field", "a=1", "--count", "-1"],
+            &["produce", "s", "--field", "=1"],
+            &["tail", "s", "--count", "-5"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn tz_is_optional_and_only_parsed_as_given() {
+        let cli = parse(&["schedule", "add", "n", "--every", "1s", "--to", "t"]).expect("ok");
+        let Command::Schedule(s) = cli.command else {
+            panic!("schedule")
+        };
+        let ScheduleAction::Add { tz, .. } = s.action else {
+            panic!("add")
+        };
+        assert_eq!(tz, None);
+    }
 }

@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use streamkeeper::{
-    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, GroupName, Outcome,
-    StartFrom,
+    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome, StartFrom,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, AckArg, ConsumeArgs, Global};
+use crate::cli::{AckArg, ConsumeArgs, Global};
 use crate::signal;
 use crate::Exit;
 
@@ -25,8 +24,8 @@ use crate::Exit;
 pub const EXIT_RETRY: i32 = 75;
 
 pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
-    let group = GroupName::new(args.group.clone()).context("invalid --group")?;
+    let stream = args.stream.clone();
+    let group = args.group.clone();
     let consumer = match &args.consumer {
         Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
         None => ConsumerName::unique(),

@@ -4,14 +4,13 @@ use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::{deadletter, StartFrom, StreamId};
 
-use crate::cli::{stream_key, DlqAction, DlqArgs, Global};
+use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
 use crate::Exit;
 
 pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
     match args.action {
         DlqAction::Ls { stream, count } => {
-            let stream = stream_key(&stream)?;
             let redis = global.connect().await?;
             let dead = deadletter::list(&redis, &stream, count).await?;
             let dlq = stream.derived(deadletter::DLQ_SUFFIX);
@@ -45,7 +44,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Replay { stream, ids, all } => {
-            let stream = stream_key(&stream)?;
             let ids: Vec<StreamId> = ids
                 .iter()
                 .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
@@ -108,7 +106,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Purge { stream, before } => {
-            let stream = stream_key(&stream)?;
             let before = match before {
                 None => None,
                 Some(b) => Some(match b.parse::<StartFrom>().context("invalid --before")? {

@@ -14,7 +14,7 @@ use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::{wire, Reader, StartFrom, StreamId};
 
 use crate::append::{check_is_stream, Appender, NewEntry};
-use crate::cli::{stream_key, DumpArgs, Global, RestoreArgs};
+use crate::cli::{DumpArgs, Global, RestoreArgs};
 use crate::Exit;
 
 fn bound(s: &str, what: &str) -> anyhow::Result<StreamId> {
@@ -47,7 +47,7 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     let from = args
         .from
         .as_deref()
@@ -121,7 +121,7 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
 }
 
 pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     // Stdin is read once; spool it so it can be checked before writing.
     let (path, _spool) = match &args.input {
         Some(p) => (p.clone(), None),

@@ -8,7 +8,7 @@ use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease, TrimReport};
 use streamkeeper::StreamKey;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, Global, JanitorArgs};
+use crate::cli::{Global, JanitorArgs};
 use crate::output;
 use crate::signal;
 use crate::Exit;
@@ -36,11 +36,7 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
 }
 
 pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
-    let streams: Vec<StreamKey> = args
-        .streams
-        .iter()
-        .map(|s| stream_key(s))
-        .collect::<anyhow::Result<_>>()?;
+    let streams: Vec<StreamKey> = args.streams.clone();
     let archive = args
         .archive
         .as_deref()

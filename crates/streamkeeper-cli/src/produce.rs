@@ -15,7 +15,7 @@ use streamkeeper::types::Bytes;
 use streamkeeper::{wire, StreamId};
 
 use crate::append::{check_is_stream, Appender, NewEntry};
-use crate::cli::{stream_key, Global, ProduceArgs};
+use crate::cli::{Global, ProduceArgs};
 use crate::Exit;
 
 type Fields = Vec<(Bytes, Bytes)>;
@@ -66,7 +66,7 @@ fn templated(fields: &[(String, String)], i: u64) -> Fields {
 }
 
 pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     let from_stdin = args.fields.is_empty();
     let stdin_entries: Vec<Fields> = if from_stdin {
         if args.count.is_some() {

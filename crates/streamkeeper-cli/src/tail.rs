@@ -6,13 +6,13 @@ use anyhow::Context;
 use streamkeeper::{reader, Reader, StartFrom};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, Global, TailArgs};
+use crate::cli::{Global, TailArgs};
 use crate::output;
 use crate::signal;
 use crate::Exit;
 
 pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     let from = match &args.from {
         None => None,
         Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
