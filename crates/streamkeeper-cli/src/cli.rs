@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use streamkeeper::{Connector, StreamKey};
+use streamkeeper::{Connector, GroupName, StreamKey};
 
 /// The address used when neither --redis nor STREAMKEEPER_REDIS is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -133,6 +133,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 1s, 2m)"))
 }
 
+/// Parses a duration that must be longer than zero (intervals, timeouts):
+/// `0s` would busy-loop.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!(
+            "{s:?} is zero: give a duration above 0 (e.g. 500ms, 1s)"
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a count that must be at least 1.
+pub fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number ≥ 1, got {s:?}")),
+    }
+}
+
+/// [`parse_positive`] for sizes.
+pub fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    parse_positive(s).and_then(|n| usize::try_from(n).map_err(|_| format!("{s} is too large")))
+}
+
 /// Parses a rate: `100`, `100/s`, `6000/m`.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     let (n, per) = match s.split_once('/') {
@@ -162,23 +188,24 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     after_help = "Without --field, reads JSON lines from stdin: either entry objects \
 {\"fields\":{\"k\":\"v\"}} or plain objects {\"k\":\"v\"}. All of stdin is checked before \
 anything is written: a bad line writes nothing and exits 2.\n\
-In --field values, {i} is replaced by the entry's index (0, 1, …)."
+In --field values, {i} is replaced by the entry's index (0, 1, …); write {{i}} for a literal {i}.\n\
+Field names starting with sk- are reserved and refused."
 )]
 pub struct ProduceArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// A field of every entry (repeatable).
     #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
     pub fields: Vec<(String, String)>,
-    /// How many entries to append with --field.
-    #[arg(long, short = 'n', default_value_t = 1)]
-    pub count: u64,
+    /// How many entries to append with --field (default 1).
+    #[arg(long, short = 'n', value_parser = parse_positive)]
+    pub count: Option<u64>,
     /// Rate limit, e.g. 100/s.
     #[arg(long, value_parser = parse_rate, value_name = "R/s")]
     pub rate: Option<f64>,
     /// Cap the stream at about N entries (XADD MAXLEN ~ N). Deletes old
     /// entries whether processed or not.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub maxlen: Option<u64>,
     /// Report an entry only once N replicas confirmed it (WAIT N after
     /// each batch). Unconfirmed batches are sent again, to the new master
@@ -195,7 +222,7 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Start at an ID (inclusive), `-` (the beginning), `$` (only new
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
@@ -247,10 +274,10 @@ SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 13
 )]
 pub struct ConsumeArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// The consumer group.
     #[arg(long, short = 'g')]
-    pub group: String,
+    pub group: GroupName,
     /// This consumer's name (default: <hostname>-<pid>-<random>). Reuse a
     /// name to re-read its pending entries after a crash.
     #[arg(long, short = 'c')]
@@ -281,18 +308,18 @@ pub struct ConsumeArgs {
     pub pipe: Option<String>,
     /// Entries handled at once with --exec (default 1), or left unanswered
     /// at most with --pipe (default 64).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_positive_usize)]
     pub concurrency: Option<usize>,
     /// With --pipe: after SIGINT/SIGTERM, how long to wait for the answers
     /// of entries already sent; unanswered ones stay pending.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub stop_timeout: Duration,
     /// Dead-letter an entry when this many attempts (handler runs) failed.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_deliveries: Option<u64>,
     /// Reclaim the entries of a consumer that stopped for this long
     /// (crash-detection time; live consumers keep theirs fresh).
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
     /// First retry delay after a failed --exec (exit 75 or other); it
     /// doubles with every attempt, up to 5 minutes.
@@ -302,10 +329,10 @@ pub struct ConsumeArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_age: Option<Duration>,
     /// End when no entry arrived for this long.
-    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub idle_exit: Option<Duration>,
     /// Entries per read (XREADGROUP COUNT).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = parse_positive_usize)]
     pub batch: usize,
 }
 
@@ -322,9 +349,9 @@ pub enum GroupAction {
     /// Create a group (and the stream if missing).
     Create {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
         #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
         from: String,
@@ -332,21 +359,21 @@ pub enum GroupAction {
     /// Destroy a group (its pending list is dropped; the stream stays).
     Destroy {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
     },
     /// List the groups of a stream.
     Ls {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
     },
     /// Move the group's last-delivered ID (re-deliver or skip entries).
     Reset {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// The new last-delivered ID or a time (entries after it are delivered next).
         #[arg(long, value_name = "ID|TIME")]
         to: String,
@@ -358,9 +385,9 @@ pub enum GroupAction {
     /// go to the most recently active consumer first, never dropped).
     Consumers {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The group.
-        group: String,
+        group: GroupName,
         /// Remove consumers idle longer than this.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         remove_idle: Option<Duration>,
@@ -377,7 +404,7 @@ pub struct StatArgs {
     /// Streams to inspect (default: all).
     pub streams: Vec<String>,
     /// Print again every INTERVAL, with the trend of each group.
-    #[arg(long, value_parser = parse_duration, value_name = "INTERVAL")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "INTERVAL")]
     pub watch: Option<Duration>,
     /// Exit 1 when a group has more outstanding entries than this.
     #[arg(long, value_name = "N")]
@@ -404,7 +431,7 @@ One janitor works per stream (lease {S}:janitor); others stand by."
 pub struct JanitorArgs {
     /// Streams to clean.
     #[arg(required = true)]
-    pub streams: Vec<String>,
+    pub streams: Vec<StreamKey>,
     /// One run, then exit.
     #[arg(long)]
     pub once: bool,
@@ -412,7 +439,7 @@ pub struct JanitorArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Time between runs.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub interval: Duration,
     /// Keep at most N entries (archive unacked ones first).
     #[arg(long, value_name = "N")]
@@ -429,7 +456,7 @@ pub struct JanitorArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// First ID (inclusive) or time.
     #[arg(long, value_name = "ID|TIME")]
     pub from: Option<String>,
@@ -450,7 +477,7 @@ empty or end before the first ID of the dump."
 )]
 pub struct RestoreArgs {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Read FILE instead of stdin.
     #[arg(short = 'i', long, value_name = "FILE")]
     pub input: Option<std::path::PathBuf>,
@@ -573,7 +600,7 @@ pub enum DlqAction {
     /// List dead letters of S (stored in {S}:dlq), oldest first.
     Ls {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// At most this many.
         #[arg(long, short = 'n', default_value_t = 100)]
         count: usize,
@@ -582,7 +609,7 @@ pub enum DlqAction {
     /// gave up on an entry processes it again.
     Replay {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// The dead letter's ID in {S}:dlq (repeatable).
         #[arg(long = "id", value_name = "ID", required_unless_present = "all")]
         ids: Vec<String>,
@@ -593,7 +620,7 @@ pub enum DlqAction {
     /// Delete dead letters (all, or those before an ID or time).
     Purge {
         /// The stream.
-        stream: String,
+        stream: StreamKey,
         /// Only dead letters older than this ID or time.
         #[arg(long, value_name = "ID|TIME")]
         before: Option<String>,
@@ -624,9 +651,9 @@ pub enum ScheduleAction {
         /// Fire on a cron expression (5 fields, or 6 with seconds first).
         #[arg(long, value_name = "EXPR")]
         cron: Option<String>,
-        /// Time zone of --cron (IANA name).
-        #[arg(long, default_value = "UTC", requires = "cron", value_name = "ZONE")]
-        tz: String,
+        /// Time zone of --cron (IANA name; default UTC).
+        #[arg(long, value_name = "ZONE")]
+        tz: Option<String>,
         /// The stream ticks go to.
         #[arg(long, value_name = "S")]
         to: String,
@@ -673,4 +700,77 @@ pub enum ScheduleAction {
         #[arg(long)]
         instance: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, GroupAction, ScheduleAction};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("streamkeeper").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn typed_values_are_parsed_once_by_clap() {
+        let cli = parse(&["consume", "orders", "-g", "billing", "--batch", "5"]).expect("ok");
+        let Command::Consume(c) = cli.command else {
+            panic!("consume")
+        };
+        assert_eq!(c.stream.as_str(), "orders");
+        assert_eq!(c.group.as_str(), "billing");
+        assert_eq!(c.batch, 5);
+        let cli = parse(&["group", "reset", "s", "g", "--to", "0-0"]).expect("ok");
+        assert!(matches!(
+            cli.command,
+            Command::Group(super::GroupArgs {
+                action: GroupAction::Reset { .. }
+            })
+        ));
+        let cli = parse(&["janitor", "a", "b", "--interval", "2s"]).expect("ok");
+        let Command::Janitor(j) = cli.command else {
+            panic!("janitor")
+        };
+        assert_eq!(j.streams.len(), 2);
+        assert_eq!(j.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn zero_empty_and_negative_values_are_refused() {
+        for args in [
+            &["stat", "--watch", "0s"][..],
+            &["janitor", "s", "--interval", "0ms"],
+            &["consume", "s", "-g", "g", "--batch", "0"],
+            &["consume", "s", "-g", "g", "--concurrency", "0"],
+            &["consume", "s", "-g", "g", "--idle-exit", "0s"],
+            &["consume", "s", "-g", ""],
+            &["produce", "", "--field", "a=1"],
+            &["produce", "s", "--field", "a=1", "--maxlen", "0"],
+            &["produce", "s", "--field", "a=1", "--count", "-1"],
+            &["produce", "s", "--field", "=1"],
+            &["tail", "s", "--count", "-5"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn tz_is_optional_and_only_parsed_as_given() {
+        let cli = parse(&["schedule", "add", "n", "--every", "1s", "--to", "t"]).expect("ok");
+        let Command::Schedule(s) = cli.command else {
+            panic!("schedule")
+        };
+        let ScheduleAction::Add { tz, .. } = s.action else {
+            panic!("add")
+        };
+        assert_eq!(tz, None);
+    }
 }

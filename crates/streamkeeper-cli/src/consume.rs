@@ -15,13 +15,12 @@ use crate::children::ChildGroup;
 
 use anyhow::Context;
 use streamkeeper::{
-    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, GroupName, Outcome,
-    StartFrom,
+    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome, StartFrom,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, AckArg, ConsumeArgs, Global};
+use crate::cli::{AckArg, ConsumeArgs, Global};
 use crate::signal;
 use crate::Exit;
 
@@ -29,8 +28,8 @@ use crate::Exit;
 pub const EXIT_RETRY: i32 = 75;
 
 pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
-    let group = GroupName::new(args.group.clone()).context("invalid --group")?;
+    let stream = args.stream.clone();
+    let group = args.group.clone();
     let consumer = match &args.consumer {
         Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
         None => ConsumerName::unique(),
@@ -115,11 +114,13 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         None => (None, None),
     };
     let group_name = group.to_string();
+    let stdout_closed = stop.clone();
     let handler_children = children.clone();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
         let children = handler_children.clone();
         let pipe = pipe.clone();
+        let stdout_closed = stdout_closed.clone();
         let last_activity = last_activity.clone();
         let group_name = group_name.clone();
         async move {
@@ -134,10 +135,18 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                 (Some(cmd), Some(children)) => {
                     run_exec(&children, &cmd, &d, &group_name, &line).await
                 }
-                _ => {
-                    crate::output::json_line_str(&line);
-                    Ok(Outcome::Ack)
-                }
+                _ => match crate::output::json_line_str(&line) {
+                    Ok(()) => Ok(Outcome::Ack),
+                    // stdout closed (`| head -1`): stop cleanly (exit 0);
+                    // the entry counts as a failed attempt, so it is
+                    // handed out again later, never lost.
+                    Err(e) => {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            stdout_closed.cancel();
+                        }
+                        Err(format!("cannot print the entry: {e}"))
+                    }
+                },
             };
             last_activity.store(elapsed_ms(started), Ordering::Relaxed);
             outcome

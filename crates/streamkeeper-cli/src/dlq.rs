@@ -4,20 +4,19 @@ use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::{deadletter, StartFrom, StreamId};
 
-use crate::cli::{stream_key, DlqAction, DlqArgs, Global};
+use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
 use crate::Exit;
 
 pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
     match args.action {
         DlqAction::Ls { stream, count } => {
-            let stream = stream_key(&stream)?;
             let redis = global.connect().await?;
             let dead = deadletter::list(&redis, &stream, count).await?;
             let dlq = stream.derived(deadletter::DLQ_SUFFIX);
             if global.json {
                 for e in &dead {
-                    output::entry(true, &dlq, e);
+                    output::entry(true, &dlq, e)?;
                 }
             } else if dead.is_empty() {
                 println!("no dead letters in {dlq}");
@@ -45,7 +44,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Replay { stream, ids, all } => {
-            let stream = stream_key(&stream)?;
             let ids: Vec<StreamId> = ids
                 .iter()
                 .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
@@ -60,6 +58,30 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             } else {
                 ids
             };
+            // Every ID is checked before the first replay: a missing one
+            // writes nothing.
+            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let mut conn = redis.shared();
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("XRANGE").arg(&dlq).arg(id).arg(id);
+            }
+            let found: Vec<Vec<redis::Value>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| streamkeeper::Error::redis(format!("XRANGE {dlq}"), e))?;
+            let absent: Vec<String> = ids
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_empty())
+                .map(|(id, _)| id.to_string())
+                .collect();
+            if !absent.is_empty() {
+                anyhow::bail!(
+                    "no dead letter with ID {} in {dlq}; nothing replayed (see `streamkeeper dlq ls {stream}`)",
+                    absent.join(", ")
+                );
+            }
             let mut missing = Vec::new();
             for id in ids {
                 match deadletter::replay(&redis, &stream, id).await? {
@@ -84,7 +106,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Purge { stream, before } => {
-            let stream = stream_key(&stream)?;
             let before = match before {
                 None => None,
                 Some(b) => Some(match b.parse::<StartFrom>().context("invalid --before")? {

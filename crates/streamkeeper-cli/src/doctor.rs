@@ -28,7 +28,8 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     let info: String = redis::cmd("INFO")
         .arg("everything")
         .query_async(&mut conn)
-        .await?;
+        .await
+        .map_err(|e| streamkeeper::Error::redis("INFO", e))?;
     let info = info_map(&info);
     let get = |k: &str| info.get(k).cloned().unwrap_or_default();
     // CONFIG may be renamed or disabled on managed servers: say so.
@@ -102,8 +103,18 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
             meaning: "check with your provider that streams cannot be evicted".into(),
         }),
     }
+    // Through a Sentinel URL the server answering is the master the
+    // sentinels named: its INFO says "standalone", the setup is Sentinel.
+    let through_sentinel = match redis.topology() {
+        streamkeeper::Topology::Sentinel { master, sentinels } => {
+            Some(format!("{master} via {} sentinel(s)", sentinels.len()))
+        }
+        _ => None,
+    };
     let mode = if get("redis_mode") == "sentinel" {
         "sentinel".to_string()
+    } else if through_sentinel.is_some() {
+        "sentinel-managed master".to_string()
     } else if get("cluster_enabled") == "1" {
         "cluster".to_string()
     } else {
@@ -118,6 +129,10 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
             "sentinel" => {
                 "this is a sentinel, not a data server: use redis+sentinel://…/<master>".into()
             }
+            "sentinel-managed master" => format!(
+                "sentinel mode: master {} (failover is followed automatically)",
+                through_sentinel.as_deref().unwrap_or("?")
+            ),
             _ => "single server (use redis+sentinel:// URLs for failover)".into(),
         },
     });

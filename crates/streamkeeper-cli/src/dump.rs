@@ -13,7 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::{wire, Reader, StartFrom, StreamId};
 
-use crate::cli::{stream_key, DumpArgs, Global, RestoreArgs};
+use crate::append::{check_is_stream, Appender, NewEntry};
+use crate::cli::{DumpArgs, Global, RestoreArgs};
 use crate::Exit;
 
 fn bound(s: &str, what: &str) -> anyhow::Result<StreamId> {
@@ -46,7 +47,7 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 }
 
 pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     let from = args
         .from
         .as_deref()
@@ -59,18 +60,36 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
         .map(|t| bound(t, "--to"))
         .transpose()?
         .unwrap_or(StreamId::MAX);
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(BufWriter::new(
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
+    // -o FILE: write a temp file next to FILE and rename it at the end, so
+    // a dump that cannot run (no server, wrong key type) or stops half way
+    // leaves an existing FILE as it was.
+    let mut temp = match &args.output {
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            Some(
+                tempfile::Builder::new()
+                    .prefix(".streamkeeper-dump-")
+                    .tempfile_in(dir)
+                    .with_context(|| format!("cannot create a file in {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut out: Box<dyn Write> = match &mut temp {
+        Some(t) => Box::new(BufWriter::new(t.as_file_mut())),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
     let redis = global.connect().await?;
+    check_is_stream(&redis, &stream).await?;
     let mut conn = redis.shared();
     let len: u64 = redis::cmd("XLEN")
         .arg(&stream)
         .query_async(&mut conn)
-        .await?;
+        .await
+        .map_err(|e| streamkeeper::Error::redis(format!("XLEN {stream}"), e))?;
     let bar = progress(len, "dump");
     let mut reader = Reader::new(&redis, stream.clone(), StartFrom::After(from.prev()))
         .await?
@@ -91,13 +110,18 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
         bar.inc(page.len() as u64);
     }
     out.flush()?;
+    drop(out);
+    if let (Some(t), Some(path)) = (temp, &args.output) {
+        t.persist(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     bar.finish_and_clear();
     tracing::debug!(%stream, entries = n, "dumped");
     Ok(Exit::Ok)
 }
 
 pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     // Stdin is read once; spool it so it can be checked before writing.
     let (path, _spool) = match &args.input {
         Some(p) => (p.clone(), None),
@@ -157,37 +181,23 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         eprintln!("streamkeeper: skipped: {b}");
     }
     let redis = global.connect().await?;
-    let mut conn = redis.shared();
+    check_is_stream(&redis, &stream).await?;
     if let Some(first) = first_id {
-        let last: Vec<(String, redis::Value)> = redis::cmd("XREVRANGE")
-            .arg(&stream)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    streamkeeper::Error::redis(format!("XREVRANGE {stream}"), e)
-                )
-            })?;
-        if let Some((id, _)) = last.first() {
-            let id: StreamId = id.parse()?;
-            if id >= first {
+        // XADD refuses an ID at or below the stream's last-generated ID,
+        // which may lie beyond its last entry (deleted or trimmed ones).
+        if let Some(last) = last_generated_id(&redis, &stream).await? {
+            if last >= first {
                 anyhow::bail!(
-                    "--keep-ids: {stream} already ends at {id}, not before the dump's first ID {first}; restore into an empty stream"
+                    "--keep-ids: {stream} has already used IDs up to {last}, not before the dump's first ID {first}; nothing written: restore into a new stream"
                 );
             }
         }
     }
 
-    // Pass 2: write in pipelines.
+    // Pass 2: write in atomic chunks.
     let bar = progress(good, "restore");
-    let mut pipe = redis::pipe();
-    let mut queued = 0;
-    let mut written = 0u64;
+    let mut appender = Appender::new(&redis, stream.clone(), None);
+    let mut chunk: Vec<NewEntry> = Vec::with_capacity(PIPELINE_CHUNK);
     for line in open()?.lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -196,32 +206,17 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         let Ok(p) = wire::parse_line(&line, "") else {
             continue;
         };
-        let cmd = pipe.cmd("XADD").arg(&stream);
-        match (args.keep_ids, p.id) {
-            (true, Some(id)) => cmd.arg(id),
-            _ => cmd.arg("*"),
-        };
-        for (k, v) in &p.fields {
-            cmd.arg(k.as_slice()).arg(v.as_slice());
-        }
-        cmd.ignore();
-        queued += 1;
-        if queued == PIPELINE_CHUNK {
-            pipe.query_async::<()>(&mut conn)
-                .await
-                .with_context(|| format!("writing to {stream}"))?;
-            written += queued as u64;
-            bar.inc(queued as u64);
-            pipe = redis::pipe();
-            queued = 0;
+        chunk.push((p.id.filter(|_| args.keep_ids), p.fields));
+        if chunk.len() == PIPELINE_CHUNK {
+            appender.append(&chunk, Some(good)).await?;
+            bar.inc(chunk.len() as u64);
+            chunk.clear();
         }
     }
-    if queued > 0 {
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .with_context(|| format!("writing to {stream}"))?;
-        written += queued as u64;
+    if !chunk.is_empty() {
+        appender.append(&chunk, Some(good)).await?;
     }
+    let written = appender.written();
     bar.finish_and_clear();
     if global.json {
         crate::output::json_line(
@@ -238,4 +233,43 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         );
     }
     Ok(Exit::Ok)
+}
+
+/// The stream's last-generated ID (`XINFO STREAM`), `None` if it does not
+/// exist.
+async fn last_generated_id(
+    redis: &streamkeeper::Connector,
+    stream: &streamkeeper::StreamKey,
+) -> anyhow::Result<Option<StreamId>> {
+    let mut conn = redis.shared();
+    let r: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await;
+    let info = match r {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => {
+            return Err(streamkeeper::Error::redis(format!("XINFO STREAM {stream}"), e).into())
+        }
+    };
+    let pairs: Vec<redis::Value> = match info {
+        redis::Value::Array(a) => a,
+        redis::Value::Map(m) => m.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    };
+    for kv in pairs.chunks(2) {
+        let key = match &kv[0] {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::SimpleString(s) => s.clone(),
+            _ => continue,
+        };
+        if key == "last-generated-id" {
+            if let Some(redis::Value::BulkString(b)) = kv.get(1) {
+                return Ok(Some(StreamId::from_bytes(b)?));
+            }
+        }
+    }
+    Ok(None)
 }

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use comfy_table::Table;
-use streamkeeper::{group, GroupName, StartFrom, StreamId};
+use streamkeeper::{group, StartFrom, StreamId};
 
-use crate::cli::{stream_key, Global, GroupAction, GroupArgs};
+use crate::cli::{Global, GroupAction, GroupArgs};
 use crate::output;
 use crate::Exit;
 
@@ -15,8 +15,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             group: g,
             from,
         } => {
-            let stream = stream_key(&stream)?;
-            let g = GroupName::new(g).context("invalid group name")?;
             let from: StartFrom = from.parse().context("invalid --from")?;
             let redis = global.connect().await?;
             let created = group::create_group(&redis, &stream, &g, from).await?;
@@ -31,8 +29,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             }
         }
         GroupAction::Destroy { stream, group: g } => {
-            let stream = stream_key(&stream)?;
-            let g = GroupName::new(g).context("invalid group name")?;
             let redis = global.connect().await?;
             let destroyed = group::destroy_group(&redis, &stream, &g).await?;
             if global.json {
@@ -46,7 +42,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             }
         }
         GroupAction::Ls { stream } => {
-            let stream = stream_key(&stream)?;
             let redis = global.connect().await?;
             let groups = group::list_groups(&redis, &stream).await?;
             if global.json {
@@ -79,8 +74,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             to,
             dry_run,
         } => {
-            let stream = stream_key(&stream)?;
-            let g = GroupName::new(g).context("invalid group name")?;
             let to = match to.parse::<StartFrom>().context("invalid --to")? {
                 StartFrom::After(id) => id,
                 StartFrom::Time(t) => StreamId::from_time(t).prev(),
@@ -93,6 +86,8 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             let p = group::reset_group(&redis, &stream, &g, to, dry_run).await?;
             if global.json {
                 let mut v = serde_json::to_value(&p)?;
+                v["stream"] = stream.as_str().into();
+                v["group"] = g.as_str().into();
                 v["dry_run"] = dry_run.into();
                 output::json_line(&v);
             } else {
@@ -122,8 +117,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             group: g,
             remove_idle,
         } => {
-            let stream = stream_key(&stream)?;
-            let g = GroupName::new(g).context("invalid group name")?;
             let redis = global.connect().await?;
             let stat =
                 streamkeeper::inspect::stream_stat(&redis, &stream, &Default::default()).await?;

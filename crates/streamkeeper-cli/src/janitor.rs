@@ -8,7 +8,7 @@ use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease, TrimReport};
 use streamkeeper::StreamKey;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, Global, JanitorArgs};
+use crate::cli::{Global, JanitorArgs};
 use crate::output;
 use crate::signal;
 use crate::Exit;
@@ -36,11 +36,7 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
 }
 
 pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
-    let streams: Vec<StreamKey> = args
-        .streams
-        .iter()
-        .map(|s| stream_key(s))
-        .collect::<anyhow::Result<_>>()?;
+    let streams: Vec<StreamKey> = args.streams.clone();
     let archive = args
         .archive
         .as_deref()
@@ -66,28 +62,34 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
         .collect();
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
-    loop {
-        for (s, lease) in streams.iter().zip(&leases) {
-            if !options.dry_run && !lease.acquire().await? {
-                tracing::info!(stream = %s, "another janitor holds the lease; standing by");
-                continue;
+    let result: anyhow::Result<()> = async {
+        loop {
+            for (s, lease) in streams.iter().zip(&leases) {
+                if !options.dry_run && !lease.acquire().await? {
+                    tracing::info!(stream = %s, "another janitor holds the lease; standing by");
+                    continue;
+                }
+                let r = janitor::run_once(&redis, s, &options).await?;
+                report(global.json, &r, options.dry_run);
             }
-            let r = janitor::run_once(&redis, s, &options).await?;
-            report(global.json, &r, options.dry_run);
-        }
-        if args.once {
-            break;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(args.interval) => {}
+            if args.once {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(args.interval) => {}
+            }
         }
     }
+    .await;
+    // Released on every way out, a failed run too: otherwise the next
+    // janitor would stand by for the lease's whole TTL.
     if !options.dry_run {
         for lease in &leases {
             let _ = lease.release().await;
         }
     }
+    result?;
     Ok(if interrupted.get() {
         Exit::Interrupted
     } else {

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 a check failed, 2 error (one line on stderr),
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
 
+mod append;
 mod bench;
 mod bench_e2e;
 mod children;
@@ -42,11 +43,8 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
-    };
-    init_logging(cli.verbose, cli.quiet);
+    // The runtime and the signal handlers come first, so a SIGTERM in the
+    // first milliseconds still ends with exit 130, not death by signal.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,10 +55,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    if let Err(e) = runtime.block_on(async { signal::install() }) {
+        eprintln!("streamkeeper: error: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    init_logging(cli.verbose, cli.quiet);
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli) => r,
+            _ = signal::unhandled() => Ok(Exit::Interrupted),
+        }
+    });
+    // Nothing may wait on a blocking read of stdin after the end.
+    runtime.shutdown_background();
+    if signal::arrived() {
+        return ExitCode::from(130);
+    }
+    match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
         Ok(Exit::CheckFailed) => ExitCode::from(1),
         Ok(Exit::Interrupted) => ExitCode::from(130),
+        // A closed stdout (`| head -1`) is a clean end, as in ripgrep.
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamkeeper: error: {}", one_line(&e));
             ExitCode::from(2)
@@ -100,14 +120,21 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn one_line(e: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
+        let text = match cause.downcast_ref::<redis::RedisError>() {
+            Some(r) => streamkeeper::error::redis_text(r),
+            None => cause.to_string(),
+        };
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
         }
-        if !line.is_empty() {
-            line.push_str(": ");
+        // The library's errors already say what failed and why; their
+        // sources would repeat raw redis-rs text.
+        if cause.is::<streamkeeper::Error>() {
+            break;
         }
-        line.push_str(&text);
     }
     line.replace('\n', " ")
 }

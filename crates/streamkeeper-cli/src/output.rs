@@ -1,22 +1,58 @@
 //! Printing for people and for scripts.
 //!
 //! `--json` output is one object per line with stable names; human output
-//! is `ID  field=value …` with non-UTF-8 bytes escaped.
+//! is `ID  field=value …` with non-UTF-8 bytes, newlines and NULs escaped,
+//! so one entry is one line. Every print returns the write error: a closed
+//! stdout (`BrokenPipe`, e.g. `| head -1`) ends the command cleanly with
+//! exit 0, as in ripgrep (see [`is_broken_pipe`]).
 
 use std::io::Write;
 
 use streamkeeper::Entry;
 
-/// Prints one JSON value as a line on stdout.
-pub fn json_line(v: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{v}");
+/// Whether an error is (caused by) writing to a closed stdout.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
-/// Bytes as text, with non-UTF-8 bytes escaped as `\xNN`.
+/// Prints one JSON value as a line on stdout. For short, one-shot output:
+/// a closed stdout ends the process at once with exit 0 (what SIGPIPE
+/// does to a C tool); streaming output uses [`entry`] and
+/// [`json_line_str`], which return the error so the command can stop.
+pub fn json_line(v: &serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{v}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Bytes as text on one line: non-UTF-8 bytes and control characters
+/// (newline, NUL, …) escaped as `\n`, `\x00`, `\xNN`.
 pub fn escaped(b: &[u8]) -> String {
     match std::str::from_utf8(b) {
-        Ok(s) => s.to_string(),
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        Ok(s) => {
+            let mut out = String::with_capacity(s.len() + 8);
+            for c in s.chars() {
+                if c.is_control() {
+                    let mut buf = [0u8; 4];
+                    out.extend(
+                        c.encode_utf8(&mut buf)
+                            .as_bytes()
+                            .escape_ascii()
+                            .map(char::from),
+                    );
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
         Err(_) => b.escape_ascii().to_string(),
     }
 }
@@ -35,17 +71,31 @@ pub fn human_entry(e: &Entry) -> String {
 }
 
 /// Prints an entry as JSON (wire format) or for people.
-pub fn entry(json: bool, stream: &str, e: &Entry) {
+pub fn entry(json: bool, stream: &str, e: &Entry) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        let _ = writeln!(out, "{}", streamkeeper::wire::entry_to_line(stream, e));
+        writeln!(out, "{}", streamkeeper::wire::entry_to_line(stream, e))
     } else {
-        let _ = writeln!(out, "{}", human_entry(e));
+        writeln!(out, "{}", human_entry(e))
     }
 }
 
 /// Prints an already-encoded JSON line on stdout.
-pub fn json_line_str(line: &str) {
+pub fn json_line_str(line: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    writeln!(out, "{line}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn control_characters_and_bad_utf8_are_escaped_alike() {
+        assert_eq!(escaped(b"plain"), "plain");
+        assert_eq!(escaped("grüße".as_bytes()), "grüße");
+        assert_eq!(escaped(b"a\nb\0c"), "a\\nb\\x00c");
+        assert_eq!(escaped(b"a\xffb"), "a\\xffb");
+        assert_eq!(escaped(b"a\xff\nb"), "a\\xff\\nb");
+    }
 }

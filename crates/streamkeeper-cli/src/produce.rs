@@ -1,7 +1,10 @@
 //! `streamkeeper produce`: append entries from `--field` or JSON lines.
 //!
 //! Stdin is read and checked whole before the first XADD, so a bad line
-//! writes nothing (exit 2, with the line number).
+//! writes nothing (exit 2, with the line number). `--field … --count N`
+//! makes its entries one chunk at a time (bounded memory). Entries go out
+//! in atomic chunks ([`crate::append`]): if the server refuses part way,
+//! the error says how many were written and the last ID.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
@@ -9,12 +12,24 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::types::Bytes;
-use streamkeeper::{wire, Cap, Producer, StreamId};
+use streamkeeper::{wire, StreamId};
 
-use crate::cli::{stream_key, Global, ProduceArgs};
+use crate::append::{check_is_stream, Appender, NewEntry};
+use crate::cli::{Global, ProduceArgs};
 use crate::Exit;
 
 type Fields = Vec<(Bytes, Bytes)>;
+
+/// Refuses field names that streamkeeper reserves (DESIGN §5).
+fn check_reserved(fields: &Fields, hint: &str) -> anyhow::Result<()> {
+    if let Some((k, _)) = fields.iter().find(|(k, _)| k.starts_with(b"sk-")) {
+        anyhow::bail!(
+            "{hint}: field name {:?} is reserved (names starting with sk- are streamkeeper's metadata); rename it",
+            String::from_utf8_lossy(k)
+        );
+    }
+    Ok(())
+}
 
 /// Reads and validates every line of `input`; the first bad line is an
 /// error naming its number.
@@ -26,78 +41,118 @@ pub fn read_json_lines(input: impl BufRead, what: &str) -> anyhow::Result<Vec<Fi
         if line.is_empty() {
             continue;
         }
-        let parsed = wire::parse_line(line, &format!("{what} line {}", i + 1))?;
+        let hint = format!("{what} line {}", i + 1);
+        let parsed = wire::parse_line(line, &hint)?;
+        check_reserved(&parsed.fields, &hint)?;
         out.push(parsed.fields);
     }
     Ok(out)
 }
 
+/// A `--field` value for entry `i`: `{i}` becomes the index, `{{i}}` a
+/// literal `{i}`.
+fn template(v: &str, i: u64) -> String {
+    v.split("{{i}}")
+        .map(|part| part.replace("{i}", &i.to_string()))
+        .collect::<Vec<_>>()
+        .join("{i}")
+}
+
 fn templated(fields: &[(String, String)], i: u64) -> Fields {
     fields
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_bytes().to_vec(),
-                v.replace("{i}", &i.to_string()).into_bytes(),
-            )
-        })
+        .map(|(k, v)| (k.as_bytes().to_vec(), template(v, i).into_bytes()))
         .collect()
 }
 
 pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
-    let entries: Vec<Fields> = if args.fields.is_empty() {
+    let stream = args.stream.clone();
+    let from_stdin = args.fields.is_empty();
+    let stdin_entries: Vec<Fields> = if from_stdin {
+        if args.count.is_some() {
+            anyhow::bail!(
+                "--count only applies to --field entries; with stdin, every line is one entry"
+            );
+        }
         if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
             eprintln!("reading JSON lines from stdin (Ctrl-D to finish); use --field k=v to produce without stdin");
         }
-        read_json_lines(std::io::stdin().lock(), "stdin")?
+        let entries = read_json_lines(std::io::stdin().lock(), "stdin")?;
+        if entries.is_empty() {
+            anyhow::bail!("no entries to produce: give --field k=v or JSON lines on stdin");
+        }
+        entries
     } else {
-        (0..args.count)
-            .map(|i| templated(&args.fields, i))
-            .collect()
+        check_reserved(&templated(&args.fields, 0), "--field")?;
+        Vec::new()
     };
-    if entries.is_empty() {
-        anyhow::bail!("no entries to produce: give --field k=v or JSON lines on stdin");
-    }
+    let total = if from_stdin {
+        stdin_entries.len() as u64
+    } else {
+        args.count.unwrap_or(1)
+    };
     let redis = global.connect().await?;
-    let mut producer = Producer::new(&redis, stream);
-    if let Some(n) = args.maxlen {
-        producer = producer.with_cap(Cap::MaxLen(n));
-    }
-    if let Some(replicas) = args.wait {
-        producer = producer.with_wait(streamkeeper::Wait {
-            replicas,
-            timeout: args.wait_timeout,
-        });
-    }
+    check_is_stream(&redis, &stream).await?;
+    let wait = args.wait.map(|replicas| streamkeeper::Wait {
+        replicas,
+        timeout: args.wait_timeout,
+    });
+    let mut appender = Appender::new(&redis, stream, args.maxlen).with_wait(wait);
     let chunk = match args.rate {
         // Send about ten times a second at the given rate.
         Some(rate) => ((rate / 10.0).ceil() as usize).clamp(1, PIPELINE_CHUNK),
         None => PIPELINE_CHUNK,
-    };
+    } as u64;
     let started = Instant::now();
-    let mut sent = 0usize;
-    for part in entries.chunks(chunk) {
+    let mut next = 0u64;
+    let mut stdin_entries = stdin_entries.into_iter();
+    while next < total {
+        let n = chunk.min(total - next);
+        let part: Vec<NewEntry> = if from_stdin {
+            stdin_entries
+                .by_ref()
+                .take(n as usize)
+                .map(|f| (None, f))
+                .collect()
+        } else {
+            (next..next + n)
+                .map(|i| (None, templated(&args.fields, i)))
+                .collect()
+        };
         if let Some(rate) = args.rate {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
+            let due = started + Duration::from_secs_f64(next as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let ids = producer.send_batch(part).await?;
-        sent += ids.len();
+        let ids = appender.append(&part, Some(total)).await?;
+        next += n;
         if !global.quiet {
-            print_ids(global.json, &ids);
+            print_ids(global.json, &ids)?;
         }
     }
+    tracing::debug!(written = appender.written(), "produced");
     Ok(Exit::Ok)
 }
 
-fn print_ids(json: bool, ids: &[StreamId]) {
-    let mut out = std::io::stdout().lock();
+fn print_ids(json: bool, ids: &[StreamId]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for id in ids {
-        let _ = if json {
-            writeln!(out, "{}", serde_json::json!({ "id": id.to_string() }))
+        if json {
+            writeln!(out, "{}", serde_json::json!({ "id": id.to_string() }))?;
         } else {
-            writeln!(out, "{id}")
-        };
+            writeln!(out, "{id}")?;
+        }
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::template;
+
+    #[test]
+    fn index_template_and_its_escape() {
+        assert_eq!(template("n-{i}", 7), "n-7");
+        assert_eq!(template("{{i}} is {i}", 3), "{i} is 3");
+        assert_eq!(template("plain", 1), "plain");
     }
 }

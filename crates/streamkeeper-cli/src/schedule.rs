@@ -13,10 +13,16 @@ use crate::output;
 use crate::signal;
 use crate::Exit;
 
+/// A due time for people; `never` past the year 9999 (a definition
+/// stored before such schedules were refused), so nothing panics.
 fn time(ms: Option<u64>) -> String {
-    ms.map_or("-".into(), |ms| {
-        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-    })
+    match ms {
+        None => "-".into(),
+        Some(ms) if ms > streamkeeper::scheduler::MAX_DUE_MS => "never".into(),
+        Some(ms) => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        }
+    }
 }
 
 pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
@@ -34,8 +40,13 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
         } => {
             // Validate everything before connecting: nothing is stored on error.
             let mut schedule = match (every, cron) {
+                (Some(_), None) if tz.is_some() => {
+                    anyhow::bail!("--tz applies to --cron only: an --every interval has no time zone; drop --tz")
+                }
                 (Some(d), None) => Schedule::every(&name, d, &to)?,
-                (None, Some(expr)) => Schedule::cron(&name, &expr, &tz, &to)?,
+                (None, Some(expr)) => {
+                    Schedule::cron(&name, &expr, tz.as_deref().unwrap_or("UTC"), &to)?
+                }
                 _ => anyhow::bail!("give exactly one of --every DURATION or --cron EXPR"),
             };
             for (k, v) in &fields {
@@ -118,7 +129,11 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                     "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
                 );
             }
-            println!("schedule {name} removed");
+            if global.json {
+                output::json_line(&serde_json::json!({"name": name, "removed": true}));
+            } else {
+                println!("schedule {name} removed");
+            }
         }
         ScheduleAction::Pause { name } => set_paused(global, &ns, &name, true).await?,
         ScheduleAction::Resume { name } => set_paused(global, &ns, &name, false).await?,
@@ -152,9 +167,13 @@ async fn set_paused(global: &Global, ns: &str, name: &str, paused: bool) -> anyh
             "no schedule named {name:?} in namespace {ns} (see `streamkeeper schedule ls`)"
         );
     }
-    println!(
-        "schedule {name} {}",
-        if paused { "paused" } else { "resumed" }
-    );
+    if global.json {
+        output::json_line(&serde_json::json!({"name": name, "paused": paused}));
+    } else {
+        println!(
+            "schedule {name} {}",
+            if paused { "paused" } else { "resumed" }
+        );
+    }
     Ok(())
 }

@@ -1,42 +1,81 @@
 //! SIGINT/SIGTERM handling: cancel a token so work stops cleanly, and
 //! remember that it happened (exit code 130).
+//!
+//! The OS handlers are installed by [`install`], first thing in `main`
+//! (before parsing arguments or connecting), so a signal in the first
+//! milliseconds is recorded too instead of killing the process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 /// Set once a signal arrived.
+static ARRIVED: AtomicBool = AtomicBool::new(false);
+
+/// Set once a command took over signal handling ([`cancel_on_signal`]).
+static HANDLED: AtomicBool = AtomicBool::new(false);
+
+/// Cancelled once a signal arrived.
+static TOKEN: OnceLock<CancellationToken> = OnceLock::new();
+
+fn token() -> &'static CancellationToken {
+    TOKEN.get_or_init(CancellationToken::new)
+}
+
+/// Installs the SIGINT/SIGTERM handlers; call inside the runtime, once,
+/// before anything else. Fails only if the OS refuses the handlers.
+pub fn install() -> std::io::Result<()> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        ARRIVED.store(true, Ordering::SeqCst);
+        tracing::info!("interrupted: stopping cleanly");
+        token().cancel();
+    });
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived at any time since [`install`].
+pub fn arrived() -> bool {
+    ARRIVED.load(Ordering::SeqCst)
+}
+
+/// Set once a signal arrived.
 #[derive(Clone, Default)]
-pub struct Interrupted(Arc<AtomicBool>);
+pub struct Interrupted;
 
 impl Interrupted {
     /// Whether SIGINT or SIGTERM arrived.
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        arrived()
     }
 }
 
-/// Cancels `token` on the first SIGINT or SIGTERM.
-pub fn cancel_on_signal(token: CancellationToken) -> Interrupted {
-    let flag = Interrupted::default();
-    let set = flag.clone();
+/// Cancels `token` on the first SIGINT or SIGTERM (also one that arrived
+/// before this call).
+pub fn cancel_on_signal(to_cancel: CancellationToken) -> Interrupted {
+    HANDLED.store(true, Ordering::SeqCst);
+    let global = token().clone();
     tokio::spawn(async move {
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
         tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-            _ = token.cancelled() => return,
+            _ = global.cancelled() => to_cancel.cancel(),
+            _ = to_cancel.cancelled() => {}
         }
-        set.0.store(true, Ordering::SeqCst);
-        tracing::info!("interrupted: stopping cleanly");
-        token.cancel();
     });
-    flag
+    Interrupted
+}
+
+/// Completes when a signal arrived and no command stops cleanly on it
+/// itself: `main` then ends the command at once (exit 130).
+pub async fn unhandled() {
+    token().cancelled().await;
+    if HANDLED.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
 }

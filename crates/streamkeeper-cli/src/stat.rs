@@ -50,9 +50,15 @@ pub fn json_rows(
 ) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
     for s in stats {
+        // Unknown memory (no MEMORY permission) is null, not 0.
+        let (memory, per_entry) = if s.memory_known {
+            (Some(s.memory_bytes), Some(s.bytes_per_entry))
+        } else {
+            (None, None)
+        };
         let base = serde_json::json!({
             "stream": s.stream, "length": s.length, "first_id": s.first_id, "last_id": s.last_id,
-            "memory_bytes": s.memory_bytes, "bytes_per_entry": s.bytes_per_entry,
+            "memory_bytes": memory, "bytes_per_entry": per_entry,
         });
         if s.groups.is_empty() {
             let mut v = base.clone();
@@ -107,11 +113,15 @@ fn print_human(
         "trend",
     ]);
     for s in stats {
-        let mem = format!(
-            "{:.1} KiB ({} B/entry)",
-            s.memory_bytes as f64 / 1024.0,
-            s.bytes_per_entry
-        );
+        let mem = if s.memory_known {
+            format!(
+                "{:.1} KiB ({} B/entry)",
+                s.memory_bytes as f64 / 1024.0,
+                s.bytes_per_entry
+            )
+        } else {
+            "unknown (no MEMORY permission)".to_string()
+        };
         if s.groups.is_empty() {
             t.add_row([
                 s.stream.clone(),

@@ -6,13 +6,13 @@ use anyhow::Context;
 use streamkeeper::{reader, Reader, StartFrom};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, Global, TailArgs};
+use crate::cli::{Global, TailArgs};
 use crate::output;
 use crate::signal;
 use crate::Exit;
 
 pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
-    let stream = stream_key(&args.stream)?;
+    let stream = args.stream.clone();
     let from = match &args.from {
         None => None,
         Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
@@ -28,18 +28,41 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     let mut reader = match from {
         Some(from) => Reader::new(&redis, stream.clone(), from).await?,
         None => {
-            // Like tail(1): the last N entries, then (with --follow) what comes next.
-            let last = reader::last_entries(&redis, &stream, args.count.unwrap_or(10)).await?;
-            for e in &last {
-                output::entry(global.json, &name, e);
+            // Like tail(1): the last N entries, then (with --follow) what
+            // comes next. The start is found by paging backwards and the
+            // entries are printed page by page: memory stays bounded for
+            // any --count.
+            let n = args.count.unwrap_or(10) as u64;
+            let after = match reader::last_span(&redis, &stream, n).await? {
+                None => StartFrom::End,
+                Some((first, last)) => {
+                    let mut pages =
+                        Reader::new(&redis, stream.clone(), StartFrom::After(first.prev())).await?;
+                    'pages: loop {
+                        let page = tokio::select! {
+                            _ = stop.cancelled() => break 'pages,
+                            p = pages.next_page() => p?,
+                        };
+                        if page.is_empty() {
+                            break;
+                        }
+                        for e in &page {
+                            if e.id > last {
+                                break 'pages;
+                            }
+                            output::entry(global.json, &name, e)?;
+                        }
+                    }
+                    StartFrom::After(last)
+                }
+            };
+            if !args.follow || stop.is_cancelled() {
+                return Ok(if interrupted.get() {
+                    Exit::Interrupted
+                } else {
+                    Exit::Ok
+                });
             }
-            if !args.follow {
-                return Ok(Exit::Ok);
-            }
-            let after = last
-                .last()
-                .map(|e| StartFrom::After(e.id))
-                .unwrap_or(StartFrom::End);
             Reader::new(&redis, stream.clone(), after).await?
         }
     };
@@ -63,7 +86,7 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
             if left == Some(0) {
                 break;
             }
-            output::entry(global.json, &name, e);
+            output::entry(global.json, &name, e)?;
             left = left.map(|l| l - 1);
         }
         if left == Some(0) && !args.follow {

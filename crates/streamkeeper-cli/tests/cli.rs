@@ -419,7 +419,7 @@ fn group_commands_create_list_and_destroy() {
     );
     let o = run(&server, &["group", "ls", "s", "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
-    assert_eq!(v["name"], "g");
+    assert_eq!(v["group"], "g");
     assert_eq!(v["pending"], 0);
     let o = run(&server, &["group", "destroy", "s", "g"]);
     assert!(o.status.success());

@@ -28,7 +28,7 @@ pub enum Error {
         what: String,
     },
     /// The server could not be reached.
-    #[error("cannot connect to Redis at {url}: {source}; is redis-server running there? (set --redis or STREAMKEEPER_REDIS)")]
+    #[error("{}", connect_message(url, source))]
     Connect {
         /// Where we tried to connect (password removed).
         url: String,
@@ -70,7 +70,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidInput(String),
     /// A Redis command failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", redis_text(source))]
     Redis {
         /// What streamkeeper was doing.
         context: String,
@@ -165,6 +165,47 @@ impl Error {
             Error::Connect { source, .. } | Error::Redis { source, .. } => error_code(source),
             _ => None,
         }
+    }
+}
+
+/// A redis-rs error as one readable line: the server's own `CODE message`
+/// (also out of a pipeline reply, without redis-rs's `Pipeline failures:
+/// [(Index …)]` wrapping), else redis-rs's text.
+pub fn redis_text(e: &redis::RedisError) -> String {
+    if let Some(items) = e.clone().into_server_errors() {
+        if let Some((_, first)) = items.first() {
+            let code = first.code();
+            return match first.details() {
+                Some(d) => format!("{code} {d}"),
+                None => code.to_string(),
+            };
+        }
+    }
+    match (e.code(), e.detail()) {
+        (Some(code), Some(d)) => format!("{code} {d}"),
+        _ => e.to_string(),
+    }
+    .replace('\n', " ")
+}
+
+/// Why a connection failed, and the fix that fits the cause: wrong
+/// credentials are not a server that is down.
+fn connect_message(url: &str, e: &redis::RedisError) -> String {
+    let code = error_code(e);
+    let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+    if auth {
+        format!(
+            "cannot connect to Redis at {url}: authentication failed ({}); check the user \
+             and password in the URL (redis://user:password@host:port)",
+            redis_text(e)
+        )
+    } else {
+        format!(
+            "cannot connect to Redis at {url}: {}; is redis-server running there? (set \
+             --redis or STREAMKEEPER_REDIS)",
+            redis_text(e)
+        )
     }
 }
 

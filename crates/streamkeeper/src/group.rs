@@ -14,7 +14,8 @@ use crate::types::{GroupName, StartFrom, StreamId, StreamKey};
 /// What `XINFO GROUPS` says about one group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupInfo {
-    /// The group's name.
+    /// The group's name (`group` in JSON, as everywhere in `--json` output).
+    #[serde(rename = "group")]
     pub name: String,
     /// Number of consumers.
     pub consumers: u64,

@@ -93,8 +93,12 @@ pub struct StreamStat {
     pub first_id: Option<String>,
     /// Its last entry's ID.
     pub last_id: Option<String>,
-    /// Memory in bytes (sampled unless exact was asked for).
+    /// Memory in bytes (sampled unless exact was asked for); 0 when
+    /// unknown (see `memory_known`).
     pub memory_bytes: u64,
+    /// False when the user may not run `MEMORY USAGE` (an ACL user
+    /// without `+memory`): memory is then unknown, not zero.
+    pub memory_known: bool,
     /// `memory_bytes / length`.
     pub bytes_per_entry: u64,
     /// Entries ever added to the stream (Redis ≥ 7), for rates.
@@ -166,7 +170,23 @@ pub async fn stream_stat(
         // Keeps the reply a triple: PING answers "PONG", not a number.
         pipe.cmd("PING");
     }
-    let r: redis::RedisResult<(Value, Value, Value)> = pipe.query_async(&mut conn).await;
+    let mut r: redis::RedisResult<(Value, Value, Value)> = pipe.query_async(&mut conn).await;
+    let mut memory_known = options.memory;
+    if matches!(&r, Err(e) if crate::error::error_code(e).as_deref() == Some("NOPERM")) {
+        // A least-privilege user may read streams but not run MEMORY:
+        // everything but the memory figure is still worth showing.
+        memory_known = false;
+        r = redis::pipe()
+            .cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .cmd("PING")
+            .query_async(&mut conn)
+            .await;
+    }
     let (info, groups, memory) = match r {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => {
@@ -188,7 +208,7 @@ pub async fn stream_stat(
             _ => {}
         }
     }
-    let memory_bytes = if options.memory {
+    let memory_bytes = if memory_known {
         int(&memory).unwrap_or(0)
     } else {
         0
@@ -238,6 +258,7 @@ pub async fn stream_stat(
         first_id: first.map(|i| i.to_string()),
         last_id: last.map(|i| i.to_string()),
         memory_bytes,
+        memory_known,
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
         entries_added,
         groups: group_stats,
@@ -346,7 +367,7 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
     let mut cursor = 0u64;
     let mut out = Vec::new();
     loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("COUNT")
             .arg(1000)
@@ -355,7 +376,17 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("SCAN", e))?;
-        out.extend(keys.into_iter().filter_map(|k| StreamKey::new(k).ok()));
+        for k in keys {
+            match String::from_utf8(k) {
+                Ok(k) => out.extend(StreamKey::new(k).ok()),
+                // Stream keys are UTF-8 in this library; say which one
+                // is left out rather than failing for all of them.
+                Err(e) => tracing::warn!(
+                    "skipping stream {}: its name is not UTF-8",
+                    e.as_bytes().escape_ascii()
+                ),
+            }
+        }
         if next == 0 {
             break;
         }

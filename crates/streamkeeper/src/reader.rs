@@ -30,7 +30,10 @@ use crate::types::{Entry, StartFrom, StreamId, StreamKey};
 /// # Ok(()) }
 /// ```
 pub struct Reader {
-    conn: MultiplexedConnection,
+    connector: Connector,
+    /// Opened at the first read, once the builder has set the block time
+    /// (the connection's response timeout depends on it).
+    conn: Option<MultiplexedConnection>,
     stream: StreamKey,
     after: StreamId,
     page: usize,
@@ -40,8 +43,6 @@ pub struct Reader {
 impl Reader {
     /// A reader of `stream` starting at `from`, pages of 1000, not following.
     pub async fn new(connector: &Connector, stream: StreamKey, from: StartFrom) -> Result<Self> {
-        let block = Duration::from_secs(5);
-        let conn = connector.dedicated(block).await?;
         let after = match from.last_before() {
             Some(id) => id,
             None => last_entries(connector, &stream, 1)
@@ -50,7 +51,8 @@ impl Reader {
                 .map_or(StreamId::MIN, |e| e.id),
         };
         Ok(Reader {
-            conn,
+            connector: connector.clone(),
+            conn: None,
             stream,
             after,
             page: 1000,
@@ -86,9 +88,18 @@ impl Reader {
                 .arg(u64::try_from(b.as_millis()).unwrap_or(u64::MAX).max(1));
         }
         cmd.arg("STREAMS").arg(&self.stream).arg(self.after);
-        let v: Value = match cmd.query_async(&mut self.conn).await {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                // Without follow, reads do not block; 5 s is the same
+                // generous response time as before.
+                let block = self.block.unwrap_or(Duration::from_secs(5));
+                self.conn.insert(self.connector.dedicated(block).await?)
+            }
+        };
+        let v: Value = match cmd.query_async(conn).await {
             Ok(v) => v,
-            Err(e) => return Err(keys::explain(&mut self.conn, &self.stream, "XREAD", e).await),
+            Err(e) => return Err(keys::explain(conn, &self.stream, "XREAD", e).await),
         };
         let (entries, _) = reply::read_reply(v, "XREAD")?;
         if let Some(last) = entries.last() {
@@ -120,6 +131,48 @@ pub async fn last_entries(
     let (mut entries, _) = reply::entries(v, "XREVRANGE")?;
     entries.reverse();
     Ok(entries)
+}
+
+/// The IDs of the oldest and the newest of the last `n` entries (`None`
+/// for an empty stream or `n = 0`). Pages backwards 1000 entries at a
+/// time and keeps none of them, so memory stays bounded for any `n`.
+pub async fn last_span(
+    connector: &Connector,
+    stream: &StreamKey,
+    n: u64,
+) -> Result<Option<(StreamId, StreamId)>> {
+    const PAGE: u64 = 1000;
+    let mut conn = connector.shared();
+    let mut end = "+".to_string();
+    let mut left = n;
+    let mut span: Option<(StreamId, StreamId)> = None;
+    while left > 0 {
+        let count = left.min(PAGE);
+        let r: redis::RedisResult<Value> = redis::cmd("XREVRANGE")
+            .arg(stream)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await;
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => return Err(keys::explain(&mut conn, stream, "XREVRANGE", e).await),
+        };
+        let (page, _) = reply::entries(v, "XREVRANGE")?;
+        let (Some(newest), Some(oldest)) = (page.first(), page.last()) else {
+            break;
+        };
+        span = Some((oldest.id, span.map_or(newest.id, |(_, last)| last)));
+        left -= page.len() as u64;
+        if (page.len() as u64) < count {
+            break;
+        }
+        // Exclusive range start (Redis ≥ 6.2).
+        end = format!("({}", oldest.id);
+    }
+    Ok(span)
 }
 
 /// How many entries have IDs in `[first, last]`, and the IDs of the first

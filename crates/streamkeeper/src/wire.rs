@@ -192,6 +192,13 @@ pub fn fields_from_json(v: &Value, hint: &str) -> Result<Vec<(Bytes, Bytes)>> {
 /// `stream` and `id` optional) or a plain object of fields.
 /// `hint` names the place for errors, e.g. `stdin line 3`.
 pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
+    // serde_json keeps the last of repeated keys; a repeated key is
+    // refused instead (fields that repeat go as an array of pairs).
+    serde_json::from_str::<NoRepeatedKeys>(line).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{hint}: invalid JSON ({e}); expected one JSON object per line"
+        ))
+    })?;
     let v: Value = serde_json::from_str(line).map_err(|e| {
         Error::InvalidInput(format!(
             "{hint}: invalid JSON ({e}); expected one JSON object per line"
@@ -203,6 +210,14 @@ pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
         )));
     };
     let parsed = if let Some(f) = m.get("fields") {
+        if let Some(k) = m
+            .keys()
+            .find(|k| !["stream", "id", "fields"].contains(&k.as_str()))
+        {
+            return Err(Error::InvalidInput(format!(
+                "{hint}: unknown key {k:?} in an entry object (it has only stream, id and fields)"
+            )));
+        }
         let stream = match m.get("stream") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
@@ -243,10 +258,82 @@ pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
     Ok(parsed)
 }
 
+/// Deserializes any JSON and fails on an object with a repeated key.
+struct NoRepeatedKeys;
+
+impl<'de> serde::Deserialize<'de> for NoRepeatedKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NoRepeatedKeysVisitor)
+    }
+}
+
+struct NoRepeatedKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatedKeysVisitor {
+    type Value = NoRepeatedKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if !seen.insert(k.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "key {k:?} appears twice; write repeated fields as [[\"k\",\"v\"],…]"
+                )));
+            }
+            map.next_value::<NoRepeatedKeys>()?;
+        }
+        Ok(NoRepeatedKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        while seq.next_element::<NoRepeatedKeys>()?.is_some() {}
+        Ok(NoRepeatedKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn repeated_keys_and_unknown_entry_keys_are_refused() {
+        let err = |l: &str| parse_line(l, "line 1").expect_err(l).to_string();
+        assert!(err(r#"{"a":"1","a":"2"}"#).contains("appears twice"));
+        assert!(err(r#"{"fields":{"a":"1","a":"2"}}"#).contains("appears twice"));
+        assert!(err(r#"{"fields":{"a":"1"},"extra":1}"#).contains("unknown key \"extra\""));
+        let ok = parse_line(r#"{"fields":[["a","1"],["a","2"]]}"#, "x").expect("pairs");
+        assert_eq!(ok.fields.len(), 2);
+    }
 
     #[test]
     fn plain_entry_matches_the_design_example() {

@@ -18,12 +18,18 @@
 -- removes it from the outbox. Any instance re-emits stale outbox entries,
 -- and the dedupe key makes that safe.
 --
+-- A target key that exists and is not a stream would make XADD fail
+-- after the due time moved (a lost tick) and abort the whole batch: its
+-- TYPE is checked first, and such an item is skipped untouched.
+--
 -- Returns {ticks emitted or queued, schedules claimed, outbox fields
--- "<name> <due>" this call queued (the caller's second step)}.
+-- "<name> <due>" this call queued (the caller's second step), skipped
+-- items as name, target type, name, target type, …}.
 local i = 3
 local emitted = 0
 local claimed = 0
 local queued = {}
+local skipped = {}
 for _ = 1, tonumber(ARGV[2]) do
   local name = ARGV[i]
   local expected = tonumber(ARGV[i + 1])
@@ -35,7 +41,14 @@ for _ = 1, tonumber(ARGV[2]) do
   local fields_at = ticks_at + n_ticks + 1
   i = fields_at + 2 * n_pairs
   local current = redis.call('ZSCORE', KEYS[1], name)
-  if current and tonumber(current) == expected then
+  local target_type = 'stream'
+  if target_index > 0 then
+    target_type = redis.call('TYPE', KEYS[target_index])['ok']
+  end
+  if target_type ~= 'stream' and target_type ~= 'none' then
+    skipped[#skipped + 1] = name
+    skipped[#skipped + 1] = target_type
+  elseif current and tonumber(current) == expected then
     redis.call('ZADD', KEYS[1], next_due, name)
     claimed = claimed + 1
     for t = 0, n_ticks - 1 do
@@ -61,4 +74,4 @@ for _ = 1, tonumber(ARGV[2]) do
     end
   end
 end
-return {emitted, claimed, queued}
+return {emitted, claimed, queued, skipped}

@@ -30,7 +30,7 @@ use std::time::Duration;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 
-pub use model::{cron_next, Missed, Schedule, Spec, MIN_EVERY};
+pub use model::{cron_next, Missed, Schedule, Spec, MAX_DUE_MS, MIN_EVERY};
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
@@ -45,6 +45,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Schedules claimed per script call.
 const BATCH: usize = 300;
+
+/// How long an instance leaves a schedule alone whose target key is not a
+/// stream (its due time stays, so the tick waits, not lost).
+const BLOCKED_RETRY_MS: u64 = 1_000;
 
 impl Scheduler {
     /// Appends one two-step tick with its dedupe key, then removes it from
@@ -79,6 +83,28 @@ impl Scheduler {
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| Error::redis("clearing the schedule outbox", e))
+    }
+
+    /// [`Self::emit_from_outbox`], where a failure that retrying cannot fix
+    /// (the target is not a stream) is logged with schedule and key; the
+    /// tick stays in the outbox and is tried again later.
+    async fn emit_or_log(
+        &self,
+        name: &str,
+        target: &str,
+        due: u64,
+        fields: &[(String, String)],
+    ) -> Result<()> {
+        match self.emit_from_outbox(name, target, due, fields).await {
+            Err(e) if !e.is_retryable() => {
+                tracing::error!(
+                    "schedule {name}: cannot append its tick to {target}: {e}; \
+                     the tick waits in the outbox"
+                );
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// Emits outbox ticks older than [`OUTBOX_STALE_MS`]: their claimer
@@ -121,7 +147,7 @@ impl Scheduler {
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect();
             tracing::info!(schedule = %name, due, "emitting a tick its claimer left in the outbox");
-            self.emit_from_outbox(name, &target, due, &fields).await?;
+            self.emit_or_log(name, &target, due, &fields).await?;
         }
         Ok(())
     }
@@ -369,9 +395,13 @@ impl Scheduler {
     pub async fn run(&self, instance: &str, shutdown: CancellationToken) -> Result<InstanceStats> {
         let mut stats = InstanceStats::default();
         let mut due_estimate = 0u64;
+        let mut blocked: HashMap<String, u64> = HashMap::new();
         tracing::info!(%instance, "scheduler instance started");
         loop {
-            let wait = match self.poll_once(&mut stats, &mut due_estimate).await {
+            let wait = match self
+                .poll_once(&mut stats, &mut due_estimate, &mut blocked)
+                .await
+            {
                 Ok(w) => w,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "scheduler poll failed; reconnecting");
@@ -401,6 +431,7 @@ impl Scheduler {
         &self,
         stats: &mut InstanceStats,
         due_estimate: &mut u64,
+        blocked: &mut HashMap<String, u64>,
     ) -> Result<Duration> {
         let now = now_ms();
         // Stale outbox ticks: looked for about once a second.
@@ -472,7 +503,13 @@ impl Scheduler {
         let mut items = 0usize;
         let mut soonest_jitter = u64::MAX;
         let mut orphans = Vec::new();
+        blocked.retain(|_, until| *until > now);
+        // Targets of the schedules in this claim, to name them in errors.
+        let mut target_of: HashMap<String, String> = HashMap::new();
         for ((name, score), json) in due.iter().zip(jsons) {
+            if blocked.contains_key(name) {
+                continue;
+            }
             let Some(json) = json else {
                 // A due time without a definition (removed meanwhile).
                 orphans.push(name.as_str());
@@ -517,6 +554,7 @@ impl Scheduler {
                 };
                 i + 4
             };
+            target_of.insert(name.clone(), schedule.target.to_string());
             args.push(name.as_bytes().to_vec());
             args.push(due_ms.to_string().into_bytes());
             args.push(next.to_string().into_bytes());
@@ -559,6 +597,19 @@ impl Scheduler {
                         Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
                         _ => 0,
                     };
+                    if let Some(Value::Array(skipped)) = v.get(3) {
+                        for pair in skipped.chunks(2) {
+                            let name = crate::group::text(&pair[0]);
+                            let kind = pair.get(1).map(crate::group::text).unwrap_or_default();
+                            let target = target_of.get(&name).cloned();
+                            tracing::error!(
+                                "schedule {name}: target {} is a {kind}, not a stream; its \
+                                 tick waits until that key is a stream or deleted",
+                                target.as_deref().unwrap_or("?")
+                            );
+                            blocked.insert(name, now + BLOCKED_RETRY_MS);
+                        }
+                    }
                     stats.emitted += num(0);
                     stats.claimed += num(1);
                     metrics::counter!("streamkeeper_schedule_ticks_total").increment(num(0));
@@ -575,8 +626,7 @@ impl Scheduler {
             // names them; ticks another instance won are its to send).
             for (name, target, due_tick, fields) in two_step {
                 if queued.contains(&format!("{name} {due_tick}")) {
-                    self.emit_from_outbox(&name, &target, due_tick, &fields)
-                        .await?;
+                    self.emit_or_log(&name, &target, due_tick, &fields).await?;
                 }
             }
         }

@@ -16,6 +16,11 @@ use crate::types::StreamKey;
 /// The shortest interval accepted (tests use sub-second schedules).
 pub const MIN_EVERY: Duration = Duration::from_millis(100);
 
+/// The latest due time a schedule may have: 9999-12-31T23:59:59.999Z, the
+/// last instant RFC 3339 (and `schedule ls`) can show. A schedule whose
+/// next tick falls later never fires and is refused.
+pub const MAX_DUE_MS: u64 = 253_402_300_799_999;
+
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,6 +114,28 @@ pub struct Schedule {
     pub jitter_ms: u64,
     /// Paused schedules keep their definition but do not fire.
     pub paused: bool,
+    /// The cron expression and zone, parsed at their first use.
+    #[serde(skip)]
+    parsed: ParsedCron,
+}
+
+/// A cron expression parsed once per [`Schedule`] value (instances keep
+/// their schedules between polls), not on every tick computation.
+#[derive(Clone, Default)]
+struct ParsedCron(std::sync::Arc<std::sync::OnceLock<Option<(croner::Cron, chrono_tz::Tz)>>>);
+
+impl PartialEq for ParsedCron {
+    fn eq(&self, _: &Self) -> bool {
+        true // a cache: equal schedules parse the same
+    }
+}
+
+impl Eq for ParsedCron {}
+
+impl std::fmt::Debug for ParsedCron {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedCron")
+    }
 }
 
 impl Schedule {
@@ -139,6 +166,7 @@ impl Schedule {
             missed: Missed::Skip,
             jitter_ms: 0,
             paused: false,
+            parsed: ParsedCron::default(),
         };
         s.validate()?;
         Ok(s)
@@ -185,20 +213,47 @@ impl Schedule {
                     MIN_EVERY.as_millis()
                 )))
             }
+            Spec::EveryMs(ms) if crate::retry::now_ms().saturating_add(*ms) > MAX_DUE_MS => {
+                Err(Error::InvalidInput(format!(
+                    "interval {} is too long: the first tick would fall after the year 9999",
+                    humantime::format_duration(Duration::from_millis(*ms))
+                )))
+            }
             Spec::EveryMs(_) => Ok(()),
             Spec::Cron { expr, tz } => {
                 parse_cron(expr)?;
                 parse_tz(tz)?;
-                Ok(())
+                match cron_next(expr, tz, crate::retry::now_ms()) {
+                    Ok(next) if next <= MAX_DUE_MS => Ok(()),
+                    _ => Err(Error::InvalidInput(format!(
+                        "cron expression {expr:?} never fires (no date before the year 9999 \
+                         matches it): check day and month"
+                    ))),
+                }
             }
         }
     }
 
-    /// The first due time strictly after `ms`.
+    /// The parsed cron expression and zone (`None` for an interval or an
+    /// invalid definition).
+    fn parsed_cron(&self) -> Option<&(croner::Cron, chrono_tz::Tz)> {
+        self.parsed
+            .0
+            .get_or_init(|| match &self.spec {
+                Spec::Cron { expr, tz } => Some((parse_cron(expr).ok()?, parse_tz(tz).ok()?)),
+                Spec::EveryMs(_) => None,
+            })
+            .as_ref()
+    }
+
+    /// The first due time strictly after `ms` (`u64::MAX`: never).
     pub fn next_after(&self, ms: u64) -> u64 {
         match &self.spec {
             Spec::EveryMs(every) => ms.saturating_add(*every),
-            Spec::Cron { expr, tz } => cron_next(expr, tz, ms).unwrap_or(u64::MAX),
+            Spec::Cron { .. } => self
+                .parsed_cron()
+                .and_then(|(cron, zone)| next_parsed(cron, zone, ms).ok())
+                .unwrap_or(u64::MAX),
         }
     }
 
@@ -218,16 +273,32 @@ impl Schedule {
                 (ticks, due + k * every)
             }
             Spec::Cron { .. } => {
-                let mut ticks = vec![due];
-                let mut t = due;
-                loop {
-                    let n = self.next_after(t);
-                    if n > now || ticks.len() > 10_000 {
-                        break (ticks, n);
+                // Only the latest ticks can be emitted: walk back from now
+                // (at most max_emit + 1 steps), not forward over every
+                // missed tick since `due`.
+                let keep = self.max_emit() as usize + 1;
+                let mut latest: Vec<u64> = Vec::with_capacity(keep);
+                if let Some((cron, zone)) = self.parsed_cron() {
+                    let start = zone
+                        .timestamp_millis_opt(i64::try_from(now).unwrap_or(i64::MAX))
+                        .single();
+                    if let Some(start) = start {
+                        for t in cron.iter_from(start, croner::Direction::Backward) {
+                            let Ok(ms) = u64::try_from(t.timestamp_millis()) else {
+                                break;
+                            };
+                            if ms <= due || latest.len() == keep {
+                                break;
+                            }
+                            latest.push(ms);
+                        }
                     }
-                    ticks.push(n);
-                    t = n;
                 }
+                if latest.len() < keep {
+                    latest.push(due);
+                }
+                latest.reverse();
+                (latest, self.next_after(now))
             }
         };
         let (current, missed) = match due_ticks.split_last() {
@@ -286,8 +357,11 @@ fn parse_tz(tz: &str) -> Result<chrono_tz::Tz> {
 
 /// The next cron occurrence strictly after `ms`, in ms.
 pub fn cron_next(expr: &str, tz: &str, ms: u64) -> Result<u64> {
-    let cron = parse_cron(expr)?;
-    let zone = parse_tz(tz)?;
+    next_parsed(&parse_cron(expr)?, &parse_tz(tz)?, ms)
+}
+
+fn next_parsed(cron: &croner::Cron, zone: &chrono_tz::Tz, ms: u64) -> Result<u64> {
+    let expr = cron.as_str();
     let start = zone
         .timestamp_millis_opt(i64::try_from(ms).unwrap_or(i64::MAX))
         .single()
@@ -388,11 +462,43 @@ mod tests {
         assert!(err(Schedule::cron("c", "* * * * *", "Mars/Olympus", "t"))
             .contains("unknown time zone"));
         assert!(err(Schedule::every("e", Duration::ZERO, "t")).contains("too short"));
+        assert!(err(Schedule::cron("c", "0 0 30 2 *", "UTC", "t")).contains("never fires"));
+        assert!(err(Schedule::every(
+            "e",
+            Duration::from_secs(100_000 * 365 * 86_400),
+            "t"
+        ))
+        .contains("too long"));
         assert!(err(Schedule::every("e", Duration::from_secs(1), "")).contains("target"));
         assert!("catch-up:0".parse::<Missed>().is_err());
         assert_eq!(
             "catch-up:3".parse::<Missed>().expect("policy"),
             Missed::CatchUp(3)
+        );
+    }
+
+    #[test]
+    fn cron_missed_ticks_walk_back_from_now_not_forward_from_due() {
+        let s = Schedule::cron("c", "* * * * * *", "UTC", "t")
+            .expect("every second")
+            .missed(Missed::CatchUp(2));
+        // Due at 10 s, back at 13.5 s: 10, 11, 12, 13 due; latest 3 emitted.
+        assert_eq!(
+            s.plan(10_000, 13_500),
+            (vec![11_000, 12_000, 13_000], 14_000)
+        );
+        assert_eq!(s.plan(10_000, 10_500), (vec![10_000], 11_000));
+        // A year of missed every-second ticks: still only the latest few,
+        // computed at once (no loop over 31 million ticks, none capped).
+        let year = 365 * 86_400_000;
+        let t = std::time::Instant::now();
+        let (ticks, next) = s.plan(10_000, 10_000 + year);
+        assert_eq!(ticks, vec![year + 8_000, year + 9_000, year + 10_000]);
+        assert_eq!(next, year + 11_000);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
         );
     }
 
