@@ -86,6 +86,8 @@ pub(crate) struct InFlight {
     /// Held entries a peer took over while this process was frozen: they
     /// are not handed out any more.
     lost: Mutex<HashSet<StreamId>>,
+    /// Whether `lost` may be non-empty: spares the hot path its lock.
+    any_lost: std::sync::atomic::AtomicBool,
 }
 
 impl InFlight {
@@ -110,11 +112,16 @@ impl InFlight {
     pub(crate) fn mark_lost(&self, id: StreamId) {
         if let Ok(mut s) = self.lost.lock() {
             s.insert(id);
+            self.any_lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     /// True (once) if a peer took `id` over.
     pub(crate) fn take_lost(&self, id: &StreamId) -> bool {
+        if !self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         self.lost.lock().map(|mut s| s.remove(id)).unwrap_or(false)
     }
 
@@ -122,8 +129,14 @@ impl InFlight {
         if let Ok(mut s) = self.held.lock() {
             s.remove(id);
         }
-        if let Ok(mut s) = self.lost.lock() {
-            s.remove(id);
+        if self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(mut s) = self.lost.lock() {
+                s.remove(id);
+                if s.is_empty() {
+                    self.any_lost
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
         }
     }
 }
