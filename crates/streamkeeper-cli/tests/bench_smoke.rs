@@ -15,11 +15,7 @@ fn bench(args: &[&str]) -> Vec<serde_json::Value> {
         .env_remove("STREAMKEEPER_REDIS")
         .output()
         .expect("run bench");
-    assert!(
-        o.status.success(),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
@@ -84,7 +80,9 @@ fn bench_scheduler_imports_and_counts_duplicates() {
     assert!(r["ticks"].as_u64().is_some_and(|t| t >= 300), "{r}");
     assert!(r["import_seconds"].as_f64().is_some(), "{r}");
     assert!(
-        r["redis_bytes_per_schedule"].as_f64().is_some_and(|b| b > 0.0),
+        r["redis_bytes_per_schedule"]
+            .as_f64()
+            .is_some_and(|b| b > 0.0),
         "{r}"
     );
 }
