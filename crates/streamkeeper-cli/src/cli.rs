@@ -277,7 +277,7 @@ pub struct ConsumeArgs {
     /// Reclaim entries of consumers idle longer than this.
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
-    /// First retry delay after a failed --exec (exit 75 or other); it
+    /// First retry delay after a failed --exec or --pipe attempt; it
     /// doubles with every delivery, up to 5 minutes.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
     pub retry_backoff: Duration,
