@@ -321,7 +321,7 @@ pub struct ConsumeArgs {
     /// (crash-detection time; live consumers keep theirs fresh).
     #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
-    /// First retry delay after a failed --exec (exit 75 or other); it
+    /// First retry delay after a failed --exec or --pipe attempt; it
     /// doubles with every attempt, up to 5 minutes.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION")]
     pub retry_backoff: Duration,
