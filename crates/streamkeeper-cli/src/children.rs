@@ -17,6 +17,9 @@ use anyhow::Context;
 pub struct ChildGroup {
     anchor: tokio::process::Child,
     pgid: i32,
+    /// The write end of the anchor's pipe: closing it (drop, or this
+    /// process ending) makes the anchor kill the group.
+    _lifeline: Option<tokio::process::ChildStdin>,
 }
 
 impl ChildGroup {
@@ -36,12 +39,11 @@ impl ChildGroup {
             .spawn()
             .context("cannot start sh (needed for --exec)")?;
         let pid = anchor.id().context("the anchor shell exited at once")?;
-        // Keep the write end open for as long as this process lives.
-        let stdin = anchor.stdin.take();
-        std::mem::forget(stdin);
+        let lifeline = anchor.stdin.take();
         Ok(ChildGroup {
             pgid: i32::try_from(pid).context("pid out of range")?,
             anchor,
+            _lifeline: lifeline,
         })
     }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use streamkeeper::{wire, Delivery, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::children::ChildGroup;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -244,7 +246,9 @@ async fn abandon_rest(rx: &mut mpsc::Receiver<Request>) {
 /// task on its way.
 struct Worker {
     child: Child,
-    pgid: Option<i32>,
+    /// The worker's process group (`children.rs`): killed, helpers and
+    /// all, when the worker is closed or the consumer dies.
+    group: ChildGroup,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     /// Entry lines not yet written (at most `--concurrency` of them).
@@ -266,27 +270,24 @@ const FEED_BURST: usize = 1024;
 
 impl Worker {
     fn spawn(spec: &WorkerSpec) -> std::io::Result<Worker> {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(&spec.cmd)
-            .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        // Its own process group: a Ctrl-C on the terminal reaches the
+        // consumer only, which stops feeding and waits for answers; and
+        // the group dies with the consumer, however the consumer ends.
+        let group = ChildGroup::start().map_err(std::io::Error::other)?;
+        let mut cmd = group.command(&spec.cmd);
+        cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C on the terminal reaches the
-            // consumer only, which stops feeding and waits for answers.
-            .process_group(0);
-        sys::die_with_parent(&mut cmd);
+            .kill_on_drop(true);
         let mut child = cmd.spawn()?;
-        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };
-        tracing::debug!(pid = ?pgid, "--pipe worker started");
+        tracing::debug!(pid = ?child.id(), "--pipe worker started");
         Ok(Worker {
             child,
-            pgid,
+            group,
             stdin: Some(stdin),
             stdout,
             pending_out: Vec::with_capacity(64 * 1024),
@@ -506,9 +507,7 @@ impl Worker {
             .await;
         }
         self.stdin = None;
-        if let Some(pgid) = self.pgid {
-            sys::kill_group(pgid);
-        }
+        self.group.kill_all();
         let _ = self.child.kill().await;
     }
 }
@@ -525,51 +524,6 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The two system calls std does not offer.
-#[allow(unsafe_code)] // prctl in pre_exec and kill(2) on a process group need libc.
-mod sys {
-    /// Makes the kernel SIGKILL the worker when the consumer dies, even by
-    /// SIGKILL (Linux `PR_SET_PDEATHSIG`). Caveat: the signal follows the
-    /// *thread* that spawned the worker; tokio's worker threads live as
-    /// long as the runtime, which is the consumer's lifetime.
-    pub fn die_with_parent(cmd: &mut tokio::process::Command) {
-        #[cfg(target_os = "linux")]
-        {
-            let parent = i32::try_from(std::process::id()).unwrap_or(0);
-            // SAFETY: the closure runs in the forked child before exec and
-            // calls only async-signal-safe functions (prctl, getppid,
-            // _exit); it allocates nothing.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    // The consumer died between fork and prctl: no signal
-                    // will come, so do not start at all.
-                    if libc::getppid() != parent {
-                        libc::_exit(1);
-                    }
-                    Ok(())
-                });
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = cmd;
-    }
-
-    /// SIGKILL to every process of the worker's group (helpers it started
-    /// included). Errors (the group is gone) are ignored.
-    pub fn kill_group(pgid: i32) {
-        if pgid > 1 {
-            // SAFETY: kill(2) has no memory effects; a negative pid names
-            // the process group the worker leads.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
     }
 }
 
