@@ -427,13 +427,14 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         anyhow::bail!("--schedules and --instances must be at least 1");
     }
     let ns = "sk-bench";
+    let keys = streamkeeper::keys::SchedulerKeys::new(ns);
     let target = "sk-bench:ticks";
     let redis = Connector::connect(url).await?;
     let mut conn = redis.shared();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{{{ns}}}:schedules"))
-        .arg(format!("{{{ns}}}:due"))
-        .arg(format!("{{{ns}}}:state"))
+        .arg(&keys.schedules)
+        .arg(&keys.due)
+        .arg(&keys.state)
         .arg(target)
         .query_async(&mut conn)
         .await?;
@@ -446,13 +447,9 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         for i in chunk {
             let s =
                 Schedule::every(&format!("s{i}"), args.every, target)?.missed(Missed::CatchUp(100));
-            pipe.hset(
-                format!("{{{ns}}}:schedules"),
-                &s.name,
-                serde_json::to_string(&s)?,
-            )
-            .ignore();
-            pipe.zadd(format!("{{{ns}}}:due"), &s.name, start + i * every / n)
+            pipe.hset(&keys.schedules, &s.name, serde_json::to_string(&s)?)
+                .ignore();
+            pipe.zadd(&keys.due, &s.name, start + i * every / n)
                 .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
@@ -522,9 +519,9 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         );
     }
     let _: () = redis::cmd("DEL")
-        .arg(format!("{{{ns}}}:schedules"))
-        .arg(format!("{{{ns}}}:due"))
-        .arg(format!("{{{ns}}}:state"))
+        .arg(&keys.schedules)
+        .arg(&keys.due)
+        .arg(&keys.state)
         .arg(target)
         .query_async(&mut conn)
         .await?;

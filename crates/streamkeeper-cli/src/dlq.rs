@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use comfy_table::Table;
+use streamkeeper::keys::StreamKeys;
 use streamkeeper::{deadletter, StartFrom, StreamId};
 
 use crate::cli::{DlqAction, DlqArgs, Global};
@@ -13,7 +14,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
         DlqAction::Ls { stream, count } => {
             let redis = global.connect().await?;
             let dead = deadletter::list(&redis, &stream, count).await?;
-            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let dlq = StreamKeys::dlq(&stream);
             if global.json {
                 for e in &dead {
                     output::entry(true, &dlq, e)?;
@@ -60,7 +61,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             };
             // Every ID is checked before the first replay: a missing one
             // writes nothing.
-            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let dlq = StreamKeys::dlq(&stream);
             let mut conn = redis.shared();
             let mut pipe = redis::pipe();
             for id in &ids {
@@ -101,7 +102,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 anyhow::bail!(
                     "no dead letter with ID {} in {}",
                     missing.join(", "),
-                    stream.derived(deadletter::DLQ_SUFFIX)
+                    StreamKeys::dlq(&stream)
                 );
             }
         }

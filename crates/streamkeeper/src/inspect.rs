@@ -16,8 +16,8 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::group::{int, text};
-use crate::keys;
+use crate::explain;
+use crate::reply::{int, text};
 use crate::retry::now_ms;
 use crate::types::{StreamId, StreamKey};
 
@@ -186,7 +186,7 @@ pub async fn stream_stat(
                 "stream {stream} does not exist"
             )))
         }
-        Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO STREAM", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "XINFO STREAM", e).await),
     };
     let mut length = 0;
     let mut entries_added = None;

@@ -19,13 +19,10 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::explain;
 use crate::producer::Producer;
 use crate::scripts;
 use crate::types::{Entry, StreamId, StreamKey};
-
-/// The suffix of the lease key: `{S}:janitor`.
-pub const LEASE_SUFFIX: &str = "janitor";
 
 /// Where entries removed by a cap while unacknowledged are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +107,7 @@ pub async fn run_once(
                 detail: format!("{other:?}"),
             })
         }
-        Err(e) => return Err(keys::explain(&mut conn, stream, "trim script", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "trim script", e).await),
     };
     if options.dry_run {
         if let Some(t) = trim_to {
@@ -259,7 +256,7 @@ impl Lease {
     pub fn new(connector: &Connector, stream: &StreamKey, holder: &str, ttl: Duration) -> Self {
         Lease {
             connector: connector.clone(),
-            key: stream.derived(LEASE_SUFFIX),
+            key: crate::keys::StreamKeys::janitor_lease(stream),
             holder: holder.to_string(),
             ttl,
         }

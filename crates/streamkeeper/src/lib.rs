@@ -45,17 +45,19 @@
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
-//! | `keys` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
+//! | [`keys`] | the key scheme (DESIGN.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
+//! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
 pub mod conn;
 pub mod consumer;
 pub mod deadletter;
 pub mod error;
 pub mod exactly_once;
+mod explain;
 pub mod group;
 pub mod inspect;
 pub mod janitor;
-mod keys;
+pub mod keys;
 mod metrics;
 pub mod producer;
 pub mod reader;

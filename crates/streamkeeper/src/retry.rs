@@ -15,8 +15,6 @@ use crate::keys;
 use crate::scripts;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
-/// The suffix of the retry set: `{S}:retry`.
-pub const RETRY_SUFFIX: &str = "retry";
 /// The ID an entry had when it was first appended.
 pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
 /// The group a re-appended retry is meant for.
@@ -56,7 +54,7 @@ pub async fn store(
     let mut conn = connector.shared();
     let r: redis::RedisResult<i64> = scripts::RETRY_STORE
         .key(stream)
-        .key(stream.derived(RETRY_SUFFIX))
+        .key(crate::keys::StreamKeys::retry(stream))
         .arg(group)
         .arg(id)
         .arg(due_ms)
@@ -80,7 +78,7 @@ pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> 
     let mut conn = connector.shared();
     let r: redis::RedisResult<u64> = scripts::RETRY_MOVE
         .key(stream)
-        .key(stream.derived(RETRY_SUFFIX))
+        .key(crate::keys::StreamKeys::retry(stream))
         .arg(now_ms())
         .arg(max)
         .invoke_async(&mut conn)
@@ -92,7 +90,7 @@ pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> 
 pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
     let mut conn = connector.shared();
     redis::cmd("ZCARD")
-        .arg(stream.derived(RETRY_SUFFIX))
+        .arg(crate::keys::StreamKeys::retry(stream))
         .query_async(&mut conn)
         .await
         .map_err(|e| Error::redis("ZCARD retry set", e))

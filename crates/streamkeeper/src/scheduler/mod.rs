@@ -227,12 +227,13 @@ const TICK_DEDUPE: Duration = Duration::from_secs(24 * 3600);
 impl Scheduler {
     /// A scheduler over the keys of namespace `ns`.
     pub fn new(connector: &Connector, ns: &str) -> Self {
+        let keys = crate::keys::SchedulerKeys::new(ns);
         Scheduler {
             connector: connector.clone(),
-            schedules: format!("{{{ns}}}:schedules"),
-            due: format!("{{{ns}}}:due"),
-            state: format!("{{{ns}}}:state"),
-            outbox: format!("{{{ns}}}:outbox"),
+            schedules: keys.schedules,
+            due: keys.due,
+            state: keys.state,
+            outbox: keys.outbox,
             two_step: false,
             last_recovery: Default::default(),
         }
@@ -551,7 +552,7 @@ impl Scheduler {
             match r {
                 Ok(Value::Array(v)) => {
                     if let Some(Value::Array(fields)) = v.get(2) {
-                        queued = fields.iter().map(crate::group::text).collect();
+                        queued = fields.iter().map(crate::reply::text).collect();
                     }
                     let num = |i: usize| match v.get(i) {
                         Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
@@ -559,8 +560,8 @@ impl Scheduler {
                     };
                     if let Some(Value::Array(skipped)) = v.get(3) {
                         for pair in skipped.chunks(2) {
-                            let name = crate::group::text(&pair[0]);
-                            let kind = pair.get(1).map(crate::group::text).unwrap_or_default();
+                            let name = crate::reply::text(&pair[0]);
+                            let kind = pair.get(1).map(crate::reply::text).unwrap_or_default();
                             let target = cache.get(&name).map(|(_, s)| s.target.clone());
                             tracing::error!(
                                 "schedule {name}: target {} is a {kind}, not a stream; its \
