@@ -58,10 +58,10 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                 t.set_header(["group", "consumers", "pending", "last delivered", "lag"]);
                 for g in &groups {
                     t.add_row([
-                        g.name.clone(),
+                        g.name.to_string(),
                         g.consumers.to_string(),
                         g.pending.to_string(),
-                        g.last_delivered.clone(),
+                        g.last_delivered.to_string(),
                         g.lag.map_or("unknown".into(), |l| l.to_string()),
                     ]);
                 }
@@ -147,7 +147,14 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                             c.pending
                         ),
                     };
-                    let moved = group::remove_consumer(&redis, &stream, &g, &c.name, heir).await?;
+                    let moved = group::remove_consumer(
+                        &redis,
+                        &stream,
+                        &g,
+                        &streamkeeper::ConsumerName::new(c.name.clone())?,
+                        &streamkeeper::ConsumerName::new(heir)?,
+                    )
+                    .await?;
                     if global.json {
                         output::json_line(
                             &serde_json::json!({"removed": c.name, "moved": moved, "to": if moved > 0 { Some(heir) } else { None }}),

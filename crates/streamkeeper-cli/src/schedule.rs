@@ -103,7 +103,7 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                     t.add_row([
                         s.schedule.name.clone(),
                         when,
-                        s.schedule.target.clone(),
+                        s.schedule.target.to_string(),
                         s.schedule.missed.to_string(),
                         if s.schedule.paused {
                             "paused".into()

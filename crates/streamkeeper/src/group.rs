@@ -9,20 +9,20 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::explain;
-use crate::types::{GroupName, StartFrom, StreamId, StreamKey};
+use crate::types::{ConsumerName, GroupName, StartFrom, StreamId, StreamKey};
 
 /// What `XINFO GROUPS` says about one group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupInfo {
     /// The group's name (`group` in JSON, as everywhere in `--json` output).
     #[serde(rename = "group")]
-    pub name: String,
+    pub name: GroupName,
     /// Number of consumers.
     pub consumers: u64,
     /// Entries delivered and not yet acknowledged.
     pub pending: u64,
     /// The last ID delivered to the group.
-    pub last_delivered: String,
+    pub last_delivered: StreamId,
     /// Entries read by the group (Redis ≥ 7; `None` when unknown).
     pub entries_read: Option<u64>,
     /// Entries not yet delivered, as Redis counts them (`None` after
@@ -117,26 +117,31 @@ fn parse_group(v: Value) -> Result<GroupInfo> {
             })
         }
     };
+    let mut name = None;
     let mut info = GroupInfo {
-        name: String::new(),
+        name: GroupName::new("-")?,
         consumers: 0,
         pending: 0,
-        last_delivered: StreamId::MIN.to_string(),
+        last_delivered: StreamId::MIN,
         entries_read: None,
         lag: None,
     };
     for (k, v) in pairs {
         let key = text(&k);
         match key.as_str() {
-            "name" => info.name = text(&v),
+            "name" => name = Some(GroupName::new(text(&v))?),
             "consumers" => info.consumers = int(&v).unwrap_or(0),
             "pending" => info.pending = int(&v).unwrap_or(0),
-            "last-delivered-id" => info.last_delivered = text(&v),
+            "last-delivered-id" => info.last_delivered = text(&v).parse()?,
             "entries-read" => info.entries_read = int(&v),
             "lag" => info.lag = int(&v),
             _ => {}
         }
     }
+    info.name = name.ok_or(Error::Protocol {
+        command: "XINFO GROUPS",
+        detail: "a group without a name".into(),
+    })?;
     Ok(info)
 }
 
@@ -148,15 +153,15 @@ pub(crate) use crate::reply::{int, text};
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResetPreview {
     /// The last-delivered ID now.
-    pub from: String,
+    pub from: StreamId,
     /// The last-delivered ID after the reset.
-    pub to: String,
+    pub to: StreamId,
     /// Entries that will be delivered again (moving back).
     pub redelivered: u64,
     /// Entries that will never be delivered (moving forward).
     pub skipped: u64,
     /// First and last ID of the affected range, if any.
-    pub range: Option<(String, String)>,
+    pub range: Option<(StreamId, StreamId)>,
 }
 
 /// Moves the group's last-delivered ID to `to` (`XGROUP SETID`), or with
@@ -177,7 +182,7 @@ pub async fn reset_group(
             stream: stream.clone(),
             group: group.clone(),
         })?;
-    let from: StreamId = g.last_delivered.parse()?;
+    let from: StreamId = g.last_delivered;
     let (lo, hi) = if to < from {
         (to.next(), from)
     } else {
@@ -189,11 +194,11 @@ pub async fn reset_group(
         (0, None)
     };
     let preview = ResetPreview {
-        from: from.to_string(),
-        to: to.to_string(),
+        from,
+        to,
         redelivered: if to < from { n } else { 0 },
         skipped: if to > from { n } else { 0 },
-        range: ends.map(|(a, b)| (a.to_string(), b.to_string())),
+        range: ends,
     };
     if !dry_run {
         let mut conn = connector.shared();
@@ -215,8 +220,8 @@ pub async fn remove_consumer(
     connector: &Connector,
     stream: &StreamKey,
     group: &GroupName,
-    from: &str,
-    to: &str,
+    from: &ConsumerName,
+    to: &ConsumerName,
 ) -> Result<u64> {
     let mut conn = connector.shared();
     crate::scripts::HANDOFF

@@ -14,6 +14,7 @@ use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
 /// When entries are acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AckMode {
     /// After the handler returned [`Outcome::Ack`] (at-least-once).
     #[default]
@@ -48,6 +49,7 @@ pub enum Outcome {
 
 /// Where a delivery came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Source {
     /// A new entry (`XREADGROUP … >`).
     New,

@@ -36,6 +36,7 @@ use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::retry::now_ms;
 use crate::scripts;
+use crate::types::StreamKey;
 
 /// The default namespace of scheduler keys.
 pub const DEFAULT_NAMESPACE: &str = "streamkeeper";
@@ -56,7 +57,7 @@ impl Scheduler {
     async fn emit_from_outbox(
         &self,
         name: &str,
-        target: &str,
+        target: &StreamKey,
         due: u64,
         fields: &[(String, String)],
     ) -> Result<()> {
@@ -68,7 +69,7 @@ impl Scheduler {
             .collect();
         tick.push((b"sk-schedule".to_vec(), name.as_bytes().to_vec()));
         tick.push((b"sk-due".to_vec(), due.to_string().into_bytes()));
-        let stream = crate::types::StreamKey::new(target)?;
+        let stream = target.clone();
         crate::exactly_once::send_once(
             &self.connector,
             &stream,
@@ -91,7 +92,7 @@ impl Scheduler {
     async fn emit_or_log(
         &self,
         name: &str,
-        target: &str,
+        target: &StreamKey,
         due: u64,
         fields: &[(String, String)],
     ) -> Result<()> {
@@ -161,7 +162,7 @@ impl Scheduler {
 }
 
 /// A tick for the outbox path: schedule, target, due time, fields.
-type TwoStepTick = (String, String, u64, Vec<(String, String)>);
+type TwoStepTick = (String, StreamKey, u64, Vec<(String, String)>);
 
 /// Names with their due times (`ZRANGE … WITHSCORES`).
 type DueTimes = Vec<(String, f64)>;
@@ -249,13 +250,13 @@ impl Scheduler {
     }
 
     /// Whether ticks of `target` go through the outbox.
-    fn uses_two_step(&self, target: &str) -> bool {
+    fn uses_two_step(&self, target: &StreamKey) -> bool {
         let cluster = matches!(
             self.connector.topology(),
             crate::conn::Topology::Cluster { .. }
         );
         (self.two_step || cluster)
-            && crate::types::key_slot(target) != crate::types::key_slot(&self.due)
+            && crate::types::key_slot(target.as_str()) != crate::types::key_slot(&self.due)
     }
 
     /// Adds or replaces a schedule (validated first; nothing is stored on
@@ -458,7 +459,7 @@ impl Scheduler {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("reading schedule definitions", e))?;
-        let mut targets: Vec<String> = Vec::new();
+        let mut targets: Vec<StreamKey> = Vec::new();
         let mut args: Vec<Vec<u8>> = Vec::new();
         let mut two_step: Vec<TwoStepTick> = Vec::new();
         let mut items = 0usize;
@@ -562,7 +563,7 @@ impl Scheduler {
                         for pair in skipped.chunks(2) {
                             let name = crate::reply::text(&pair[0]);
                             let kind = pair.get(1).map(crate::reply::text).unwrap_or_default();
-                            let target = cache.get(&name).map(|(_, s)| s.target.clone());
+                            let target = cache.get(&name).map(|(_, s)| s.target.to_string());
                             tracing::error!(
                                 "schedule {name}: target {} is a {kind}, not a stream; its \
                                  tick waits until that key is a stream or deleted",
