@@ -39,7 +39,7 @@
 //! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
-//! | [`scheduler`] | distributed interval/cron scheduler: model, claim-and-emit script, instances |
+//! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |

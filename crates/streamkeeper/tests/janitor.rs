@@ -106,7 +106,7 @@ async fn janitor_trims_exactly_to_the_trim_point() {
     )
     .await
     .expect("dry run");
-    assert_eq!((dry.trimmed, dry.trim_to.clone()), (3, Some(all[3])));
+    assert_eq!((dry.trimmed, dry.trim_to), (3, Some(all[3])));
     assert_eq!(
         ids(&redis, "orders").await.len(),
         10,
