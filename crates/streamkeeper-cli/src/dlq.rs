@@ -3,7 +3,7 @@
 use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::keys::StreamKeys;
-use streamkeeper::{deadletter, StartFrom, StreamId};
+use streamkeeper::{deadletter, StartFrom, StreamId, StreamKey};
 
 use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
@@ -117,6 +117,8 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 }),
             };
             let redis = global.connect().await?;
+            let dlq = StreamKey::new(StreamKeys::dlq(&stream))?;
+            crate::append::check_is_stream(&redis, &dlq).await?;
             let n = deadletter::purge(&redis, &stream, before).await?;
             if global.json {
                 output::json_line(&serde_json::json!({"stream": stream.as_str(), "purged": n}));

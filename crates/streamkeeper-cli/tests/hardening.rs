@@ -86,7 +86,14 @@ fn schedules_that_never_fire_are_refused_and_ls_never_panics() {
 #[test]
 fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
     let server = RedisServer::start().expect("redis");
-    cli(&server, &["SET", "strkey", "x"]);
+    cli(&server, &["SET", "taken", "x"]);
+    refused(
+        &sk(
+            &server,
+            &["schedule", "add", "x", "--every", "1s", "--to", "taken"],
+        ),
+        "holds a string, not a stream",
+    );
     for (name, to) in [("bad", "strkey"), ("good", "ticks")] {
         let o = sk(
             &server,
@@ -94,6 +101,8 @@ fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
         );
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // The key becomes something else after the schedule was added.
+    cli(&server, &["SET", "strkey", "x"]);
     let due_before = cli(&server, &["ZSCORE", "{streamkeeper}:due", "bad"]);
     let mut run = command(&server, &["schedule", "run", "--instance", "i1"])
         .stdout(Stdio::null())
@@ -264,6 +273,11 @@ fn dlq_replay_with_one_missing_id_replays_nothing() {
     refused(&o, "9-9");
     assert_eq!(cli(&server, &["EXISTS", "s"]), "0", "nothing replayed");
     assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "1");
+    cli(&server, &["HSET", "{h}:dlq", "a", "b"]);
+    refused(
+        &sk(&server, &["dlq", "purge", "h"]),
+        "holds a hash, not a stream",
+    );
 }
 
 #[test]
