@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use streamkeeper::{Connector, GroupName, StreamKey};
+use streamkeeper::{Connector, GroupName, StartFrom, StreamKey};
 
 /// The address used when neither --redis nor STREAMKEEPER_REDIS is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -218,7 +218,7 @@ pub struct TailArgs {
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
     #[arg(long, value_name = "ID|$|-|TIME")]
-    pub from: Option<String>,
+    pub from: Option<StartFrom>,
     /// How many entries to print (with --follow: before following).
     #[arg(long, short = 'n')]
     pub count: Option<usize>,
@@ -270,7 +270,7 @@ pub struct ConsumeArgs {
         requires = "create",
         value_name = "ID|$|TIME"
     )]
-    pub from: String,
+    pub from: StartFrom,
     /// End after N entries.
     #[arg(long, short = 'n')]
     pub count: Option<u64>,
@@ -322,7 +322,7 @@ pub enum GroupAction {
         group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
         #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
-        from: String,
+        from: StartFrom,
     },
     /// Destroy a group (its pending list is dropped; the stream stays).
     Destroy {
@@ -344,7 +344,7 @@ pub enum GroupAction {
         group: GroupName,
         /// The new last-delivered ID or a time (entries after it are delivered next).
         #[arg(long, value_name = "ID|TIME")]
-        to: String,
+        to: StartFrom,
         /// Only show how many entries would be re-delivered or skipped.
         #[arg(long)]
         dry_run: bool,
@@ -564,7 +564,7 @@ pub enum DlqAction {
         stream: StreamKey,
         /// Only dead letters older than this ID or time.
         #[arg(long, value_name = "ID|TIME")]
-        before: Option<String>,
+        before: Option<StartFrom>,
     },
 }
 
@@ -688,6 +688,9 @@ mod tests {
             &["produce", "s", "--field", "a=1", "--count", "-1"],
             &["produce", "s", "--field", "=1"],
             &["tail", "s", "--count", "-5"],
+            &["tail", "s", "--from", "yesterday"],
+            &["group", "reset", "s", "g", "--to", "soon"],
+            &["dlq", "purge", "s", "--before", "x-y"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use streamkeeper::{
-    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome, StartFrom,
+    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -30,11 +30,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
         None => ConsumerName::unique(),
     };
-    let create = if args.create {
-        Some(args.from.parse::<StartFrom>().context("invalid --from")?)
-    } else {
-        None
-    };
+    let create = if args.create { Some(args.from) } else { None };
     if args.count == Some(0) {
         anyhow::bail!("--count must be at least 1");
     }

@@ -109,7 +109,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
         DlqAction::Purge { stream, before } => {
             let before = match before {
                 None => None,
-                Some(b) => Some(match b.parse::<StartFrom>().context("invalid --before")? {
+                Some(b) => Some(match b {
                     StartFrom::After(id) => id,
                     StartFrom::Time(t) => StreamId::from_time(t),
                     StartFrom::End => StreamId::MAX,

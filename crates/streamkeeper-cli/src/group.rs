@@ -1,6 +1,5 @@
 //! `streamkeeper group create|destroy|ls`.
 
-use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::{group, StartFrom, StreamId};
 
@@ -15,7 +14,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             group: g,
             from,
         } => {
-            let from: StartFrom = from.parse().context("invalid --from")?;
             let redis = global.connect().await?;
             let created = group::create_group(&redis, &stream, &g, from).await?;
             if global.json {
@@ -74,7 +72,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             to,
             dry_run,
         } => {
-            let to = match to.parse::<StartFrom>().context("invalid --to")? {
+            let to = match to {
                 StartFrom::After(id) => id,
                 StartFrom::Time(t) => StreamId::from_time(t).prev(),
                 StartFrom::Beginning => StreamId::MIN,

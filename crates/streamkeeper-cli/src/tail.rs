@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use streamkeeper::{reader, Reader, StartFrom};
 use tokio_util::sync::CancellationToken;
 
@@ -13,9 +12,9 @@ use crate::Exit;
 
 pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     let stream = args.stream.clone();
-    let from = match &args.from {
+    let from = match args.from {
         None => None,
-        Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
+        Some(f) => Some(match f {
             StartFrom::After(id) => StartFrom::After(id.prev()),
             other => other,
         }),
