@@ -107,15 +107,12 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Purge { stream, before } => {
-            let before = match before {
-                None => None,
-                Some(b) => Some(match b {
-                    StartFrom::After(id) => id,
-                    StartFrom::Time(t) => StreamId::from_time(t),
-                    StartFrom::End => StreamId::MAX,
-                    StartFrom::Beginning => StreamId::MIN,
-                }),
-            };
+            let before = before.map(|b| match b {
+                StartFrom::After(id) => id,
+                StartFrom::Time(t) => StreamId::from_time(t),
+                StartFrom::End => StreamId::MAX,
+                StartFrom::Beginning => StreamId::MIN,
+            });
             let redis = global.connect().await?;
             let dlq = StreamKey::new(StreamKeys::dlq(&stream))?;
             crate::append::check_is_stream(&redis, &dlq).await?;
