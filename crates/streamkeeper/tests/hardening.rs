@@ -83,3 +83,31 @@ async fn a_two_step_tick_to_a_non_stream_waits_in_the_outbox_and_the_instance_ru
     stop.cancel();
     instance.await.expect("join").expect("run");
 }
+
+#[tokio::test]
+async fn redis_errors_read_as_the_servers_own_one_line() {
+    let server = RedisServer::start().expect("redis-server");
+    let redis = Connector::connect(&server.url()).await.expect("connect");
+    let _: () = cmd(&redis, &["SET", "k", "v"]).await;
+    let mut conn = redis.shared();
+    for atomic in [false, true] {
+        let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
+        pipe.cmd("XLEN").arg("k").cmd("XLEN").arg("k");
+        let e = pipe
+            .query_async::<Vec<redis::Value>>(&mut conn)
+            .await
+            .expect_err("wrong type");
+        let text = streamkeeper::error::redis_text(&e);
+        assert!(text.starts_with("WRONGTYPE"), "{text}");
+        assert!(
+            !text.contains("Pipeline") && !text.contains("Index"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
+        let wrapped = streamkeeper::Error::redis("XLEN k", e).to_string();
+        assert!(!wrapped.contains("18446744073709551615"), "{wrapped}");
+    }
+}
