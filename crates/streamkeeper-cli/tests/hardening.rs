@@ -669,3 +669,38 @@ fn tail_count_pages_through_more_than_one_page_in_order() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn a_closed_stdout_never_makes_a_command_panic() {
+    let server = RedisServer::start().expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    let o = sk(
+        &server,
+        &["schedule", "add", "a", "--every", "1s", "--to", "t"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        &["schedule", "ls"][..],
+        &["stat"],
+        &["--json", "stat"],
+        &["group", "ls", "s"],
+        &["group", "consumers", "s", "g"],
+        &["tail", "s"],
+        &["dump", "s"],
+        &["dlq", "ls", "s"],
+    ] {
+        // A pipe whose reading end is already closed: every write fails
+        // with EPIPE, like `| head -0`.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = command(&server, args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    }
+}
