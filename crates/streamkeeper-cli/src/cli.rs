@@ -272,7 +272,7 @@ pub struct ConsumeArgs {
     )]
     pub from: StartFrom,
     /// End after N entries.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = parse_positive)]
     pub count: Option<u64>,
     /// When entries are acknowledged.
     #[arg(long, value_enum, default_value_t = AckArg::Auto)]
@@ -284,7 +284,7 @@ pub struct ConsumeArgs {
     #[arg(long, default_value_t = 1, value_parser = parse_positive_usize)]
     pub concurrency: usize,
     /// Dead-letter an entry after this many deliveries.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_deliveries: Option<u64>,
     /// Reclaim entries of consumers idle longer than this.
     #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]

@@ -31,12 +31,6 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         None => ConsumerName::unique(),
     };
     let create = if args.create { Some(args.from) } else { None };
-    if args.count == Some(0) {
-        anyhow::bail!("--count must be at least 1");
-    }
-    if args.max_deliveries == Some(0) {
-        anyhow::bail!("--max-deliveries must be at least 1");
-    }
     // A consumer on the command line never gives up reconnecting.
     let redis = global
         .connect_with(streamkeeper::ConnectorOptions {

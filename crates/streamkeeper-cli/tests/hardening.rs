@@ -407,6 +407,8 @@ fn zero_and_negative_intervals_and_counts_are_refused() {
         &["consume", "s", "-g", "g", "--claim-after", "0s"],
         &["produce", "s", "--field", "a=1", "--maxlen", "0"],
         &["produce", "s", "--field", "a=1", "--count", "0"],
+        &["consume", "s", "-g", "g", "--count", "0"],
+        &["consume", "s", "-g", "g", "--max-deliveries", "0"],
         &["produce", "s", "--field", "a=1", "--count", "-3"],
     ];
     for args in cases {
