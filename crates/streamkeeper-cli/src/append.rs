@@ -108,22 +108,31 @@ impl Appender {
             Ok(r) => r,
             Err(e) => return Err(self.stopped(&e.to_string(), total)),
         };
+        // Inside EXEC a command can still fail on its own (the others
+        // run): count every success, and report the first failure.
         let mut ids = Vec::with_capacity(chunk.len());
+        let mut failure: Option<String> = None;
         for v in replies {
             match v {
                 Value::BulkString(b) => ids.push(StreamId::from_bytes(&b)?),
                 Value::SimpleString(s) => ids.push(s.parse()?),
+                Value::ServerError(e) => {
+                    failure.get_or_insert_with(|| match e.details() {
+                        Some(d) => format!("{} {d}", e.code()),
+                        None => e.code().to_string(),
+                    });
+                }
                 other => {
-                    // A command that failed inside EXEC (the others ran).
-                    self.written += ids.len() as u64;
-                    self.last = ids.last().copied().or(self.last);
-                    return Err(self.stopped(&format!("{other:?}"), total));
+                    failure.get_or_insert_with(|| format!("unexpected reply {other:?}"));
                 }
             }
         }
         self.written += ids.len() as u64;
         self.last = ids.last().copied().or(self.last);
-        Ok(ids)
+        match failure {
+            Some(why) => Err(self.stopped(&why, total)),
+            None => Ok(ids),
+        }
     }
 
     fn stopped(&self, why: &str, total: Option<u64>) -> anyhow::Error {

@@ -448,13 +448,14 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         anyhow::bail!("--schedules and --instances must be at least 1");
     }
     let ns = "sk-bench";
+    let keys = streamkeeper::keys::SchedulerKeys::new(ns);
     let target = "sk-bench:ticks";
     let redis = Connector::connect(url).await?;
     let mut conn = redis.shared();
     let _: () = redis::cmd("DEL")
-        .arg(format!("{{{ns}}}:schedules"))
-        .arg(format!("{{{ns}}}:due"))
-        .arg(format!("{{{ns}}}:state"))
+        .arg(&keys.schedules)
+        .arg(&keys.due)
+        .arg(&keys.state)
         .arg(target)
         .query_async(&mut conn)
         .await?;
@@ -493,12 +494,8 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
-            pipe.zadd(
-                format!("{{{ns}}}:due"),
-                format!("s{i}"),
-                start + i * every / n,
-            )
-            .ignore();
+            pipe.zadd(&keys.due, format!("s{i}"), start + i * every / n)
+                .ignore();
         }
         let _: () = pipe.query_async(&mut conn).await?;
     }
@@ -579,9 +576,9 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         );
     }
     let _: () = redis::cmd("DEL")
-        .arg(format!("{{{ns}}}:schedules"))
-        .arg(format!("{{{ns}}}:due"))
-        .arg(format!("{{{ns}}}:state"))
+        .arg(&keys.schedules)
+        .arg(&keys.due)
+        .arg(&keys.state)
         .arg(target)
         .query_async(&mut conn)
         .await?;

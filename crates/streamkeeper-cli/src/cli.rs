@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use streamkeeper::{Connector, GroupName, StreamKey};
+use streamkeeper::{Connector, GroupName, StartFrom, StreamKey};
 
 /// The address used when neither --redis nor STREAMKEEPER_REDIS is set.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -227,7 +227,7 @@ pub struct TailArgs {
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
     #[arg(long, value_name = "ID|$|-|TIME")]
-    pub from: Option<String>,
+    pub from: Option<StartFrom>,
     /// How many entries to print (with --follow: before following).
     #[arg(long, short = 'n')]
     pub count: Option<usize>,
@@ -292,9 +292,9 @@ pub struct ConsumeArgs {
         requires = "create",
         value_name = "ID|$|TIME"
     )]
-    pub from: String,
+    pub from: StartFrom,
     /// End after N entries.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'n', value_parser = parse_positive)]
     pub count: Option<u64>,
     /// When entries are acknowledged.
     #[arg(long, value_enum, default_value_t = AckArg::Auto)]
@@ -354,7 +354,7 @@ pub enum GroupAction {
         group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
         #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
-        from: String,
+        from: StartFrom,
     },
     /// Destroy a group (its pending list is dropped; the stream stays).
     Destroy {
@@ -376,7 +376,7 @@ pub enum GroupAction {
         group: GroupName,
         /// The new last-delivered ID or a time (entries after it are delivered next).
         #[arg(long, value_name = "ID|TIME")]
-        to: String,
+        to: StartFrom,
         /// Only show how many entries would be re-delivered or skipped.
         #[arg(long)]
         dry_run: bool,
@@ -623,7 +623,7 @@ pub enum DlqAction {
         stream: StreamKey,
         /// Only dead letters older than this ID or time.
         #[arg(long, value_name = "ID|TIME")]
-        before: Option<String>,
+        before: Option<StartFrom>,
     },
 }
 
@@ -757,6 +757,9 @@ mod tests {
             &["produce", "s", "--field", "a=1", "--count", "-1"],
             &["produce", "s", "--field", "=1"],
             &["tail", "s", "--count", "-5"],
+            &["tail", "s", "--from", "yesterday"],
+            &["group", "reset", "s", "g", "--to", "soon"],
+            &["dlq", "purge", "s", "--before", "x-y"],
         ] {
             assert!(parse(args).is_err(), "{args:?} was accepted");
         }

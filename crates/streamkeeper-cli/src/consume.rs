@@ -15,7 +15,7 @@ use crate::children::ChildGroup;
 
 use anyhow::Context;
 use streamkeeper::{
-    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome, StartFrom,
+    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome,
 };
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -34,22 +34,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
         None => ConsumerName::unique(),
     };
-    let create = if args.create {
-        Some(args.from.parse::<StartFrom>().context("invalid --from")?)
-    } else {
-        None
-    };
-    if args.count == Some(0) {
-        anyhow::bail!("--count must be at least 1");
-    }
+    let create = if args.create { Some(args.from) } else { None };
     if args.pipe.is_some() && args.ack != AckArg::Auto {
         anyhow::bail!("--pipe acks by the worker's answers; drop --ack none|manual");
-    }
-    if args.concurrency == Some(0) {
-        anyhow::bail!("--concurrency must be at least 1");
-    }
-    if args.max_deliveries == Some(0) {
-        anyhow::bail!("--max-deliveries must be at least 1");
     }
     // A consumer on the command line never gives up reconnecting.
     let redis = global

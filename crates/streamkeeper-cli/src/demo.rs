@@ -41,7 +41,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
     let mut conn = redis.shared();
     let _: () = redis::cmd("DEL")
         .arg(stream.as_str())
-        .arg(stream.derived("dlq"))
+        .arg(streamkeeper::keys::StreamKeys::dlq(&stream))
         .query_async(&mut conn)
         .await?;
     let billing = GroupName::new("billing")?;
@@ -209,7 +209,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
 
     // 4. Wait until both groups are done: every order processed or dead-lettered.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let dlq = StreamKey::new(stream.derived("dlq"))?;
+    let dlq = StreamKey::new(streamkeeper::keys::StreamKeys::dlq(&stream))?;
     loop {
         let dead = xlen(&redis, &dlq).await?;
         let pending_b = pending(&redis, &stream, &billing).await?;

@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use comfy_table::Table;
-use streamkeeper::{deadletter, StartFrom, StreamId};
+use streamkeeper::keys::StreamKeys;
+use streamkeeper::{deadletter, StartFrom, StreamId, StreamKey};
 
 use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
@@ -13,7 +14,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
         DlqAction::Ls { stream, count } => {
             let redis = global.connect().await?;
             let dead = deadletter::list(&redis, &stream, count).await?;
-            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let dlq = StreamKeys::dlq(&stream);
             if global.json {
                 for e in &dead {
                     output::entry(true, &dlq, e)?;
@@ -60,7 +61,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             };
             // Every ID is checked before the first replay: a missing one
             // writes nothing.
-            let dlq = stream.derived(deadletter::DLQ_SUFFIX);
+            let dlq = StreamKeys::dlq(&stream);
             let mut conn = redis.shared();
             let mut pipe = redis::pipe();
             for id in &ids {
@@ -101,21 +102,20 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 anyhow::bail!(
                     "no dead letter with ID {} in {}",
                     missing.join(", "),
-                    stream.derived(deadletter::DLQ_SUFFIX)
+                    StreamKeys::dlq(&stream)
                 );
             }
         }
         DlqAction::Purge { stream, before } => {
-            let before = match before {
-                None => None,
-                Some(b) => Some(match b.parse::<StartFrom>().context("invalid --before")? {
-                    StartFrom::After(id) => id,
-                    StartFrom::Time(t) => StreamId::from_time(t),
-                    StartFrom::End => StreamId::MAX,
-                    StartFrom::Beginning => StreamId::MIN,
-                }),
-            };
+            let before = before.map(|b| match b {
+                StartFrom::After(id) => id,
+                StartFrom::Time(t) => StreamId::from_time(t),
+                StartFrom::End => StreamId::MAX,
+                StartFrom::Beginning => StreamId::MIN,
+            });
             let redis = global.connect().await?;
+            let dlq = StreamKey::new(StreamKeys::dlq(&stream))?;
+            crate::append::check_is_stream(&redis, &dlq).await?;
             let n = deadletter::purge(&redis, &stream, before).await?;
             if global.json {
                 output::json_line(&serde_json::json!({"stream": stream.as_str(), "purged": n}));

@@ -1,6 +1,5 @@
 //! `streamkeeper group create|destroy|ls`.
 
-use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::{group, StartFrom, StreamId};
 
@@ -15,7 +14,6 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             group: g,
             from,
         } => {
-            let from: StartFrom = from.parse().context("invalid --from")?;
             let redis = global.connect().await?;
             let created = group::create_group(&redis, &stream, &g, from).await?;
             if global.json {
@@ -58,10 +56,10 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                 t.set_header(["group", "consumers", "pending", "last delivered", "lag"]);
                 for g in &groups {
                     t.add_row([
-                        g.name.clone(),
+                        g.name.to_string(),
                         g.consumers.to_string(),
                         g.pending.to_string(),
-                        g.last_delivered.clone(),
+                        g.last_delivered.to_string(),
                         g.lag.map_or("unknown".into(), |l| l.to_string()),
                     ]);
                 }
@@ -74,7 +72,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             to,
             dry_run,
         } => {
-            let to = match to.parse::<StartFrom>().context("invalid --to")? {
+            let to = match to {
                 StartFrom::After(id) => id,
                 StartFrom::Time(t) => StreamId::from_time(t).prev(),
                 StartFrom::Beginning => StreamId::MIN,
@@ -147,7 +145,14 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                             c.pending
                         ),
                     };
-                    let moved = group::remove_consumer(&redis, &stream, &g, &c.name, heir).await?;
+                    let moved = group::remove_consumer(
+                        &redis,
+                        &stream,
+                        &g,
+                        &streamkeeper::ConsumerName::new(c.name.clone())?,
+                        &streamkeeper::ConsumerName::new(heir)?,
+                    )
+                    .await?;
                     if global.json {
                         output::json_line(
                             &serde_json::json!({"removed": c.name, "moved": moved, "to": if moved > 0 { Some(heir) } else { None }}),

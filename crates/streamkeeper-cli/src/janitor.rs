@@ -20,7 +20,6 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
         let verb = if dry_run { "would trim" } else { "trimmed" };
         let to = r
             .trim_to
-            .as_deref()
             .map_or("no group: nothing is ack-trimmed".to_string(), |t| {
                 format!("trim point {t}")
             });
@@ -53,7 +52,7 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
         archive,
     };
     let redis = global.connect().await?;
-    let me = streamkeeper::ConsumerName::unique().to_string();
+    let me = streamkeeper::ConsumerName::unique();
     // The lease outlives a few missed renewals but not a dead janitor for long.
     let ttl = (args.interval * 3).max(Duration::from_secs(5));
     let leases: Vec<Lease> = streams

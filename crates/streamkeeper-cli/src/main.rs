@@ -43,6 +43,7 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    output::exit_quietly_on_closed_stdout();
     // The runtime and the signal handlers come first, so a SIGTERM in the
     // first milliseconds still ends with exit 130, not death by signal.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -18,6 +18,25 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `println!` panics when stdout is closed (`| head -1`): turn that one
+/// panic into a quiet exit 0, as for every other write to a closed stdout;
+/// any other panic is reported as usual.
+pub fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Prints one JSON value as a line on stdout. For short, one-shot output:
 /// a closed stdout ends the process at once with exit 0 (what SIGPIPE
 /// does to a C tool); streaming output uses [`entry`] and

@@ -58,6 +58,9 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
             }
             schedule.validate()?;
             let redis = global.connect().await?;
+            // A target that exists and is not a stream would never take a
+            // tick (the claim script skips it): refuse it now.
+            crate::append::check_is_stream(&redis, &schedule.target).await?;
             let scheduler = Scheduler::new(&redis, &ns);
             scheduler.add(&schedule).await?;
             if global.json {
@@ -108,7 +111,7 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                     t.add_row([
                         s.schedule.name.clone(),
                         when,
-                        s.schedule.target.clone(),
+                        s.schedule.target.to_string(),
                         s.schedule.missed.to_string(),
                         if s.schedule.paused {
                             "paused".into()

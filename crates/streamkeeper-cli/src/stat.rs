@@ -73,7 +73,7 @@ pub fn json_rows(
             v["outstanding"] = g.outstanding.into();
             v["time_lag_ms"] = g.time_lag_ms.into();
             v["oldest_pending_ms"] = g.oldest_pending_ms.into();
-            v["last_delivered"] = g.last_delivered.clone().into();
+            v["last_delivered"] = g.last_delivered.to_string().into();
             v["consumers"] = serde_json::to_value(&g.consumers).unwrap_or_default();
             if let Some(t) = trends.get(&(s.stream.clone(), g.group.clone())) {
                 v["trend"] = serde_json::to_value(t).unwrap_or_default();

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use streamkeeper::{reader, Reader, StartFrom};
 use tokio_util::sync::CancellationToken;
 
@@ -13,13 +12,11 @@ use crate::Exit;
 
 pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     let stream = args.stream.clone();
-    let from = match &args.from {
-        None => None,
-        Some(f) => Some(match f.parse::<StartFrom>().context("invalid --from")? {
-            StartFrom::After(id) => StartFrom::After(id.prev()),
-            other => other,
-        }),
-    };
+    // --from ID is inclusive: start after the ID just before it.
+    let from = args.from.map(|f| match f {
+        StartFrom::After(id) => StartFrom::After(id.prev()),
+        other => other,
+    });
     let redis = global.connect().await?;
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());

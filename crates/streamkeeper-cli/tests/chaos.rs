@@ -100,7 +100,7 @@ fn group_state(rt: &tokio::runtime::Runtime, redis: &Connector, group: &str) -> 
         let Some(g) = groups.iter().find(|g| g.name == group) else {
             return (u64::MAX, u64::MAX);
         };
-        let after: streamkeeper::StreamId = g.last_delivered.parse().expect("id");
+        let after: streamkeeper::StreamId = g.last_delivered;
         let undelivered = streamkeeper::reader::range(
             redis,
             &key,

@@ -443,14 +443,14 @@ fn bad_ids_and_options_are_rejected() {
     let server = RedisServer::start().expect("redis");
     assert_one_line_error(
         &run(&server, &["tail", "s", "--from", "12-ab"]),
-        "invalid --from",
+        "for '--from",
     );
     assert_one_line_error(
         &run(
             &server,
             &["group", "create", "s", "g", "--from", "nonsense"],
         ),
-        "invalid --from",
+        "for '--from",
     );
     assert_eq!(cli(&server, &["EXISTS", "s"]), "0");
     let o = run(&server, &["produce", "s", "--field", "novalue"]);

@@ -86,7 +86,14 @@ fn schedules_that_never_fire_are_refused_and_ls_never_panics() {
 #[test]
 fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
     let server = RedisServer::start().expect("redis");
-    cli(&server, &["SET", "strkey", "x"]);
+    cli(&server, &["SET", "taken", "x"]);
+    refused(
+        &sk(
+            &server,
+            &["schedule", "add", "x", "--every", "1s", "--to", "taken"],
+        ),
+        "holds a string, not a stream",
+    );
     for (name, to) in [("bad", "strkey"), ("good", "ticks")] {
         let o = sk(
             &server,
@@ -94,6 +101,8 @@ fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
         );
         assert!(o.status.success(), "{}", stderr(&o));
     }
+    // The key becomes something else after the schedule was added.
+    cli(&server, &["SET", "strkey", "x"]);
     let due_before = cli(&server, &["ZSCORE", "{streamkeeper}:due", "bad"]);
     let mut run = command(&server, &["schedule", "run", "--instance", "i1"])
         .stdout(Stdio::null())
@@ -264,6 +273,11 @@ fn dlq_replay_with_one_missing_id_replays_nothing() {
     refused(&o, "9-9");
     assert_eq!(cli(&server, &["EXISTS", "s"]), "0", "nothing replayed");
     assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "1");
+    cli(&server, &["HSET", "{h}:dlq", "a", "b"]);
+    refused(
+        &sk(&server, &["dlq", "purge", "h"]),
+        "holds a hash, not a stream",
+    );
 }
 
 #[test]
@@ -393,6 +407,8 @@ fn zero_and_negative_intervals_and_counts_are_refused() {
         &["consume", "s", "-g", "g", "--claim-after", "0s"],
         &["produce", "s", "--field", "a=1", "--maxlen", "0"],
         &["produce", "s", "--field", "a=1", "--count", "0"],
+        &["consume", "s", "-g", "g", "--count", "0"],
+        &["consume", "s", "-g", "g", "--max-deliveries", "0"],
         &["produce", "s", "--field", "a=1", "--count", "-3"],
     ];
     for args in cases {
@@ -654,4 +670,39 @@ fn tail_count_pages_through_more_than_one_page_in_order() {
     let o = sk(&server, &["--json", "tail", "empty", "--count", "5"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn a_closed_stdout_never_makes_a_command_panic() {
+    let server = RedisServer::start().expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    let o = sk(
+        &server,
+        &["schedule", "add", "a", "--every", "1s", "--to", "t"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        &["schedule", "ls"][..],
+        &["stat"],
+        &["--json", "stat"],
+        &["group", "ls", "s"],
+        &["group", "consumers", "s", "g"],
+        &["tail", "s"],
+        &["dump", "s"],
+        &["dlq", "ls", "s"],
+    ] {
+        // A pipe whose reading end is already closed: every write fails
+        // with EPIPE, like `| head -0`.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let o = command(&server, args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
+    }
 }

@@ -193,7 +193,9 @@ pub(crate) async fn dispatch(
                     .map_err(|e| streamkeeper::Error::redis("XGROUP DELCONSUMER", e))?;
                 return Ok(Json(json!({ "removed": consumer, "moved": 0, "to": Value::Null })));
             }
-            let moved = streamkeeper::group::remove_consumer(redis, &stream, &group, consumer, &heir).await?;
+            let from = streamkeeper::ConsumerName::new(consumer)?;
+            let to = streamkeeper::ConsumerName::new(heir.clone())?;
+            let moved = streamkeeper::group::remove_consumer(redis, &stream, &group, &from, &to).await?;
             Ok(Json(json!({ "removed": consumer, "moved": moved, "to": heir })))
         }
         other => Err(ApiError(

@@ -227,7 +227,7 @@ pub(crate) async fn entry(
         let Ok(gname) = GroupName::new(g.name.as_str()) else {
             continue;
         };
-        let delivered = g.last_delivered.parse::<StreamId>().is_ok_and(|l| l >= id);
+        let delivered = g.last_delivered >= id;
         let p = pending::pending_range(s.redis(), &stream, &gname, id, id, 1)
             .await
             .unwrap_or_default();
@@ -297,7 +297,7 @@ pub(crate) async fn dlq(
     let letters = deadletter::list(s.redis(), &stream, count).await?;
     let mut conn = s.redis().shared();
     let total: u64 = redis::cmd("XLEN")
-        .arg(stream.derived(deadletter::DLQ_SUFFIX))
+        .arg(streamkeeper::keys::StreamKeys::dlq(&stream))
         .query_async(&mut conn)
         .await
         .map_err(|e| streamkeeper::Error::redis("XLEN", e))?;
@@ -354,7 +354,7 @@ pub(crate) async fn janitor(
                 "group": b.group,
                 "bound": b.bound.to_string(),
                 "why": if b.pending { "oldest pending entry (not acknowledged)" } else { "entries not yet delivered" },
-                "holds": Some(b.bound.to_string()) == report.trim_to,
+                "holds": Some(b.bound) == report.trim_to,
             })
         })
         .collect();

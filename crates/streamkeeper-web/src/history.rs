@@ -45,6 +45,9 @@ pub async fn run(state: AppState, every: Duration, shutdown: CancellationToken) 
         return;
     };
     let holder = format!("serve-{}-{}", std::process::id(), crate::hex(&rand_bytes()));
+    let Ok(holder) = streamkeeper::ConsumerName::new(holder) else {
+        return;
+    };
     let lease = Lease::new(state.redis(), &lease_key, &holder, every * 3);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

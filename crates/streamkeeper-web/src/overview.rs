@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
-use streamkeeper::deadletter::DLQ_SUFFIX;
 use streamkeeper::inspect::{self, InspectOptions, StreamStat};
 use streamkeeper::{Connector, StreamKey};
 
@@ -217,7 +216,7 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                         outstanding: g.outstanding,
                         time_lag_ms: g.time_lag_ms,
                         oldest_pending_ms: g.oldest_pending_ms,
-                        last_delivered: g.last_delivered.clone(),
+                        last_delivered: g.last_delivered.to_string(),
                         entries_read: g.entries_read,
                         consumers: g.consumers.len(),
                         dead_consumers: g.consumers.iter().filter(|c| c.dead).count(),
@@ -226,8 +225,8 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                     .collect();
                 StreamRow {
                     length: Some(st.length),
-                    first_id: st.first_id.clone(),
-                    last_id: st.last_id.clone(),
+                    first_id: st.first_id.map(|i| i.to_string()),
+                    last_id: st.last_id.map(|i| i.to_string()),
                     memory_bytes: memory.get(&name).copied().flatten(),
                     entries_added: st.entries_added,
                     dead_letters: dead.get(&name).copied().unwrap_or(0),
@@ -282,7 +281,8 @@ async fn dead_letters(redis: &Connector, streams: &[String]) -> HashMap<String, 
     let mut asked = Vec::new();
     for s in streams {
         if let Ok(k) = StreamKey::new(s.as_str()) {
-            pipe.cmd("XLEN").arg(k.derived(DLQ_SUFFIX));
+            pipe.cmd("XLEN")
+                .arg(streamkeeper::keys::StreamKeys::dlq(&k));
             asked.push(s.clone());
         }
     }

@@ -12,9 +12,6 @@ use crate::keys;
 use crate::scripts;
 use crate::types::{GroupName, StreamId, StreamKey};
 
-/// The suffix of the dead-letter stream: `{S}:dlq`.
-pub const DLQ_SUFFIX: &str = "dlq";
-
 /// Moves the pending entry `id` of `group` to the dead-letter stream and
 /// acks it; `attempts` (handler runs so far) is kept as `sk-deliveries`.
 /// Returns the dead letter's ID, or `None` if the entry was no
@@ -31,8 +28,8 @@ pub async fn dead_letter(
     let mut conn = connector.shared();
     let r: redis::RedisResult<Value> = scripts::DEAD_LETTER
         .key(stream)
-        .key(stream.derived(DLQ_SUFFIX))
-        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
+        .key(crate::keys::StreamKeys::dlq(stream))
+        .key(crate::keys::StreamKeys::attempts(stream))
         .arg(group)
         .arg(id)
         .arg(attempts)
@@ -56,7 +53,7 @@ pub async fn list(
     stream: &StreamKey,
     count: usize,
 ) -> Result<Vec<crate::Entry>> {
-    let dlq = StreamKey::new(stream.derived(DLQ_SUFFIX))?;
+    let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
     crate::reader::range(connector, &dlq, StreamId::MIN, StreamId::MAX, count).await
 }
 
@@ -71,7 +68,7 @@ pub async fn replay(
 ) -> Result<Option<StreamId>> {
     let mut conn = connector.shared();
     let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
-        .key(stream.derived(DLQ_SUFFIX))
+        .key(crate::keys::StreamKeys::dlq(stream))
         .key(stream)
         .arg(id)
         .invoke_async(&mut conn)
@@ -91,7 +88,7 @@ pub async fn purge(
     before: Option<StreamId>,
 ) -> Result<u64> {
     let mut conn = connector.shared();
-    let dlq = stream.derived(DLQ_SUFFIX);
+    let dlq = crate::keys::StreamKeys::dlq(stream);
     let r: redis::RedisResult<u64> = match before {
         Some(id) => {
             redis::cmd("XTRIM")

@@ -66,6 +66,33 @@ pub enum Error {
         /// What was given.
         input: String,
     },
+    /// The stream does not exist (where reading it needs it to).
+    #[error(
+        "stream {stream} does not exist; check the name (`streamkeeper stat` lists all streams)"
+    )]
+    StreamMissing {
+        /// The stream.
+        stream: StreamKey,
+    },
+    /// A file could not be opened, read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done: `open`, `write`, …
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cron expression could not be parsed or never fires.
+    #[error("invalid cron expression {expr:?}: {reason}")]
+    InvalidCron {
+        /// The expression as given.
+        expr: String,
+        /// What is wrong, and how to fix it.
+        reason: String,
+    },
     /// Input data (JSON line, field, option) is malformed.
     #[error("{0}")]
     InvalidInput(String),

@@ -17,7 +17,7 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::consumer::Delivery;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::explain;
 use crate::scripts;
 use crate::types::{key_slot, Bytes, StreamId, StreamKey};
 
@@ -62,7 +62,7 @@ pub async fn ack_and_produce(
     let mut invocation = scripts::ACK_AND_PRODUCE.key(stream);
     invocation
         .key(output)
-        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
+        .key(crate::keys::StreamKeys::attempts(stream))
         .arg(input.group())
         .arg(input.id());
     for (k, v) in fields {
@@ -73,7 +73,7 @@ pub async fn ack_and_produce(
     match r {
         Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
         Ok(_) => Ok(None),
-        Err(e) => Err(keys::explain(&mut conn, output, "ack-and-produce script", e).await),
+        Err(e) => Err(explain::explain(&mut conn, output, "ack-and-produce script", e).await),
     }
 }
 
@@ -92,7 +92,7 @@ pub async fn send_once(
             "an entry needs at least one field".into(),
         ));
     }
-    let key = stream.derived(&format!("once:{dedupe_key}"));
+    let key = crate::keys::StreamKeys::once(stream, dedupe_key);
     let mut invocation = scripts::SEND_ONCE.key(stream);
     invocation
         .key(&key)
@@ -104,6 +104,6 @@ pub async fn send_once(
     let r: redis::RedisResult<(i64, Vec<u8>)> = invocation.invoke_async(&mut conn).await;
     match r {
         Ok((sent, id)) => Ok((sent == 1, StreamId::from_bytes(&id)?)),
-        Err(e) => Err(keys::explain(&mut conn, stream, "send-once script", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "send-once script", e).await),
     }
 }

@@ -8,21 +8,21 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::keys;
-use crate::types::{GroupName, StartFrom, StreamId, StreamKey};
+use crate::explain;
+use crate::types::{ConsumerName, GroupName, StartFrom, StreamId, StreamKey};
 
 /// What `XINFO GROUPS` says about one group.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GroupInfo {
     /// The group's name (`group` in JSON, as everywhere in `--json` output).
     #[serde(rename = "group")]
-    pub name: String,
+    pub name: GroupName,
     /// Number of consumers.
     pub consumers: u64,
     /// Entries delivered and not yet acknowledged.
     pub pending: u64,
     /// The last ID delivered to the group.
-    pub last_delivered: String,
+    pub last_delivered: StreamId,
     /// Entries read by the group (Redis ≥ 7; `None` when unknown).
     pub entries_read: Option<u64>,
     /// Entries not yet delivered, as Redis counts them (`None` after
@@ -51,7 +51,7 @@ pub async fn create_group(
     match r {
         Ok(_) => Ok(true),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
-        Err(e) => Err(keys::explain(&mut conn, stream, "XGROUP CREATE", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "XGROUP CREATE", e).await),
     }
 }
 
@@ -72,7 +72,7 @@ pub async fn destroy_group(
     match r {
         Ok(n) => Ok(n > 0),
         Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => Ok(false),
-        Err(e) => Err(keys::explain(&mut conn, stream, "XGROUP DESTROY", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "XGROUP DESTROY", e).await),
     }
 }
 
@@ -91,7 +91,7 @@ pub async fn list_groups(connector: &Connector, stream: &StreamKey) -> Result<Ve
     let v = match r {
         Ok(v) => v,
         Err(e) if is_no_such_key(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO GROUPS", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "XINFO GROUPS", e).await),
     };
     let Value::Array(groups) = v else {
         return Ok(Vec::new());
@@ -117,59 +117,51 @@ fn parse_group(v: Value) -> Result<GroupInfo> {
             })
         }
     };
+    let mut name = None;
     let mut info = GroupInfo {
-        name: String::new(),
+        name: GroupName::new("-")?,
         consumers: 0,
         pending: 0,
-        last_delivered: StreamId::MIN.to_string(),
+        last_delivered: StreamId::MIN,
         entries_read: None,
         lag: None,
     };
     for (k, v) in pairs {
         let key = text(&k);
         match key.as_str() {
-            "name" => info.name = text(&v),
+            "name" => name = Some(GroupName::new(text(&v))?),
             "consumers" => info.consumers = int(&v).unwrap_or(0),
             "pending" => info.pending = int(&v).unwrap_or(0),
-            "last-delivered-id" => info.last_delivered = text(&v),
+            "last-delivered-id" => info.last_delivered = text(&v).parse()?,
             "entries-read" => info.entries_read = int(&v),
             "lag" => info.lag = int(&v),
             _ => {}
         }
     }
+    info.name = name.ok_or(Error::Protocol {
+        command: "XINFO GROUPS",
+        detail: "a group without a name".into(),
+    })?;
     Ok(info)
 }
 
-pub(crate) fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    }
-}
-
-pub(crate) fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
+// Reply parsing lives in `reply.rs`; re-exported for `conn.rs` (under
+// rewrite for issue 9), which still names them here.
+pub(crate) use crate::reply::{int, text};
 
 /// What moving a group's last-delivered ID does.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResetPreview {
     /// The last-delivered ID now.
-    pub from: String,
+    pub from: StreamId,
     /// The last-delivered ID after the reset.
-    pub to: String,
+    pub to: StreamId,
     /// Entries that will be delivered again (moving back).
     pub redelivered: u64,
     /// Entries that will never be delivered (moving forward).
     pub skipped: u64,
     /// First and last ID of the affected range, if any.
-    pub range: Option<(String, String)>,
+    pub range: Option<(StreamId, StreamId)>,
 }
 
 /// Moves the group's last-delivered ID to `to` (`XGROUP SETID`), or with
@@ -190,7 +182,7 @@ pub async fn reset_group(
             stream: stream.clone(),
             group: group.clone(),
         })?;
-    let from: StreamId = g.last_delivered.parse()?;
+    let from: StreamId = g.last_delivered;
     let (lo, hi) = if to < from {
         (to.next(), from)
     } else {
@@ -202,11 +194,11 @@ pub async fn reset_group(
         (0, None)
     };
     let preview = ResetPreview {
-        from: from.to_string(),
-        to: to.to_string(),
+        from,
+        to,
         redelivered: if to < from { n } else { 0 },
         skipped: if to > from { n } else { 0 },
-        range: ends.map(|(a, b)| (a.to_string(), b.to_string())),
+        range: ends,
     };
     if !dry_run {
         let mut conn = connector.shared();
@@ -228,8 +220,8 @@ pub async fn remove_consumer(
     connector: &Connector,
     stream: &StreamKey,
     group: &GroupName,
-    from: &str,
-    to: &str,
+    from: &ConsumerName,
+    to: &ConsumerName,
 ) -> Result<u64> {
     let mut conn = connector.shared();
     crate::scripts::HANDOFF

@@ -16,8 +16,8 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::group::{int, text};
-use crate::keys;
+use crate::explain;
+use crate::reply::{int, text};
 use crate::retry::now_ms;
 use crate::types::{StreamId, StreamKey};
 
@@ -75,7 +75,7 @@ pub struct GroupStat {
     /// Age of the oldest pending entry, in ms (0 when none).
     pub oldest_pending_ms: u64,
     /// The last ID delivered to the group.
-    pub last_delivered: String,
+    pub last_delivered: StreamId,
     /// Entries the group has read (Redis ≥ 7), for rates.
     pub entries_read: Option<u64>,
     /// Its consumers.
@@ -90,9 +90,9 @@ pub struct StreamStat {
     /// Entries in it.
     pub length: u64,
     /// Its first entry's ID.
-    pub first_id: Option<String>,
+    pub first_id: Option<StreamId>,
     /// Its last entry's ID.
-    pub last_id: Option<String>,
+    pub last_id: Option<StreamId>,
     /// Memory in bytes (sampled unless exact was asked for); 0 when
     /// unknown (see `memory_known`).
     pub memory_bytes: u64,
@@ -190,11 +190,11 @@ pub async fn stream_stat(
     let (info, groups, memory) = match r {
         Ok(v) => v,
         Err(e) if e.to_string().contains("no such key") => {
-            return Err(Error::InvalidInput(format!(
-                "stream {stream} does not exist"
-            )))
+            return Err(Error::StreamMissing {
+                stream: stream.clone(),
+            })
         }
-        Err(e) => return Err(keys::explain(&mut conn, stream, "XINFO STREAM", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "XINFO STREAM", e).await),
     };
     let mut length = 0;
     let mut entries_added = None;
@@ -255,8 +255,8 @@ pub async fn stream_stat(
     Ok(StreamStat {
         stream: stream.to_string(),
         length,
-        first_id: first.map(|i| i.to_string()),
-        last_id: last.map(|i| i.to_string()),
+        first_id: first,
+        last_id: last,
         memory_bytes,
         memory_known,
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
@@ -355,7 +355,7 @@ async fn group_stat(
         outstanding: pending + undelivered,
         time_lag_ms: oldest_outstanding.map_or(0, |id| now.saturating_sub(id.ms)),
         oldest_pending_ms: oldest_pending.map_or(0, |id| now.saturating_sub(id.ms)),
-        last_delivered: last_delivered.to_string(),
+        last_delivered,
         entries_read: None,
         consumers,
     })
@@ -463,7 +463,7 @@ mod tests {
             outstanding: pending + undelivered,
             time_lag_ms: 0,
             oldest_pending_ms: 0,
-            last_delivered: last.into(),
+            last_delivered: last.parse().expect("id"),
             entries_read: None,
             consumers: Vec::new(),
         }

@@ -19,13 +19,10 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::explain;
 use crate::producer::Producer;
 use crate::scripts;
-use crate::types::{Entry, StreamId, StreamKey};
-
-/// The suffix of the lease key: `{S}:janitor`.
-pub const LEASE_SUFFIX: &str = "janitor";
+use crate::types::{ConsumerName, Entry, StreamId, StreamKey};
 
 /// Where entries removed by a cap while unacknowledged are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +60,14 @@ pub struct JanitorOptions {
 }
 
 /// What one janitor run did to one stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TrimReport {
     /// The stream.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Entries removed (or, in a dry run, that would be).
     pub trimmed: u64,
     /// The ack-based trim point, `None` when the stream has no group.
-    pub trim_to: Option<String>,
+    pub trim_to: Option<StreamId>,
     /// Unacknowledged entries a cap removed (archived first).
     pub dropped_unacked: u64,
 }
@@ -110,7 +107,7 @@ pub async fn run_once(
                 detail: format!("{other:?}"),
             })
         }
-        Err(e) => return Err(keys::explain(&mut conn, stream, "trim script", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "trim script", e).await),
     };
     if options.dry_run {
         if let Some(t) = trim_to {
@@ -122,9 +119,9 @@ pub async fn run_once(
         metrics::counter!("streamkeeper_janitor_trimmed_total").increment(trimmed);
     }
     let mut report = TrimReport {
-        stream: stream.to_string(),
+        stream: stream.clone(),
         trimmed,
-        trim_to: trim_to.map(|t| t.to_string()),
+        trim_to,
         dropped_unacked: 0,
     };
     if options.max_len.is_some() || options.max_age.is_some() {
@@ -210,23 +207,33 @@ async fn write_archive(
 ) -> Result<()> {
     match archive {
         Archive::File(path) => {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| {
-                    Error::InvalidInput(format!("cannot open archive {}: {e}", path.display()))
-                })?;
             let mut buf = String::new();
             for e in entries {
                 buf.push_str(&crate::wire::entry_to_line(stream.as_str(), e));
                 buf.push('\n');
             }
-            f.write_all(buf.as_bytes())
-                .and_then(|()| f.sync_data())
-                .map_err(|e| {
-                    Error::InvalidInput(format!("cannot write archive {}: {e}", path.display()))
-                })
+            // Blocking file I/O (append + fsync) off the async threads.
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|source| Error::Io {
+                        action: "open archive",
+                        path: path.clone(),
+                        source,
+                    })?;
+                f.write_all(buf.as_bytes())
+                    .and_then(|()| f.sync_data())
+                    .map_err(|source| Error::Io {
+                        action: "write archive",
+                        path,
+                        source,
+                    })
+            })
+            .await
+            .map_err(|e| Error::InvalidInput(format!("archive writer stopped: {e}")))?
         }
         Archive::Stream(key) => {
             let batch: Vec<_> = entries
@@ -256,10 +263,15 @@ pub struct Lease {
 
 impl Lease {
     /// The lease of `stream` for `holder`, valid `ttl` after each renewal.
-    pub fn new(connector: &Connector, stream: &StreamKey, holder: &str, ttl: Duration) -> Self {
+    pub fn new(
+        connector: &Connector,
+        stream: &StreamKey,
+        holder: &ConsumerName,
+        ttl: Duration,
+    ) -> Self {
         Lease {
             connector: connector.clone(),
-            key: stream.derived(LEASE_SUFFIX),
+            key: crate::keys::StreamKeys::janitor_lease(stream),
             holder: holder.to_string(),
             ttl,
         }

@@ -1,48 +1,99 @@
-//! Turning raw server errors about a key into errors that say what to do.
+//! The key scheme of DESIGN.md §4, in one place: every key streamkeeper
+//! derives from a stream or a scheduler namespace is named here, so no
+//! other module writes `format!("{{{s}}}:dlq")`.
 //!
-//! `WRONGTYPE` becomes [`Error::WrongType`] with the key's actual type and
-//! `NOGROUP` becomes [`Error::GroupMissing`], so every caller reports the
-//! same one-line message.
+//! A derived key of stream `S` is in S's hash slot (`{S}:suffix`, or
+//! `S:suffix` when S already has a hash tag), so multi-key scripts work on
+//! Redis Cluster.
 
-use redis::aio::ConnectionLike;
+pub use crate::types::key_slot;
+use crate::types::StreamKey;
 
-use crate::error::Error;
-use crate::types::{GroupName, StreamKey};
+// Error explanation moved to `crate::explain`; this re-export keeps the
+// call sites in modules being rewritten for issue 9 compiling unchanged.
+pub(crate) use crate::explain::{explain, explain_group};
 
-/// Explains `err`, which `command` on `stream` returned.
-pub(crate) async fn explain<C: ConnectionLike + Send>(
-    conn: &mut C,
-    stream: &StreamKey,
-    command: &str,
-    err: redis::RedisError,
-) -> Error {
-    if crate::error::error_code(&err).as_deref() == Some("WRONGTYPE") {
-        let actual: String = redis::cmd("TYPE")
-            .arg(stream)
-            .query_async(conn)
-            .await
-            .unwrap_or_else(|_| "value of another type".into());
-        return Error::WrongType {
-            key: stream.to_string(),
-            actual,
-        };
+/// The keys a stream owns (all in the stream's hash slot).
+///
+/// ```
+/// use streamkeeper::{keys::StreamKeys, StreamKey};
+/// let s = StreamKey::new("orders").unwrap();
+/// assert_eq!(StreamKeys::dlq(&s), "{orders}:dlq");
+/// assert_eq!(StreamKeys::once(&s, "k1"), "{orders}:once:k1");
+/// let t = StreamKey::new("{tenant}.orders").unwrap();
+/// assert_eq!(StreamKeys::retry(&t), "{tenant}.orders:retry");
+/// ```
+#[derive(Debug)]
+pub struct StreamKeys;
+
+impl StreamKeys {
+    /// `{S}:dlq`: the dead-letter stream.
+    pub fn dlq(stream: &StreamKey) -> String {
+        stream.derived("dlq")
     }
-    Error::redis(format!("{command} {stream}"), err)
+
+    /// `{S}:retry`: the zset of entries waiting for a delayed retry.
+    pub fn retry(stream: &StreamKey) -> String {
+        stream.derived("retry")
+    }
+
+    /// `{S}:janitor`: the janitor lease (SET NX PX).
+    pub fn janitor_lease(stream: &StreamKey) -> String {
+        stream.derived("janitor")
+    }
+
+    /// `{S}:once:<key>`: a dedupe key of `send_once` and two-step ticks.
+    pub fn once(stream: &StreamKey, key: &str) -> String {
+        stream.derived(&format!("once:{key}"))
+    }
+
+    /// `{S}:attempts`: handler runs started and not settled, per group and
+    /// entry (see `consumer/attempts.rs`).
+    pub fn attempts(stream: &StreamKey) -> String {
+        stream.derived("attempts")
+    }
+
+    /// `{S}:retry-mover`: the lease of the one retry mover of the stream.
+    pub fn retry_mover(stream: &StreamKey) -> String {
+        stream.derived("retry-mover")
+    }
+
+    /// `{S}:shards`: the layout of a sharded stream.
+    pub fn shards(stream: &StreamKey) -> String {
+        stream.derived("shards")
+    }
 }
 
-/// Explains an error of a group command (`XREADGROUP`, `XACK`, …).
-pub(crate) async fn explain_group<C: ConnectionLike + Send>(
-    conn: &mut C,
-    stream: &StreamKey,
-    group: &GroupName,
-    command: &str,
-    err: redis::RedisError,
-) -> Error {
-    if crate::error::error_code(&err).as_deref() == Some("NOGROUP") {
-        return Error::GroupMissing {
-            stream: stream.clone(),
-            group: group.clone(),
-        };
+/// The scheduler's keys in namespace `N` (all in `{N}`'s hash slot).
+///
+/// ```
+/// let k = streamkeeper::keys::SchedulerKeys::new("streamkeeper");
+/// assert_eq!(k.due, "{streamkeeper}:due");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerKeys {
+    /// `{N}:schedules`: hash name → definition JSON.
+    pub schedules: String,
+    /// `{N}:due`: zset name → next due ms.
+    pub due: String,
+    /// `{N}:state`: hash name → last tick.
+    pub state: String,
+    /// `{N}:outbox`: ticks of the two-step emit.
+    pub outbox: String,
+    /// `{N}:history`: the dashboard's samples.
+    pub history: String,
+}
+
+impl SchedulerKeys {
+    /// The keys of namespace `ns`.
+    pub fn new(ns: &str) -> Self {
+        let key = |suffix: &str| format!("{{{ns}}}:{suffix}");
+        SchedulerKeys {
+            schedules: key("schedules"),
+            due: key("due"),
+            state: key("state"),
+            outbox: key("outbox"),
+            history: key("history"),
+        }
     }
-    explain(conn, stream, command, err).await
 }

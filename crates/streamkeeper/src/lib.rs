@@ -40,23 +40,25 @@
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
-//! | [`scheduler`] | distributed interval/cron scheduler: model, claim-and-emit script, instances |
+//! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
-//! | `keys` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
+//! | [`keys`] | the key scheme (DESIGN.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
+//! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
 pub mod conn;
 pub mod consumer;
 pub mod deadletter;
 pub mod error;
 pub mod exactly_once;
+mod explain;
 pub mod group;
 pub mod inspect;
 pub mod janitor;
-mod keys;
+pub mod keys;
 mod metrics;
 pub mod pending;
 pub mod producer;

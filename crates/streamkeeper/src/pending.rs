@@ -84,7 +84,7 @@ pub async fn trim_bounds(connector: &Connector, stream: &StreamKey) -> Result<Ve
     let mut out = Vec::with_capacity(groups.len());
     let mut conn = connector.shared();
     for g in groups {
-        let last: StreamId = g.last_delivered.parse()?;
+        let last: StreamId = g.last_delivered;
         let summary: Value = redis::cmd("XPENDING")
             .arg(stream)
             .arg(&g.name)
@@ -104,7 +104,7 @@ pub async fn trim_bounds(connector: &Connector, stream: &StreamKey) -> Result<Ve
             _ => (next, false),
         };
         out.push(TrimBound {
-            group: g.name,
+            group: g.name.to_string(),
             bound,
             pending,
         });

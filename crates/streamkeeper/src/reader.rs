@@ -12,7 +12,7 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::Result;
-use crate::keys;
+use crate::explain;
 use crate::reply;
 use crate::types::{Entry, StartFrom, StreamId, StreamKey};
 
@@ -99,7 +99,7 @@ impl Reader {
         };
         let v: Value = match cmd.query_async(conn).await {
             Ok(v) => v,
-            Err(e) => return Err(keys::explain(conn, &self.stream, "XREAD", e).await),
+            Err(e) => return Err(explain::explain(conn, &self.stream, "XREAD", e).await),
         };
         let (entries, _) = reply::read_reply(v, "XREAD")?;
         if let Some(last) = entries.last() {
@@ -126,7 +126,7 @@ pub async fn last_entries(
         .await;
     let v = match r {
         Ok(v) => v,
-        Err(e) => return Err(keys::explain(&mut conn, stream, "XREVRANGE", e).await),
+        Err(e) => return Err(explain::explain(&mut conn, stream, "XREVRANGE", e).await),
     };
     let (mut entries, _) = reply::entries(v, "XREVRANGE")?;
     entries.reverse();
@@ -158,7 +158,7 @@ pub async fn last_span(
             .await;
         let v = match r {
             Ok(v) => v,
-            Err(e) => return Err(keys::explain(&mut conn, stream, "XREVRANGE", e).await),
+            Err(e) => return Err(explain::explain(&mut conn, stream, "XREVRANGE", e).await),
         };
         let (page, _) = reply::entries(v, "XREVRANGE")?;
         let (Some(newest), Some(oldest)) = (page.first(), page.last()) else {
@@ -227,7 +227,7 @@ pub async fn range(
         .await;
     match r {
         Ok(v) => Ok(reply::entries(v, "XRANGE")?.0),
-        Err(e) => Err(keys::explain(&mut conn, stream, "XRANGE", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "XRANGE", e).await),
     }
 }
 

@@ -182,6 +182,25 @@ pub(crate) fn id_reply(v: Value, command: &'static str) -> Result<StreamId> {
     StreamId::from_bytes(&bytes(v, command)?)
 }
 
+/// A reply value as text (lossy for non-UTF-8 bytes); empty for nil.
+pub(crate) fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A reply value as a count (an integer, or digits in a bulk string).
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,6 @@ use crate::keys;
 use crate::scripts;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
-/// The suffix of the retry set: `{S}:retry`.
-pub const RETRY_SUFFIX: &str = "retry";
 /// The ID an entry had when it was first appended.
 pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
 /// The group a re-appended retry is meant for.
@@ -57,8 +55,8 @@ pub async fn store(
     let mut conn = connector.shared();
     let r: redis::RedisResult<i64> = scripts::RETRY_STORE
         .key(stream)
-        .key(stream.derived(RETRY_SUFFIX))
-        .key(stream.derived(crate::consumer::ATTEMPTS_SUFFIX))
+        .key(crate::keys::StreamKeys::retry(stream))
+        .key(crate::keys::StreamKeys::attempts(stream))
         .arg(group)
         .arg(id)
         .arg(due_ms)
@@ -82,7 +80,7 @@ pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> 
     let mut conn = connector.shared();
     let r: redis::RedisResult<u64> = scripts::RETRY_MOVE
         .key(stream)
-        .key(stream.derived(RETRY_SUFFIX))
+        .key(crate::keys::StreamKeys::retry(stream))
         .arg(now_ms())
         .arg(max)
         .invoke_async(&mut conn)
@@ -94,7 +92,7 @@ pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> 
 pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
     let mut conn = connector.shared();
     redis::cmd("ZCARD")
-        .arg(stream.derived(RETRY_SUFFIX))
+        .arg(crate::keys::StreamKeys::retry(stream))
         .query_async(&mut conn)
         .await
         .map_err(|e| Error::redis("ZCARD retry set", e))
@@ -126,9 +124,6 @@ pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
     base.saturating_mul(1u32 << exp).min(max)
 }
 
-/// The suffix of the retry mover's lease: `{S}:retry-mover`.
-pub const MOVER_LEASE_SUFFIX: &str = "retry-mover";
-
 /// Takes or renews the mover lease of `stream` for `holder`.
 async fn mover_lease(
     connector: &Connector,
@@ -138,7 +133,7 @@ async fn mover_lease(
 ) -> Result<bool> {
     let mut conn = connector.shared();
     let r: i64 = scripts::LEASE
-        .key(stream.derived(MOVER_LEASE_SUFFIX))
+        .key(crate::keys::StreamKeys::retry_mover(stream))
         .arg(holder)
         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
         .invoke_async(&mut conn)
@@ -169,7 +164,7 @@ pub(crate) async fn mover_loop(
                 // Hand the lease on at once rather than after its TTL.
                 let mut conn = connector.shared();
                 let _ = scripts::LEASE_RELEASE
-                    .key(stream.derived(MOVER_LEASE_SUFFIX))
+                    .key(crate::keys::StreamKeys::retry_mover(&stream))
                     .arg(&holder)
                     .invoke_async::<i64>(&mut conn)
                     .await;

@@ -40,9 +40,9 @@ async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64, u6
         .arg(s)
         .arg(g)
         .cmd("ZCARD")
-        .arg(s.derived("retry"))
+        .arg(streamkeeper::keys::StreamKeys::retry(s))
         .cmd("XLEN")
-        .arg(s.derived("dlq"))
+        .arg(streamkeeper::keys::StreamKeys::dlq(s))
         .cmd("XINFO")
         .arg("GROUPS")
         .arg(s)
@@ -600,7 +600,7 @@ async fn the_deliveries_stream_meets_the_same_poison_policy_as_run() {
     // Nothing is left behind in the attempt marks.
     let mut conn = redis.shared();
     let marks: u64 = redis::cmd("HLEN")
-        .arg(s.derived("attempts"))
+        .arg(streamkeeper::keys::StreamKeys::attempts(&s))
         .query_async(&mut conn)
         .await
         .expect("HLEN");
@@ -627,7 +627,7 @@ async fn one_retry_mover_per_stream() {
     let mut conn = redis.shared();
     let holder = |conn: &mut redis::aio::ConnectionManager| {
         let mut conn = conn.clone();
-        let lease = s.derived("retry-mover");
+        let lease = streamkeeper::keys::StreamKeys::retry_mover(&s);
         async move {
             redis::cmd("GET")
                 .arg(lease)

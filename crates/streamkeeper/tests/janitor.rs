@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease};
-use streamkeeper::{fields, Connector, Producer, StreamId, StreamKey};
+use streamkeeper::{fields, Connector, ConsumerName, Producer, StreamId, StreamKey};
 use streamkeeper_testkit::RedisServer;
 
 async fn setup() -> (RedisServer, Connector) {
@@ -106,10 +106,7 @@ async fn janitor_trims_exactly_to_the_trim_point() {
     )
     .await
     .expect("dry run");
-    assert_eq!(
-        (dry.trimmed, dry.trim_to.clone()),
-        (3, Some(all[3].to_string()))
-    );
+    assert_eq!((dry.trimmed, dry.trim_to), (3, Some(all[3])));
     assert_eq!(
         ids(&redis, "orders").await.len(),
         10,
@@ -120,14 +117,14 @@ async fn janitor_trims_exactly_to_the_trim_point() {
         .await
         .expect("run");
     assert_eq!(r.trimmed, 3);
-    assert_eq!(r.trim_to, Some(all[3].to_string()));
+    assert_eq!(r.trim_to, Some(all[3]));
     assert_eq!(ids(&redis, "orders").await, all[3..].to_vec());
 
     let _: u64 = cmd(&redis, &["XACK", "orders", "a", &a[3]]).await;
     let r = janitor::run_once(&redis, &s, &JanitorOptions::default())
         .await
         .expect("run");
-    assert_eq!((r.trimmed, r.trim_to), (1, Some(all[4].to_string())));
+    assert_eq!((r.trimmed, r.trim_to), (1, Some(all[4])));
 
     // A new group that starts at the beginning holds everything.
     let _: () = cmd(&redis, &["XGROUP", "CREATE", "orders", "c", "0"]).await;
@@ -229,8 +226,18 @@ async fn caps_archive_unacked_entries_before_dropping_them() {
 async fn two_janitors_never_both_hold_the_lease() {
     let (_server, redis) = setup().await;
     let s = StreamKey::new("s").expect("key");
-    let a = Lease::new(&redis, &s, "janitor-a", Duration::from_millis(400));
-    let b = Lease::new(&redis, &s, "janitor-b", Duration::from_millis(400));
+    let a = Lease::new(
+        &redis,
+        &s,
+        &ConsumerName::new("janitor-a").expect("name"),
+        Duration::from_millis(400),
+    );
+    let b = Lease::new(
+        &redis,
+        &s,
+        &ConsumerName::new("janitor-b").expect("name"),
+        Duration::from_millis(400),
+    );
     assert!(a.acquire().await.expect("a"));
     assert!(!b.acquire().await.expect("b"));
     assert!(a.acquire().await.expect("a renews"));
@@ -313,11 +320,9 @@ async fn one_case(redis: &Connector, seed: u64) -> (u64, u64) {
             .expect("groups");
         let start: StreamId = info
             .iter()
-            .find(|i| i.name == *g)
+            .find(|i| i.name.as_str() == g.as_str())
             .expect("group")
-            .last_delivered
-            .parse()
-            .expect("id");
+            .last_delivered;
         model.lock().expect("lock").start.insert(g.clone(), start);
     }
 

@@ -55,7 +55,7 @@ impl Acker {
         let acked = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(ack_loop(
             AckTarget {
-                attempts: stream.derived(crate::consumer::ATTEMPTS_SUFFIX),
+                attempts: crate::keys::StreamKeys::attempts(&stream),
                 connector,
                 stream,
                 group,

@@ -27,15 +27,12 @@ use crate::error::{Error, Result};
 use crate::scripts;
 use crate::types::StreamId;
 
-/// The suffix of the attempt marks: `{S}:attempts`.
-pub const ATTEMPTS_SUFFIX: &str = "attempts";
-
 /// Marks the start of a run of `id` and returns the runs of this round
 /// that were cut off before (0 when none).
 pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
     let mut conn = shared.connector.shared();
     let counts: Vec<u64> = scripts::ATTEMPT_START
-        .key(shared.stream.derived(ATTEMPTS_SUFFIX))
+        .key(crate::keys::StreamKeys::attempts(&shared.stream))
         .arg(&shared.group)
         .arg(id)
         .invoke_async(&mut conn)

@@ -53,7 +53,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use attempts::ATTEMPTS_SUFFIX;
 pub use delivery::{AckMode, Delivery, Outcome, Settled, Source};
 pub use run::RunStats;
 

@@ -104,7 +104,7 @@ pub struct Schedule {
     /// When it fires.
     pub spec: Spec,
     /// The stream ticks are appended to.
-    pub target: String,
+    pub target: StreamKey,
     /// Fields of every tick (before `sk-schedule` and `sk-due`).
     pub fields: Vec<(String, String)>,
     /// Missed-tick policy.
@@ -158,10 +158,12 @@ impl Schedule {
     }
 
     fn new(name: &str, spec: Spec, target: &str) -> Result<Self> {
+        let target = StreamKey::new(target)
+            .map_err(|_| Error::InvalidInput("a schedule needs a target stream (--to S)".into()))?;
         let s = Schedule {
             name: name.to_string(),
             spec,
-            target: target.to_string(),
+            target,
             fields: Vec::new(),
             missed: Missed::Skip,
             jitter_ms: 0,
@@ -198,8 +200,6 @@ impl Schedule {
                 self.name
             )));
         }
-        StreamKey::new(self.target.clone())
-            .map_err(|_| Error::InvalidInput("a schedule needs a target stream (--to S)".into()))?;
         if self.fields.iter().any(|(k, _)| k.starts_with("sk-")) {
             return Err(Error::InvalidInput(
                 "field names starting with sk- are reserved".into(),
@@ -225,10 +225,12 @@ impl Schedule {
                 parse_tz(tz)?;
                 match cron_next(expr, tz, crate::retry::now_ms()) {
                     Ok(next) if next <= MAX_DUE_MS => Ok(()),
-                    _ => Err(Error::InvalidInput(format!(
-                        "cron expression {expr:?} never fires (no date before the year 9999 \
-                         matches it): check day and month"
-                    ))),
+                    _ => Err(Error::InvalidCron {
+                        expr: expr.clone(),
+                        reason: "it never fires (no date before the year 9999 matches it): \
+                                 check day and month"
+                            .into(),
+                    }),
                 }
             }
         }
@@ -344,7 +346,10 @@ fn parse_cron(expr: &str) -> Result<croner::Cron> {
         .seconds(croner::parser::Seconds::Optional)
         .build()
         .parse(expr)
-        .map_err(|e| Error::InvalidInput(format!("invalid cron expression {expr:?}: {e}")))
+        .map_err(|e| Error::InvalidCron {
+            expr: expr.to_string(),
+            reason: format!("{e} (5 fields, or 6 with seconds first)"),
+        })
 }
 
 fn parse_tz(tz: &str) -> Result<chrono_tz::Tz> {
