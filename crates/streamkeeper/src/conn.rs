@@ -673,7 +673,7 @@ async fn check_master_role(conn: &mut ConnectionManager, master: &str) -> Result
         .await
         .map_err(|e| Error::redis("ROLE", e))?;
     let first = match &role {
-        redis::Value::Array(items) => items.first().map(crate::group::text),
+        redis::Value::Array(items) => items.first().map(crate::reply::text),
         _ => None,
     };
     if first.as_deref() == Some("master") {

@@ -8,7 +8,7 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::Result;
-use crate::keys;
+use crate::explain;
 use crate::scripts;
 use crate::types::{GroupName, StreamId, StreamKey};
 
@@ -43,7 +43,7 @@ pub async fn dead_letter(
             Ok(Some(StreamId::from_bytes(&b)?))
         }
         Ok(_) => Ok(None),
-        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "dead-letter script", e).await),
+        Err(e) => Err(explain::explain_group(&mut conn, stream, group, "dead-letter script", e).await),
     }
 }
 
@@ -76,7 +76,7 @@ pub async fn replay(
     match r {
         Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
         Ok(_) => Ok(None),
-        Err(e) => Err(keys::explain(&mut conn, stream, "dead-letter replay", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "dead-letter replay", e).await),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use redis::Value;
 
+use crate::reply::{int, text};
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::explain;
@@ -147,7 +148,6 @@ fn parse_group(v: Value) -> Result<GroupInfo> {
 
 // Reply parsing lives in `reply.rs`; re-exported for `conn.rs` (under
 // rewrite for issue 9), which still names them here.
-pub(crate) use crate::reply::{int, text};
 
 /// What moving a group's last-delivered ID does.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

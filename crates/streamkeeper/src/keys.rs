@@ -9,9 +9,6 @@
 pub use crate::types::key_slot;
 use crate::types::StreamKey;
 
-// Error explanation moved to `crate::explain`; this re-export keeps the
-// call sites in modules being rewritten for issue 9 compiling unchanged.
-pub(crate) use crate::explain::{explain, explain_group};
 
 /// The keys a stream owns (all in the stream's hash slot).
 ///

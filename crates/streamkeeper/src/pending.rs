@@ -10,7 +10,7 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::group::list_groups;
-use crate::keys;
+use crate::explain;
 use crate::reply::{self, PendingEntry};
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
@@ -36,7 +36,7 @@ pub async fn pending_range(
         .await;
     match r {
         Ok(v) => reply::pending_reply(v),
-        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "XPENDING", e).await),
+        Err(e) => Err(explain::explain_group(&mut conn, stream, group, "XPENDING", e).await),
     }
 }
 
@@ -60,7 +60,7 @@ pub async fn range_rev(
         .await;
     match r {
         Ok(v) => Ok(reply::entries(v, "XREVRANGE")?.0),
-        Err(e) => Err(keys::explain(&mut conn, stream, "XREVRANGE", e).await),
+        Err(e) => Err(explain::explain(&mut conn, stream, "XREVRANGE", e).await),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::keys;
+use crate::explain;
 use crate::scripts;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
@@ -70,7 +70,7 @@ pub async fn store(
         }
         Ok(-1) => Ok(Stored::Deleted),
         Ok(_) => Ok(Stored::NotPending),
-        Err(e) => Err(keys::explain_group(&mut conn, stream, group, "retry script", e).await),
+        Err(e) => Err(explain::explain_group(&mut conn, stream, group, "retry script", e).await),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::conn::Backoff;
 use crate::consumer::delivery::{Held, InFlight, Source};
 use crate::consumer::Shared;
 use crate::error::Result;
-use crate::keys;
+use crate::explain;
 use crate::reply;
 use crate::types::StreamId;
 
@@ -166,7 +166,7 @@ async fn read_once(
         Ok(v) => v,
         Err(e) => {
             let mut c = conn.clone();
-            return Err(keys::explain_group(
+            return Err(explain::explain_group(
                 &mut c,
                 &shared.stream,
                 &shared.group,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::consumer::delivery::{Held, InFlight, Source};
 use crate::consumer::Shared;
 use crate::error::Result;
-use crate::keys;
+use crate::explain;
 use crate::reply;
 use crate::types::StreamId;
 
@@ -104,7 +104,7 @@ async fn claim_once(
     let v = match r {
         Ok(v) => v,
         Err(e) => {
-            return Err(keys::explain_group(
+            return Err(explain::explain_group(
                 &mut conn,
                 &shared.stream,
                 &shared.group,
