@@ -145,6 +145,19 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `--claim-after`: at least [`streamkeeper::consumer::MIN_CLAIM_AFTER`].
+pub fn parse_claim_after(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let min = streamkeeper::consumer::MIN_CLAIM_AFTER;
+    if d < min {
+        return Err(format!(
+            "{s:?} is below {}: --claim-after is the time to detect a crashed consumer, and live consumers refresh their entries every third of it",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a count that must be at least 1.
 pub fn parse_positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -318,8 +331,9 @@ pub struct ConsumeArgs {
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_deliveries: Option<u64>,
     /// Reclaim the entries of a consumer that stopped for this long
-    /// (crash-detection time; live consumers keep theirs fresh).
-    #[arg(long, value_parser = parse_positive_duration, default_value = "60s", value_name = "DURATION")]
+    /// (crash-detection time; live consumers keep theirs fresh). At least
+    /// 250ms: below that, ordinary scheduling delays look like a crash.
+    #[arg(long, value_parser = parse_claim_after, default_value = "60s", value_name = "DURATION")]
     pub claim_after: Duration,
     /// First retry delay after a failed --exec or --pipe attempt; it
     /// doubles with every attempt, up to 5 minutes.

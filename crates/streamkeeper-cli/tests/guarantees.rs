@@ -348,3 +348,105 @@ fn an_entry_that_kills_its_consumer_every_time_reaches_the_dead_letter_queue() {
         Some("0")
     );
 }
+
+#[test]
+fn graceful_restarts_under_a_fixed_name_count_no_attempt_that_never_ran() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("runs.log");
+    sk(&server, &["group", "create", "s", "g", "--from", "-"]);
+    produce(&server, "s", 100, None);
+    let script = format!(
+        "echo \"run $SK_ID $SK_ATTEMPT\" >> {}; sleep 0.2",
+        log.display()
+    );
+    let extra = [
+        "--claim-after",
+        "1s",
+        "--max-deliveries",
+        "2",
+        "--batch",
+        "20",
+        "--concurrency",
+        "2",
+    ];
+    // Two consumers with fixed names, stopped by SIGTERM soon after each
+    // start, so that stops land while they re-read and mark their own
+    // pending entries; each restarts under its name.
+    let names = ["f0", "f1"];
+    let mut members: Vec<Proc> = names
+        .iter()
+        .map(|n| consumer(&server, dir.path(), n, &extra, &script))
+        .collect();
+    for round in 0..14u64 {
+        std::thread::sleep(Duration::from_millis(150 + (round * 97) % 600));
+        let i = usize::try_from(round).unwrap_or(0) % names.len();
+        sigterm(&members[i]);
+        let status = wait_exit(&mut members[i], Duration::from_secs(10));
+        assert_eq!(status.code(), Some(130), "round {round}");
+        members[i] = consumer(&server, dir.path(), names[i], &extra, &script);
+    }
+    // Drain under the same names, then stop.
+    for m in &mut members {
+        sigterm(m);
+        wait_exit(m, Duration::from_secs(10));
+    }
+    for n in names {
+        let mut c = consumer(
+            &server,
+            dir.path(),
+            n,
+            &[
+                "--max-deliveries",
+                "2",
+                "--idle-exit",
+                "2s",
+                "--concurrency",
+                "4",
+            ],
+            &script,
+        );
+        wait_exit(&mut c, Duration::from_secs(60));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let later_attempts: Vec<&str> = text.lines().filter(|l| !l.ends_with(" 1")).collect();
+    let dead = dead_letter_ids(&server);
+    let runs = runs(&log, "run ");
+    eprintln!(
+        "14 graceful restarts under fixed names: {} entries run, {} runs not attempt 1, {} dead-lettered",
+        runs.len(),
+        later_attempts.len(),
+        dead.len()
+    );
+    assert!(
+        later_attempts.is_empty(),
+        "runs counted earlier attempts that never ran: {later_attempts:?}"
+    );
+    assert!(
+        dead.is_empty(),
+        "dead-lettered after graceful stops: {dead:?}"
+    );
+    assert_eq!(runs.len(), 100, "every entry ran");
+}
+
+#[test]
+fn a_claim_after_too_short_to_tell_live_from_crashed_is_refused() {
+    let server = RedisServer::start().expect("redis");
+    let o = sk(
+        &server,
+        &[
+            "consume",
+            "s",
+            "-g",
+            "g",
+            "--create",
+            "--claim-after",
+            "20ms",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("250ms"), "{err}");
+    assert_eq!(cli(&server, &["EXISTS", "s"]), "0", "nothing written");
+}

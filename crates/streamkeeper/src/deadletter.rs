@@ -43,7 +43,9 @@ pub async fn dead_letter(
             Ok(Some(StreamId::from_bytes(&b)?))
         }
         Ok(_) => Ok(None),
-        Err(e) => Err(explain::explain_group(&mut conn, stream, group, "dead-letter script", e).await),
+        Err(e) => {
+            Err(explain::explain_group(&mut conn, stream, group, "dead-letter script", e).await)
+        }
     }
 }
 

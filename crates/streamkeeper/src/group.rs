@@ -6,10 +6,10 @@
 
 use redis::Value;
 
-use crate::reply::{int, text};
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::explain;
+use crate::reply::{int, text};
 use crate::types::{ConsumerName, GroupName, StartFrom, StreamId, StreamKey};
 
 /// What `XINFO GROUPS` says about one group.

@@ -9,7 +9,6 @@
 pub use crate::types::key_slot;
 use crate::types::StreamKey;
 
-
 /// The keys a stream owns (all in the stream's hash slot).
 ///
 /// ```

@@ -9,8 +9,8 @@ use redis::Value;
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::group::list_groups;
 use crate::explain;
+use crate::group::list_groups;
 use crate::reply::{self, PendingEntry};
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 

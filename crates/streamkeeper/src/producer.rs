@@ -171,7 +171,9 @@ impl Producer {
                         let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
                             Ok(r) => r,
                             Err(e) => {
-                                return Err(crate::explain::explain(&mut conn, stream, "XADD", e).await)
+                                return Err(
+                                    crate::explain::explain(&mut conn, stream, "XADD", e).await
+                                )
                             }
                         };
                         if let Some(w) = wait {

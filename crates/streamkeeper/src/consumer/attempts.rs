@@ -40,3 +40,29 @@ pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
         .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
     Ok(counts.first().copied().unwrap_or(1).saturating_sub(1))
 }
+
+/// Takes back the mark of a run that was marked but never started (the
+/// consumer stopped in between).
+pub(crate) async fn unmark(shared: &Shared, id: StreamId) -> Result<()> {
+    let key = crate::keys::StreamKeys::attempts(&shared.stream);
+    let mut field = shared.group.as_str().as_bytes().to_vec();
+    field.push(0);
+    field.extend_from_slice(id.to_string().as_bytes());
+    let mut conn = shared.connector.shared();
+    let left: i64 = redis::cmd("HINCRBY")
+        .arg(&key)
+        .arg(&field)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
+    if left <= 0 {
+        redis::cmd("HDEL")
+            .arg(&key)
+            .arg(&field)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
+    }
+    Ok(())
+}

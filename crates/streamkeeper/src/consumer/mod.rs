@@ -64,6 +64,12 @@ use acker::Acker;
 use delivery::{Held, InFlight};
 use policy::Policy;
 
+/// The smallest `claim_after`: a live consumer refreshes what it holds
+/// every third of it, and below this, ordinary scheduling and network
+/// delays would make live consumers look crashed (their entries taken and
+/// handled twice). Smaller values are raised to it.
+pub const MIN_CLAIM_AFTER: Duration = Duration::from_millis(250);
+
 /// Settings of a [`GroupConsumer`]; the builder methods set them.
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
@@ -288,7 +294,7 @@ impl GroupConsumer {
         self
     }
 
-    /// Reclaim entries idle longer than `d`.
+    /// Reclaim entries idle longer than `d` (at least [`MIN_CLAIM_AFTER`]).
     pub fn claim_after(mut self, d: Duration) -> Self {
         self.options.claim_after = Some(d);
         self
@@ -329,7 +335,11 @@ impl GroupConsumer {
     /// connection and starts the tasks. Fails with
     /// [`Error::GroupMissing`] or [`Error::WrongType`] before reading
     /// anything.
-    pub async fn start(self) -> Result<Deliveries> {
+    pub async fn start(mut self) -> Result<Deliveries> {
+        if let Some(d) = self.options.claim_after.filter(|d| *d < MIN_CLAIM_AFTER) {
+            tracing::warn!(claim_after = ?d, min = ?MIN_CLAIM_AFTER, "claim_after raised to its minimum");
+            self.options.claim_after = Some(MIN_CLAIM_AFTER);
+        }
         match self.options.create {
             Some(from) => {
                 group::create_group(&self.connector, &self.stream, &self.group, from).await?;
@@ -399,6 +409,7 @@ impl GroupConsumer {
         }
         Ok(Deliveries {
             rx,
+            marking: None,
             cancel,
             tasks,
             ack_task: Some(ack_task),
@@ -417,6 +428,12 @@ impl GroupConsumer {
 /// as an attempt.
 pub struct Deliveries {
     rx: mpsc::Receiver<Result<Held>>,
+    /// An entry whose run is being marked before it is handed out. The
+    /// mark runs in a task of its own and is kept here, so a `next()`
+    /// dropped half way (a shutdown racing it) neither loses the entry nor
+    /// leaves a mark for a run that never happened: the next call hands
+    /// it out, and `close` takes the mark back.
+    marking: Option<(Held, JoinHandle<Result<u64>>)>,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     ack_task: Option<JoinHandle<()>>,
@@ -433,35 +450,52 @@ impl Deliveries {
     /// moved to the dead-letter queue here instead of being returned.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
         loop {
-            let held = match self.rx.recv().await? {
-                Ok(h) => h,
-                Err(e) => return Some(Err(e)),
+            let (held, cut_off) = match self.marking.as_mut() {
+                Some((_, task)) => {
+                    // Awaiting a `&mut JoinHandle` is cancel-safe.
+                    let marked = task.await;
+                    let (held, _) = self.marking.take()?;
+                    let id = held.entry.id;
+                    match marked {
+                        Ok(Ok(n)) => {
+                            self.shared.acker.marked(id);
+                            (held, n)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%id, error = %e, "could not mark the attempt; it is not counted");
+                            (held, 0)
+                        }
+                        Err(_) => (held, 0),
+                    }
+                }
+                None => {
+                    let held = match self.rx.recv().await? {
+                        Ok(h) => h,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if self.shared.in_flight.take_lost(&held.entry.id) {
+                        continue;
+                    }
+                    if self.shared.options.ack_mode == AckMode::None || held.source == Source::New {
+                        (held, 0)
+                    } else {
+                        // It came back: a run of it may have been cut off
+                        // before. Mark this run before it starts, so that an
+                        // entry which crashes its consumer every time is
+                        // counted every time.
+                        let (shared, id) = (self.shared.clone(), held.entry.id);
+                        let task = tokio::spawn(async move { attempts::start(&shared, id).await });
+                        self.marking = Some((held, task));
+                        continue;
+                    }
+                }
             };
             let shared = &self.shared;
             let id = held.entry.id;
-            if shared.in_flight.take_lost(&id) {
-                continue;
-            }
             let retried = crate::retry::retry_info(&held.entry).map_or(0, |(_, a)| a);
             if shared.options.ack_mode == AckMode::None {
                 return Some(Ok(held.into_delivery(retried, shared.clone())));
             }
-            let cut_off = match held.source {
-                Source::New => 0,
-                // It came back: a run of it may have been cut off before.
-                // Mark this run before it starts, so that an entry which
-                // crashes its consumer every time is counted every time.
-                _ => match attempts::start(shared, id).await {
-                    Ok(n) => {
-                        shared.acker.marked(id);
-                        n
-                    }
-                    Err(e) => {
-                        tracing::warn!(%id, error = %e, "could not mark the attempt; it is not counted");
-                        0
-                    }
-                },
-            };
             let earlier = retried + cut_off;
             if let Some(reason) = shared.policy.before_run(&held.entry, earlier) {
                 match crate::deadletter::dead_letter(
@@ -530,6 +564,14 @@ impl Deliveries {
 
     async fn stop(&mut self) -> Result<()> {
         self.cancel.cancel();
+        // An entry marked for a run that never started: take the mark back.
+        if let Some((held, task)) = self.marking.take() {
+            if let Ok(Ok(_)) = task.await {
+                if let Err(e) = attempts::unmark(&self.shared, held.entry.id).await {
+                    tracing::warn!(id = %held.entry.id, error = %e, "could not take back an attempt mark");
+                }
+            }
+        }
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
