@@ -706,3 +706,45 @@ fn a_closed_stdout_never_makes_a_command_panic() {
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_user_who_may_not_run_scripts_is_told_so_before_consuming() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tcp_port: Some(0),
+        ..Default::default()
+    })
+    .expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    cli(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "noscripts",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ],
+    );
+    let url = server
+        .tcp_url()
+        .expect("tcp")
+        .replace("redis://", "redis://noscripts:pw@");
+    let o = Command::new(common::BIN)
+        .args([
+            "--redis", &url, "consume", "s", "-g", "g", "--exec", "exit 1",
+        ])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("+evalsha"), "{err}");
+    // Nothing was read: the entry is not pending for anyone.
+    assert!(cli(&server, &["XPENDING", "s", "g"]).starts_with('0'));
+}

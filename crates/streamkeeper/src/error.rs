@@ -85,6 +85,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Redis user may not run a command streamkeeper needs.
+    #[error("the Redis user may not run {command}, which {needed_for} needs; grant it, e.g. `ACL SETUSER <user> +{acl}`")]
+    NoPermission {
+        /// The command refused (`EVALSHA`, …).
+        command: String,
+        /// What needs it.
+        needed_for: String,
+        /// The ACL rule to add (without `+`).
+        acl: String,
+    },
     /// A cron expression could not be parsed or never fires.
     #[error("invalid cron expression {expr:?}: {reason}")]
     InvalidCron {

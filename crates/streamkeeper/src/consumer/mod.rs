@@ -243,6 +243,25 @@ impl Shared {
     }
 }
 
+/// Fails with [`Error::NoPermission`] when the user may not run Lua
+/// scripts: acks with attempt marks, retries and dead letters are scripts,
+/// and without them failed entries would silently never be retried.
+async fn check_scripts_allowed(connector: &Connector) -> Result<()> {
+    let mut conn = connector.shared();
+    let probe = redis::Script::new("return 1");
+    match probe.invoke_async::<_, i64>(&mut conn).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::error_code(&e).as_deref() == Some("NOPERM") => {
+            Err(Error::NoPermission {
+                command: "EVALSHA/EVAL".into(),
+                needed_for: "a consumer group member (acks, retries, dead letters)".into(),
+                acl: "evalsha +eval".into(),
+            })
+        }
+        Err(e) => Err(Error::redis("checking that Lua scripts may run", e)),
+    }
+}
+
 impl GroupConsumer {
     /// A consumer named uniquely for this process (see
     /// [`ConsumerName::unique`]); set a stable name with
@@ -353,6 +372,9 @@ impl GroupConsumer {
                     });
                 }
             }
+        }
+        if self.options.ack_mode != AckMode::None {
+            check_scripts_allowed(&self.connector).await?;
         }
         let conn = self.connector.dedicated(self.options.block).await?;
         let (acker, ack_task) = Acker::spawn(
