@@ -70,7 +70,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
         .send(&fields([("order", "flaky"), ("flaky", "1")]))
         .await?;
     produced += 1;
-    eprintln!("produced {produced} orders (one poison, one that fails once)");
+    eprintln!("produced the first {produced} orders (one poison, one that fails once); the rest follow while consumers run");
 
     // 2. A billing consumer takes a batch and crashes before acking any of it.
     let mut crashing = GroupConsumer::new(&redis, stream.clone(), billing.clone())
