@@ -38,6 +38,8 @@ pub struct Reader {
     after: StreamId,
     page: usize,
     block: Option<Duration>,
+    /// Master switches (Sentinel): the connection moves with them.
+    switches: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Reader {
@@ -57,6 +59,7 @@ impl Reader {
             after,
             page: 1000,
             block: None,
+            switches: connector.switches(),
         })
     }
 
@@ -79,8 +82,14 @@ impl Reader {
     }
 
     /// The next page. Empty at the end of the stream (or, in follow mode,
-    /// when nothing arrived within the block time).
+    /// when nothing arrived within the block time). In follow mode a
+    /// master switch or a failover error is not the end either: the reader
+    /// moves to the (new) master and the page is empty.
     pub async fn next_page(&mut self) -> Result<Vec<Entry>> {
+        if self.switches.has_changed().unwrap_or(false) {
+            self.switches.mark_unchanged();
+            self.conn = None;
+        }
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT").arg(self.page);
         if let Some(b) = self.block {
@@ -97,9 +106,30 @@ impl Reader {
                 self.conn.insert(self.connector.dedicated(block).await?)
             }
         };
-        let v: Value = match cmd.query_async(conn).await {
-            Ok(v) => v,
-            Err(e) => return Err(explain::explain(conn, &self.stream, "XREAD", e).await),
+        let read = tokio::select! {
+            r = cmd.query_async(conn) => Some(r),
+            _ = self.switches.changed() => None,
+        };
+        let v: Value = match read {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                let e = explain::explain(conn, &self.stream, "XREAD", e).await;
+                if self.block.is_none() || !e.is_retryable() {
+                    return Err(e);
+                }
+                tracing::warn!(stream = %self.stream, error = %e, "read failed; reconnecting");
+                self.conn = None;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Err(e) = self.connector.recover().await {
+                    tracing::warn!(error = %e, "no server to reconnect to yet");
+                }
+                return Ok(Vec::new());
+            }
+            None => {
+                // The master moved: read from the new one next time.
+                self.conn = None;
+                return Ok(Vec::new());
+            }
         };
         let (entries, _) = reply::read_reply(v, "XREAD")?;
         if let Some(last) = entries.last() {

@@ -34,6 +34,23 @@ async fn sentinel_failover_during_blocking_read_resumes_on_the_new_master() {
     d.ack();
     consumer.flush_acks().await.expect("flush");
 
+    // A plain follower (tail -f) is blocked too, on its own connection.
+    let mut follower = streamkeeper::Reader::new(&redis, s.clone(), StartFrom::End)
+        .await
+        .expect("reader")
+        .follow(Duration::from_secs(5));
+    let follow = tokio::spawn(async move {
+        loop {
+            let page = follower
+                .next_page()
+                .await
+                .expect("follow through the failover");
+            if let Some(e) = page.into_iter().find(|e| e.get_str("n") == Some("after")) {
+                return e;
+            }
+        }
+    });
+
     // The consumer is now blocked in a 5 s read when the master changes.
     let reader = tokio::spawn(async move {
         let got = consumer.next().await;
@@ -65,6 +82,10 @@ async fn sentinel_failover_during_blocking_read_resumes_on_the_new_master() {
     eprintln!("resumed {:?} after the switch", switched.elapsed());
     d.ack();
     consumer.close().await.expect("close");
+    tokio::time::timeout(Duration::from_secs(10), follow)
+        .await
+        .expect("the follower saw the entry written after the switch")
+        .expect("join");
 
     let mut conn = redis.shared();
     let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
