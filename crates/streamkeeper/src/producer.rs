@@ -63,7 +63,7 @@ pub struct Wait {
 /// assert!(id < ids[0] && ids[0] < ids[1]);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Producer {
     connector: Connector,
     stream: StreamKey,
@@ -249,6 +249,7 @@ struct Request {
 /// batched.close().await; // flushes what is queued
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct BatchedProducer {
     tx: mpsc::Sender<Request>,
     task: JoinHandle<()>,

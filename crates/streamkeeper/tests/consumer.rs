@@ -1,28 +1,16 @@
 //! Group consumer behaviour against a real redis-server.
 
+mod common;
+use common::{group, key, setup};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use streamkeeper::{
-    fields, AckMode, Connector, Error, GroupConsumer, GroupName, Outcome, Producer, Source,
-    StartFrom, StreamId, StreamKey,
+    fields, AckMode, Connector, Error, GroupConsumer, Outcome, Producer, Source, StartFrom,
+    StreamId, StreamKey,
 };
 use streamkeeper_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
-
-async fn setup() -> (RedisServer, Connector) {
-    let server = RedisServer::start().expect("redis-server");
-    let redis = Connector::connect(&server.url()).await.expect("connect");
-    (server, redis)
-}
-
-fn key(s: &str) -> StreamKey {
-    StreamKey::new(s).expect("key")
-}
-
-fn group(s: &str) -> GroupName {
-    GroupName::new(s).expect("group")
-}
 
 async fn produce(redis: &Connector, stream: &StreamKey, n: usize) -> Vec<StreamId> {
     let batch: Vec<_> = (0..n).map(|i| fields([("n", i.to_string())])).collect();

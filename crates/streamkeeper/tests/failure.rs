@@ -1,29 +1,17 @@
 //! Retries, dead letters and exactly-once effects against a real server.
 
+mod common;
+use common::{group, key, setup};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamkeeper::{
-    deadletter, exactly_once, fields, retry, Connector, GroupConsumer, GroupName, Outcome,
-    Producer, StartFrom, StreamId, StreamKey,
+    deadletter, exactly_once, fields, retry, Connector, GroupConsumer, Outcome, Producer,
+    StartFrom, StreamId, StreamKey,
 };
 use streamkeeper_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
-
-async fn setup() -> (RedisServer, Connector) {
-    let server = RedisServer::start().expect("redis-server");
-    let redis = Connector::connect(&server.url()).await.expect("connect");
-    (server, redis)
-}
-
-fn key(s: &str) -> StreamKey {
-    StreamKey::new(s).expect("key")
-}
-
-fn group(s: &str) -> GroupName {
-    GroupName::new(s).expect("group")
-}
 
 /// Where one entry is, read atomically (MULTI): pending in the group, in
 /// the retry set, dead, or appended and not yet delivered (group lag).

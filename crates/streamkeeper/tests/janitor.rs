@@ -1,6 +1,8 @@
 //! The janitor against a real server: exact trim points, caps that archive
 //! first, the lease, and a randomized concurrent property test.
 
+mod common;
+use common::setup;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,13 +10,6 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease};
 use streamkeeper::{fields, Connector, ConsumerName, Producer, StreamId, StreamKey};
-use streamkeeper_testkit::RedisServer;
-
-async fn setup() -> (RedisServer, Connector) {
-    let server = RedisServer::start().expect("redis-server");
-    let redis = Connector::connect(&server.url()).await.expect("connect");
-    (server, redis)
-}
 
 async fn cmd<T: redis::FromRedisValue>(redis: &Connector, args: &[&str]) -> T {
     let mut c = redis::cmd(args[0]);

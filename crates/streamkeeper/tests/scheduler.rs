@@ -1,20 +1,15 @@
 //! Scheduler instances against a real server: missed-tick policies across
 //! a restart, due times that survive restarts, edits while running.
 
+mod common;
+use common::setup;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use streamkeeper::retry::now_ms;
 use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
 use streamkeeper::{Connector, StreamId, StreamKey};
-use streamkeeper_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
-
-async fn setup() -> (RedisServer, Connector) {
-    let server = RedisServer::start().expect("redis-server");
-    let redis = Connector::connect(&server.url()).await.expect("connect");
-    (server, redis)
-}
 
 /// (schedule, due ms, emitted ms) of every tick in `stream`.
 async fn ticks(redis: &Connector, stream: &str) -> Vec<(String, u64, u64)> {

@@ -1,6 +1,7 @@
 //! Failover through Sentinel: a consumer blocked in XREADGROUP follows the
 //! new master and keeps going; producers follow it too.
 
+mod common;
 use std::time::{Duration, Instant};
 
 use streamkeeper::{fields, Connector, GroupConsumer, GroupName, Producer, StartFrom, StreamKey};
@@ -291,7 +292,11 @@ async fn sentinels_with_their_own_password_are_followed() {
     .expect("join");
     // The +switch-master subscription (authenticated) moved us already.
     assert!(
-        streamkeeper_testkit::eventually(Duration::from_secs(5), || redis.server_addr() != first),
+        common::eventually(Duration::from_secs(5), || {
+            let moved = redis.server_addr() != first;
+            async move { moved }
+        })
+        .await,
         "did not follow the failover"
     );
     producer
