@@ -446,7 +446,7 @@ impl Connector {
                             return Err(Error::GaveUp {
                                 what: what.to_string(),
                                 after: started.elapsed(),
-                                cause: e.to_string(),
+                                cause: Box::new(e),
                             });
                         }
                     }

@@ -138,10 +138,11 @@ pub enum Error {
         got: u32,
     },
     /// A batched send failed together with the rest of its pipeline.
-    #[error("batch failed: {detail}")]
+    #[error("batch failed: {source}")]
     BatchFailed {
-        /// The error of the pipeline.
-        detail: String,
+        /// The error of the pipeline, shared by every send in it.
+        #[source]
+        source: std::sync::Arc<Error>,
         /// Whether that error was retryable.
         retryable: bool,
     },
@@ -161,7 +162,8 @@ pub enum Error {
         /// How long it tried.
         after: std::time::Duration,
         /// The last error.
-        cause: String,
+        #[source]
+        cause: Box<Error>,
     },
     /// The component was shut down.
     #[error("{0} has been shut down")]

@@ -202,14 +202,16 @@ pub async fn reset_group(
     };
     if !dry_run {
         let mut conn = connector.shared();
-        redis::cmd("XGROUP")
+        if let Err(e) = redis::cmd("XGROUP")
             .arg("SETID")
             .arg(stream)
             .arg(group)
             .arg(to)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| Error::redis(format!("XGROUP SETID {stream} {group}"), e))?;
+        {
+            return Err(explain::explain_group(&mut conn, stream, group, "XGROUP SETID", e).await);
+        }
     }
     Ok(preview)
 }

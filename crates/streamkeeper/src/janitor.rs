@@ -138,11 +138,10 @@ async fn apply_caps(
     report: &mut TrimReport,
 ) -> Result<()> {
     let mut conn = connector.shared();
-    let len: u64 = redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis("XLEN", e))?;
+    let len: u64 = match redis::cmd("XLEN").arg(stream).query_async(&mut conn).await {
+        Ok(n) => n,
+        Err(e) => return Err(crate::explain::explain(&mut conn, stream, "XLEN", e).await),
+    };
     let mut excess = options.max_len.map_or(0, |m| len.saturating_sub(m));
     let age_limit = options.max_age.map(|a| {
         StreamId::new(
@@ -185,13 +184,18 @@ async fn apply_caps(
         }
     }
     if let (Some(cut), false) = (cut, options.dry_run) {
-        let n: u64 = redis::cmd("XTRIM")
+        let trimmed = redis::cmd("XTRIM")
             .arg(stream)
             .arg("MINID")
             .arg(cut)
             .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("XTRIM by cap", e))?;
+            .await;
+        let n: u64 = match trimmed {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(crate::explain::explain(&mut conn, stream, "XTRIM by cap", e).await)
+            }
+        };
         report.trimmed += n;
         tracing::warn!(%stream, dropped_unacked = report.dropped_unacked,
             "a cap removed entries that some group had not acknowledged; they are in the archive");

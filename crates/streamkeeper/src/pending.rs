@@ -8,7 +8,7 @@
 use redis::Value;
 
 use crate::conn::Connector;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::explain;
 use crate::group::list_groups;
 use crate::reply::{self, PendingEntry};
@@ -85,12 +85,17 @@ pub async fn trim_bounds(connector: &Connector, stream: &StreamKey) -> Result<Ve
     let mut conn = connector.shared();
     for g in groups {
         let last: StreamId = g.last_delivered;
-        let summary: Value = redis::cmd("XPENDING")
+        let summary: Value = match redis::cmd("XPENDING")
             .arg(stream)
             .arg(&g.name)
             .query_async(&mut conn)
             .await
-            .map_err(|e| Error::redis(format!("XPENDING {stream} {}", g.name), e))?;
+        {
+            Ok(v) => v,
+            Err(e) => {
+                return Err(explain::explain_group(&mut conn, stream, &g.name, "XPENDING", e).await)
+            }
+        };
         let oldest = match summary {
             Value::Array(s) => s.get(1).and_then(|v| match v {
                 Value::BulkString(b) => StreamId::from_bytes(b).ok(),

@@ -307,17 +307,15 @@ async fn batch_loop(producer: Producer, options: BatchOptions, mut rx: mpsc::Rec
                 }
             }
             Err(e) => {
-                let text = e.to_string();
+                // Error is not Clone (it wraps sources): every send of the
+                // batch gets the same error, shared.
                 let retryable = e.is_retryable();
-                let mut first = Some(e);
+                let source = std::sync::Arc::new(e);
                 for reply in replies {
-                    // Error is not Clone (it wraps sources); the first caller
-                    // gets the original, the rest a description of it.
-                    let err = first.take().unwrap_or_else(|| Error::BatchFailed {
-                        detail: text.clone(),
+                    let _ = reply.send(Err(Error::BatchFailed {
+                        source: source.clone(),
                         retryable,
-                    });
-                    let _ = reply.send(Err(err));
+                    }));
                 }
             }
         }

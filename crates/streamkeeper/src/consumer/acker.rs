@@ -202,7 +202,13 @@ impl AckTarget {
                         .invoke_async::<u64>(&mut conn)
                         .await
                 };
-                r.map_err(|e| Error::redis(format!("XACK on {stream} group {group}"), e))
+                match r {
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(crate::explain::explain_group(
+                        &mut conn, stream, group, "XACK", e,
+                    )
+                    .await),
+                }
             })
             .await;
         let n = self.ids.len();

@@ -98,7 +98,7 @@ pub(crate) async fn read_loop(
                         let gave_up = crate::Error::GaveUp {
                             what: format!("reading {} as group {}", shared.stream, shared.group),
                             after: since.elapsed(),
-                            cause: e.to_string(),
+                            cause: Box::new(e),
                         };
                         let _ = tx.send(Err(gave_up)).await;
                         return;
