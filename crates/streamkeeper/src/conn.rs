@@ -305,7 +305,25 @@ impl Connector {
         }
         self.inner.switches.send_modify(|g| *g += 1);
         crate::metrics::reconnect();
+        self.warn_without_replicas().await;
         Ok(())
+    }
+
+    /// A master with no replica in sync loses every write acknowledged
+    /// until one syncs if it fails over meanwhile (Sentinel may promote a
+    /// server it has not reconfigured yet): say so, since only `WAIT`
+    /// protects against it.
+    async fn warn_without_replicas(&self) {
+        let mut conn = self.shared();
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await;
+        let none = info.is_ok_and(|i| i.lines().any(|l| l.trim() == "connected_slaves:0"));
+        if none {
+            tracing::warn!(master = %self.server_addr(),
+                "the new master has no replica yet: writes acknowledged now are lost if it fails over before one syncs (use WAIT / produce --wait to be sure)");
+        }
     }
 
     /// Moves to the master a sentinel announced, unless already there.
