@@ -3,32 +3,11 @@
 //! break the page), shows them escaped, and hides streamkeeper's own
 //! derived streams (`{S}:dlq`, `{N}:history`).
 
-use streamkeeper::{Connector, Error, Result};
+use streamkeeper::{Connector, Result};
 
 /// Every stream key, raw, sorted (`SCAN … TYPE stream`, never `KEYS`).
 pub(crate) async fn scan_streams(redis: &Connector) -> Result<Vec<Vec<u8>>> {
-    let mut conn = redis.shared();
-    let mut cursor = 0u64;
-    let mut out = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .arg("TYPE")
-            .arg("stream")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("SCAN", e))?;
-        out.extend(keys);
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    streamkeeper::inspect::list_stream_names(redis).await
 }
 
 /// Bytes as text; a name that is not UTF-8 has its odd bytes as `\xNN`.

@@ -361,8 +361,9 @@ async fn group_stat(
     })
 }
 
-/// Every stream key in the database (`SCAN … TYPE stream`), sorted.
-pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
+/// Every stream key in the database as raw bytes (`SCAN … TYPE stream`,
+/// never `KEYS`), sorted: names need not be UTF-8.
+pub async fn list_stream_names(connector: &Connector) -> Result<Vec<Vec<u8>>> {
     let mut conn = connector.shared();
     let mut cursor = 0u64;
     let mut out = Vec::new();
@@ -376,17 +377,7 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("SCAN", e))?;
-        for k in keys {
-            match String::from_utf8(k) {
-                Ok(k) => out.extend(StreamKey::new(k).ok()),
-                // Stream keys are UTF-8 in this library; say which one
-                // is left out rather than failing for all of them.
-                Err(e) => tracing::warn!(
-                    "skipping stream {}: its name is not UTF-8",
-                    e.as_bytes().escape_ascii()
-                ),
-            }
-        }
+        out.extend(keys);
         if next == 0 {
             break;
         }
@@ -394,6 +385,23 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
     }
     out.sort();
     out.dedup();
+    Ok(out)
+}
+
+/// Every stream key in the database (`SCAN … TYPE stream`), sorted.
+pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
+    let mut out = Vec::new();
+    for k in list_stream_names(connector).await? {
+        match String::from_utf8(k) {
+            Ok(k) => out.extend(StreamKey::new(k).ok()),
+            // Stream keys are UTF-8 in this library; say which one is
+            // left out rather than failing for all of them.
+            Err(e) => tracing::warn!(
+                "skipping stream {}: its name is not UTF-8",
+                e.as_bytes().escape_ascii()
+            ),
+        }
+    }
     Ok(out)
 }
 
