@@ -67,6 +67,9 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let redis = Connector::connect(&url).await?;
     let stop = CancellationToken::new();
+    // The sites outlive the checkers: a check still in flight when the
+    // checkers stop must not find its site gone.
+    let sites_stop = CancellationToken::new();
 
     // The monitored sites.
     let sites = [
@@ -89,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cleanup = redis::cmd("DEL");
     cleanup.arg(CHECKS);
     for (name, behaviour, every) in sites {
-        let url = serve(behaviour, stop.clone()).await?;
+        let url = serve(behaviour, sites_stop.clone()).await?;
         cleanup.arg(format!("uptime:results:{name}"));
         scheduler
             .add(
@@ -162,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
+    sites_stop.cancel();
     for (name, ..) in sites {
         scheduler.remove(name).await?;
     }
