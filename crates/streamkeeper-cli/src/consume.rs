@@ -65,6 +65,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     };
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
+    crate::output::cancel_when_stdout_closes(stop.clone());
     let started = Instant::now();
     let last_activity = Arc::new(AtomicU64::new(0));
     if let Some(idle) = args.idle_exit {

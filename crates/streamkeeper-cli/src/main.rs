@@ -43,6 +43,10 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = signal::install_early() {
+        eprintln!("streamkeeper: error: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
     output::exit_quietly_on_closed_stdout();
     // The runtime and the signal handlers come first, so a SIGTERM in the
     // first milliseconds still ends with exit 130, not death by signal.

@@ -118,3 +118,47 @@ mod tests {
         assert_eq!(escaped(b"a\xff\nb"), "a\\xff\\nb");
     }
 }
+
+/// Cancels `stop` as soon as the reader of stdout goes away (`| head -1`
+/// after its line), so a command that waits for new entries (`tail -f`,
+/// `consume`) ends then instead of at its next write. Only when stdout is
+/// a pipe or a socket; a thread waits in `poll(2)` for `POLLERR`/`POLLHUP`.
+pub fn cancel_when_stdout_closes(stop: tokio_util::sync::CancellationToken) {
+    let stdout = std::io::stdout();
+    let piped = rustix::fs::fstat(&stdout).is_ok_and(|st| {
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        matches!(
+            kind,
+            rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket
+        )
+    });
+    if !piped {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .spawn(move || {
+            use rustix::event::{poll, PollFd, PollFlags};
+            let stdout = std::io::stdout();
+            loop {
+                // No events asked: poll still reports the reader's end.
+                let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+                match poll(&mut fds, None) {
+                    Ok(_) => {
+                        let seen = fds[0].revents();
+                        if seen.intersects(PollFlags::ERR | PollFlags::HUP) {
+                            tracing::debug!("stdout closed by its reader: stopping");
+                            stop.cancel();
+                        }
+                        // Anything else (POLLNVAL): nothing more to watch.
+                        return;
+                    }
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "cannot watch stdout");
+    }
+}

@@ -1,12 +1,15 @@
 //! SIGINT/SIGTERM handling: cancel a token so work stops cleanly, and
 //! remember that it happened (exit code 130).
 //!
-//! The OS handlers are installed by [`install`], first thing in `main`
-//! (before parsing arguments or connecting), so a signal in the first
-//! milliseconds is recorded too instead of killing the process.
+//! A plain flag handler is registered by [`install_early`], the very first
+//! thing in `main` (before the async runtime exists); the async handlers
+//! of [`install`] follow once the runtime runs and take over what the flag
+//! saw. So a signal in the first milliseconds is recorded too instead of
+//! killing the process (only one that arrives before `main` runs at all —
+//! while the OS loads the binary — still kills it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -24,15 +27,31 @@ fn token() -> &'static CancellationToken {
     TOKEN.get_or_init(CancellationToken::new)
 }
 
+/// Set by the flag handlers of [`install_early`].
+static EARLY: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Registers flag-setting SIGINT/SIGTERM handlers: call first thing in
+/// `main`, before the runtime is built. Fails only if the OS refuses.
+pub fn install_early() -> std::io::Result<()> {
+    let flag = EARLY.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+    Ok(())
+}
+
 /// Installs the SIGINT/SIGTERM handlers; call inside the runtime, once,
-/// before anything else. Fails only if the OS refuses the handlers.
+/// before anything else. A signal [`install_early`]'s handlers saw before
+/// counts as arrived. Fails only if the OS refuses the handlers.
 pub fn install() -> std::io::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let early = EARLY.get().is_some_and(|f| f.load(Ordering::SeqCst));
     tokio::spawn(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+        if !early {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
         }
         ARRIVED.store(true, Ordering::SeqCst);
         tracing::info!("interrupted: stopping cleanly");

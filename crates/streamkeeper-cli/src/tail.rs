@@ -20,6 +20,7 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     let redis = global.connect().await?;
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
+    output::cancel_when_stdout_closes(stop.clone());
     let name = stream.as_str().to_string();
 
     let mut reader = match from {
