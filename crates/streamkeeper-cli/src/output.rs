@@ -105,20 +105,6 @@ pub fn json_line_str(line: &str) -> std::io::Result<()> {
     writeln!(out, "{line}")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::escaped;
-
-    #[test]
-    fn control_characters_and_bad_utf8_are_escaped_alike() {
-        assert_eq!(escaped(b"plain"), "plain");
-        assert_eq!(escaped("grüße".as_bytes()), "grüße");
-        assert_eq!(escaped(b"a\nb\0c"), "a\\nb\\x00c");
-        assert_eq!(escaped(b"a\xffb"), "a\\xffb");
-        assert_eq!(escaped(b"a\xff\nb"), "a\\xff\\nb");
-    }
-}
-
 /// Cancels `stop` as soon as the reader of stdout goes away (`| head -1`
 /// after its line), so a command that waits for new entries (`tail -f`,
 /// `consume`) ends then instead of at its next write. Only when stdout is
@@ -160,5 +146,19 @@ pub fn cancel_when_stdout_closes(stop: tokio_util::sync::CancellationToken) {
         });
     if let Err(e) = spawned {
         tracing::debug!(error = %e, "cannot watch stdout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escaped;
+
+    #[test]
+    fn control_characters_and_bad_utf8_are_escaped_alike() {
+        assert_eq!(escaped(b"plain"), "plain");
+        assert_eq!(escaped("grüße".as_bytes()), "grüße");
+        assert_eq!(escaped(b"a\nb\0c"), "a\\nb\\x00c");
+        assert_eq!(escaped(b"a\xffb"), "a\\xffb");
+        assert_eq!(escaped(b"a\xff\nb"), "a\\xff\\nb");
     }
 }
