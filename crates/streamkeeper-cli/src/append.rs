@@ -74,10 +74,11 @@ impl Appender {
                 cmd.arg(k.as_slice()).arg(v.as_slice());
             }
         }
-        let (stream, wait, pipe) = (&self.stream, self.wait, &pipe);
+        let (stream, wait, pipe, redis) = (&self.stream, self.wait, &pipe, &self.redis);
         let sent = self
             .redis
             .retrying("XADD", |mut conn| async move {
+                redis.writable().await;
                 let replies: Vec<Value> = pipe
                     .query_async(&mut conn)
                     .await

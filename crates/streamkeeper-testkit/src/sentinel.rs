@@ -174,6 +174,16 @@ impl SentinelTopology {
         Ok(())
     }
 
+    /// Waits until the sentinels agree again and the current master has
+    /// a replica in sync (`state=online`).
+    pub fn wait_settled(&self, timeout: Duration) -> Result<(), StartError> {
+        self.wait_ready(timeout)?;
+        wait("the master to have a replica in sync", timeout, || {
+            self.master_port()
+                .is_some_and(|p| cli_tcp(p, &["INFO", "replication"]).contains("state=online"))
+        })
+    }
+
     /// `redis+sentinel://127.0.0.1:p1,…/sk-master`.
     pub fn url(&self) -> String {
         let addrs: Vec<String> = self
@@ -247,6 +257,32 @@ impl SentinelTopology {
         )?;
         self.wait_ready(Duration::from_secs(30))?;
         Ok(new)
+    }
+
+    /// Forces a failover and returns as soon as the sentinels name the
+    /// promoted replica master: the old master may not replicate the new
+    /// one yet (Sentinel reconfigures it up to ~10 s later). Two of these
+    /// in a row are the "second failover before the first settled" case.
+    pub fn failover_unsettled(&self) -> Result<u16, StartError> {
+        let old = self
+            .master_port()
+            .ok_or_else(|| StartError("no master known".into()))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = cli_auth(
+                self.sentinels[0].port,
+                self.password.as_deref(),
+                &["SENTINEL", "FAILOVER", MASTER_NAME],
+            );
+            if out == "OK" {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(StartError(format!("SENTINEL FAILOVER refused: {out}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_promoted(old)
     }
 
     fn master_index(&self) -> Result<usize, StartError> {

@@ -26,6 +26,7 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::replica_hold::{replica_in_sync, ReplicaHold};
 
 /// Extra time a blocking read's connection waits beyond the `BLOCK` time
 /// before it declares the server unresponsive.
@@ -61,6 +62,11 @@ pub struct ConnectorOptions {
     /// How long an operation keeps reconnecting and retrying through a
     /// failover or outage before it gives up with the cause (`None`: never).
     pub reconnect_timeout: Option<Duration>,
+    /// After following a Sentinel failover, how long writers
+    /// ([`Connector::writable`]) may wait for the new master to have a
+    /// replica in sync before they write anyway (`None`: never wait).
+    /// See [`writable`](Connector::writable).
+    pub replica_hold: Option<Duration>,
 }
 
 impl Default for ConnectorOptions {
@@ -69,6 +75,7 @@ impl Default for ConnectorOptions {
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
             reconnect_timeout: Some(Duration::from_secs(60)),
+            replica_hold: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -109,6 +116,8 @@ struct Inner {
     switches: watch::Sender<u64>,
     /// The `+switch-master` listener, stopped with the last clone.
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Writes wait here after a switch until a replica is in sync.
+    hold: ReplicaHold,
 }
 
 impl Drop for Inner {
@@ -262,6 +271,7 @@ impl Connector {
                 recovering: tokio::sync::Mutex::new(()),
                 switches: watch::channel(0).0,
                 listener: std::sync::Mutex::new(None),
+                hold: ReplicaHold::new(),
             }),
         };
         if matches!(connector.inner.topology, Topology::Sentinel { .. }) {
@@ -303,26 +313,35 @@ impl Connector {
                 addr,
             };
         }
+        if self.inner.options.replica_hold.is_some() {
+            self.inner.hold.hold();
+        }
         self.inner.switches.send_modify(|g| *g += 1);
         crate::metrics::reconnect();
-        self.warn_without_replicas().await;
+        if let Some(max) = self.inner.options.replica_hold {
+            tokio::spawn(release_when_replicated(
+                Arc::downgrade(&self.inner),
+                *self.inner.switches.borrow(),
+                max,
+            ));
+        }
         Ok(())
     }
 
-    /// A master with no replica in sync loses every write acknowledged
-    /// until one syncs if it fails over meanwhile (Sentinel may promote a
-    /// server it has not reconfigured yet): say so, since only `WAIT`
-    /// protects against it.
-    async fn warn_without_replicas(&self) {
-        let mut conn = self.shared();
-        let info: redis::RedisResult<String> = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut conn)
-            .await;
-        let none = info.is_ok_and(|i| i.lines().any(|l| l.trim() == "connected_slaves:0"));
-        if none {
-            tracing::warn!(master = %self.server_addr(),
-                "the new master has no replica yet: writes acknowledged now are lost if it fails over before one syncs (use WAIT / produce --wait to be sure)");
+    /// Waits while writes are held after a Sentinel switch: until the new
+    /// master has a replica online and caught up, or at most
+    /// [`ConnectorOptions::replica_hold`]. Returns at once otherwise
+    /// (always for a single server or a cluster).
+    ///
+    /// Why: right after a failover the new master usually has no replica
+    /// yet (Sentinel reconfigures the old master seconds later); a second
+    /// failover in that time would erase every write it acknowledged.
+    /// [`Producer`](crate::Producer) calls this before each batch.
+    pub async fn writable(&self) {
+        if let Some(max) = self.inner.options.replica_hold {
+            if self.inner.hold.is_held() {
+                self.inner.hold.wait(max).await;
+            }
         }
     }
 
@@ -609,6 +628,49 @@ fn sentinel_auth(url: &str) -> Option<(Option<String>, String)> {
         }
     }
     pass.map(|p| (user, p))
+}
+
+/// After the switch numbered `switch`: polls the new master's
+/// `INFO replication` until a replica is in sync, then releases held
+/// writes; after `max`, releases them anyway with a warning. Ends early
+/// if the connector switched again (that switch runs its own).
+async fn release_when_replicated(inner: Weak<Inner>, switch: u64, max: Duration) {
+    let started = tokio::time::Instant::now();
+    let mut said = false;
+    loop {
+        let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
+            return;
+        };
+        if *connector.inner.switches.borrow() != switch {
+            return;
+        }
+        let mut conn = connector.shared();
+        let info: redis::RedisResult<String> = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await;
+        if info.as_deref().is_ok_and(replica_in_sync) {
+            if said {
+                tracing::info!(master = %connector.server_addr(), waited = ?started.elapsed(),
+                    "a replica of the new master is in sync: writes go on");
+            }
+            connector.inner.hold.release();
+            return;
+        }
+        if started.elapsed() >= max {
+            tracing::warn!(master = %connector.server_addr(),
+                "the new master still has no replica in sync: writing anyway; writes acknowledged now are lost if it fails over before one syncs (use WAIT / produce --wait to be sure)");
+            connector.inner.hold.release();
+            return;
+        }
+        if !said {
+            tracing::warn!(master = %connector.server_addr(), ?max,
+                "holding writes until a replica of the new master is in sync");
+            said = true;
+        }
+        drop(connector);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Listens for `+switch-master` on the sentinels (one at a time, moving

@@ -63,6 +63,7 @@ mod metrics;
 pub mod pending;
 pub mod producer;
 pub mod reader;
+mod replica_hold;
 mod reply;
 pub mod retry;
 pub mod scheduler;

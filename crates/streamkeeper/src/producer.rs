@@ -168,6 +168,7 @@ impl Producer {
                     let pipe = &pipe;
                     let stream = &self.stream;
                     async move {
+                        self.connector.writable().await;
                         let replies: Vec<Value> = match pipe.query_async(&mut conn).await {
                             Ok(r) => r,
                             Err(e) => {
