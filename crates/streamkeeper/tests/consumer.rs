@@ -1,7 +1,7 @@
 //! Group consumer behaviour against a real redis-server.
 
 mod common;
-use common::{group, key, setup};
+use common::{eventually, group, key, setup};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -413,4 +413,83 @@ async fn tls_connections_produce_and_consume() {
     .await
     .expect_err("plain TCP to a TLS port");
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_hands_read_ahead_to_a_live_peer_at_once() {
+    // A rolling restart or scale-down: consumer a reads ahead 20 entries,
+    // handles 1 and stops. Its peer b must get the other 19 on its next
+    // reclaim pass, not claim_after (20 s here) later, and no attempt is
+    // counted for entries never handed to a handler.
+    let (_server, redis) = setup().await;
+    let s = key("handback");
+    produce(&redis, &s, 20).await;
+    let claim_after = Duration::from_secs(20);
+    let mut a = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .consumer_name(streamkeeper::ConsumerName::new("a").expect("name"))
+        .create_group(StartFrom::Beginning)
+        .claim_after(claim_after)
+        .start()
+        .await
+        .expect("start a");
+    let first = a.next().await.expect("item").expect("delivery");
+    first.ack();
+    let pending = |who: &'static str| {
+        let redis = redis.clone();
+        let s = s.clone();
+        async move {
+            let mut conn = redis.shared();
+            let rows: Vec<(String, String)> = redis::cmd("XPENDING")
+                .arg(s.as_str())
+                .arg("g")
+                .query_async::<redis::Value>(&mut conn)
+                .await
+                .ok()
+                .and_then(|v| match v {
+                    redis::Value::Array(mut parts) if parts.len() == 4 => {
+                        redis::from_redis_value(parts.remove(3)).ok()
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            rows.iter()
+                .find(|(c, _)| c == who)
+                .and_then(|(_, n)| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let n = pending("a");
+            async move { n.await >= 19 }
+        })
+        .await,
+        "a holds read-ahead"
+    );
+    let mut b = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .consumer_name(streamkeeper::ConsumerName::new("b").expect("name"))
+        .claim_after(claim_after)
+        .start()
+        .await
+        .expect("start b");
+    a.close().await.expect("close a");
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + claim_after / 2;
+    while got.len() < 19 && std::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(500), b.next()).await {
+            got.push((d.id(), d.attempt()));
+            d.ack();
+        }
+    }
+    assert_eq!(
+        got.len(),
+        19,
+        "b got {} of the 19 entries a read ahead, within half of claim_after",
+        got.len()
+    );
+    assert!(
+        got.iter().all(|(_, attempt)| *attempt == 1),
+        "read-ahead counted as attempts: {got:?}"
+    );
+    b.close().await.expect("close b");
 }

@@ -24,6 +24,9 @@ use crate::reply;
 use crate::scripts;
 use crate::types::StreamId;
 
+/// Most IDs one script call touches.
+const TOUCH_CHUNK: usize = 1000;
+
 /// How often held entries are touched for a given `claim_after`.
 pub(crate) fn touch_interval(claim_after: Option<Duration>) -> Duration {
     claim_after
@@ -45,7 +48,7 @@ pub(crate) async fn keepalive_loop(
             _ = tick.tick() => {}
         }
         let held = in_flight.snapshot();
-        for chunk in held.chunks(1000) {
+        for chunk in held.chunks(TOUCH_CHUNK) {
             match touch(&shared, chunk).await {
                 Ok(lost) => {
                     if !lost.is_empty() {
@@ -69,11 +72,33 @@ pub(crate) async fn keepalive_loop(
 }
 
 async fn touch(shared: &Shared, ids: &[StreamId]) -> Result<Vec<StreamId>> {
+    set_idle(shared, ids, Duration::ZERO).await
+}
+
+/// On a graceful stop: makes the read-ahead `ids` (still owned, never
+/// handed to a handler) look idle for `claim_after`, so a live peer's next
+/// reclaim takes them at once rather than `claim_after` later. No delivery
+/// or attempt is counted.
+pub(crate) async fn hand_back(shared: &Shared, ids: &[StreamId]) {
+    let Some(claim_after) = shared.options.claim_after else {
+        return;
+    };
+    for chunk in ids.chunks(TOUCH_CHUNK) {
+        if let Err(e) = set_idle(shared, chunk, claim_after).await {
+            tracing::debug!(error = %e, "could not hand read-ahead back; peers take it after claim_after");
+            return;
+        }
+    }
+    tracing::debug!(n = ids.len(), "handed read-ahead back to the group");
+}
+
+async fn set_idle(shared: &Shared, ids: &[StreamId], idle: Duration) -> Result<Vec<StreamId>> {
     let mut conn = shared.connector.shared();
     let v = scripts::TOUCH
         .key(&shared.stream)
         .arg(&shared.group)
         .arg(&shared.consumer)
+        .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
         .arg(ids)
         .invoke_async(&mut conn)
         .await

@@ -586,6 +586,8 @@ impl Deliveries {
 
     async fn stop(&mut self) -> Result<()> {
         self.cancel.cancel();
+        // Read ahead and never handed out: given back to the group below.
+        let mut unhandled = Vec::new();
         // An entry marked for a run that never started: take the mark back.
         if let Some((held, task)) = self.marking.take() {
             if let Ok(Ok(_)) = task.await {
@@ -593,11 +595,20 @@ impl Deliveries {
                     tracing::warn!(id = %held.entry.id, error = %e, "could not take back an attempt mark");
                 }
             }
+            unhandled.push(held.entry.id);
         }
         for t in self.tasks.drain(..) {
             let _ = t.await;
         }
         self.rx.close();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(held) = item {
+                unhandled.push(held.entry.id);
+            }
+        }
+        if !unhandled.is_empty() && self.shared.options.ack_mode != AckMode::None {
+            keepalive::hand_back(&self.shared, &unhandled).await;
+        }
         let r = self.acker.close().await;
         if let Some(t) = self.ack_task.take() {
             let _ = t.await;

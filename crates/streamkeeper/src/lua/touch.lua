@@ -4,15 +4,20 @@
 -- consumer still owns are touched; one a peer took over (this process was
 -- frozen for longer than claim_after) is reported instead of taken back.
 --
+-- The same script hands read-ahead back on a graceful stop: with ARGV[3]
+-- = claim_after in ms, the entries look idle that long, so a peer's next
+-- XAUTOCLAIM takes them at once instead of claim_after later.
+--
 -- KEYS[1]  the stream S
 -- ARGV[1]  consumer group
 -- ARGV[2]  consumer name
--- ARGV[3..] entry IDs the consumer holds
+-- ARGV[3]  idle time to set, ms (0: fresh)
+-- ARGV[4..] entry IDs the consumer holds
 --
 -- Returns the IDs that are no longer pending for this consumer.
 local owned = {}
 local lost = {}
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if #p == 1 and p[1][2] == ARGV[2] then
     owned[#owned + 1] = ARGV[i]
@@ -27,6 +32,8 @@ while i <= #owned do
   for j = i, last do
     args[#args + 1] = owned[j]
   end
+  args[#args + 1] = 'IDLE'
+  args[#args + 1] = ARGV[3]
   args[#args + 1] = 'JUSTID'
   redis.call('XCLAIM', unpack(args))
   i = last + 1
