@@ -114,8 +114,9 @@ struct Inner {
     recovering: tokio::sync::Mutex<()>,
     /// Bumped every time the connector moves to another server.
     switches: watch::Sender<u64>,
-    /// The `+switch-master` listener, stopped with the last clone.
-    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The `+switch-master` listener and the failover-start watchers (one
+    /// per sentinel), stopped with the last clone.
+    listener: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Writes wait here after a switch until a replica is in sync.
     hold: ReplicaHold,
 }
@@ -123,7 +124,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(mut l) = self.listener.lock() {
-            if let Some(task) = l.take() {
+            for task in l.drain(..) {
                 task.abort();
             }
         }
@@ -270,14 +271,22 @@ impl Connector {
                 }),
                 recovering: tokio::sync::Mutex::new(()),
                 switches: watch::channel(0).0,
-                listener: std::sync::Mutex::new(None),
+                listener: std::sync::Mutex::new(Vec::new()),
                 hold: ReplicaHold::new(),
             }),
         };
-        if matches!(connector.inner.topology, Topology::Sentinel { .. }) {
-            let task = tokio::spawn(switch_listener(Arc::downgrade(&connector.inner)));
+        if let Topology::Sentinel { sentinels, .. } = &connector.inner.topology {
+            let weak = Arc::downgrade(&connector.inner);
+            let mut tasks = vec![tokio::spawn(switch_listener(weak.clone()))];
+            if connector.inner.options.replica_hold.is_some() {
+                tasks.extend(
+                    sentinels
+                        .iter()
+                        .map(|s| tokio::spawn(failover_start_watch(weak.clone(), s.clone()))),
+                );
+            }
             if let Ok(mut l) = connector.inner.listener.lock() {
-                *l = Some(task);
+                *l = tasks;
             }
         }
         Ok(connector)
@@ -670,6 +679,86 @@ async fn release_when_replicated(inner: Weak<Inner>, switch: u64, max: Duration)
         }
         drop(connector);
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Listens on one sentinel for the start of a failover of our master
+/// (`+failover-state-send-slaveof-noone`: the leader is promoting a
+/// replica) and holds writes from then on: the master in use is about to
+/// be deposed, and what it acknowledges from now until the switch would
+/// be erased. The switch then keeps them held until the new master has a
+/// replica in sync; a failover that never switches (aborted) releases
+/// them after `replica_hold`. Only the leading sentinel publishes that
+/// event, hence one watcher per sentinel.
+async fn failover_start_watch(inner: Weak<Inner>, sentinel: String) {
+    const STARTED: &str = "+failover-state-send-slaveof-noone";
+    let mut backoff = Backoff::default();
+    loop {
+        let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
+            return;
+        };
+        let Topology::Sentinel { master, .. } = connector.inner.topology.clone() else {
+            return;
+        };
+        let auth = connector.inner.sentinel_auth.clone();
+        let connect_timeout = connector.inner.options.connect_timeout;
+        drop(connector);
+        let subscribed = async {
+            let client = sentinel_client(&sentinel, auth.as_ref())?;
+            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
+                .await
+                .map_err(|_| {
+                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                })??;
+            pubsub.subscribe(STARTED).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let mut pubsub = match subscribed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%sentinel, error = %e, "cannot watch this sentinel for failovers");
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            // "slave <name> <ip> <port> @ <master-name> <ip> <port>"
+            let mut at = payload.split(" @ ");
+            let ours = at
+                .nth(1)
+                .and_then(|m| m.split(' ').next())
+                .is_some_and(|name| name == master);
+            if !ours {
+                continue;
+            }
+            let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
+                return;
+            };
+            let Some(max) = connector.inner.options.replica_hold else {
+                return;
+            };
+            tracing::warn!(%sentinel, "a failover started: holding writes until the new master is followed and has a replica in sync");
+            connector.inner.hold.hold();
+            let switch = *connector.inner.switches.borrow();
+            let weak = inner.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(max).await;
+                if let Some(inner) = weak.upgrade() {
+                    // Still no switch: the failover was aborted.
+                    if *inner.switches.borrow() == switch && inner.hold.is_held() {
+                        tracing::warn!("no new master after the failover started: writes go on");
+                        inner.hold.release();
+                    }
+                }
+            });
+        }
+        tracing::debug!(%sentinel, "lost the failover watch; resubscribing");
     }
 }
 

@@ -1,5 +1,10 @@
-//! Holding writes after a Sentinel switch until the new master has a
-//! replica in sync.
+//! Holding writes across a Sentinel failover: from its start until the new
+//! master has a replica in sync.
+//!
+//! From the moment the leading sentinel promotes a replica
+//! (`+failover-state-send-slaveof-noone`) until the switch is followed,
+//! whatever the old master acknowledges is erased by the resync: writes
+//! are held from that event on.
 //!
 //! Right after a failover the promoted master usually has no replica:
 //! Sentinel turns the old master into one only seconds later (its

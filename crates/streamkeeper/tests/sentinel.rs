@@ -233,9 +233,12 @@ async fn without_wait_losses_stay_within_the_switch_window() {
         "no WAIT: {} acknowledged, {lost} lost across 2 failovers; slowest send {slowest:?}",
         acked.len()
     );
-    // The contract: at most the promotion → +switch-master window, about
-    // 1.5 s of writes (300 at 200/s) per failover.
-    assert!(lost <= 600, "{lost} acknowledged writes lost");
+    // The contract allows the promotion → +switch-master window, about
+    // 1.5 s of writes (300 at 200/s) per failover. Writes are held from
+    // the leader's `+failover-state-send-slaveof-noone` on, so only a batch
+    // or two in flight at that moment may be lost (measured without that
+    // hold: 320 of 990; with it: 0 of 670).
+    assert!(lost <= 50, "{lost} acknowledged writes lost");
     drop(topo);
 }
 
