@@ -222,22 +222,7 @@ impl SentinelTopology {
         let old = self
             .master_port()
             .ok_or_else(|| StartError("no master known".into()))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // A sentinel refuses while a previous failover is settling; retry.
-        loop {
-            let out = cli_auth(
-                self.sentinels[0].port,
-                self.password.as_deref(),
-                &["SENTINEL", "FAILOVER", MASTER_NAME],
-            );
-            if out == "OK" {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(StartError(format!("SENTINEL FAILOVER refused: {out}")));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.request_failover()?;
         let mut new = 0;
         wait(
             "the sentinels to name a new master",
@@ -267,6 +252,13 @@ impl SentinelTopology {
         let old = self
             .master_port()
             .ok_or_else(|| StartError("no master known".into()))?;
+        self.request_failover()?;
+        self.wait_promoted(old)
+    }
+
+    /// `SENTINEL FAILOVER` on the first sentinel, retried for up to 30 s
+    /// while a sentinel refuses (a previous failover is still settling).
+    fn request_failover(&self) -> Result<(), StartError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = cli_auth(
@@ -275,14 +267,13 @@ impl SentinelTopology {
                 &["SENTINEL", "FAILOVER", MASTER_NAME],
             );
             if out == "OK" {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(StartError(format!("SENTINEL FAILOVER refused: {out}")));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.wait_promoted(old)
     }
 
     fn master_index(&self) -> Result<usize, StartError> {

@@ -682,6 +682,23 @@ async fn release_when_replicated(inner: Weak<Inner>, switch: u64, max: Duration)
     }
 }
 
+/// Subscribes to `channel` on one sentinel, within `connect_timeout`.
+async fn subscribe(
+    sentinel: &str,
+    auth: Option<&(Option<String>, String)>,
+    connect_timeout: Duration,
+    channel: &str,
+) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = sentinel_client(sentinel, auth)?;
+    let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
 /// Listens on one sentinel for the start of a failover of our master
 /// (`+failover-state-send-slaveof-noone`: the leader is promoting a
 /// replica) and holds writes from then on: the master in use is about to
@@ -703,17 +720,7 @@ async fn failover_start_watch(inner: Weak<Inner>, sentinel: String) {
         let auth = connector.inner.sentinel_auth.clone();
         let connect_timeout = connector.inner.options.connect_timeout;
         drop(connector);
-        let subscribed = async {
-            let client = sentinel_client(&sentinel, auth.as_ref())?;
-            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })??;
-            pubsub.subscribe(STARTED).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
+        let subscribed = subscribe(&sentinel, auth.as_ref(), connect_timeout, STARTED).await;
         let mut pubsub = match subscribed {
             Ok(p) => p,
             Err(e) => {
@@ -781,17 +788,8 @@ async fn switch_listener(inner: Weak<Inner>) {
         let auth = connector.inner.sentinel_auth.clone();
         let connect_timeout = connector.inner.options.connect_timeout;
         drop(connector);
-        let subscribed = async {
-            let client = sentinel_client(&sentinel, auth.as_ref())?;
-            let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
-                .await
-                .map_err(|_| {
-                    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                })??;
-            pubsub.subscribe("+switch-master").await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        }
-        .await;
+        let subscribed =
+            subscribe(&sentinel, auth.as_ref(), connect_timeout, "+switch-master").await;
         let mut pubsub = match subscribed {
             Ok(p) => p,
             Err(e) => {
