@@ -262,7 +262,9 @@ async fn bench_consume(
                 .arg("0")
                 .query_async(plain)
                 .await?;
-            let client_conn = redis.dedicated(Duration::from_secs(5)).await?;
+            let client_conn = redis
+                .dedicated(&StreamKey::new(key)?, Duration::from_secs(5))
+                .await?;
             let t = Instant::now();
             let n = plain_consume(client_conn, key, &g, args.messages).await?;
             best_base = best_base.max(rate(n, t.elapsed()));
@@ -586,7 +588,7 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
 }
 
 /// `used_memory` of `INFO memory`, in bytes.
-async fn used_memory(conn: &mut redis::aio::ConnectionManager) -> anyhow::Result<u64> {
+async fn used_memory(conn: &mut streamkeeper::SharedConn) -> anyhow::Result<u64> {
     let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
     info.lines()
         .find_map(|l| l.strip_prefix("used_memory:"))

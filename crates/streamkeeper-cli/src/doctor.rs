@@ -10,6 +10,8 @@ use crate::Exit;
 /// One finding.
 struct Check {
     name: &'static str,
+    /// The node checked, when the deployment has several.
+    node: Option<String>,
     ok: bool,
     value: String,
     meaning: String,
@@ -24,10 +26,65 @@ fn info_map(text: &str) -> HashMap<String, String> {
 
 pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     let redis = global.connect().await?;
-    let mut conn = redis.shared();
+    let mut bad = 0;
+    let nodes = nodes(&redis).await?;
+    let mut primaries = Vec::new();
+    if !nodes.is_empty() {
+        for node in &nodes {
+            let row = probe(&redis, node).await;
+            if row.role == "primary" || row.role == "master" {
+                primaries.push(node.addr.clone());
+            }
+            if !row.ok {
+                bad += 1;
+            }
+            print_node(global.json, &row);
+        }
+    }
+    let mut checks = Vec::new();
+    if primaries.is_empty() {
+        let mut conn = redis.shared();
+        checks.extend(server_checks(&redis, &mut conn, None).await?);
+    } else {
+        for addr in &primaries {
+            let mut conn = redis.node_connection(addr).await?;
+            checks.extend(server_checks(&redis, &mut conn, Some(addr)).await?);
+        }
+    }
+    bad += checks.iter().filter(|c| !c.ok).count();
+    for c in &checks {
+        if global.json {
+            output::json_line(&serde_json::json!({
+                "check": c.name, "node": c.node, "ok": c.ok, "value": c.value, "meaning": c.meaning
+            }));
+        } else {
+            let status = if c.ok { "ok" } else { "WARN" };
+            match &c.node {
+                Some(n) => println!(
+                    "{status:4} {n:<21} {:<17} {:<28} {}",
+                    c.name, c.value, c.meaning
+                ),
+                None => println!("{status:4} {:<17} {:<28} {}", c.name, c.value, c.meaning),
+            }
+        }
+    }
+    Ok(if bad == 0 {
+        Exit::Ok
+    } else {
+        Exit::CheckFailed
+    })
+}
+
+/// The settings that matter for streams on one data server (`node` names
+/// it when the deployment has several).
+async fn server_checks(
+    redis: &streamkeeper::Connector,
+    conn: &mut impl redis::aio::ConnectionLike,
+    node: Option<&str>,
+) -> anyhow::Result<Vec<Check>> {
     let info: String = redis::cmd("INFO")
         .arg("everything")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await
         .map_err(|e| streamkeeper::Error::redis("INFO", e))?;
     let info = info_map(&info);
@@ -36,7 +93,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     let policy: Option<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("maxmemory-policy")
-        .query_async::<Vec<String>>(&mut conn)
+        .query_async::<Vec<String>>(conn)
         .await
         .ok()
         .and_then(|v| v.get(1).cloned());
@@ -47,6 +104,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
     let mut checks = vec![Check {
+        node: None,
         name: "version",
         ok: major >= 7,
         value: version.clone(),
@@ -59,6 +117,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     }];
     let role = get("role");
     checks.push(Check {
+        node: None,
         name: "role",
         ok: role == "master",
         value: role.clone(),
@@ -70,6 +129,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     });
     let aof = get("aof_enabled") == "1";
     checks.push(Check {
+        node: None,
         name: "persistence",
         ok: aof,
         value: format!("aof={}", if aof { "on" } else { "off" }),
@@ -84,6 +144,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
             let evicts_any = p.starts_with("allkeys");
             let evicts_volatile = p.starts_with("volatile");
             checks.push(Check {
+                node: None,
                 name: "maxmemory-policy",
                 ok: !evicts_any,
                 value: format!("{p} (maxmemory {})", get("maxmemory_human")),
@@ -97,6 +158,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
             });
         }
         None => checks.push(Check {
+            node: None,
             name: "maxmemory-policy",
             ok: true,
             value: "unknown (CONFIG GET is not allowed)".into(),
@@ -121,11 +183,12 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
         "standalone".to_string()
     };
     checks.push(Check {
+        node: None,
         name: "mode",
-        ok: mode != "cluster",
+        ok: true,
         value: mode.clone(),
         meaning: match mode.as_str() {
-            "cluster" => "Redis Cluster: streamkeeper's cluster support is not there yet".into(),
+            "cluster" => "Redis Cluster: each stream lives on the primary of its hash slot (shard a stream to spread it)".into(),
             "sentinel" => {
                 "this is a sentinel, not a data server: use redis+sentinel://…/<master>".into()
             }
@@ -136,25 +199,181 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
             _ => "single server (use redis+sentinel:// URLs for failover)".into(),
         },
     });
-    let bad = checks.iter().filter(|c| !c.ok).count();
-    for c in &checks {
-        if global.json {
-            output::json_line(
-                &serde_json::json!({"check": c.name, "ok": c.ok, "value": c.value, "meaning": c.meaning}),
-            );
-        } else {
-            println!(
-                "{:4} {:<17} {:<28} {}",
-                if c.ok { "ok" } else { "WARN" },
-                c.name,
-                c.value,
-                c.meaning
-            );
-        }
+    let node = node.map(str::to_string);
+    for c in &mut checks {
+        c.node.clone_from(&node);
     }
-    Ok(if bad == 0 {
-        Exit::Ok
+    Ok(checks)
+}
+
+/// A data node of a Sentinel or Cluster deployment.
+struct Node {
+    addr: String,
+    /// What the topology says: `primary`/`replica` (cluster) or
+    /// `master`/`replica` (Sentinel).
+    role: &'static str,
+    /// Slot ranges (cluster primaries).
+    slots: Vec<String>,
+    /// The primary a replica follows (cluster: its id).
+    of: Option<String>,
+}
+
+/// Every node behind a Cluster or Sentinel URL; none for a single server.
+async fn nodes(redis: &streamkeeper::Connector) -> anyhow::Result<Vec<Node>> {
+    if let Some(nodes) = redis.cluster_nodes().await? {
+        let ids: HashMap<String, String> = nodes
+            .iter()
+            .map(|n| (n.id.clone(), n.addr.clone()))
+            .collect();
+        let mut out: Vec<Node> = nodes
+            .into_iter()
+            .map(|n| Node {
+                role: if n.primary { "primary" } else { "replica" },
+                of: n
+                    .primary_id
+                    .as_ref()
+                    .map(|id| ids.get(id).cloned().unwrap_or_else(|| id.clone())),
+                slots: n.slots,
+                addr: n.addr,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.role, &a.addr).cmp(&(b.role, &b.addr)));
+        return Ok(out);
+    }
+    if let streamkeeper::Topology::Sentinel { .. } = redis.topology() {
+        let master = redis.server_addr();
+        let mut conn = redis.shared();
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| streamkeeper::Error::redis("INFO replication", e))?;
+        let mut out = vec![Node {
+            addr: master.clone(),
+            role: "master",
+            slots: Vec::new(),
+            of: None,
+        }];
+        for line in info.lines().filter(|l| l.starts_with("slave")) {
+            let Some((_, fields)) = line.split_once(':') else {
+                continue;
+            };
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.trim().strip_prefix(name)?.strip_prefix('='))
+            };
+            if let (Some(ip), Some(port)) = (field("ip"), field("port")) {
+                out.push(Node {
+                    addr: format!("{ip}:{port}"),
+                    role: "replica",
+                    slots: Vec::new(),
+                    of: Some(master.clone()),
+                });
+            }
+        }
+        return Ok(out);
+    }
+    Ok(Vec::new())
+}
+
+/// What one node reports and how far it is from here.
+struct NodeRow<'a> {
+    node: &'a Node,
+    role: &'a str,
+    ok: bool,
+    link: String,
+    rtt_us: Option<u64>,
+}
+
+/// Connects to `node`, times five PINGs (the median is its round trip
+/// from here) and reads its replication state.
+async fn probe<'a>(redis: &streamkeeper::Connector, node: &'a Node) -> NodeRow<'a> {
+    let down = |why: String| NodeRow {
+        node,
+        role: node.role,
+        ok: false,
+        link: why,
+        rtt_us: None,
+    };
+    let mut conn = match redis.node_connection(&node.addr).await {
+        Ok(c) => c,
+        Err(e) => return down(format!("unreachable: {e}")),
+    };
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        if redis::cmd("PING")
+            .query_async::<()>(&mut conn)
+            .await
+            .is_err()
+        {
+            return down("does not answer PING".into());
+        }
+        rtts.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    rtts.sort_unstable();
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let info = info_map(&info);
+    let (ok, link) = if info.get("role").map(String::as_str) == Some("slave") {
+        let up = info.get("master_link_status").map(String::as_str) == Some("up");
+        (
+            up,
+            format!(
+                "link {} to {}",
+                if up { "up" } else { "DOWN" },
+                node.of.as_deref().unwrap_or("?")
+            ),
+        )
     } else {
-        Exit::CheckFailed
-    })
+        let replicas = info
+            .get("connected_slaves")
+            .cloned()
+            .unwrap_or_else(|| "?".into());
+        (true, format!("{replicas} replica(s) connected"))
+    };
+    NodeRow {
+        node,
+        role: node.role,
+        ok,
+        link,
+        rtt_us: rtts.get(rtts.len() / 2).copied(),
+    }
+}
+
+fn print_node(json: bool, row: &NodeRow<'_>) {
+    if json {
+        output::json_line(&serde_json::json!({
+            "node": row.node.addr,
+            "role": row.role,
+            "slots": row.node.slots,
+            "replica_of": row.node.of,
+            "link": row.link,
+            "ok": row.ok,
+            "rtt_us": row.rtt_us,
+        }));
+    } else {
+        let rtt = row.rtt_us.map_or_else(
+            || "-".to_string(),
+            |us| format!("{:.2} ms", us as f64 / 1000.0),
+        );
+        let slots = if row.node.slots.is_empty() {
+            "-".to_string()
+        } else {
+            row.node.slots.join(",")
+        };
+        println!(
+            "{:4} node {:<21} {:<8} slots {:<12} rtt {:<9} {}",
+            if row.ok { "ok" } else { "WARN" },
+            row.node.addr,
+            row.role,
+            slots,
+            rtt,
+            row.link
+        );
+    }
 }

@@ -11,8 +11,10 @@
 //! println!("connect to {}", server.url());
 //! ```
 
+mod cluster;
 mod sentinel;
 
+pub use cluster::{RedisCluster, NODE_TIMEOUT};
 pub use sentinel::{SentinelTopology, MASTER_NAME};
 
 use std::io::{Read, Write};
@@ -369,6 +371,21 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_starts_fails_over_and_survives_a_killed_primary() {
+        let mut cluster = RedisCluster::start().expect("cluster");
+        let primaries = cluster.primary_ports().expect("primaries");
+        assert_eq!(primaries.len(), 3);
+        let p = cluster.primary_for_key("k").expect("owner");
+        assert!(primaries.contains(&p));
+        let q = cluster.failover(p).expect("failover");
+        assert_ne!(p, q);
+        assert_eq!(cluster.primary_for_key("k").expect("owner"), q);
+        let r = cluster.kill_primary(q).expect("kill");
+        assert_eq!(cluster.primary_for_key("k").expect("owner"), r);
+        assert!(cluster.url().starts_with("redis+cluster://127.0.0.1:"));
+    }
 
     #[test]
     fn server_answers_and_dies_on_drop() {

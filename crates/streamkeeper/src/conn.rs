@@ -22,11 +22,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::replica_hold::{replica_in_sync, ReplicaHold};
+use crate::types::{key_slot, StreamKey};
 
 /// Extra time a blocking read's connection waits beyond the `BLOCK` time
 /// before it declares the server unresponsive.
@@ -44,10 +46,13 @@ pub enum Topology {
         /// The monitored master's name.
         master: String,
     },
-    /// Redis Cluster seed nodes: `redis+cluster://h:p,h:p`.
+    /// Redis Cluster seed nodes: `redis+cluster://h:p,h:p` (or
+    /// `rediss+cluster://` for TLS).
     Cluster {
         /// Seed node addresses.
         nodes: Vec<String>,
+        /// Whether the nodes speak TLS (`rediss+cluster://`).
+        tls: bool,
     },
 }
 
@@ -134,9 +139,63 @@ impl Drop for Inner {
 /// The server in use now and the shared connection to it.
 #[derive(Clone)]
 struct Current {
-    client: redis::Client,
-    shared: ConnectionManager,
+    /// The server's client, for dedicated connections (none for a
+    /// cluster: those go to the primary of the key's slot).
+    client: Option<redis::Client>,
+    shared: SharedConn,
     addr: String,
+}
+
+/// The connection for normal (non-blocking) commands: one
+/// auto-reconnecting multiplexed connection to a server, or redis-rs's
+/// cluster connection (routing by slot, following `MOVED`/`ASK`). Cheap
+/// to clone; every clone shares the same connection(s).
+#[derive(Clone)]
+pub enum SharedConn {
+    /// A single server (also the current master behind Sentinel).
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for SharedConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SharedConn::Single(_) => "SharedConn::Single",
+            SharedConn::Cluster(_) => "SharedConn::Cluster",
+        })
+    }
+}
+
+impl redis::aio::ConnectionLike for SharedConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            SharedConn::Single(c) => c.req_packed_command(cmd),
+            SharedConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            SharedConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            SharedConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            SharedConn::Single(c) => c.get_db(),
+            SharedConn::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Connector {
@@ -183,12 +242,20 @@ pub fn parse_topology(url: &str) -> Result<Topology> {
                 master: master.to_string(),
             })
         }
-        "redis+cluster" => {
-            let nodes = hosts(rest.trim_end_matches('/'));
+        "redis+cluster" | "rediss+cluster" => {
+            let nodes = hosts(rest.split(['/', '?']).next().unwrap_or(rest));
             if nodes.is_empty() {
                 return Err(invalid("no cluster node address"));
             }
-            Ok(Topology::Cluster { nodes })
+            if let Some(bad) = nodes.iter().find(|n| !n.contains(':')) {
+                return Err(invalid(&format!(
+                    "cluster node {bad:?} has no port (write host:port)"
+                )));
+            }
+            Ok(Topology::Cluster {
+                nodes,
+                tls: scheme == "rediss+cluster",
+            })
         }
         other => Err(invalid(&format!("unknown scheme {other:?}"))),
     }
@@ -224,39 +291,49 @@ impl Connector {
             .map(|(u, _)| u.to_string())
             .filter(|u| !u.contains('/'));
         let sentinel_auth = sentinel_auth(url);
-        let (client, addr) = match &topology {
+        let connect_error = |source| Error::Connect {
+            url: display_url.clone(),
+            source,
+        };
+        let (client, shared, addr) = match &topology {
             Topology::Standalone => {
                 let client = redis::Client::open(url).map_err(|e| Error::InvalidUrl {
                     url: display_url.clone(),
                     reason: e.to_string(),
                 })?;
-                (client, display_url.clone())
+                let shared = manager(&client, &options).await.map_err(connect_error)?;
+                (
+                    Some(client),
+                    SharedConn::Single(shared),
+                    display_url.clone(),
+                )
             }
             Topology::Sentinel { sentinels, master } => {
-                resolve_master(
+                let (client, addr) = resolve_master(
                     sentinels,
                     master,
                     userinfo.as_deref(),
                     sentinel_auth.as_ref(),
                     &options,
                 )
-                .await?
+                .await?;
+                let mut shared = manager(&client, &options).await.map_err(connect_error)?;
+                check_master_role(&mut shared, master).await?;
+                (Some(client), SharedConn::Single(shared), addr)
             }
-            Topology::Cluster { .. } => {
-                return Err(Error::Unsupported {
-                    what: format!("Cluster URLs ({display_url})"),
-                })
+            Topology::Cluster { nodes, tls } => {
+                let conn = crate::cluster::connect(
+                    nodes,
+                    userinfo.as_deref(),
+                    *tls,
+                    options.connect_timeout,
+                    options.io_timeout,
+                )
+                .await
+                .map_err(connect_error)?;
+                (None, SharedConn::Cluster(conn), display_url.clone())
             }
         };
-        let shared = manager(&client, &options)
-            .await
-            .map_err(|source| Error::Connect {
-                url: display_url.clone(),
-                source,
-            })?;
-        if let Topology::Sentinel { master, .. } = &topology {
-            check_master_role(&mut shared.clone(), master).await?;
-        }
         let connector = Connector {
             inner: Arc::new(Inner {
                 display_url,
@@ -317,8 +394,8 @@ impl Connector {
                 Err(poisoned) => poisoned.into_inner(),
             };
             *slot = Current {
-                client,
-                shared,
+                client: Some(client),
+                shared: SharedConn::Single(shared),
                 addr,
             };
         }
@@ -392,26 +469,91 @@ impl Connector {
     }
 
     /// The shared connection for normal commands. It reconnects by itself
-    /// after a connection error; never send a blocking command on it.
-    pub fn shared(&self) -> ConnectionManager {
+    /// after a connection error; never send a blocking command on it. On a
+    /// cluster it routes each command by its key's slot.
+    pub fn shared(&self) -> SharedConn {
         self.current().shared
     }
 
-    /// A new connection of its own, for one blocking reader: its response
-    /// timeout is `block` plus [`BLOCK_MARGIN`].
-    pub async fn dedicated(&self, block: Duration) -> Result<MultiplexedConnection> {
+    /// A new connection of its own, for one blocking reader of `key`: its
+    /// response timeout is `block` plus [`BLOCK_MARGIN`]. On a cluster it
+    /// goes to the primary serving `key`'s slot, from a fresh slot map:
+    /// make a new one after `MOVED`, `UNBLOCKED`, `READONLY` or a lost
+    /// connection and it follows a resharding or failover.
+    pub async fn dedicated(
+        &self,
+        key: &StreamKey,
+        block: Duration,
+    ) -> Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.inner.options.connect_timeout))
             .set_response_timeout(Some(block + BLOCK_MARGIN));
         let current = self.current();
-        current
-            .client
+        let (client, addr) = match (current.client, current.shared) {
+            (Some(client), _) => (client, current.addr),
+            (None, SharedConn::Cluster(mut conn)) => {
+                let addr =
+                    crate::cluster::primary_for_slot(&mut conn, key_slot(key.as_str())).await?;
+                (self.node_client(&addr)?, addr)
+            }
+            (None, SharedConn::Single(_)) => {
+                return Err(Error::Protocol {
+                    command: "connect",
+                    detail: "no client for a dedicated connection".into(),
+                })
+            }
+        };
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|source| Error::Connect { url: addr, source })
+    }
+
+    /// A connection of its own to one node (`host:port`) of the
+    /// deployment — a cluster node, the Sentinel master or one of its
+    /// replicas — with the URL's credentials and TLS and the connector's
+    /// deadlines. For per-node reports such as `doctor`.
+    pub async fn node_connection(&self, addr: &str) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.options.connect_timeout))
+            .set_response_timeout(Some(self.inner.options.io_timeout));
+        self.node_client(addr)?
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|source| Error::Connect {
-                url: current.addr.clone(),
+                url: addr.to_string(),
                 source,
             })
+    }
+
+    /// Every node of a cluster as `CLUSTER NODES` describes it; `None`
+    /// when the URL is not a cluster's.
+    pub async fn cluster_nodes(&self) -> Result<Option<Vec<crate::cluster::ClusterNode>>> {
+        match self.shared() {
+            SharedConn::Cluster(mut conn) => crate::cluster::nodes(&mut conn).await.map(Some),
+            SharedConn::Single(_) => Ok(None),
+        }
+    }
+
+    /// A client for one node (`host:port`), with the URL's credentials
+    /// and TLS.
+    fn node_client(&self, addr: &str) -> Result<redis::Client> {
+        let tls = matches!(self.inner.topology, Topology::Cluster { tls: true, .. })
+            || self.inner.display_url.starts_with("rediss://");
+        let scheme = if tls { "rediss" } else { "redis" };
+        let auth = self
+            .inner
+            .userinfo
+            .as_deref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let insecure = if tls { "/#insecure" } else { "" };
+        redis::Client::open(format!("{scheme}://{auth}{addr}{insecure}")).map_err(|e| {
+            Error::InvalidUrl {
+                url: redact(&format!("{scheme}://{auth}{addr}")),
+                reason: e.to_string(),
+            }
+        })
     }
 
     /// After a retryable error: for a Sentinel URL, asks the sentinels for
@@ -444,7 +586,16 @@ impl Connector {
                 }
                 self.adopt(client, addr, master).await
             }
-            _ => {
+            Topology::Cluster { .. } => {
+                // The cluster connection refreshes its slot map by itself
+                // on MOVED and reconnects lost nodes; check that some node
+                // answers.
+                let SharedConn::Cluster(mut conn) = self.shared() else {
+                    return Ok(());
+                };
+                crate::cluster::nodes(&mut conn).await.map(|_| ())
+            }
+            Topology::Standalone => {
                 let mut conn = self.shared();
                 redis::cmd("PING")
                     .query_async::<()>(&mut conn)
@@ -465,7 +616,7 @@ impl Connector {
     /// Use it only for operations that are safe to repeat.
     pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(SharedConn) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let started = std::time::Instant::now();
@@ -834,7 +985,7 @@ async fn switch_listener(inner: Weak<Inner>) {
 
 /// Fails unless the server behind `conn` says it is a master (during a
 /// failover a sentinel may still name the demoted one).
-async fn check_master_role(conn: &mut ConnectionManager, master: &str) -> Result<()> {
+async fn check_master_role(conn: &mut impl redis::aio::ConnectionLike, master: &str) -> Result<()> {
     let role: redis::Value = redis::cmd("ROLE")
         .query_async(conn)
         .await
@@ -903,7 +1054,15 @@ mod tests {
         assert_eq!(
             parse_topology("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").expect("cluster"),
             Topology::Cluster {
-                nodes: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()]
+                nodes: vec!["127.0.0.1:7000".into(), "127.0.0.1:7001".into()],
+                tls: false,
+            }
+        );
+        assert_eq!(
+            parse_topology("rediss+cluster://u:p@h1:7000,h2:7001").expect("tls cluster"),
+            Topology::Cluster {
+                nodes: vec!["h1:7000".into(), "h2:7001".into()],
+                tls: true,
             }
         );
     }
@@ -916,6 +1075,7 @@ mod tests {
             "redis+sentinel://h:1",
             "redis+sentinel://h:1/",
             "redis+cluster://",
+            "redis+cluster://h1:7000,h2",
         ] {
             assert!(
                 matches!(parse_topology(bad), Err(Error::InvalidUrl { .. })),

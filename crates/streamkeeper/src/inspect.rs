@@ -362,30 +362,57 @@ async fn group_stat(
 }
 
 /// Every stream key in the database as raw bytes (`SCAN … TYPE stream`,
-/// never `KEYS`), sorted: names need not be UTF-8.
+/// never `KEYS`; on a cluster, on every primary), sorted: names need not
+/// be UTF-8.
 pub async fn list_stream_names(connector: &Connector) -> Result<Vec<Vec<u8>>> {
     let mut conn = connector.shared();
-    let mut cursor = 0u64;
+    let nodes: Vec<Option<String>> = match &mut conn {
+        crate::SharedConn::Cluster(c) => crate::cluster::nodes(c)
+            .await?
+            .into_iter()
+            .filter(|n| n.primary && !n.failed() && !n.slots.is_empty())
+            .map(|n| Some(n.addr))
+            .collect(),
+        crate::SharedConn::Single(_) => vec![None],
+    };
     let mut out = Vec::new();
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .arg("TYPE")
-            .arg("stream")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("SCAN", e))?;
-        out.extend(keys);
-        if next == 0 {
-            break;
+    for node in nodes {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys) = scan_page(&mut conn, node.as_deref(), cursor)
+                .await
+                .map_err(|e| Error::redis("SCAN", e))?;
+            out.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        cursor = next;
     }
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// One `SCAN … TYPE stream` page, on `node` of a cluster when given.
+async fn scan_page(
+    conn: &mut crate::SharedConn,
+    node: Option<&str>,
+    cursor: u64,
+) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+    let mut cmd = redis::cmd("SCAN");
+    cmd.arg(cursor)
+        .arg("COUNT")
+        .arg(1000)
+        .arg("TYPE")
+        .arg("stream");
+    match (conn, node) {
+        (crate::SharedConn::Cluster(c), Some(addr)) => {
+            let v = crate::cluster::on_node(c, addr, &cmd).await?;
+            redis::from_redis_value(v).map_err(Into::into)
+        }
+        (conn, _) => cmd.query_async(conn).await,
+    }
 }
 
 /// Every stream key in the database (`SCAN … TYPE stream`), sorted.

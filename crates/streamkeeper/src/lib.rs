@@ -49,6 +49,7 @@
 //! | [`keys`] | the key scheme (DESIGN.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
 //! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
+pub mod cluster;
 pub mod conn;
 pub mod consumer;
 pub mod deadletter;
@@ -71,7 +72,7 @@ mod scripts;
 pub mod types;
 pub mod wire;
 
-pub use conn::{Connector, ConnectorOptions, Topology};
+pub use conn::{Connector, ConnectorOptions, SharedConn, Topology};
 pub use consumer::{
     AckMode, ConsumerOptions, Deliveries, Delivery, GroupConsumer, Outcome, RunStats, Settled,
     Source,

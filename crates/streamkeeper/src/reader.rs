@@ -103,7 +103,8 @@ impl Reader {
                 // Without follow, reads do not block; 5 s is the same
                 // generous response time as before.
                 let block = self.block.unwrap_or(Duration::from_secs(5));
-                self.conn.insert(self.connector.dedicated(block).await?)
+                self.conn
+                    .insert(self.connector.dedicated(&self.stream, block).await?)
             }
         };
         let read = tokio::select! {

@@ -613,7 +613,7 @@ async fn one_retry_mover_per_stream() {
         );
     }
     let mut conn = redis.shared();
-    let holder = |conn: &mut redis::aio::ConnectionManager| {
+    let holder = |conn: &mut streamkeeper::SharedConn| {
         let mut conn = conn.clone();
         let lease = streamkeeper::keys::StreamKeys::retry_mover(&s);
         async move {

@@ -376,7 +376,10 @@ impl GroupConsumer {
         if self.options.ack_mode != AckMode::None {
             check_scripts_allowed(&self.connector).await?;
         }
-        let conn = self.connector.dedicated(self.options.block).await?;
+        let conn = self
+            .connector
+            .dedicated(&self.stream, self.options.block)
+            .await?;
         let (acker, ack_task) = Acker::spawn(
             self.connector.clone(),
             self.stream.clone(),

@@ -66,7 +66,7 @@ pub(crate) async fn read_loop(
                 shared.budget.settle(want, 0);
                 tracing::info!(stream = %shared.stream, to = %shared.connector.server_addr(),
                     "master switched; moving the blocking read");
-                match shared.connector.dedicated(shared.options.block).await {
+                match shared.connector.dedicated(&shared.stream, shared.options.block).await {
                     Ok(c) => conn = c,
                     Err(e) => tracing::warn!(error = %e, "reconnect failed"),
                 }
@@ -115,7 +115,11 @@ pub(crate) async fn read_loop(
                     tracing::warn!(error = %e, "no server to reconnect to yet");
                     continue;
                 }
-                match shared.connector.dedicated(shared.options.block).await {
+                match shared
+                    .connector
+                    .dedicated(&shared.stream, shared.options.block)
+                    .await
+                {
                     Ok(c) => conn = c,
                     Err(e) => tracing::warn!(error = %e, "reconnect failed"),
                 }

@@ -1,0 +1,135 @@
+//! Every command takes a `redis+cluster://h:p,…` URL, with streams spread
+//! over the cluster's three primaries.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::BIN;
+use streamkeeper_testkit::RedisCluster;
+
+fn sk(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--redis")
+        .arg(url)
+        .args(args)
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn every_command_works_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| {
+        let o = sk(&url, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Three streams whose slots live on three different primaries.
+    let names = ["a", "b", "c"];
+    let owners: std::collections::HashSet<u16> = names
+        .iter()
+        .map(|n| cluster.primary_for_key(n).expect("owner"))
+        .collect();
+    assert_eq!(owners.len(), 3, "the test streams span every primary");
+    for s in names {
+        ok(&["produce", s, "--field", "n={i}", "--count", "5", "-q"]);
+        assert_eq!(ok(&["tail", s, "--json"]).lines().count(), 5);
+        ok(&["group", "create", s, "g", "--from", "-"]);
+        assert_eq!(
+            ok(&["consume", s, "-g", "g", "--count", "5"])
+                .lines()
+                .count(),
+            5
+        );
+    }
+    // stat finds every stream, whichever primary holds it.
+    let stat = ok(&["stat", "--json"]);
+    for s in names {
+        assert!(
+            stat.contains(&format!("\"stream\":\"{s}\"")),
+            "{s} in {stat}"
+        );
+    }
+    assert!(ok(&["janitor", "a", "--once", "--json"]).contains("\"trimmed\":5"));
+    // A poison entry: --exec fails, max-deliveries 1 → the DLQ of b.
+    ok(&["produce", "b", "--field", "poison=1", "-q"]);
+    let o = sk(
+        &url,
+        &[
+            "consume",
+            "b",
+            "-g",
+            "g",
+            "--exec",
+            "exit 1",
+            "--max-deliveries",
+            "1",
+            "--idle-exit",
+            "2s",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ok(&["dlq", "ls", "b"]).contains("poison"));
+    // dump → restore into another slot is lossless.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("c.jsonl");
+    ok(&["dump", "c", "-o", file.to_str().expect("path")]);
+    ok(&[
+        "restore",
+        "c2",
+        "-i",
+        file.to_str().expect("path"),
+        "--keep-ids",
+    ]);
+    assert_eq!(
+        ok(&["dump", "c"]).replace("\"c\"", "\"c2\""),
+        ok(&["dump", "c2"])
+    );
+    // The scheduler's ticks reach a target in another slot (two-step emit).
+    ok(&["schedule", "add", "hb", "--every", "1s", "--to", "ticks"]);
+    assert!(ok(&["schedule", "ls"]).contains("hb"));
+    let mut run = Command::new(BIN)
+        .args(["--redis", &url, "schedule", "run"])
+        .env_remove("STREAMKEEPER_REDIS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("schedule run");
+    let fired = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+        ok(&["tail", "ticks", "--json"]).lines().count() >= 2
+    });
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(fired, "the schedule fired into another slot");
+    // doctor reports every node: 3 primaries with their slots, 3 replicas
+    // with their link, each with its round trip from here.
+    let doctor = sk(&url, &["--json", "doctor"]);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&doctor.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let nodes: Vec<&serde_json::Value> = rows.iter().filter(|r| r["role"].is_string()).collect();
+    assert_eq!(nodes.len(), 6, "{rows:?}");
+    assert_eq!(nodes.iter().filter(|r| r["role"] == "primary").count(), 3);
+    assert!(nodes
+        .iter()
+        .filter(|r| r["role"] == "primary")
+        .all(|r| r["slots"].as_array().is_some_and(|s| !s.is_empty())));
+    assert!(nodes
+        .iter()
+        .filter(|r| r["role"] == "replica")
+        .all(|r| r["link"].as_str().is_some_and(|l| l.starts_with("link up"))));
+    assert!(nodes.iter().all(|r| r["rtt_us"].as_u64().is_some()));
+    assert!(rows
+        .iter()
+        .any(|r| r["check"] == "mode" && r["value"] == "cluster"));
+    eprintln!("{}", String::from_utf8_lossy(&sk(&url, &["doctor"]).stdout));
+}
