@@ -250,20 +250,28 @@ impl RedisCluster {
     }
 
     /// SIGKILLs the primary on `port` and waits until its replica took
-    /// over (after [`NODE_TIMEOUT`]) and the cluster is ok again. The
-    /// killed node stays down; returns the new primary's port.
+    /// over (after [`NODE_TIMEOUT`]); returns the new primary's port.
+    /// Then the killed node restarts (it rejoins as the new primary's
+    /// replica, with no data) and this waits until the cluster is ok with
+    /// every replica in sync again — so `WAIT 1` can succeed again.
     pub fn kill_primary(&mut self, port: u16) -> Result<u16, StartError> {
         let replica = self.replica_of(port)?;
-        let node = self
+        let i = self
             .nodes
-            .iter_mut()
-            .find(|n| n.tcp_port() == Some(port))
+            .iter()
+            .position(|n| n.tcp_port() == Some(port))
             .ok_or_else(|| StartError(format!("no node on {port}")))?;
-        node.kill();
+        self.nodes[i].kill();
         wait(
             "the replica of the killed primary to take over",
             Duration::from_secs(30),
             || cli_port(replica, &["ROLE"]).starts_with("master"),
+        )?;
+        self.nodes[i].restart()?;
+        wait(
+            "the killed primary to rejoin as a replica",
+            Duration::from_secs(30),
+            || cli_port(port, &["INFO", "replication"]).contains("master_link_status:up"),
         )?;
         self.wait_ok(Duration::from_secs(30))?;
         Ok(replica)

@@ -384,6 +384,10 @@ mod tests {
         assert_eq!(cluster.primary_for_key("k").expect("owner"), q);
         let r = cluster.kill_primary(q).expect("kill");
         assert_eq!(cluster.primary_for_key("k").expect("owner"), r);
+        assert!(
+            cluster.cli(q, &["ROLE"]).starts_with("slave"),
+            "rejoined as a replica"
+        );
         assert!(cluster.url().starts_with("redis+cluster://127.0.0.1:"));
     }
 
