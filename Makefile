@@ -6,7 +6,7 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CARGO ?= cargo
 
-.PHONY: demo test deps bench check screenshot
+.PHONY: demo test deps bench check screenshot cluster cluster-stop
 
 deps:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-sentinel >/dev/null || ! command -v openssl >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then \
@@ -41,3 +41,10 @@ bench: deps
 # Regenerates docs/dashboard.png (the README's screenshot) from the browser test.
 screenshot: deps
 	STREAMKEEPER_UPDATE_SCREENSHOT=1 $(CARGO) test -p streamkeeper-web --test browser -- --nocapture
+
+# A local 3-primary Redis Cluster on 127.0.0.1:7101-7106; prints its URL.
+cluster: deps
+	@scripts/local-cluster.sh start
+
+cluster-stop:
+	@scripts/local-cluster.sh stop
