@@ -30,7 +30,9 @@
 //! |---|---|
 //! | [`types`] | `StreamKey`, `GroupName`, `ConsumerName`, `StreamId`, `StartFrom`, `Entry` |
 //! | [`error`] | the one `Error` enum and `is_retryable()` |
-//! | [`conn`] | `Connector`: URL parsing, the shared connection, dedicated blocking connections |
+//! | [`conn`] | `Connector`: URL parsing, `SharedConn` (one server or a cluster), dedicated blocking connections, Sentinel switch following |
+//! | `replica_hold` | holding writes across a Sentinel failover until the new master has a replica in sync |
+//! | [`cluster`] | Redis Cluster: the cluster client, `CLUSTER NODES` (`ClusterNode`), the primary of a slot, per-node commands |
 //! | [`producer`] | `Producer` (send, pipelined batches, caps, WAIT) and `BatchedProducer` |
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
 //! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
