@@ -58,6 +58,21 @@ impl StreamKeys {
     pub fn shards(stream: &StreamKey) -> String {
         stream.derived("shards")
     }
+
+    /// `{S:i}`: shard `i` of the sharded logical stream S. Its hash tag is
+    /// `S:i`, so each shard has a slot of its own (NOT `{S}:i`, which
+    /// would put every shard in S's slot); its derived keys follow the
+    /// rule above (`{S:i}:dlq`, …).
+    ///
+    /// ```
+    /// use streamkeeper::{keys::StreamKeys, StreamKey};
+    /// let s = StreamKey::new("orders").unwrap();
+    /// assert_eq!(StreamKeys::shard(&s, 3).as_str(), "{orders:3}");
+    /// assert_eq!(StreamKeys::dlq(&StreamKeys::shard(&s, 3)), "{orders:3}:dlq");
+    /// ```
+    pub fn shard(stream: &StreamKey, i: u32) -> StreamKey {
+        StreamKey::from_trusted(format!("{{{}:{i}}}", stream.as_str()))
+    }
 }
 
 /// The scheduler's keys in namespace `N` (all in `{N}`'s hash slot).

@@ -57,6 +57,11 @@ script!(
     "ack_and_produce.lua"
 );
 script!(
+    /// Create the layout of a sharded stream.
+    SHARD_CREATE,
+    "shard_create.lua"
+);
+script!(
     /// Append at most once per dedupe key.
     SEND_ONCE,
     "send_once.lua"

@@ -106,6 +106,11 @@ name_type!(
 );
 
 impl StreamKey {
+    /// Wraps a key this crate built itself (never empty).
+    pub(crate) fn from_trusted(key: String) -> Self {
+        StreamKey(key)
+    }
+
     /// The key of a derived structure (`dlq`, `retry`, `janitor`), in the
     /// same hash slot as the stream (DESIGN.md §4).
     pub fn derived(&self, suffix: &str) -> String {

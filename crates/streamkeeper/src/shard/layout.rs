@@ -1,0 +1,127 @@
+//! The layout of a sharded stream, kept in `{S}:shards` (hash: `count`,
+//! `version`).
+
+use crate::conn::Connector;
+use crate::error::{Error, Result};
+use crate::keys::StreamKeys;
+use crate::types::StreamKey;
+
+/// The most shards a stream may have.
+pub const MAX_SHARDS: u32 = 1024;
+
+
+/// A sharded logical stream: its name and its shards.
+///
+/// ```no_run
+/// # async fn f() -> streamkeeper::Result<()> {
+/// use streamkeeper::{shard::ShardLayout, Connector, StreamKey};
+/// let redis = Connector::connect("redis+cluster://127.0.0.1:7101").await?;
+/// let orders = ShardLayout::create(&redis, &StreamKey::new("orders")?, 6).await?;
+/// assert_eq!(orders.shard(2).as_str(), "{orders:2}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLayout {
+    stream: StreamKey,
+    count: u32,
+}
+
+impl ShardLayout {
+    /// Makes `stream` a sharded stream of `count` shards. Idempotent for
+    /// the same count; refuses when `stream` is a plain stream (or any
+    /// key), when it already has another count, when `count` is 0 or over
+    /// [`MAX_SHARDS`], and when the name has `{`/`}` (the shards' own hash
+    /// tags would collide).
+    pub async fn create(redis: &Connector, stream: &StreamKey, count: u32) -> Result<Self> {
+        if count == 0 || count > MAX_SHARDS {
+            return Err(Error::InvalidInput(format!(
+                "a sharded stream has 1 to {MAX_SHARDS} shards, not {count}"
+            )));
+        }
+        if stream.as_str().contains(['{', '}']) {
+            return Err(Error::InvalidInput(format!(
+                "{stream}: a sharded stream's name must not contain {{ or }} (its shards are {{{stream}:i}})"
+            )));
+        }
+        let mut conn = redis.shared();
+        let got: redis::RedisResult<u32> = crate::scripts::SHARD_CREATE
+            .key(stream.as_str())
+            .key(StreamKeys::shards(stream))
+            .arg(count)
+            .invoke_async(&mut conn)
+            .await;
+        match got {
+            Ok(count) => Ok(ShardLayout {
+                stream: stream.clone(),
+                count,
+            }),
+            Err(e) if e.to_string().contains("SKPLAIN") => Err(Error::InvalidInput(format!(
+                "{stream} already exists as a plain stream (or another key): pick another name, or move its entries (dump, restore) after deleting it"
+            ))),
+            Err(e) if e.to_string().contains("SKCOUNT") => {
+                let have = e
+                    .to_string()
+                    .split("SKCOUNT ")
+                    .nth(1)
+                    .and_then(|t| t.split_whitespace().next().map(str::to_string))
+                    .unwrap_or_default();
+                Err(Error::InvalidInput(format!(
+                    "{stream} is already sharded {have} ways; resharding is not supported (create a new stream)"
+                )))
+            }
+            Err(e) => Err(Error::redis(format!("creating the layout of {stream}"), e)),
+        }
+    }
+
+    /// The layout of `stream` if it is a sharded stream.
+    pub async fn open(redis: &Connector, stream: &StreamKey) -> Result<Option<Self>> {
+        let mut conn = redis.shared();
+        let count: Option<String> = redis::cmd("HGET")
+            .arg(StreamKeys::shards(stream))
+            .arg("count")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("HGET {}", StreamKeys::shards(stream)), e))?;
+        match count {
+            None => Ok(None),
+            Some(c) => {
+                let count = c.parse::<u32>().ok().filter(|n| (1..=MAX_SHARDS).contains(n));
+                match count {
+                    Some(count) => Ok(Some(ShardLayout {
+                        stream: stream.clone(),
+                        count,
+                    })),
+                    None => Err(Error::Protocol {
+                        command: "HGET",
+                        detail: format!("{} has a bad count {c:?}", StreamKeys::shards(stream)),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The logical stream's name.
+    pub fn stream(&self) -> &StreamKey {
+        &self.stream
+    }
+
+    /// How many shards.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Shard `i`'s stream key `{S:i}`.
+    pub fn shard(&self, i: u32) -> StreamKey {
+        StreamKeys::shard(&self.stream, i)
+    }
+
+    /// Every shard's key, in order.
+    pub fn shards(&self) -> Vec<StreamKey> {
+        (0..self.count).map(|i| self.shard(i)).collect()
+    }
+
+    /// The shard partition key `key` routes to.
+    pub fn route(&self, key: &[u8]) -> StreamKey {
+        self.shard(super::shard_for(key, self.count))
+    }
+}

@@ -1,0 +1,30 @@
+//! Sharded logical streams: one stream `S` spread over N stream keys
+//! `{S:0}` … `{S:N-1}`, each in a hash slot of its own, so that on Redis
+//! Cluster the shards land on different primaries (DESIGN.md §6
+//! "Sharding").
+//!
+//! - The layout (N and a version) lives in `{S}:shards` and is read from
+//!   there, never found by SCAN ([`ShardLayout::open`]).
+//! - Producers route by partition key with [`shard_for`] (stable,
+//!   documented, the same in any language); entries without a key go
+//!   round-robin. Same key → same shard → send order kept
+//!   ([`ShardedProducer`]).
+//! - Consumers of a group read every shard (shared mode): one
+//!   [`GroupConsumer`](crate::GroupConsumer) per shard, each with its own
+//!   blocking connection to its shard's primary. Each shard is an ordinary
+//!   stream, so reclaim, retries, the DLQ (`{S:i}:dlq`), the janitor and
+//!   exactly-once work per shard unchanged.
+//!
+//! | file | what |
+//! |---|---|
+//! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
+//! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
+//! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
+
+mod layout;
+mod producer;
+mod route;
+
+pub use layout::{ShardLayout, MAX_SHARDS};
+pub use producer::ShardedProducer;
+pub use route::{jump_consistent_hash, key_hash, shard_for};
