@@ -65,6 +65,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Dead-letter queue: list, replay, purge.
     Dlq(DlqArgs),
+    /// Sharded logical streams: create one, list its shards.
+    Shard(ShardArgs),
     /// Periodic ticks into streams: add, ls, rm, pause, resume, run.
     Schedule(ScheduleArgs),
     /// Measure throughput against a plain redis-rs baseline.
@@ -229,6 +231,15 @@ pub struct ProduceArgs {
     /// How long one WAIT may take before the batch is sent again.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", requires = "wait")]
     pub wait_timeout: Duration,
+    /// Partition key of a sharded stream (`shard create`): entries with
+    /// the same key go to the same shard, in order. `{i}` is the entry
+    /// index. Without --key or --key-field, a sharded stream's entries go
+    /// round-robin.
+    #[arg(long, value_name = "VALUE", conflicts_with = "key_field")]
+    pub key: Option<String>,
+    /// Route each entry of a sharded stream by the value of its field NAME.
+    #[arg(long, value_name = "NAME")]
+    pub key_field: Option<String>,
 }
 
 /// `tail` arguments.
@@ -350,6 +361,33 @@ pub struct ConsumeArgs {
     pub batch: usize,
 }
 
+/// `shard` arguments.
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    #[command(subcommand)]
+    pub action: ShardAction,
+}
+
+/// `shard` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum ShardAction {
+    /// Make S a sharded stream of N shards: keys {S:0}…{S:N-1}, each in a
+    /// hash slot of its own (on a cluster, spread over the primaries);
+    /// layout in {S}:shards. Refuses if S exists as a plain stream.
+    Create {
+        /// The logical stream.
+        stream: StreamKey,
+        /// How many shards (1 to 1024).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        shards: u32,
+    },
+    /// Per shard: key, hash slot, node, length; per group: pending and lag.
+    Ls {
+        /// The logical stream.
+        stream: StreamKey,
+    },
+}
+
 /// `group` arguments.
 #[derive(Debug, Args)]
 pub struct GroupArgs {
@@ -432,6 +470,9 @@ pub struct StatArgs {
     /// Flag consumers idle longer than this (holding entries) as dead.
     #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
     pub dead_after: Duration,
+    /// For sharded streams: a row per shard after the sum.
+    #[arg(long)]
+    pub shards: bool,
 }
 
 /// `janitor` arguments.

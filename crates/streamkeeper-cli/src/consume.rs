@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use streamkeeper::shard::ShardLayout;
+
 use crate::children::ChildGroup;
 
 use anyhow::Context;
@@ -140,11 +142,36 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             outcome
         }
     };
-    let stats = GroupConsumer::new(&redis, stream, group)
-        .consumer_name(consumer)
-        .options(options)
-        .run(handler, concurrency, stop)
-        .await;
+    // A sharded stream: one consumer per shard, all in this process and
+    // under one name (shared mode: every member reads every shard).
+    let stats = match ShardLayout::open(&redis, &stream).await? {
+        None => {
+            GroupConsumer::new(&redis, stream, group)
+                .consumer_name(consumer)
+                .options(options)
+                .run(handler, concurrency, stop)
+                .await
+        }
+        Some(layout) => {
+            let runs = layout.shards().into_iter().map(|shard| {
+                GroupConsumer::new(&redis, shard, group.clone())
+                    .consumer_name(consumer.clone())
+                    .options(options.clone())
+                    .run(handler.clone(), concurrency, stop.clone())
+            });
+            futures::future::join_all(runs)
+                .await
+                .into_iter()
+                .try_fold(streamkeeper::RunStats::default(), |mut sum, r| {
+                    let r = r?;
+                    sum.delivered += r.delivered;
+                    sum.acked += r.acked;
+                    sum.retried += r.retried;
+                    sum.dead_lettered += r.dead_lettered;
+                    Ok::<_, streamkeeper::Error>(sum)
+                })
+        }
+    };
     // The handler (and with it the last `Pipe`) is gone: the supervisor
     // ends the worker.
     if let Some(task) = supervisor {

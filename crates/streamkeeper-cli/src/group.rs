@@ -1,6 +1,7 @@
 //! `streamkeeper group create|destroy|ls`.
 
 use comfy_table::Table;
+use streamkeeper::shard::ShardLayout;
 use streamkeeper::{group, StartFrom, StreamId};
 
 use crate::cli::{Global, GroupAction, GroupArgs};
@@ -15,6 +16,26 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             from,
         } => {
             let redis = global.connect().await?;
+            // A sharded stream: the group exists on every shard.
+            if let Some(layout) = ShardLayout::open(&redis, &stream).await? {
+                let mut created = 0;
+                for shard in layout.shards() {
+                    created += u32::from(group::create_group(&redis, &shard, &g, from).await?);
+                }
+                if global.json {
+                    output::json_line(&serde_json::json!({
+                        "stream": stream.as_str(), "group": g.as_str(),
+                        "created": created > 0, "shards": layout.count(),
+                    }));
+                } else {
+                    println!(
+                        "group {g} on {} shards of {stream} ({created} created now) from {}",
+                        layout.count(),
+                        from.as_arg()
+                    );
+                }
+                return Ok(Exit::Ok);
+            }
             let created = group::create_group(&redis, &stream, &g, from).await?;
             if global.json {
                 output::json_line(
@@ -28,7 +49,16 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
         }
         GroupAction::Destroy { stream, group: g } => {
             let redis = global.connect().await?;
-            let destroyed = group::destroy_group(&redis, &stream, &g).await?;
+            let destroyed = match ShardLayout::open(&redis, &stream).await? {
+                Some(layout) => {
+                    let mut any = false;
+                    for shard in layout.shards() {
+                        any |= group::destroy_group(&redis, &shard, &g).await?;
+                    }
+                    any
+                }
+                None => group::destroy_group(&redis, &stream, &g).await?,
+            };
             if global.json {
                 output::json_line(
                     &serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "destroyed": destroyed}),

@@ -21,6 +21,7 @@ mod produce;
 mod schedule;
 mod schedule_io;
 mod serve;
+mod shard;
 mod signal;
 mod stat;
 mod tail;
@@ -169,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
         Command::Dlq(args) => dlq::run(&global, args).await,
+        Command::Shard(args) => shard::run(&global, args).await,
         Command::Stat(args) => stat::run(&global, args).await,
         Command::Janitor(args) => janitor::run(&global, args).await,
         Command::Dump(args) => dump::dump(&global, args).await,

@@ -14,6 +14,9 @@ use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::types::Bytes;
 use streamkeeper::{wire, StreamId};
 
+use streamkeeper::shard::{shard_for, ShardLayout};
+use streamkeeper::StreamKey;
+
 use crate::append::{check_is_stream, Appender, NewEntry};
 use crate::cli::{Global, ProduceArgs};
 use crate::Exit;
@@ -97,6 +100,30 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         replicas,
         timeout: args.wait_timeout,
     });
+    let layout = ShardLayout::open(&redis, &stream).await?;
+    let routing = args.key.is_some() || args.key_field.is_some();
+    if routing && layout.is_none() {
+        anyhow::bail!(
+            "{stream} is not a sharded stream: --key/--key-field route entries of sharded streams (make one with `streamkeeper shard create {stream} --shards N`)"
+        );
+    }
+    if let (Some(name), true) = (&args.key_field, from_stdin) {
+        if let Some(n) = stdin_entries
+            .iter()
+            .position(|f| !f.iter().any(|(k, _)| k == name.as_bytes()))
+        {
+            anyhow::bail!("stdin entry {}: no field {name:?} to route by (--key-field)", n + 1);
+        }
+    }
+    if let (Some(name), false) = (&args.key_field, from_stdin) {
+        if !args.fields.iter().any(|(k, _)| k == name) {
+            anyhow::bail!("no --field {name}=… to route by (--key-field {name})");
+        }
+    }
+    if let Some(layout) = layout {
+        let router = Router::new(&redis, layout, args.maxlen, wait, &args);
+        return produce_sharded(global, router, args, stdin_entries, total).await;
+    }
     let mut appender = Appender::new(&redis, stream, args.maxlen).with_wait(wait);
     let chunk = match args.rate {
         // Send about ten times a second at the given rate.
@@ -130,6 +157,116 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
     }
     tracing::debug!(written = appender.written(), "produced");
+    Ok(Exit::Ok)
+}
+
+/// One appender per shard and the routing rule of `--key`/`--key-field`.
+struct Router {
+    layout: ShardLayout,
+    appenders: Vec<Appender>,
+    key: Option<String>,
+    key_field: Option<Bytes>,
+    next: u32,
+}
+
+impl Router {
+    fn new(
+        redis: &streamkeeper::Connector,
+        layout: ShardLayout,
+        maxlen: Option<u64>,
+        wait: Option<streamkeeper::Wait>,
+        args: &ProduceArgs,
+    ) -> Self {
+        let appenders = layout
+            .shards()
+            .into_iter()
+            .map(|k| Appender::new(redis, k, maxlen).with_wait(wait))
+            .collect();
+        Router {
+            layout,
+            appenders,
+            key: args.key.clone(),
+            key_field: args.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
+            next: 0,
+        }
+    }
+
+    /// The shard of entry `i` with `fields`.
+    fn shard(&mut self, i: u64, fields: &Fields) -> u32 {
+        let n = self.layout.count();
+        if let Some(key) = &self.key {
+            return shard_for(template(key, i).as_bytes(), n);
+        }
+        if let Some(name) = &self.key_field {
+            if let Some((_, v)) = fields.iter().find(|(k, _)| k == name) {
+                return shard_for(v, n);
+            }
+        }
+        self.next = (self.next + 1) % n;
+        self.next
+    }
+}
+
+/// `produce` on a sharded stream: each chunk is split by shard and each
+/// part appended to its shard (atomically per part, in order per shard).
+async fn produce_sharded(
+    global: &Global,
+    mut router: Router,
+    args: ProduceArgs,
+    stdin_entries: Vec<Fields>,
+    total: u64,
+) -> anyhow::Result<Exit> {
+    let chunk = match args.rate {
+        Some(rate) => ((rate / 10.0).ceil() as usize).clamp(1, PIPELINE_CHUNK),
+        None => PIPELINE_CHUNK,
+    } as u64;
+    let from_stdin = args.fields.is_empty();
+    let started = Instant::now();
+    let mut next = 0u64;
+    let mut stdin_entries = stdin_entries.into_iter();
+    while next < total {
+        let n = chunk.min(total - next);
+        let part: Vec<Fields> = if from_stdin {
+            stdin_entries.by_ref().take(n as usize).collect()
+        } else {
+            (next..next + n).map(|i| templated(&args.fields, i)).collect()
+        };
+        if let Some(rate) = args.rate {
+            let due = started + Duration::from_secs_f64(next as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let mut per_shard: Vec<Vec<NewEntry>> = vec![Vec::new(); router.appenders.len()];
+        let mut order = Vec::with_capacity(part.len());
+        for (j, fields) in part.into_iter().enumerate() {
+            let s = router.shard(next + j as u64, &fields) as usize;
+            order.push(s);
+            per_shard[s].push((None, fields));
+        }
+        let mut ids: Vec<std::vec::IntoIter<StreamId>> = Vec::with_capacity(per_shard.len());
+        for (s, entries) in per_shard.iter().enumerate() {
+            let written = if entries.is_empty() {
+                Vec::new()
+            } else {
+                router.appenders[s].append(entries, Some(total)).await?
+            };
+            ids.push(written.into_iter());
+        }
+        next += n;
+        if !global.quiet {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for s in order {
+                let key: StreamKey = router.layout.shard(s as u32);
+                if let Some(id) = ids[s].next() {
+                    if global.json {
+                        writeln!(out, "{}", serde_json::json!({ "stream": key.as_str(), "id": id.to_string() }))?;
+                    } else {
+                        writeln!(out, "{key} {id}")?;
+                    }
+                }
+            }
+            out.flush()?;
+        }
+    }
     Ok(Exit::Ok)
 }
 

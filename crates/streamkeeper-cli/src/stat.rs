@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use comfy_table::Table;
 use streamkeeper::inspect::{self, GroupStat, InspectOptions, StreamStat, Trend};
+use streamkeeper::shard::ShardLayout;
 use streamkeeper::{Connector, StreamKey};
 use tokio_util::sync::CancellationToken;
 
@@ -14,11 +15,23 @@ use crate::output;
 use crate::signal;
 use crate::Exit;
 
-/// Inspects the given streams, or all of them.
+/// Inspects the given streams, or all of them. A named sharded stream is
+/// one row summed over its shards, followed by a row per shard when
+/// `per_shard`.
 pub async fn collect(
     redis: &Connector,
     names: &[String],
     options: &InspectOptions,
+) -> anyhow::Result<Vec<StreamStat>> {
+    collect_with(redis, names, options, false).await
+}
+
+/// [`collect`], with a row per shard of sharded streams when `per_shard`.
+pub async fn collect_with(
+    redis: &Connector,
+    names: &[String],
+    options: &InspectOptions,
+    per_shard: bool,
 ) -> anyhow::Result<Vec<StreamStat>> {
     let keys: Vec<StreamKey> = if names.is_empty() {
         inspect::list_streams(redis).await?
@@ -28,8 +41,31 @@ pub async fn collect(
             .map(|n| stream_key(n))
             .collect::<anyhow::Result<_>>()?
     };
-    // Streams are inspected 16 at a time (pipelined on the shared
-    // connection), in order.
+    let mut out = Vec::new();
+    let mut plain = Vec::new();
+    for k in keys {
+        match ShardLayout::open(redis, &k).await? {
+            Some(layout) if !names.is_empty() => {
+                let shards = stats(redis, layout.shards(), options).await?;
+                out.push(inspect::sum_shards(k.as_str(), &shards));
+                if per_shard {
+                    out.extend(shards);
+                }
+            }
+            _ => plain.push(k),
+        }
+    }
+    out.extend(stats(redis, plain, options).await?);
+    Ok(out)
+}
+
+/// Stats of `keys`, 16 at a time (pipelined on the shared connection), in
+/// order.
+async fn stats(
+    redis: &Connector,
+    keys: Vec<StreamKey>,
+    options: &InspectOptions,
+) -> anyhow::Result<Vec<StreamStat>> {
     use futures::StreamExt;
     futures::stream::iter(keys.into_iter().map(|k| {
         let (redis, options) = (redis.clone(), options.clone());
@@ -219,7 +255,7 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
     let mut previous: HashMap<(String, String), (StreamStat, GroupStat, std::time::Instant)> =
         HashMap::new();
     loop {
-        let stats = collect(&redis, &args.streams, &options).await?;
+        let stats = collect_with(&redis, &args.streams, &options, args.shards).await?;
         let mut trends = HashMap::new();
         let mut rates = HashMap::new();
         let now = std::time::Instant::now();

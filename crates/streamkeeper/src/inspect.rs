@@ -516,3 +516,57 @@ mod tests {
         assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "3-0")), Trend::Steady);
     }
 }
+
+/// The sum over the shards of a sharded stream (see [`crate::shard`]):
+/// lengths, memory, pending and undelivered add up; the first/last IDs
+/// are the oldest/newest of any shard; a group's time lag and oldest
+/// pending are the worst shard's; a consumer reading several shards is one row
+/// (pending summed, idle the least).
+/// `stream` names the logical stream.
+pub fn sum_shards(stream: &str, shards: &[StreamStat]) -> StreamStat {
+    let mut groups: Vec<GroupStat> = Vec::new();
+    for g in shards.iter().flat_map(|s| &s.groups) {
+        match groups.iter_mut().find(|x| x.group == g.group) {
+            Some(x) => {
+                x.pending += g.pending;
+                x.undelivered += g.undelivered;
+                x.outstanding += g.outstanding;
+                x.time_lag_ms = x.time_lag_ms.max(g.time_lag_ms);
+                x.oldest_pending_ms = x.oldest_pending_ms.max(g.oldest_pending_ms);
+                x.last_delivered = x.last_delivered.max(g.last_delivered);
+                x.entries_read = match (x.entries_read, g.entries_read) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    _ => None,
+                };
+                for c in &g.consumers {
+                    // One consumer reads every shard: one row, summed.
+                    match x.consumers.iter_mut().find(|y| y.name == c.name) {
+                        Some(y) => {
+                            y.pending += c.pending;
+                            y.idle_ms = y.idle_ms.min(c.idle_ms);
+                            y.dead = y.dead && c.dead;
+                        }
+                        None => x.consumers.push(c.clone()),
+                    }
+                }
+            }
+            None => groups.push(g.clone()),
+        }
+    }
+    let length = shards.iter().map(|s| s.length).sum::<u64>();
+    let memory_bytes = shards.iter().map(|s| s.memory_bytes).sum::<u64>();
+    StreamStat {
+        stream: stream.to_string(),
+        length,
+        first_id: shards.iter().filter_map(|s| s.first_id).min(),
+        last_id: shards.iter().filter_map(|s| s.last_id).max(),
+        memory_bytes,
+        memory_known: shards.iter().all(|s| s.memory_known),
+        bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
+        entries_added: shards
+            .iter()
+            .map(|s| s.entries_added)
+            .sum::<Option<u64>>(),
+        groups,
+    }
+}

@@ -59,14 +59,15 @@ impl ShardLayout {
                 "{stream} already exists as a plain stream (or another key): pick another name, or move its entries (dump, restore) after deleting it"
             ))),
             Err(e) if e.to_string().contains("SKCOUNT") => {
-                let have = e
-                    .to_string()
-                    .split("SKCOUNT ")
-                    .nth(1)
-                    .and_then(|t| t.split_whitespace().next().map(str::to_string))
-                    .unwrap_or_default();
+                let text = e.to_string();
+                let after = text.split("SKCOUNT").nth(1).unwrap_or("");
+                let have: String = after
+                    .chars()
+                    .skip_while(|c| !c.is_ascii_digit())
+                    .take_while(char::is_ascii_digit)
+                    .collect();
                 Err(Error::InvalidInput(format!(
-                    "{stream} is already sharded {have} ways; resharding is not supported (create a new stream)"
+                    "{stream} is already sharded {have} ways, not {count}; resharding is not supported (create a new stream)"
                 )))
             }
             Err(e) => Err(Error::redis(format!("creating the layout of {stream}"), e)),

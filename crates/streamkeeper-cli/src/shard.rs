@@ -1,0 +1,94 @@
+//! `streamkeeper shard create|ls`: sharded logical streams.
+
+use comfy_table::Table;
+use streamkeeper::inspect::{self, InspectOptions};
+use streamkeeper::keys::key_slot;
+use streamkeeper::shard::ShardLayout;
+
+use crate::cli::{Global, ShardAction, ShardArgs};
+use crate::output;
+use crate::Exit;
+
+pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
+    match args.action {
+        ShardAction::Create { stream, shards } => {
+            let redis = global.connect().await?;
+            let layout = ShardLayout::create(&redis, &stream, shards).await?;
+            if global.json {
+                output::json_line(&serde_json::json!({
+                    "stream": stream.as_str(),
+                    "shards": layout.shards().iter().map(|k| k.as_str().to_string()).collect::<Vec<_>>(),
+                }));
+            } else {
+                println!(
+                    "{stream} is sharded {} ways: {} … {}",
+                    layout.count(),
+                    layout.shard(0),
+                    layout.shard(layout.count() - 1)
+                );
+            }
+        }
+        ShardAction::Ls { stream } => {
+            let redis = global.connect().await?;
+            let Some(layout) = ShardLayout::open(&redis, &stream).await? else {
+                anyhow::bail!(
+                    "{stream} is not a sharded stream (make one with `streamkeeper shard create {stream} --shards N`)"
+                );
+            };
+            let nodes = redis.cluster_nodes().await?;
+            let node_of = |slot: u16| match &nodes {
+                Some(nodes) => nodes
+                    .iter()
+                    .find(|n| n.primary && !n.failed() && n.serves(slot))
+                    .map_or_else(|| "?".to_string(), |n| n.addr.clone()),
+                None => redis.server_addr(),
+            };
+            let options = InspectOptions::default();
+            let mut table = Table::new();
+            table.load_preset(comfy_table::presets::NOTHING);
+            table.set_header(["shard", "slot", "node", "length", "group", "pending", "lag"]);
+            for key in layout.shards() {
+                let stat = inspect::stream_stat(&redis, &key, &options).await?;
+                let slot = key_slot(key.as_str());
+                let node = node_of(slot);
+                let rows: Vec<(String, String, String)> = if stat.groups.is_empty() {
+                    vec![("-".into(), "-".into(), "-".into())]
+                } else {
+                    stat.groups
+                        .iter()
+                        .map(|g| {
+                            (
+                                g.group.clone(),
+                                g.pending.to_string(),
+                                g.outstanding.to_string(),
+                            )
+                        })
+                        .collect()
+                };
+                for (group, pending, lag) in rows {
+                    if global.json {
+                        output::json_line(&serde_json::json!({
+                            "stream": stream.as_str(), "shard": key.as_str(), "slot": slot,
+                            "node": node, "length": stat.length, "group": group,
+                            "pending": pending.parse::<u64>().ok(), "lag": lag.parse::<u64>().ok(),
+                        }));
+                    } else {
+                        table.add_row([
+                            key.to_string(),
+                            slot.to_string(),
+                            node.clone(),
+                            stat.length.to_string(),
+                            group,
+                            pending,
+                            lag,
+                        ]);
+                    }
+                }
+            }
+            if !global.json {
+                println!("{table}");
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
