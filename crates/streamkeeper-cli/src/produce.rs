@@ -112,7 +112,10 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
             .iter()
             .position(|f| !f.iter().any(|(k, _)| k == name.as_bytes()))
         {
-            anyhow::bail!("stdin entry {}: no field {name:?} to route by (--key-field)", n + 1);
+            anyhow::bail!(
+                "stdin entry {}: no field {name:?} to route by (--key-field)",
+                n + 1
+            );
         }
     }
     if let (Some(name), false) = (&args.key_field, from_stdin) {
@@ -229,7 +232,9 @@ async fn produce_sharded(
         let part: Vec<Fields> = if from_stdin {
             stdin_entries.by_ref().take(n as usize).collect()
         } else {
-            (next..next + n).map(|i| templated(&args.fields, i)).collect()
+            (next..next + n)
+                .map(|i| templated(&args.fields, i))
+                .collect()
         };
         if let Some(rate) = args.rate {
             let due = started + Duration::from_secs_f64(next as f64 / rate);
@@ -258,7 +263,11 @@ async fn produce_sharded(
                 let key: StreamKey = router.layout.shard(s as u32);
                 if let Some(id) = ids[s].next() {
                     if global.json {
-                        writeln!(out, "{}", serde_json::json!({ "stream": key.as_str(), "id": id.to_string() }))?;
+                        writeln!(
+                            out,
+                            "{}",
+                            serde_json::json!({ "stream": key.as_str(), "id": id.to_string() })
+                        )?;
                     } else {
                         writeln!(out, "{key} {id}")?;
                     }

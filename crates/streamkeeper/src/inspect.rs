@@ -563,10 +563,7 @@ pub fn sum_shards(stream: &str, shards: &[StreamStat]) -> StreamStat {
         memory_bytes,
         memory_known: shards.iter().all(|s| s.memory_known),
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
-        entries_added: shards
-            .iter()
-            .map(|s| s.entries_added)
-            .sum::<Option<u64>>(),
+        entries_added: shards.iter().map(|s| s.entries_added).sum::<Option<u64>>(),
         groups,
     }
 }

@@ -71,8 +71,8 @@ mod replica_hold;
 mod reply;
 pub mod retry;
 pub mod scheduler;
-pub mod shard;
 mod scripts;
+pub mod shard;
 pub mod types;
 pub mod wire;
 

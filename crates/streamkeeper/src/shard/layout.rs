@@ -9,7 +9,6 @@ use crate::types::StreamKey;
 /// The most shards a stream may have.
 pub const MAX_SHARDS: u32 = 1024;
 
-
 /// A sharded logical stream: its name and its shards.
 ///
 /// ```no_run
@@ -86,7 +85,10 @@ impl ShardLayout {
         match count {
             None => Ok(None),
             Some(c) => {
-                let count = c.parse::<u32>().ok().filter(|n| (1..=MAX_SHARDS).contains(n));
+                let count = c
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_SHARDS).contains(n));
                 match count {
                     Some(count) => Ok(Some(ShardLayout {
                         stream: stream.clone(),

@@ -84,7 +84,10 @@ impl ShardedProducer {
     /// Appends entries (`(partition key, fields)`), one pipeline per shard,
     /// the shards in parallel; returns each entry's shard and ID in input
     /// order. Entries of one shard keep their relative order.
-    pub async fn send_batch<K, F>(&self, batch: &[(Option<K>, F)]) -> Result<Vec<(StreamKey, StreamId)>>
+    pub async fn send_batch<K, F>(
+        &self,
+        batch: &[(Option<K>, F)],
+    ) -> Result<Vec<(StreamKey, StreamId)>>
     where
         K: AsRef<[u8]>,
         F: AsRef<[(Bytes, Bytes)]> + Sync,
@@ -93,14 +96,16 @@ impl ShardedProducer {
         for (n, (key, _)) in batch.iter().enumerate() {
             per_shard[self.pick(key.as_ref().map(AsRef::as_ref)) as usize].push(n);
         }
-        let sends = per_shard.iter().enumerate().filter(|(_, idx)| !idx.is_empty()).map(
-            |(shard, idx)| async move {
+        let sends = per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, idx)| !idx.is_empty())
+            .map(|(shard, idx)| async move {
                 let entries: Vec<&[(Bytes, Bytes)]> =
                     idx.iter().map(|&n| batch[n].1.as_ref()).collect();
                 let ids = self.producers[shard].send_batch(&entries).await?;
                 Ok::<_, crate::Error>((shard, ids))
-            },
-        );
+            });
         let mut out: Vec<Option<(StreamKey, StreamId)>> = vec![None; batch.len()];
         for (shard, ids) in try_join_all(sends).await? {
             let key = self.producers[shard].stream().clone();
