@@ -486,37 +486,6 @@ pub fn rates(
     Some((added as f64 / secs, finished as f64 / secs))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn g(pending: u64, undelivered: u64, last: &str) -> GroupStat {
-        GroupStat {
-            group: "g".into(),
-            pending,
-            undelivered,
-            outstanding: pending + undelivered,
-            time_lag_ms: 0,
-            oldest_pending_ms: 0,
-            last_delivered: last.parse().expect("id"),
-            entries_read: None,
-            consumers: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn trends_name_what_a_group_does() {
-        assert_eq!(trend(&g(5, 5, "1-0"), &g(0, 0, "2-0")), Trend::CaughtUp);
-        assert_eq!(trend(&g(5, 50, "1-0"), &g(5, 20, "2-0")), Trend::CatchingUp);
-        assert_eq!(
-            trend(&g(5, 20, "1-0"), &g(5, 50, "2-0")),
-            Trend::FallingBehind
-        );
-        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "1-0")), Trend::Stalled);
-        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "3-0")), Trend::Steady);
-    }
-}
-
 /// The sum over the shards of a sharded stream (see [`crate::shard`]):
 /// lengths, memory, pending and undelivered add up; the first/last IDs
 /// are the oldest/newest of any shard; a group's time lag and oldest
@@ -565,5 +534,36 @@ pub fn sum_shards(stream: &str, shards: &[StreamStat]) -> StreamStat {
         bytes_per_entry: memory_bytes.checked_div(length).unwrap_or(0),
         entries_added: shards.iter().map(|s| s.entries_added).sum::<Option<u64>>(),
         groups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(pending: u64, undelivered: u64, last: &str) -> GroupStat {
+        GroupStat {
+            group: "g".into(),
+            pending,
+            undelivered,
+            outstanding: pending + undelivered,
+            time_lag_ms: 0,
+            oldest_pending_ms: 0,
+            last_delivered: last.parse().expect("id"),
+            entries_read: None,
+            consumers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn trends_name_what_a_group_does() {
+        assert_eq!(trend(&g(5, 5, "1-0"), &g(0, 0, "2-0")), Trend::CaughtUp);
+        assert_eq!(trend(&g(5, 50, "1-0"), &g(5, 20, "2-0")), Trend::CatchingUp);
+        assert_eq!(
+            trend(&g(5, 20, "1-0"), &g(5, 50, "2-0")),
+            Trend::FallingBehind
+        );
+        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "1-0")), Trend::Stalled);
+        assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "3-0")), Trend::Steady);
     }
 }
