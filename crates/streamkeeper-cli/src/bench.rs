@@ -48,6 +48,16 @@ pub async fn run(global: &Global, mut args: BenchArgs) -> anyhow::Result<Exit> {
     // production Redis by accident.
     let (_server, url) = streamkeeper_testkit::RedisServer::url_or_private(global.redis.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(shards) = args.shards {
+        crate::bench_shards::run(global, &args, &url, shards).await?;
+        return Ok(Exit::Ok);
+    }
+    if matches!(
+        streamkeeper::conn::parse_topology(&url)?,
+        streamkeeper::Topology::Cluster { .. }
+    ) {
+        anyhow::bail!("on a cluster, bench a sharded stream: add --shards N (e.g. --shards 6)");
+    }
     let redis = Connector::connect(&url).await?;
     let client = redis::Client::open(url.as_str())?;
     let mut plain = client.get_multiplexed_async_connection().await?;
@@ -105,7 +115,7 @@ pub async fn run(global: &Global, mut args: BenchArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn report(json: bool, f: &Figure) {
+pub(crate) fn report(json: bool, f: &Figure) {
     let ratio = f.baseline_rate.map(|b| f.rate / b);
     if json {
         output::json_line(&json!({
@@ -282,7 +292,7 @@ async fn bench_consume(
 }
 
 /// The best plain loop: read a batch, then pipeline its XACK with the next read.
-async fn plain_consume(
+pub(crate) async fn plain_consume(
     mut conn: MultiplexedConnection,
     key: &str,
     group: &str,

@@ -632,6 +632,11 @@ pub struct BenchArgs {
     /// `bench scheduler`: how long to measure.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub duration: Duration,
+    /// `bench produce|consume|all`: a sharded stream of N shards (each in
+    /// its own slot); on a cluster URL the baseline is a plain redis-rs
+    /// cluster loop over the same shard keys. Prints each primary's share.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: Option<u32>,
 }
 
 /// `demo` arguments.

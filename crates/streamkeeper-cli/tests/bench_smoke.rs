@@ -86,3 +86,34 @@ fn bench_scheduler_imports_and_counts_duplicates() {
         "{r}"
     );
 }
+
+#[test]
+fn bench_shards_compares_with_a_plain_loop_and_reports_each_node() {
+    let rows = bench(&[
+        "all",
+        "--shards",
+        "3",
+        "--messages",
+        "3000",
+        "--size",
+        "10",
+        "--baseline",
+    ]);
+    for mode in ["produce", "consume"] {
+        let fig = rows
+            .iter()
+            .find(|r| r["mode"] == mode && r["rate"].is_number())
+            .unwrap_or_else(|| panic!("no {mode} figure in {rows:?}"));
+        assert!(
+            fig["baseline_rate"].as_f64().is_some_and(|b| b > 0.0),
+            "{fig}"
+        );
+        assert!(fig["ratio"].as_f64().is_some_and(|r| r > 0.0), "{fig}");
+        let shares: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["mode"] == mode && r["share"].is_number())
+            .collect();
+        assert_eq!(shares.len(), 1, "one node on a single server: {rows:?}");
+        assert!(shares[0]["commands"].as_u64().is_some_and(|c| c > 0));
+    }
+}
