@@ -9,6 +9,22 @@ use std::time::Duration;
 use common::BIN;
 use streamkeeper_testkit::RedisCluster;
 
+/// A raw HTTP/1.1 GET on loopback; the whole response ("" if nothing answers).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn sk(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .arg("--redis")
@@ -109,6 +125,31 @@ fn every_command_works_on_a_cluster() {
     let _ = run.kill();
     let _ = run.wait();
     assert!(fired, "the schedule fired into another slot");
+    // The dashboard's API sees the streams of every primary.
+    let port = streamkeeper_testkit::free_port().expect("port");
+    let mut serve = Command::new(BIN)
+        .args([
+            "--redis",
+            &url,
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env_remove("STREAMKEEPER_REDIS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut body = String::new();
+    let listed = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+        body = http_get(port, "/api/streams");
+        names
+            .iter()
+            .all(|s| body.contains(&format!("\"name\":\"{s}\"")))
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(listed, "the dashboard lists a, b and c: {body}");
     // doctor reports every node: 3 primaries with their slots, 3 replicas
     // with their link, each with its round trip from here.
     let doctor = sk(&url, &["--json", "doctor"]);
