@@ -24,7 +24,10 @@ const STREAM: &str = "sk-bench-sharded";
 
 pub async fn run(global: &Global, args: &BenchArgs, url: &str, shards: u32) -> anyhow::Result<()> {
     let redis = Connector::connect(url).await?;
-    let stream = StreamKey::new(STREAM)?;
+    let stream = StreamKey::new(balanced_name(&redis, shards).await?)?;
+    if !global.quiet {
+        eprintln!("sharded stream {stream}: {shards} shards");
+    }
     reset(&redis, &stream, shards).await?;
     let layout = ShardLayout::create(&redis, &stream, shards).await?;
     let payload = "x".repeat(args.size);
@@ -46,6 +49,49 @@ pub async fn run(global: &Global, args: &BenchArgs, url: &str, shards: u32) -> a
     }
     reset(&redis, &stream, shards).await?;
     Ok(())
+}
+
+/// Which primary serves each shard decides how the load spreads, and that
+/// follows from the shard keys' hash slots: on a cluster, the bench takes
+/// the first name (`sk-bench-sharded`, `sk-bench-sharded-1`, …) whose
+/// shards split as evenly as possible over the primaries, so the figure
+/// measures the client, not the luck of one name's slots. `shard ls`
+/// shows a real stream's spread.
+async fn balanced_name(redis: &Connector, shards: u32) -> anyhow::Result<String> {
+    let Some(nodes) = redis.cluster_nodes().await? else {
+        return Ok(STREAM.to_string());
+    };
+    let primaries: Vec<_> = nodes
+        .into_iter()
+        .filter(|n| n.primary && !n.failed() && !n.slots.is_empty())
+        .collect();
+    let ideal = shards.div_ceil(u32::try_from(primaries.len().max(1))?);
+    let mut best = (u32::MAX, STREAM.to_string());
+    for candidate in 0..500 {
+        let name = if candidate == 0 {
+            STREAM.to_string()
+        } else {
+            format!("{STREAM}-{candidate}")
+        };
+        let stream = StreamKey::new(name.clone())?;
+        let mut per = vec![0u32; primaries.len()];
+        for i in 0..shards {
+            let slot = streamkeeper::keys::key_slot(
+                streamkeeper::keys::StreamKeys::shard(&stream, i).as_str(),
+            );
+            if let Some(p) = primaries.iter().position(|n| n.serves(slot)) {
+                per[p] += 1;
+            }
+        }
+        let worst = per.iter().copied().max().unwrap_or(0);
+        if worst < best.0 {
+            best = (worst, name);
+        }
+        if worst <= ideal {
+            break;
+        }
+    }
+    Ok(best.1)
 }
 
 /// Deletes the bench's shards and layout.
