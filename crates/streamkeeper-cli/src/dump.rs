@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use streamkeeper::producer::PIPELINE_CHUNK;
+use streamkeeper::shard::ShardLayout;
 use streamkeeper::{wire, Reader, StartFrom, StreamId};
 
 use crate::append::{check_is_stream, Appender, NewEntry};
@@ -84,30 +85,69 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
     };
     let redis = global.connect().await?;
     check_is_stream(&redis, &stream).await?;
+    // A sharded stream: every shard, merged in ID order; each line names
+    // its shard (`{S:i}`), so `restore` puts it back where it was.
+    let keys = match ShardLayout::open(&redis, &stream).await? {
+        Some(layout) => layout.shards(),
+        None => vec![stream.clone()],
+    };
     let mut conn = redis.shared();
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&stream)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| streamkeeper::Error::redis(format!("XLEN {stream}"), e))?;
+    let mut len = 0u64;
+    for k in &keys {
+        let n: u64 = redis::cmd("XLEN")
+            .arg(k.as_str())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| streamkeeper::Error::redis(format!("XLEN {k}"), e))?;
+        len += n;
+    }
     let bar = progress(len, "dump");
-    let mut reader = Reader::new(&redis, stream.clone(), StartFrom::After(from.prev()))
-        .await?
-        .page_size(1000);
+    struct Source {
+        key: streamkeeper::StreamKey,
+        reader: Reader,
+        page: std::collections::VecDeque<streamkeeper::Entry>,
+        done: bool,
+    }
+    let mut sources = Vec::new();
+    for key in keys {
+        let reader = Reader::new(&redis, key.clone(), StartFrom::After(from.prev()))
+            .await?
+            .page_size(1000);
+        sources.push(Source {
+            key,
+            reader,
+            page: Default::default(),
+            done: false,
+        });
+    }
     let mut n = 0u64;
-    'pages: loop {
-        let page = reader.next_page().await?;
-        if page.is_empty() {
-            break;
-        }
-        for e in &page {
-            if e.id > to {
-                break 'pages;
+    loop {
+        for s in sources.iter_mut().filter(|s| s.page.is_empty() && !s.done) {
+            let page = s.reader.next_page().await?;
+            if page.is_empty() {
+                s.done = true;
             }
-            writeln!(out, "{}", wire::entry_to_line(stream.as_str(), e))?;
-            n += 1;
+            s.page.extend(page);
         }
-        bar.inc(page.len() as u64);
+        let next = sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.page.front().map(|e| (e.id, i)))
+            .min();
+        let Some((id, i)) = next else {
+            break;
+        };
+        let source = &mut sources[i];
+        if id > to {
+            source.page.clear();
+            source.done = true;
+            continue;
+        }
+        if let Some(e) = source.page.pop_front() {
+            writeln!(out, "{}", wire::entry_to_line(source.key.as_str(), &e))?;
+            n += 1;
+            bar.inc(1);
+        }
     }
     out.flush()?;
     drop(out);
@@ -182,6 +222,11 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     }
     let redis = global.connect().await?;
     check_is_stream(&redis, &stream).await?;
+    if ShardLayout::open(&redis, &stream).await?.is_some() {
+        anyhow::bail!(
+            "{stream} is sharded: restore each shard's lines into its shard key (a dump's \"stream\" field names it, e.g. '{{{stream}:0}}'); nothing written"
+        );
+    }
     if let Some(first) = first_id {
         // XADD refuses an ID at or below the stream's last-generated ID,
         // which may lie beyond its last entry (deleted or trimmed ones).

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease, TrimReport};
+use streamkeeper::shard::ShardLayout;
 use streamkeeper::StreamKey;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +36,6 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
 }
 
 pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
-    let streams: Vec<StreamKey> = args.streams.clone();
     let archive = args
         .archive
         .as_deref()
@@ -52,6 +52,15 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
         archive,
     };
     let redis = global.connect().await?;
+    // A sharded stream is cleaned shard by shard (each has its own groups'
+    // trim point and its own lease).
+    let mut streams: Vec<StreamKey> = Vec::new();
+    for s in &args.streams {
+        match ShardLayout::open(&redis, s).await? {
+            Some(layout) => streams.extend(layout.shards()),
+            None => streams.push(s.clone()),
+        }
+    }
     let me = streamkeeper::ConsumerName::unique();
     // The lease outlives a few missed renewals but not a dead janitor for long.
     let ttl = (args.interval * 3).max(Duration::from_secs(5));

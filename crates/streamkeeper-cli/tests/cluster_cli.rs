@@ -260,4 +260,59 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
     assert_eq!(stat["stream"], "ev");
     assert_eq!(stat["length"], 200);
     assert_eq!(stat["outstanding"], 0);
+    // dump merges the shards in ID order, each line naming its shard.
+    let dump = ok(&["dump", "ev"]);
+    let lines: Vec<serde_json::Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 200);
+    let ids: Vec<streamkeeper::StreamId> = lines
+        .iter()
+        .map(|l| l["id"].as_str().expect("id").parse().expect("id"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "merged in ID order");
+    assert!(lines
+        .iter()
+        .all(|l| l["stream"].as_str().is_some_and(|s| s.starts_with("{ev:"))));
+    // The janitor trims every shard (all acknowledged by g).
+    let trimmed: u64 = ok(&["--json", "janitor", "ev", "--once"])
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["trimmed"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(trimmed, 200);
+    // Dead letters of every shard, under the logical name.
+    ok(&[
+        "produce",
+        "ev",
+        "--key",
+        "customer-0",
+        "--field",
+        "poison=1",
+        "-q",
+    ]);
+    let o = run(&[
+        "consume",
+        "ev",
+        "-g",
+        "g",
+        "--exec",
+        "exit 1",
+        "--max-deliveries",
+        "1",
+        "--idle-exit",
+        "2s",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(ok(&["dlq", "ls", "ev"]).contains("poison"));
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("ev.jsonl");
+    std::fs::write(&file, dump).expect("write");
+    let o = run(&["restore", "ev", "-i", file.to_str().expect("path")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is sharded"));
 }
