@@ -334,6 +334,13 @@ pub struct ConsumeArgs {
     /// at most with --pipe (default 64).
     #[arg(long, value_parser = parse_positive_usize)]
     pub concurrency: Option<usize>,
+    /// On a sharded stream: one owner per shard in the group at a time
+    /// (leases with fencing, rebalanced as consumers come and go); entries
+    /// of one key are handled one after the other, in order, and a failing
+    /// entry is retried in place (its shard waits) up to --max-deliveries
+    /// (default 5) runs, then dead-lettered.
+    #[arg(long)]
+    pub ordered: bool,
     /// With --pipe: after SIGINT/SIGTERM, how long to wait for the answers
     /// of entries already sent; unanswered ones stay pending.
     #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]

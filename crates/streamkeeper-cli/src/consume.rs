@@ -144,7 +144,29 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     };
     // A sharded stream: one consumer per shard, all in this process and
     // under one name (shared mode: every member reads every shard).
-    let stats = match ShardLayout::open(&redis, &stream).await? {
+    let layout = ShardLayout::open(&redis, &stream).await?;
+    if args.ordered && layout.is_none() {
+        anyhow::bail!(
+            "--ordered needs a sharded stream ({stream} is not one: `streamkeeper shard create {stream} --shards N`); a plain stream is already in order with one consumer"
+        );
+    }
+    let stats = match layout {
+        Some(layout) if args.ordered => {
+            if let Some(from) = create {
+                for shard in layout.shards() {
+                    streamkeeper::group::create_group(&redis, &shard, &group, from).await?;
+                }
+            }
+            let ordered = streamkeeper::shard::OrderedOptions {
+                max_attempts: Some(args.max_deliveries.unwrap_or(5)),
+                backoff: args.retry_backoff,
+                ..Default::default()
+            };
+            streamkeeper::shard::run_ordered(
+                &redis, &layout, &group, &consumer, options, ordered, handler, stop,
+            )
+            .await
+        }
         None => {
             GroupConsumer::new(&redis, stream, group)
                 .consumer_name(consumer)

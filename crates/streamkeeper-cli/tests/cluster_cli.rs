@@ -309,6 +309,68 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ok(&["dlq", "ls", "ev"]).contains("poison"));
+    // Ordered mode: two consumers split the shards; each key's entries are
+    // handled by one of them, in order; every entry once.
+    ok(&["shard", "create", "ov", "--shards", "4"]);
+    for c in 0..6 {
+        let (key, field) = (format!("c{c}"), format!("c={c}"));
+        ok(&[
+            "produce", "ov", "--key", &key, "--field", &field, "--field", "seq={i}", "--count",
+            "20", "-q",
+        ]);
+    }
+    let spawn = |name: &str| {
+        Command::new(BIN)
+            .args([
+                "--redis",
+                &url,
+                "consume",
+                "ov",
+                "-g",
+                "o",
+                "-c",
+                name,
+                "--create",
+                "--from",
+                "-",
+                "--ordered",
+                "--idle-exit",
+                "3s",
+            ])
+            .env_remove("STREAMKEEPER_REDIS")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("consume --ordered")
+    };
+    let (a, b) = (spawn("a"), spawn("b"));
+    let outputs = [
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    ];
+    let mut handled = std::collections::HashSet::new();
+    for o in &outputs {
+        let mut last: std::collections::HashMap<String, i64> = Default::default();
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let c = v["fields"]["c"].as_str().expect("c").to_string();
+            let seq: i64 = v["fields"]["seq"]
+                .as_str()
+                .expect("seq")
+                .parse()
+                .expect("n");
+            let prev = last.insert(c.clone(), seq).unwrap_or(-1);
+            assert!(seq > prev, "ordered: key {c} seq {seq} after {prev}");
+            assert!(handled.insert((c, seq)), "handled twice without a crash");
+        }
+    }
+    assert_eq!(handled.len(), 120, "every entry of ov handled");
+    assert_eq!(
+        run(&["consume", "plain", "-g", "x", "--create", "--ordered"])
+            .status
+            .code(),
+        Some(2)
+    );
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("ev.jsonl");
     std::fs::write(&file, dump).expect("write");

@@ -24,19 +24,40 @@ pub async fn dead_letter(
     attempts: u64,
     reason: &str,
 ) -> Result<Option<StreamId>> {
+    dead_letter_fenced(connector, stream, group, id, attempts, reason, None).await
+}
+
+/// [`dead_letter`] for a fenced (ordered-mode) consumer: refused unless
+/// it still holds `fence`.
+pub(crate) async fn dead_letter_fenced(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    id: StreamId,
+    attempts: u64,
+    reason: &str,
+    fence: Option<&crate::consumer::Fence>,
+) -> Result<Option<StreamId>> {
     let now = crate::retry::now_ms();
     let mut conn = connector.shared();
-    let r: redis::RedisResult<Value> = scripts::DEAD_LETTER
-        .key(stream)
+    let script = if fence.is_some() {
+        &scripts::DEAD_LETTER_FENCED
+    } else {
+        &scripts::DEAD_LETTER
+    };
+    let mut invocation = script.key(stream);
+    invocation
         .key(crate::keys::StreamKeys::dlq(stream))
         .key(crate::keys::StreamKeys::attempts(stream))
         .arg(group)
         .arg(id)
         .arg(attempts)
         .arg(reason)
-        .arg(now)
-        .invoke_async(&mut conn)
-        .await;
+        .arg(now);
+    if let Some(f) = fence {
+        invocation.key(&f.key).arg(&f.token);
+    }
+    let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
     match r {
         Ok(Value::BulkString(b)) => {
             crate::metrics::dead_lettered();

@@ -73,6 +73,23 @@ impl StreamKeys {
     pub fn shard(stream: &StreamKey, i: u32) -> StreamKey {
         StreamKey::from_trusted(format!("{{{}:{i}}}", stream.as_str()))
     }
+
+    /// `{S}:members:<group>`: ordered mode's live members of a group on
+    /// the sharded stream S (zset: member → heartbeat ms).
+    pub fn members(stream: &StreamKey, group: &str) -> String {
+        stream.derived(&format!("members:{group}"))
+    }
+
+    /// `{S:i}:owner:<group>`: the owner lease of shard `shard` for a group
+    /// in ordered mode (value `<member>:<epoch>`, the fencing token).
+    pub fn owner(shard: &StreamKey, group: &str) -> String {
+        shard.derived(&format!("owner:{group}"))
+    }
+
+    /// `{S:i}:epoch:<group>`: the fencing epoch counter of a shard's lease.
+    pub fn epoch(shard: &StreamKey, group: &str) -> String {
+        shard.derived(&format!("epoch:{group}"))
+    }
 }
 
 /// The scheduler's keys in namespace `N` (all in `{N}`'s hash slot).

@@ -78,8 +78,8 @@ pub mod wire;
 
 pub use conn::{Connector, ConnectorOptions, SharedConn, Topology};
 pub use consumer::{
-    AckMode, ConsumerOptions, Deliveries, Delivery, GroupConsumer, Outcome, RunStats, Settled,
-    Source,
+    AckMode, ConsumerOptions, Deliveries, Delivery, Fence, GroupConsumer, Outcome, RunStats,
+    Settled, Source,
 };
 pub use error::{Error, Result};
 pub use producer::{BatchOptions, BatchedProducer, Cap, Producer, Wait};

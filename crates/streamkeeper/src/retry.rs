@@ -52,17 +52,38 @@ pub async fn store(
     due_ms: u64,
     attempts: u64,
 ) -> Result<Stored> {
+    store_fenced(connector, stream, group, id, due_ms, attempts, None).await
+}
+
+/// [`store`] for a fenced (ordered-mode) consumer: refused unless it
+/// still holds `fence`.
+pub(crate) async fn store_fenced(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    id: StreamId,
+    due_ms: u64,
+    attempts: u64,
+    fence: Option<&crate::consumer::Fence>,
+) -> Result<Stored> {
     let mut conn = connector.shared();
-    let r: redis::RedisResult<i64> = scripts::RETRY_STORE
-        .key(stream)
+    let script = if fence.is_some() {
+        &scripts::RETRY_STORE_FENCED
+    } else {
+        &scripts::RETRY_STORE
+    };
+    let mut invocation = script.key(stream);
+    invocation
         .key(crate::keys::StreamKeys::retry(stream))
         .key(crate::keys::StreamKeys::attempts(stream))
         .arg(group)
         .arg(id)
         .arg(due_ms)
-        .arg(attempts)
-        .invoke_async(&mut conn)
-        .await;
+        .arg(attempts);
+    if let Some(f) = fence {
+        invocation.key(&f.key).arg(&f.token);
+    }
+    let r: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
     match r {
         Ok(1) => {
             crate::metrics::retried();

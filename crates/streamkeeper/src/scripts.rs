@@ -8,6 +8,17 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A settling script behind the fence prelude (`lua/fence.lua`): the last
+/// key and argument are the owner lease and token of ordered mode.
+macro_rules! fenced_script {
+    ($(#[$doc:meta])* $name:ident, $file:literal) => {
+        $(#[$doc])*
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(include_str!("lua/fence.lua"), include_str!(concat!("lua/", $file))))
+        });
+    };
+}
+
 macro_rules! script {
     ($(#[$doc:meta])* $name:ident, $file:literal) => {
         $(#[$doc])*
@@ -57,6 +68,16 @@ script!(
     "ack_and_produce.lua"
 );
 script!(
+    /// Take (or renew) a shard's owner lease in ordered mode.
+    LEASE_ACQUIRE,
+    "lease_acquire.lua"
+);
+script!(
+    /// Renew or release a shard's owner lease if still ours.
+    LEASE_KEEP,
+    "lease_keep.lua"
+);
+script!(
     /// Create the layout of a sharded stream.
     SHARD_CREATE,
     "shard_create.lua"
@@ -90,4 +111,20 @@ script!(
     /// Hand a consumer's pending entries to another and delete it.
     HANDOFF,
     "handoff.lua"
+);
+
+fenced_script!(
+    /// `ACK` for a fenced (ordered-mode) consumer.
+    ACK_FENCED,
+    "ack.lua"
+);
+fenced_script!(
+    /// `DEAD_LETTER` for a fenced (ordered-mode) consumer.
+    DEAD_LETTER_FENCED,
+    "dead_letter.lua"
+);
+fenced_script!(
+    /// `RETRY_STORE` for a fenced (ordered-mode) consumer.
+    RETRY_STORE_FENCED,
+    "retry_store.lua"
 );

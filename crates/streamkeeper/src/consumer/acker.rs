@@ -50,12 +50,14 @@ impl Acker {
         group: GroupName,
         max_batch: usize,
         interval: Duration,
+        fence: Option<super::Fence>,
     ) -> (Acker, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let acked = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(ack_loop(
             AckTarget {
                 attempts: crate::keys::StreamKeys::attempts(&stream),
+                fence,
                 connector,
                 stream,
                 group,
@@ -120,6 +122,8 @@ impl Acker {
 
 struct AckTarget {
     connector: Connector,
+    /// Ordered mode: every ack goes through the fenced script.
+    fence: Option<super::Fence>,
     stream: StreamKey,
     attempts: String,
     group: GroupName,
@@ -179,10 +183,25 @@ impl AckTarget {
         let (stream, group, attempts) = (&self.stream, &self.group, &self.attempts);
         let (ids, clear, running): (&[StreamId], &[StreamId], &[StreamId]) =
             (&self.ids, &self.clear, &marks);
+        let fence = self.fence.as_ref();
         let r = self
             .connector
             .retrying("XACK", |mut conn| async move {
-                let r = if clear.is_empty() && running.is_empty() {
+                let r = if let Some(f) = fence {
+                    scripts::ACK_FENCED
+                        .key(stream)
+                        .key(attempts)
+                        .key(&f.key)
+                        .arg(group)
+                        .arg(ids.len())
+                        .arg(clear.len())
+                        .arg(ids)
+                        .arg(clear)
+                        .arg(running)
+                        .arg(&f.token)
+                        .invoke_async::<u64>(&mut conn)
+                        .await
+                } else if clear.is_empty() && running.is_empty() {
                     redis::cmd("XACK")
                         .arg(stream)
                         .arg(group)

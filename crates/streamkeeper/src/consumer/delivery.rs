@@ -274,13 +274,14 @@ impl Delivery {
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
                     .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-                let stored = crate::retry::store(
+                let stored = crate::retry::store_fenced(
                     &s.connector,
                     &s.stream,
                     &s.group,
                     self.inner.entry.id,
                     due,
                     self.inner.attempt,
+                    s.options.fence.as_ref(),
                 )
                 .await?;
                 s.acker.settled(self.inner.entry.id);
@@ -298,13 +299,14 @@ impl Delivery {
     /// one script.
     pub async fn dead_letter(&self, reason: &str) -> Result<Settled> {
         let s = &self.inner.shared;
-        let r = crate::deadletter::dead_letter(
+        let r = crate::deadletter::dead_letter_fenced(
             &s.connector,
             &s.stream,
             &s.group,
             self.inner.entry.id,
             self.inner.attempt,
             reason,
+            s.options.fence.as_ref(),
         )
         .await?;
         s.acker.settled(self.inner.entry.id);

@@ -113,6 +113,10 @@ pub struct ConsumerOptions {
     pub retry_backoff_max: Duration,
     /// How often the retry mover looks for due retries.
     pub retry_poll: Duration,
+    /// Ordered mode: the shard's owner lease and this owner's token.
+    /// Acks, retries and dead letters are refused (error `SKFENCED`) once
+    /// the lease is no longer this consumer's, so a zombie cannot write.
+    pub fence: Option<Fence>,
 }
 
 impl Default for ConsumerOptions {
@@ -132,6 +136,7 @@ impl Default for ConsumerOptions {
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),
             retry_poll: Duration::from_millis(200),
+            fence: None,
         }
     }
 }
@@ -144,6 +149,17 @@ impl ConsumerOptions {
             .map(|d| (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
             .unwrap_or(Duration::from_secs(30))
     }
+}
+
+/// The owner lease a fenced consumer must still hold to settle entries
+/// (see [`ConsumerOptions::fence`]); set by the ordered mode of
+/// [`crate::shard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease key (in the stream's slot).
+    pub key: String,
+    /// The value this owner set in it.
+    pub token: String,
 }
 
 /// A member of a consumer group on one stream.
@@ -386,6 +402,7 @@ impl GroupConsumer {
             self.group.clone(),
             self.options.ack_batch,
             self.options.ack_interval,
+            self.options.fence.clone(),
         );
         let limit = self.options.limit;
         let in_flight = Arc::new(InFlight::default());
@@ -523,13 +540,14 @@ impl Deliveries {
             }
             let earlier = retried + cut_off;
             if let Some(reason) = shared.policy.before_run(&held.entry, earlier) {
-                match crate::deadletter::dead_letter(
+                match crate::deadletter::dead_letter_fenced(
                     &shared.connector,
                     &shared.stream,
                     &shared.group,
                     id,
                     earlier,
                     &reason,
+                    shared.options.fence.as_ref(),
                 )
                 .await
                 {

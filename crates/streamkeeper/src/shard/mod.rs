@@ -14,17 +14,22 @@
 //!   blocking connection to its shard's primary. Each shard is an ordinary
 //!   stream, so reclaim, retries, the DLQ (`{S:i}:dlq`), the janitor and
 //!   exactly-once work per shard unchanged.
+//! - Ordered mode ([`run_ordered`]): one owner per shard per group at a
+//!   time, fenced, so per-key order holds end to end.
 //!
 //! | file | what |
 //! |---|---|
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
+//! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
 mod layout;
+mod ordered;
 mod producer;
 mod route;
 
 pub use layout::{ShardLayout, MAX_SHARDS};
+pub use ordered::{owner_of, run_ordered, OrderedOptions};
 pub use producer::ShardedProducer;
 pub use route::{jump_consistent_hash, key_hash, shard_for};

@@ -1,0 +1,422 @@
+//! Ordered mode: each shard of a sharded stream has exactly one owner in
+//! a group at a time, so entries of one partition key are handled one
+//! after the other, in order, end to end.
+//!
+//! - Members register in `{S}:members:<group>` (a zset of heartbeat
+//!   times) every `heartbeat`; one silent for `member_ttl` is gone.
+//! - Every member computes the same assignment from the live members:
+//!   shard i goes to the member with the highest XXH3 of `member:i`
+//!   (rendezvous hashing — sticky: a join or leave moves only the shards
+//!   that member wins or held).
+//! - Owning shard i takes its lease `{S:i}:owner:<group>` (`SET NX PX`)
+//!   with a token `<member>:<epoch>`, the epoch a counter that grows with
+//!   every new owner. The ack, retry and dead-letter scripts check the
+//!   token (the fence), so a zombie — frozen past its lease, replaced —
+//!   cannot write.
+//! - Taking over, the owner claims every pending entry of the shard for
+//!   the group (the previous owner's unfinished work) and reads them
+//!   first, in ID order.
+//! - Rebalance is cooperative: an owner that should let a shard go stops
+//!   reading it, finishes the entry in hand, then releases the lease; the
+//!   new owner takes it on its next heartbeat. A crashed owner's lease
+//!   runs out after `lease_ttl`.
+//! - A failing entry is retried in place (with backoff) and the shard's
+//!   later entries wait; after `max_attempts` it goes to the shard's
+//!   dead-letter stream and the shard moves on.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::ShardLayout;
+use crate::conn::Connector;
+use crate::consumer::{
+    AckMode, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats,
+};
+use crate::error::{Error, Result};
+use crate::keys::StreamKeys;
+use crate::scripts;
+use crate::types::{ConsumerName, GroupName, StreamKey};
+
+/// Timing of ordered mode.
+#[derive(Debug, Clone)]
+pub struct OrderedOptions {
+    /// How often a member says it is alive and rechecks its shards.
+    pub heartbeat: Duration,
+    /// A member silent this long is gone (its shards move).
+    pub member_ttl: Duration,
+    /// A shard's owner lease; renewed every heartbeat. A crashed owner's
+    /// shards wait this long before another member takes them.
+    pub lease_ttl: Duration,
+    /// Handler runs of one entry before it is dead-lettered (`None`: retry
+    /// for ever — the shard waits).
+    pub max_attempts: Option<u64>,
+    /// First wait between two runs of a failing entry (doubles, up to 30 s).
+    pub backoff: Duration,
+}
+
+impl Default for OrderedOptions {
+    fn default() -> Self {
+        OrderedOptions {
+            heartbeat: Duration::from_secs(1),
+            member_ttl: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(5),
+            max_attempts: Some(5),
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The member rendezvous hashing gives shard `i` among `members`.
+pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
+    members
+        .iter()
+        .max_by_key(|m| super::key_hash(format!("{m}:{i}").as_bytes()))
+}
+
+/// One shard this member runs.
+struct Owned {
+    token: String,
+    stop: CancellationToken,
+    task: JoinHandle<Result<RunStats>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs `handler` as member `member` of `group` in ordered mode on every
+/// shard this member owns, until `stop`; then finishes the entries in
+/// hand, releases its leases and leaves. `consumer` supplies batch and
+/// block settings (its ack mode, reclaim and retry settings are ordered
+/// mode's own).
+///
+/// ```no_run
+/// # async fn f() -> streamkeeper::Result<()> {
+/// use streamkeeper::shard::{run_ordered, OrderedOptions, ShardLayout};
+/// use streamkeeper::{Connector, ConsumerName, ConsumerOptions, GroupName, Outcome, StreamKey};
+/// let redis = Connector::connect("redis://127.0.0.1:6379").await?;
+/// let layout = ShardLayout::open(&redis, &StreamKey::new("orders")?).await?.expect("sharded");
+/// run_ordered(
+///     &redis, &layout, &GroupName::new("billing")?, &ConsumerName::unique(),
+///     ConsumerOptions::default(), OrderedOptions::default(),
+///     |d| async move { println!("{}", d.id()); Ok::<_, std::io::Error>(Outcome::Ack) },
+///     tokio_util::sync::CancellationToken::new(),
+/// ).await?;
+/// # Ok(()) }
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub async fn run_ordered<H, F, E>(
+    redis: &Connector,
+    layout: &ShardLayout,
+    group: &GroupName,
+    member: &ConsumerName,
+    consumer: ConsumerOptions,
+    options: OrderedOptions,
+    handler: H,
+    stop: CancellationToken,
+) -> Result<RunStats>
+where
+    H: Fn(Delivery) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = std::result::Result<Outcome, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let members_key = StreamKeys::members(layout.stream(), group.as_str());
+    let mut owned: HashMap<u32, Owned> = HashMap::new();
+    let mut total = RunStats::default();
+    let mut tick = tokio::time::interval(options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            _ = tick.tick() => {}
+        }
+        let members = match heartbeat(redis, &members_key, member, &options).await {
+            Ok(m) => m,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "ordered mode: heartbeat failed; retrying");
+                continue;
+            }
+            Err(e) => break Err(e),
+        };
+        for i in 0..layout.count() {
+            let shard = layout.shard(i);
+            let lease = StreamKeys::owner(&shard, group.as_str());
+            let mine = owner_of(&members, i) == Some(&member.to_string());
+            let finished = owned.get(&i).is_some_and(|o| o.task.is_finished());
+            if let (Some(o), true) = (owned.get(&i), mine && !finished) {
+                // Keep it: renew, or stop at once if the lease was lost.
+                match keep(redis, &lease, &o.token, ms(options.lease_ttl)).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        tracing::warn!(%shard, "ordered mode: lost the lease; stopping this shard");
+                        o.stop.cancel();
+                    }
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "ordered mode: renewing the lease failed");
+                        continue;
+                    }
+                }
+            }
+            if let Some(o) = owned.remove(&i) {
+                // Hand it over: finish what is in hand, then release.
+                o.stop.cancel();
+                total = add(total, o.task.await);
+                let _ = keep(redis, &lease, &o.token, 0).await;
+                tracing::info!(%shard, "ordered mode: released");
+                continue;
+            }
+            if !mine {
+                continue;
+            }
+            let epoch = StreamKeys::epoch(&shard, group.as_str());
+            let token = match acquire(redis, &lease, &epoch, member, ms(options.lease_ttl)).await {
+                Ok(Some(t)) => t,
+                Ok(None) => continue, // the previous owner has not let go yet
+                Err(e) => {
+                    tracing::warn!(%shard, error = %e, "ordered mode: taking the lease failed");
+                    continue;
+                }
+            };
+            if let Err(e) = claim_all(redis, &shard, group, member).await {
+                tracing::warn!(%shard, error = %e, "ordered mode: taking over pending entries failed");
+                let _ = keep(redis, &lease, &token, 0).await;
+                continue;
+            }
+            tracing::info!(%shard, %token, "ordered mode: owner");
+            let run_stop = CancellationToken::new();
+            let task = tokio::spawn(run_shard(
+                redis.clone(),
+                shard,
+                group.clone(),
+                member.clone(),
+                ConsumerOptions {
+                    fence: Some(Fence {
+                        key: lease,
+                        token: token.clone(),
+                    }),
+                    ..consumer.clone()
+                },
+                options.clone(),
+                handler.clone(),
+                run_stop.clone(),
+            ));
+            owned.insert(
+                i,
+                Owned {
+                    token,
+                    stop: run_stop,
+                    task,
+                },
+            );
+        }
+    };
+    tracing::info!(%member, shards = owned.len(), "ordered mode: leaving; finishing the entries in hand");
+    for (i, o) in owned.drain() {
+        o.stop.cancel();
+        total = add(total, o.task.await);
+        tracing::debug!(%member, shard = i, "ordered mode: shard stopped");
+        let lease = StreamKeys::owner(&layout.shard(i), group.as_str());
+        let _ = keep(redis, &lease, &o.token, 0).await;
+    }
+    let mut conn = redis.shared();
+    let _: redis::RedisResult<()> = redis::cmd("ZREM")
+        .arg(&members_key)
+        .arg(member.as_str())
+        .query_async(&mut conn)
+        .await;
+    result.map(|()| total)
+}
+
+fn add(
+    mut total: RunStats,
+    r: std::result::Result<Result<RunStats>, tokio::task::JoinError>,
+) -> RunStats {
+    match r {
+        Ok(Ok(s)) => {
+            total.delivered += s.delivered;
+            total.acked += s.acked;
+            total.retried += s.retried;
+            total.dead_lettered += s.dead_lettered;
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "ordered mode: a shard's consumer ended"),
+        Err(e) => tracing::warn!(error = %e, "ordered mode: a shard's consumer panicked"),
+    }
+    total
+}
+
+/// Says this member is alive, drops members silent past `member_ttl`,
+/// and returns the live ones, sorted.
+async fn heartbeat(
+    redis: &Connector,
+    key: &str,
+    member: &ConsumerName,
+    options: &OrderedOptions,
+) -> Result<Vec<String>> {
+    let now = crate::retry::now_ms();
+    let mut conn = redis.shared();
+    let (_, _, mut members): ((), (), Vec<String>) = redis::pipe()
+        .cmd("ZADD")
+        .arg(key)
+        .arg(now)
+        .arg(member.as_str())
+        .cmd("ZREMRANGEBYSCORE")
+        .arg(key)
+        .arg("-inf")
+        .arg(now.saturating_sub(ms(options.member_ttl)))
+        .cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("heartbeat in {key}"), e))?;
+    members.sort();
+    Ok(members)
+}
+
+async fn acquire(
+    redis: &Connector,
+    lease: &str,
+    epoch: &str,
+    member: &ConsumerName,
+    ttl_ms: u64,
+) -> Result<Option<String>> {
+    let mut conn = redis.shared();
+    scripts::LEASE_ACQUIRE
+        .key(lease)
+        .key(epoch)
+        .arg(member.as_str())
+        .arg(ttl_ms)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("taking the lease {lease}"), e))
+}
+
+/// Renews (`ttl_ms` > 0) or releases (0) the lease if `token` still holds
+/// it; false when it does not.
+async fn keep(redis: &Connector, lease: &str, token: &str, ttl_ms: u64) -> Result<bool> {
+    let mut conn = redis.shared();
+    let kept: i64 = scripts::LEASE_KEEP
+        .key(lease)
+        .arg(token)
+        .arg(ttl_ms)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("keeping the lease {lease}"), e))?;
+    Ok(kept == 1)
+}
+
+/// Claims every pending entry of `group` on `shard` for `member`
+/// (`XAUTOCLAIM … 0 … JUSTID`: no delivery counted), so the new owner
+/// reads the previous owner's unfinished entries first, in ID order.
+async fn claim_all(
+    redis: &Connector,
+    shard: &StreamKey,
+    group: &GroupName,
+    member: &ConsumerName,
+) -> Result<()> {
+    let mut conn = redis.shared();
+    let mut cursor = "0-0".to_string();
+    loop {
+        let v: Value = redis::cmd("XAUTOCLAIM")
+            .arg(shard.as_str())
+            .arg(group.as_str())
+            .arg(member.as_str())
+            .arg(0)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("JUSTID")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("XAUTOCLAIM {shard}"), e))?;
+        let next = match &v {
+            Value::Array(parts) => parts.first().map(crate::reply::text),
+            _ => None,
+        };
+        match next {
+            Some(n) if n != "0-0" => cursor = n,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// The one consumer of a shard this member owns: one entry at a time,
+/// a failing one retried in place.
+#[allow(clippy::too_many_arguments)]
+async fn run_shard<H, F, E>(
+    redis: Connector,
+    shard: StreamKey,
+    group: GroupName,
+    member: ConsumerName,
+    consumer: ConsumerOptions,
+    options: OrderedOptions,
+    handler: H,
+    stop: CancellationToken,
+) -> Result<RunStats>
+where
+    H: Fn(Delivery) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = std::result::Result<Outcome, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    let consumer = ConsumerOptions {
+        // Acked here after a success; an entry left unacked at a stop
+        // stays pending for the next owner, never in the retry set (that
+        // would break the order).
+        ack_mode: AckMode::Manual,
+        claim_after: None,
+        max_deliveries: None,
+        max_age: None,
+        create: None,
+        limit: None,
+        ..consumer
+    };
+    let in_hand = stop.clone();
+    GroupConsumer::new(&redis, shard, group)
+        .consumer_name(member)
+        .options(consumer)
+        .run(
+            move |d: Delivery| {
+                let (handler, options, stop) = (handler.clone(), options.clone(), in_hand.clone());
+                async move {
+                    let mut wait = options.backoff;
+                    let mut runs = 0u64;
+                    loop {
+                        runs += 1;
+                        let why = match handler(d.clone()).await {
+                            Ok(Outcome::Ack) => {
+                                d.ack();
+                                return Ok::<_, std::convert::Infallible>(Outcome::Ack);
+                            }
+                            Ok(Outcome::DeadLetter { reason }) => {
+                                return Ok(Outcome::DeadLetter { reason })
+                            }
+                            Ok(_) => "the handler asked for a retry".to_string(),
+                            Err(e) => e.to_string(),
+                        };
+                        if options.max_attempts.is_some_and(|max| runs >= max) {
+                            return Ok(Outcome::DeadLetter {
+                                reason: format!("failed {runs} times in ordered mode: {why}"),
+                            });
+                        }
+                        tracing::warn!(id = %d.id(), runs, error = %why, "ordered mode: retrying in place; the shard waits");
+                        tokio::select! {
+                            // Handing the shard over: leave it pending (not
+                            // acked) for the next owner, who reads it first.
+                            _ = stop.cancelled() => return Ok(Outcome::Ack),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            },
+            1,
+            stop,
+        )
+        .await
+}

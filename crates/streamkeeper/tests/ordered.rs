@@ -1,0 +1,356 @@
+//! Ordered mode on a sharded stream: one owner per shard at a time under
+//! random joins, graceful leaves and kills; per-key order; a zombie owner
+//! cannot write.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{group, key};
+use rand::{Rng, SeedableRng};
+use streamkeeper::shard::{run_ordered, OrderedOptions, ShardLayout, ShardedProducer};
+use streamkeeper::{
+    fields, ConsumerName, ConsumerOptions, Fence, GroupConsumer, Outcome, StartFrom,
+};
+use streamkeeper_testkit::RedisServer;
+use tokio_util::sync::CancellationToken;
+
+/// What the handlers saw.
+#[derive(Default)]
+struct Log {
+    /// (key, seq, member) in handling order.
+    handled: Vec<(String, u64, String)>,
+    /// Members inside a handler, per shard, right now.
+    inside: HashMap<String, HashSet<String>>,
+    /// Times two members were inside a handler of one shard at once.
+    overlaps: u64,
+}
+
+/// Leaves `inside` when dropped (also when a kill drops the handler).
+struct Inside {
+    log: Arc<Mutex<Log>>,
+    shard: String,
+    member: String,
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.log.lock() {
+            if let Some(s) = l.inside.get_mut(&self.shard) {
+                s.remove(&self.member);
+            }
+        }
+    }
+}
+
+fn fast() -> OrderedOptions {
+    OrderedOptions {
+        heartbeat: Duration::from_millis(100),
+        member_ttl: Duration::from_millis(800),
+        lease_ttl: Duration::from_millis(800),
+        ..OrderedOptions::default()
+    }
+}
+
+/// A member in a runtime of its own, so that a kill drops everything it
+/// runs at once, like a process dying.
+struct Member {
+    name: String,
+    stop: CancellationToken,
+    runtime: Option<tokio::runtime::Runtime>,
+    done: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn start_member(url: String, name: String, log: Arc<Mutex<Log>>) -> Member {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let stop = CancellationToken::new();
+    let (stop2, me) = (stop.clone(), name.clone());
+    let done = runtime.spawn(async move {
+        let redis = streamkeeper::Connector::connect(&url)
+            .await
+            .expect("connect");
+        let layout = ShardLayout::open(&redis, &key("ev"))
+            .await
+            .expect("open")
+            .expect("sharded");
+        let member = ConsumerName::new(me.clone()).expect("name");
+        let handler = move |d: streamkeeper::Delivery| {
+            let (log, me) = (log.clone(), me.clone());
+            async move {
+                let shard = d.stream().as_str().to_string();
+                let _inside = {
+                    let mut l = log.lock().expect("lock");
+                    let set = l.inside.entry(shard.clone()).or_default();
+                    set.insert(me.clone());
+                    if set.len() > 1 {
+                        l.overlaps += 1;
+                    }
+                    Inside {
+                        log: log.clone(),
+                        shard,
+                        member: me.clone(),
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let k = d.entry().get_str("k").unwrap_or("?").to_string();
+                let seq: u64 = d
+                    .entry()
+                    .get_str("seq")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                log.lock().expect("lock").handled.push((k, seq, me.clone()));
+                Ok::<_, std::convert::Infallible>(Outcome::Ack)
+            }
+        };
+        let r = run_ordered(
+            &redis,
+            &layout,
+            &group("g"),
+            &member,
+            ConsumerOptions::default(),
+            fast(),
+            handler,
+            stop2,
+        )
+        .await;
+        if let Err(e) = r {
+            eprintln!("member ended with {e}");
+        }
+    });
+    Member {
+        name,
+        stop,
+        runtime: Some(runtime),
+        done: Some(done),
+    }
+}
+
+impl Member {
+    /// A crash: every task of the member is dropped mid-flight.
+    fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
+    /// A graceful stop: finishes what is in hand, releases, leaves.
+    fn leave(mut self) {
+        self.stop.cancel();
+        if let (Some(rt), Some(done)) = (self.runtime.take(), self.done.take()) {
+            let _ = rt.block_on(done);
+            rt.shutdown_background();
+        }
+    }
+}
+
+#[test]
+fn one_owner_per_shard_every_entry_and_key_order_under_joins_leaves_and_kills() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(std::env::var("SK_LOG").unwrap_or_else(|_| "streamkeeper=warn".into()))
+        .try_init();
+    let server = RedisServer::start().expect("redis");
+    let url = server.url();
+    let seed: u64 = std::env::var("SK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("seed {seed} (SK_SEED={seed} to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let setup = tokio::runtime::Runtime::new().expect("runtime");
+    let keys = 12u64;
+    let per_key = 40u64;
+    let layout = setup.block_on(async {
+        let redis = streamkeeper::Connector::connect(&url)
+            .await
+            .expect("connect");
+        let layout = ShardLayout::create(&redis, &key("ev"), 4)
+            .await
+            .expect("create");
+        for shard in layout.shards() {
+            streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+                .await
+                .expect("group");
+        }
+        layout
+    });
+    // The producer writes keyed entries over ~3 s while members come and go.
+    let producer = {
+        let url = url.clone();
+        let layout = layout.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let redis = streamkeeper::Connector::connect(&url)
+                    .await
+                    .expect("connect");
+                let p = ShardedProducer::new(&redis, layout);
+                for seq in 0..per_key {
+                    let batch: Vec<(Option<String>, _)> = (0..keys)
+                        .map(|k| {
+                            let k = format!("k{k}");
+                            (
+                                Some(k.clone()),
+                                fields([("k", k), ("seq", seq.to_string())]),
+                            )
+                        })
+                        .collect();
+                    p.send_batch(&batch).await.expect("send");
+                    tokio::time::sleep(Duration::from_millis(75)).await;
+                }
+            });
+        })
+    };
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut members: Vec<Member> = Vec::new();
+    let mut killed: HashSet<String> = HashSet::new();
+    let mut n = 0;
+    for _ in 0..3 {
+        n += 1;
+        members.push(start_member(url.clone(), format!("m{n}"), log.clone()));
+    }
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..400)));
+        match rng.random_range(0..3) {
+            0 => {
+                n += 1;
+                members.push(start_member(url.clone(), format!("m{n}"), log.clone()));
+            }
+            1 if members.len() > 1 => {
+                let m = members.remove(rng.random_range(0..members.len()));
+                eprintln!("{} leaves", m.name);
+                m.leave();
+            }
+            2 if members.len() > 1 => {
+                let m = members.remove(rng.random_range(0..members.len()));
+                eprintln!("{} is killed", m.name);
+                killed.insert(m.name.clone());
+                m.kill();
+            }
+            _ => {}
+        }
+    }
+    producer.join().expect("producer");
+    eprintln!("produced; {} members running", members.len());
+    // Every entry handled, within the leases' time after the last kill.
+    let total = keys * per_key;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let distinct = || -> u64 {
+        let l = log.lock().expect("lock");
+        l.handled
+            .iter()
+            .map(|(k, s, _)| (k.clone(), *s))
+            .collect::<HashSet<_>>()
+            .len() as u64
+    };
+    while distinct() < total && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{} of {total} handled; stopping the members", distinct());
+    for m in members {
+        m.leave();
+    }
+    let handled = distinct();
+    let l = log.lock().expect("lock");
+    let runs = l.handled.len();
+    // Per key: the sequence only goes back after a kill of the member that
+    // handled the entry before (its unflushed acks are redelivered).
+    let mut last: HashMap<&str, (u64, &str)> = HashMap::new();
+    let mut out_of_order = Vec::new();
+    for (k, seq, m) in &l.handled {
+        if let Some((prev, by)) = last.get(k.as_str()) {
+            if seq <= prev && !killed.contains(*by) {
+                out_of_order.push(format!("{k}: {seq} after {prev} (by {by}, not killed)"));
+            }
+        }
+        last.insert(k, (*seq, m));
+    }
+    eprintln!(
+        "{handled}/{total} entries handled in {runs} runs; {} overlaps; killed {killed:?}",
+        l.overlaps
+    );
+    assert_eq!(
+        l.overlaps, 0,
+        "two owners handled one shard at the same time"
+    );
+    assert_eq!(handled, total, "entries never handled");
+    assert!(out_of_order.is_empty(), "{out_of_order:?}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
+    let server = RedisServer::start().expect("redis");
+    let redis = streamkeeper::Connector::connect(&server.url())
+        .await
+        .expect("connect");
+    let layout = ShardLayout::create(&redis, &key("z"), 1)
+        .await
+        .expect("create");
+    let shard = layout.shard(0);
+    ShardedProducer::new(&redis, layout.clone())
+        .send(None, &fields([("a", "1")]))
+        .await
+        .expect("send");
+    let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
+    let mut conn = redis.shared();
+    // The zombie's lease ran out and another member holds the shard now.
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("new-owner:2")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let mut zombie = GroupConsumer::new(&redis, shard.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .options(ConsumerOptions {
+            fence: Some(Fence {
+                key: lease.clone(),
+                token: "zombie:1".into(),
+            }),
+            create: Some(StartFrom::Beginning),
+            ..ConsumerOptions::default()
+        })
+        .start()
+        .await
+        .expect("start");
+    let d = zombie.next().await.expect("item").expect("delivery");
+    let dead = d.dead_letter("zombie").await;
+    assert!(
+        dead.as_ref()
+            .is_err_and(|e| e.to_string().contains("no longer owns")),
+        "{dead:?}"
+    );
+    let retry = d.retry(Some(Duration::from_millis(1))).await;
+    assert!(retry.is_err(), "{retry:?}");
+    d.ack();
+    let flushed = zombie.flush_acks().await;
+    assert!(flushed.is_err(), "{flushed:?}");
+    drop(zombie);
+    // Nothing the zombie did was written: still pending, no DLQ, no retry.
+    let pending: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(shard.as_str())
+        .arg("g")
+        .query_async(&mut conn)
+        .await
+        .expect("xpending");
+    assert_eq!(pending.0, 1);
+    let dlq: u64 = redis::cmd("XLEN")
+        .arg(streamkeeper::keys::StreamKeys::dlq(&shard))
+        .query_async(&mut conn)
+        .await
+        .expect("xlen");
+    assert_eq!(dlq, 0);
+    let retries: u64 = redis::cmd("ZCARD")
+        .arg(streamkeeper::keys::StreamKeys::retry(&shard))
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(retries, 0);
+}
