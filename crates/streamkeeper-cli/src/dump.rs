@@ -182,17 +182,55 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         ))
     };
 
+    let redis = global.connect().await?;
+    check_is_stream(&redis, &stream).await?;
+    // A sharded stream: a line goes back to the shard it names (a dump of
+    // a sharded stream names each entry's shard); other lines go
+    // round-robin, or are refused with --keep-ids (IDs are per shard).
+    let shard_keys: Vec<streamkeeper::StreamKey> = ShardLayout::open(&redis, &stream)
+        .await?
+        .as_ref()
+        .map(ShardLayout::shards)
+        .unwrap_or_default();
+    let targets: Vec<streamkeeper::StreamKey> = if shard_keys.is_empty() {
+        vec![stream.clone()]
+    } else {
+        shard_keys.clone()
+    };
+    let route = |p: &wire::ParsedLine, round_robin: &mut usize| -> Option<usize> {
+        if shard_keys.is_empty() {
+            return Some(0);
+        }
+        let named = p
+            .stream
+            .as_deref()
+            .and_then(|s| shard_keys.iter().position(|k| k.as_str() == s));
+        named.or_else(|| {
+            (!args.keep_ids).then(|| {
+                *round_robin += 1;
+                *round_robin % shard_keys.len()
+            })
+        })
+    };
+
     // Pass 1: check every line; nothing is written yet.
     let mut good = 0u64;
     let mut bad = Vec::new();
-    let mut last_id: Option<StreamId> = None;
-    let mut first_id: Option<StreamId> = None;
+    let mut last_id: Vec<Option<StreamId>> = vec![None; targets.len()];
+    let mut first_id: Vec<Option<StreamId>> = vec![None; targets.len()];
+    let mut round_robin = 0usize;
     for (i, line) in open()?.lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {what}"))?;
         if line.trim().is_empty() {
             continue;
         }
         let checked = wire::parse_line(&line, &format!("{what} line {}", i + 1)).and_then(|p| {
+            let t = route(&p, &mut round_robin).ok_or_else(|| {
+                streamkeeper::Error::InvalidInput(format!(
+                    "{what} line {}: --keep-ids into the sharded stream {stream} needs each line's \"stream\" to name one of its shards ({{{stream}:0}} …)",
+                    i + 1
+                ))
+            })?;
             if args.keep_ids {
                 let id = p.id.ok_or_else(|| {
                     streamkeeper::Error::InvalidInput(format!(
@@ -200,14 +238,15 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
                         i + 1
                     ))
                 })?;
-                if last_id.is_some_and(|l| id <= l) {
+                if last_id[t].is_some_and(|l| id <= l) {
                     return Err(streamkeeper::Error::InvalidInput(format!(
-                        "{what} line {}: ID {id} is not greater than the previous one",
-                        i + 1
+                        "{what} line {}: ID {id} is not greater than the previous one of {}",
+                        i + 1,
+                        targets[t]
                     )));
                 }
-                first_id.get_or_insert(id);
-                last_id = Some(id);
+                first_id[t].get_or_insert(id);
+                last_id[t] = Some(id);
             }
             Ok(())
         });
@@ -220,29 +259,29 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     for b in &bad {
         eprintln!("streamkeeper: skipped: {b}");
     }
-    let redis = global.connect().await?;
-    check_is_stream(&redis, &stream).await?;
-    if ShardLayout::open(&redis, &stream).await?.is_some() {
-        anyhow::bail!(
-            "{stream} is sharded: restore each shard's lines into its shard key (a dump's \"stream\" field names it, e.g. '{{{stream}:0}}'); nothing written"
-        );
-    }
-    if let Some(first) = first_id {
+    for (first, key) in first_id.iter().zip(&targets) {
+        let Some(first) = first else {
+            continue;
+        };
         // XADD refuses an ID at or below the stream's last-generated ID,
         // which may lie beyond its last entry (deleted or trimmed ones).
-        if let Some(last) = last_generated_id(&redis, &stream).await? {
-            if last >= first {
+        if let Some(last) = last_generated_id(&redis, key).await? {
+            if last >= *first {
                 anyhow::bail!(
-                    "--keep-ids: {stream} has already used IDs up to {last}, not before the dump's first ID {first}; nothing written: restore into a new stream"
+                    "--keep-ids: {key} has already used IDs up to {last}, not before the dump's first ID {first}; nothing written: restore into a new stream"
                 );
             }
         }
     }
 
-    // Pass 2: write in atomic chunks.
+    // Pass 2: write in atomic chunks, per target stream.
     let bar = progress(good, "restore");
-    let mut appender = Appender::new(&redis, stream.clone(), None);
-    let mut chunk: Vec<NewEntry> = Vec::with_capacity(PIPELINE_CHUNK);
+    let mut appenders: Vec<Appender> = targets
+        .iter()
+        .map(|k| Appender::new(&redis, k.clone(), None))
+        .collect();
+    let mut chunks: Vec<Vec<NewEntry>> = vec![Vec::new(); targets.len()];
+    let mut round_robin = 0usize;
     for line in open()?.lines() {
         let line = line?;
         if line.trim().is_empty() {
@@ -251,17 +290,22 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         let Ok(p) = wire::parse_line(&line, "") else {
             continue;
         };
-        chunk.push((p.id.filter(|_| args.keep_ids), p.fields));
-        if chunk.len() == PIPELINE_CHUNK {
-            appender.append(&chunk, Some(good)).await?;
-            bar.inc(chunk.len() as u64);
-            chunk.clear();
+        let Some(t) = route(&p, &mut round_robin) else {
+            continue;
+        };
+        chunks[t].push((p.id.filter(|_| args.keep_ids), p.fields));
+        if chunks[t].len() == PIPELINE_CHUNK {
+            appenders[t].append(&chunks[t], Some(good)).await?;
+            bar.inc(chunks[t].len() as u64);
+            chunks[t].clear();
         }
     }
-    if !chunk.is_empty() {
-        appender.append(&chunk, Some(good)).await?;
+    for (appender, chunk) in appenders.iter_mut().zip(&chunks) {
+        if !chunk.is_empty() {
+            appender.append(chunk, Some(good)).await?;
+        }
     }
-    let written = appender.written();
+    let written: u64 = appenders.iter().map(Appender::written).sum();
     bar.finish_and_clear();
     if global.json {
         crate::output::json_line(

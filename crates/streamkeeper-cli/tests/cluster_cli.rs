@@ -371,10 +371,42 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
             .code(),
         Some(2)
     );
+    // restore puts each line back into the shard it names, IDs kept:
+    // dump → restore of a sharded stream is lossless.
+    ok(&["shard", "create", "ev3", "--shards", "6"]);
+    let renamed = dump.replace("\"{ev:", "\"{ev3:");
     let dir = tempfile::tempdir().expect("dir");
-    let file = dir.path().join("ev.jsonl");
-    std::fs::write(&file, dump).expect("write");
-    let o = run(&["restore", "ev", "-i", file.to_str().expect("path")]);
+    let file = dir.path().join("ev3.jsonl");
+    std::fs::write(&file, &renamed).expect("write");
+    ok(&[
+        "restore",
+        "ev3",
+        "-i",
+        file.to_str().expect("path"),
+        "--keep-ids",
+    ]);
+    assert_eq!(ok(&["dump", "ev3"]), renamed);
+    // --keep-ids lines that name no shard of the target are refused, with
+    // nothing written.
+    let o = run(&[
+        "restore",
+        "ev3",
+        "-i",
+        file.to_str().expect("path"),
+        "--keep-ids",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "IDs already used");
+    let stray = dir.path().join("stray.jsonl");
+    std::fs::write(&stray, dump.replace("\"{ev:", "\"{other:")).expect("write");
+    ok(&["shard", "create", "ev4", "--shards", "6"]);
+    let o = run(&[
+        "restore",
+        "ev4",
+        "-i",
+        stray.to_str().expect("path"),
+        "--keep-ids",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("is sharded"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("name one of its shards"));
+    assert_eq!(ok(&["dump", "ev4"]).lines().count(), 0);
 }
