@@ -30,55 +30,62 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
                 .collect::<anyhow::Result<_>>()?;
             let redis = global.connect().await?;
-            if let Some(layout) = ShardLayout::open(&redis, &stream).await? {
-                anyhow::bail!(
-                    "{stream} is sharded: replay each shard's dead letters, e.g. `streamkeeper dlq replay '{}' --all` (see `streamkeeper dlq ls {stream}`)",
-                    layout.shard(0)
-                );
-            }
-            let ids = if all {
-                deadletter::list(&redis, &stream, usize::MAX >> 1)
-                    .await?
-                    .into_iter()
-                    .map(|e| e.id)
-                    .collect()
-            } else {
-                ids
+            // A sharded stream: each dead letter goes back to its shard.
+            let streams = match ShardLayout::open(&redis, &stream).await? {
+                Some(layout) => layout.shards(),
+                None => vec![stream.clone()],
             };
-            // Every ID is checked before the first replay: a missing one
-            // writes nothing.
-            let dlq = StreamKeys::dlq(&stream);
+            // (stream, dead letter ID) pairs; every ID is found before the
+            // first replay: a missing one writes nothing.
+            let mut pairs: Vec<(streamkeeper::StreamKey, StreamId)> = Vec::new();
             let mut conn = redis.shared();
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.cmd("XRANGE").arg(&dlq).arg(id).arg(id);
-            }
-            let found: Vec<Vec<redis::Value>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| streamkeeper::Error::redis(format!("XRANGE {dlq}"), e))?;
-            let absent: Vec<String> = ids
-                .iter()
-                .zip(&found)
-                .filter(|(_, f)| f.is_empty())
-                .map(|(id, _)| id.to_string())
-                .collect();
-            if !absent.is_empty() {
-                anyhow::bail!(
-                    "no dead letter with ID {} in {dlq}; nothing replayed (see `streamkeeper dlq ls {stream}`)",
-                    absent.join(", ")
-                );
+            if all {
+                for s in &streams {
+                    for e in deadletter::list(&redis, s, usize::MAX >> 1).await? {
+                        pairs.push((s.clone(), e.id));
+                    }
+                }
+            } else {
+                let mut absent = Vec::new();
+                for id in &ids {
+                    let mut home = None;
+                    for s in &streams {
+                        let dlq = StreamKeys::dlq(s);
+                        let found: Vec<redis::Value> = redis::cmd("XRANGE")
+                            .arg(&dlq)
+                            .arg(id)
+                            .arg(id)
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| streamkeeper::Error::redis(format!("XRANGE {dlq}"), e))?;
+                        if !found.is_empty() {
+                            home = Some(s.clone());
+                            break;
+                        }
+                    }
+                    match home {
+                        Some(s) => pairs.push((s, *id)),
+                        None => absent.push(id.to_string()),
+                    }
+                }
+                if !absent.is_empty() {
+                    anyhow::bail!(
+                        "no dead letter with ID {} in {}; nothing replayed (see `streamkeeper dlq ls {stream}`)",
+                        absent.join(", "),
+                        StreamKeys::dlq(&stream)
+                    );
+                }
             }
             let mut missing = Vec::new();
-            for id in ids {
-                match deadletter::replay(&redis, &stream, id).await? {
+            for (s, id) in pairs {
+                match deadletter::replay(&redis, &s, id).await? {
                     Some(new_id) => {
                         if global.json {
-                            output::json_line(
-                                &serde_json::json!({"dead_id": id.to_string(), "id": new_id.to_string()}),
-                            );
+                            output::json_line(&serde_json::json!({
+                                "stream": s.as_str(), "dead_id": id.to_string(), "id": new_id.to_string()
+                            }));
                         } else {
-                            println!("{id} -> {stream} {new_id}");
+                            println!("{id} -> {s} {new_id}");
                         }
                     }
                     None => missing.push(id.to_string()),
@@ -86,7 +93,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
             if !missing.is_empty() {
                 anyhow::bail!(
-                    "no dead letter with ID {} in {}",
+                    "no dead letter with ID {} in {} (replayed or purged meanwhile)",
                     missing.join(", "),
                     StreamKeys::dlq(&stream)
                 );

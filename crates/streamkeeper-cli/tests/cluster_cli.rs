@@ -309,6 +309,27 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(ok(&["dlq", "ls", "ev"]).contains("poison"));
+    // Replayed into the shard it came from, by the logical name.
+    let dead: serde_json::Value = serde_json::from_str(
+        ok(&["--json", "dlq", "ls", "ev"])
+            .lines()
+            .find(|l| l.contains("poison"))
+            .expect("dead letter"),
+    )
+    .expect("json");
+    let replayed = ok(&[
+        "dlq",
+        "replay",
+        "ev",
+        "--id",
+        dead["id"].as_str().expect("id"),
+    ]);
+    assert!(replayed.contains("{ev:"), "{replayed}");
+    assert!(!ok(&["dlq", "ls", "ev"]).contains("poison"));
+    assert_eq!(
+        run(&["dlq", "replay", "ev", "--id", "1-1"]).status.code(),
+        Some(2)
+    );
     // Ordered mode: two consumers split the shards; each key's entries are
     // handled by one of them, in order; every entry once.
     ok(&["shard", "create", "ov", "--shards", "4"]);
