@@ -26,28 +26,14 @@ fn http_get(port: u16, path: &str) -> String {
 }
 
 fn sk(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
+    common::sk_url(url, args)
 }
 
 #[test]
 fn every_command_works_on_a_cluster() {
     let cluster = RedisCluster::start().expect("cluster");
     let url = cluster.url();
-    let ok = |args: &[&str]| {
-        let o = sk(&url, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     // Three streams whose slots live on three different primaries.
     let names = ["a", "b", "c"];
     let owners: std::collections::HashSet<u16> = names
@@ -180,15 +166,7 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
     let cluster = RedisCluster::start().expect("cluster");
     let url = cluster.url();
     let run = |args: &[&str]| sk(&url, args);
-    let ok = |args: &[&str]| {
-        let o = run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     ok(&["shard", "create", "ev", "--shards", "6"]);
     ok(&["shard", "create", "ev", "--shards", "6"]); // idempotent
                                                      // Refused, with nothing written: another count, a plain stream, --key

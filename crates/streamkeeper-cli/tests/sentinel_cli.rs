@@ -2,34 +2,13 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::BIN;
 use streamkeeper_testkit::SentinelTopology;
-
-fn sk(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
-}
 
 #[test]
 fn every_command_works_through_sentinel() {
     let topo = SentinelTopology::start().expect("sentinel topology");
     let url = topo.url();
-    let ok = |args: &[&str]| {
-        let o = sk(&url, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     ok(&["produce", "s", "--field", "n={i}", "--count", "5", "-q"]);
     assert_eq!(ok(&["tail", "s", "--json"]).lines().count(), 5);
     ok(&["group", "create", "s", "g", "--from", "-"]);

@@ -55,3 +55,25 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect()
 }
+
+/// Runs the CLI against `url` (a Sentinel or Cluster URL, say).
+pub fn sk_url(url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--redis")
+        .arg(url)
+        .args(args)
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run")
+}
+
+/// Stdout of a CLI run against `url` that must succeed.
+pub fn ok_url(url: &str, args: &[&str]) -> String {
+    let o = sk_url(url, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

@@ -187,21 +187,7 @@ impl AckTarget {
         let r = self
             .connector
             .retrying("XACK", |mut conn| async move {
-                let r = if let Some(f) = fence {
-                    scripts::ACK_FENCED
-                        .key(stream)
-                        .key(attempts)
-                        .key(&f.key)
-                        .arg(group)
-                        .arg(ids.len())
-                        .arg(clear.len())
-                        .arg(ids)
-                        .arg(clear)
-                        .arg(running)
-                        .arg(&f.token)
-                        .invoke_async::<u64>(&mut conn)
-                        .await
-                } else if clear.is_empty() && running.is_empty() {
+                let r = if fence.is_none() && clear.is_empty() && running.is_empty() {
                     redis::cmd("XACK")
                         .arg(stream)
                         .arg(group)
@@ -209,17 +195,24 @@ impl AckTarget {
                         .query_async::<u64>(&mut conn)
                         .await
                 } else {
-                    scripts::ACK
-                        .key(stream)
+                    let script = if fence.is_some() {
+                        &scripts::ACK_FENCED
+                    } else {
+                        &scripts::ACK
+                    };
+                    let mut invocation = script.key(stream);
+                    invocation
                         .key(attempts)
                         .arg(group)
                         .arg(ids.len())
                         .arg(clear.len())
                         .arg(ids)
                         .arg(clear)
-                        .arg(running)
-                        .invoke_async::<u64>(&mut conn)
-                        .await
+                        .arg(running);
+                    if let Some(f) = fence {
+                        invocation.key(&f.key).arg(&f.token);
+                    }
+                    invocation.invoke_async::<u64>(&mut conn).await
                 };
                 match r {
                     Ok(n) => Ok(n),
