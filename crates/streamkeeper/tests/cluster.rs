@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{group, key};
 use streamkeeper::{
-    fields, Connector, GroupConsumer, Outcome, Producer, StartFrom, StreamId, StreamKey,
+    fields, Connector, ConsumerName, ConsumerOptions, GroupConsumer, Outcome, Producer, StartFrom,
+    StreamId, StreamKey,
 };
 use streamkeeper_testkit::{RedisCluster, NODE_TIMEOUT};
 use tokio_util::sync::CancellationToken;
@@ -212,5 +213,98 @@ async fn a_killed_primary_loses_nothing_with_wait_and_consumers_resume() {
         taken_over.1 - killed_at + resumed < NODE_TIMEOUT + Duration::from_secs(10),
         "consumers resumed {resumed:?} after the takeover"
     );
+    drop(cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reclaim_retry_dead_letters_and_exactly_once_work_on_a_cluster() {
+    let cluster = cluster().await;
+    let redis = Connector::connect(&cluster.url()).await.expect("connect");
+    // Streams on different primaries; the exactly-once output shares the
+    // input's hash tag (one slot, one script).
+    let (jobs, out) = (key("{jobs}"), key("{jobs}:out"));
+    let ids = Producer::new(&redis, jobs.clone())
+        .send_batch(
+            &(0..6)
+                .map(|i| fields([("n", i.to_string())]))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("send");
+    // A consumer takes everything and "crashes" (dropped without acks).
+    let mut crashed = GroupConsumer::new(&redis, jobs.clone(), group("g"))
+        .consumer_name(ConsumerName::new("crashed").expect("name"))
+        .create_group(StartFrom::Beginning)
+        .claim_after(Duration::from_millis(500))
+        .start()
+        .await
+        .expect("start");
+    let first = crashed.next().await.expect("item").expect("delivery");
+    assert_eq!(first.id(), ids[0]);
+    drop(first);
+    drop(crashed);
+    // A survivor reclaims them; entry n=1 fails once (retried), n=2 is
+    // poison (dead-lettered), the rest produce their output exactly once.
+    let mut survivor = GroupConsumer::new(&redis, jobs.clone(), group("g"))
+        .consumer_name(ConsumerName::new("survivor").expect("name"))
+        .claim_after(Duration::from_millis(500))
+        .options(ConsumerOptions {
+            claim_after: Some(Duration::from_millis(500)),
+            max_deliveries: Some(2),
+            retry_backoff: Duration::from_millis(50),
+            ..ConsumerOptions::default()
+        })
+        .start()
+        .await
+        .expect("start");
+    let mut done = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.len() < 6 && Instant::now() < deadline {
+        let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_secs(1), survivor.next()).await
+        else {
+            continue;
+        };
+        let n = d.entry().get_str("n").unwrap_or("?").to_string();
+        match (n.as_str(), d.attempt()) {
+            ("1", 1) => {
+                d.retry(Some(Duration::from_millis(50)))
+                    .await
+                    .expect("retry");
+            }
+            ("2", _) => {
+                d.dead_letter("poison").await.expect("dead letter");
+                done.insert(n);
+            }
+            _ => {
+                streamkeeper::exactly_once::ack_and_produce(
+                    &d,
+                    &out,
+                    &fields([("from", n.as_str())]),
+                )
+                .await
+                .expect("ack and produce");
+                done.insert(n);
+            }
+        }
+    }
+    survivor.close().await.expect("close");
+    assert_eq!(done.len(), 6, "handled: {done:?}");
+    let outputs = streamkeeper::reader::range(&redis, &out, StreamId::MIN, StreamId::MAX, 100)
+        .await
+        .expect("range");
+    assert_eq!(outputs.len(), 5, "one output per handled entry");
+    let dead = streamkeeper::deadletter::list(&redis, &jobs, 10)
+        .await
+        .expect("dlq");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].get_str("sk-reason"), Some("poison"));
+    let stat = streamkeeper::inspect::stream_stat(
+        &redis,
+        &jobs,
+        &streamkeeper::inspect::InspectOptions::default(),
+    )
+    .await
+    .expect("stat");
+    assert_eq!(stat.groups[0].pending, 0);
     drop(cluster);
 }
