@@ -354,3 +354,119 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
         .expect("zcard");
     assert_eq!(retries, 0);
 }
+
+/// Runs member `name` in ordered mode on layout `layout` in the background;
+/// returns its stop token, its task and the IDs its handler saw.
+fn spawn_member(
+    redis: &streamkeeper::Connector,
+    layout: &ShardLayout,
+    name: &str,
+    handler: impl Fn(&streamkeeper::Delivery) -> Result<Outcome, String> + Send + Sync + 'static,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<streamkeeper::Result<streamkeeper::RunStats>>,
+    Arc<Mutex<Vec<String>>>,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let (redis, layout, member) = (
+        redis.clone(),
+        layout.clone(),
+        ConsumerName::new(name).expect("name"),
+    );
+    let (seen2, stop2) = (seen.clone(), stop.clone());
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        run_ordered(
+            &redis,
+            &layout,
+            &group("g"),
+            &member,
+            ConsumerOptions::default(),
+            fast(),
+            move |d: streamkeeper::Delivery| {
+                let (seen, handler) = (seen2.clone(), handler.clone());
+                async move {
+                    seen.lock().expect("lock").push(
+                        d.entry()
+                            .get_str("seq")
+                            .unwrap_or("?")
+                            .to_string(),
+                    );
+                    handler(&d)
+                }
+            },
+            stop2,
+        )
+        .await
+    });
+    (stop, task, seen)
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_incarnation_or_a_prefixed_name_is_not_taken() {
+    let (_server, redis) = common::setup().await;
+    let layout = ShardLayout::create(&redis, &key("p"), 1)
+        .await
+        .expect("create");
+    let shard = layout.shard(0);
+    streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+        .await
+        .expect("group");
+    let batch: Vec<(Option<&str>, _)> = (0..5)
+        .map(|i| (None, fields([("seq", i.to_string())])))
+        .collect();
+    ShardedProducer::new(&redis, layout.clone())
+        .send_batch(&batch)
+        .await
+        .expect("send");
+    let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
+    let mut conn = redis.shared();
+    // "x:1" holds the shard (token "x:1:7"), and then an earlier process
+    // named "x" (token "x:3"): member "x" takes neither, whatever its name
+    // shares with the holder's token, until the lease is gone.
+    for holder in ["x:1:7", "x:3"] {
+        let _: () = redis::cmd("SET")
+            .arg(&lease)
+            .arg(holder)
+            .query_async(&mut conn)
+            .await
+            .expect("set");
+        let (stop, task, seen) = spawn_member(&redis, &layout, "x", |_| Ok(Outcome::Ack));
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        stop.cancel();
+        task.await.expect("join").expect("run");
+        assert!(
+            seen.lock().expect("lock").is_empty(),
+            "x handled entries while {holder} held the shard"
+        );
+        let now: String = redis::cmd("GET")
+            .arg(&lease)
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        assert_eq!(now, holder, "the holder's lease was touched");
+    }
+    // Once the lease is gone, x takes the shard with a new epoch.
+    let _: () = redis::cmd("DEL")
+        .arg(&lease)
+        .query_async(&mut conn)
+        .await
+        .expect("del");
+    let (stop, task, seen) = spawn_member(&redis, &layout, "x", |_| Ok(Outcome::Ack));
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let n = seen.lock().expect("lock").len();
+            async move { n == 5 }
+        })
+        .await
+    );
+    let token: String = redis::cmd("GET")
+        .arg(&lease)
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert!(token.starts_with("x:") && token != "x:3", "{token}");
+    stop.cancel();
+    task.await.expect("join").expect("run");
+}
