@@ -26,8 +26,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::FutureExt;
 use redis::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -388,16 +390,21 @@ where
                     let mut runs = 0u64;
                     loop {
                         runs += 1;
-                        let why = match handler(d.clone()).await {
-                            Ok(Outcome::Ack) => {
+                        // A panic is a failed run like an error, retried here:
+                        // left to `run`, it would go through the retry set and
+                        // come back after the shard's later entries.
+                        let run = AssertUnwindSafe(handler(d.clone())).catch_unwind();
+                        let why = match run.await {
+                            Err(_) => "the handler panicked".to_string(),
+                            Ok(Ok(Outcome::Ack)) => {
                                 d.ack();
                                 return Ok::<_, std::convert::Infallible>(Outcome::Ack);
                             }
-                            Ok(Outcome::DeadLetter { reason }) => {
+                            Ok(Ok(Outcome::DeadLetter { reason })) => {
                                 return Ok(Outcome::DeadLetter { reason })
                             }
-                            Ok(_) => "the handler asked for a retry".to_string(),
-                            Err(e) => e.to_string(),
+                            Ok(Ok(_)) => "the handler asked for a retry".to_string(),
+                            Ok(Err(e)) => e.to_string(),
                         };
                         if options.max_attempts.is_some_and(|max| runs >= max) {
                             return Ok(Outcome::DeadLetter {
