@@ -300,13 +300,18 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
         .expect("send");
     let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
     let mut conn = redis.shared();
-    // The zombie's lease ran out and another member holds the shard now.
-    let _: () = redis::cmd("SET")
-        .arg(&lease)
-        .arg("new-owner:2")
-        .query_async(&mut conn)
-        .await
-        .expect("set");
+    let set_lease = |token: &'static str| {
+        let (lease, mut conn) = (lease.clone(), redis.shared());
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(&lease)
+                .arg(token)
+                .query_async(&mut conn)
+                .await
+                .expect("set");
+        }
+    };
+    set_lease("zombie:1").await;
     let mut zombie = GroupConsumer::new(&redis, shard.clone(), group("g"))
         .create_group(StartFrom::Beginning)
         .options(ConsumerOptions {
@@ -321,6 +326,9 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
         .await
         .expect("start");
     let d = zombie.next().await.expect("item").expect("delivery");
+    // The zombie freezes; its lease runs out and another member takes the
+    // shard.
+    set_lease("new-owner:2").await;
     let dead = d.dead_letter("zombie").await;
     assert!(
         dead.as_ref()
@@ -527,4 +535,146 @@ async fn a_panicking_handler_is_retried_in_place_and_the_shard_waits() {
             .await
             .expect("state");
     assert_eq!((len, retries, pending.0), (5, 0, 0));
+}
+
+#[tokio::test]
+async fn a_zombie_owner_cannot_read_new_entries() {
+    let (_server, redis) = common::setup().await;
+    let layout = ShardLayout::create(&redis, &key("zr"), 1)
+        .await
+        .expect("create");
+    let shard = layout.shard(0);
+    streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+        .await
+        .expect("group");
+    let batch: Vec<(Option<&str>, _)> = (0..3)
+        .map(|i| (None, fields([("seq", i.to_string())])))
+        .collect();
+    ShardedProducer::new(&redis, layout.clone())
+        .send_batch(&batch)
+        .await
+        .expect("send");
+    let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("SET")
+        .arg(&lease)
+        .arg("new-owner:2")
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    // A zombie wakes up and reads: an unfenced XREADGROUP would take the
+    // entries and leave them pending on it, where the new owner (which
+    // claimed pending entries when it took over) never looks.
+    let mut zombie = GroupConsumer::new(&redis, shard.clone(), group("g"))
+        .consumer_name(ConsumerName::new("zombie").expect("name"))
+        .options(ConsumerOptions {
+            fence: Some(Fence {
+                key: lease.clone(),
+                token: "zombie:1".into(),
+            }),
+            block: Duration::from_millis(100),
+            ..ConsumerOptions::default()
+        })
+        .start()
+        .await
+        .expect("start");
+    let got = tokio::time::timeout(Duration::from_millis(600), zombie.next()).await;
+    if let Ok(Some(Ok(d))) = &got {
+        panic!("the zombie was handed {}", d.id());
+    }
+    drop(zombie);
+    let (pending, last): ((u64, redis::Value, redis::Value, redis::Value), redis::Value) =
+        redis::pipe()
+            .cmd("XPENDING")
+            .arg(shard.as_str())
+            .arg("g")
+            .cmd("XINFO")
+            .arg("GROUPS")
+            .arg(shard.as_str())
+            .query_async(&mut conn)
+            .await
+            .expect("state");
+    assert_eq!(pending.0, 0, "entries taken by the zombie");
+    assert!(
+        format!("{last:?}").contains("0-0"),
+        "last-delivered moved: {last:?}"
+    );
+    // The owner reads them all, through the fence and the blocking wait.
+    let owner = ConsumerName::new("new-owner").expect("name");
+    let mut reader = GroupConsumer::new(&redis, shard.clone(), group("g"))
+        .consumer_name(owner)
+        .options(ConsumerOptions {
+            fence: Some(Fence {
+                key: lease.clone(),
+                token: "new-owner:2".into(),
+            }),
+            block: Duration::from_millis(200),
+            ..ConsumerOptions::default()
+        })
+        .start()
+        .await
+        .expect("start");
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        let d = reader.next().await.expect("item").expect("delivery");
+        seqs.push(d.entry().get_str("seq").unwrap_or("?").to_string());
+    }
+    // A new entry wakes the waiting owner well before its block time.
+    let p = ShardedProducer::new(&redis, layout.clone());
+    let sent = Instant::now();
+    let next = tokio::spawn(async move {
+        let d = reader.next().await.expect("item").expect("delivery");
+        (d.entry().get_str("seq").unwrap_or("?").to_string(), reader)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    p.send(None, &fields([("seq", "3")])).await.expect("send");
+    let (seq, _reader) = next.await.expect("join");
+    seqs.push(seq);
+    assert_eq!(seqs, ["0", "1", "2", "3"]);
+    assert!(sent.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_owner_that_lost_its_lease_runs_nothing_it_read_ahead() {
+    let (server, redis) = common::setup().await;
+    let layout = ShardLayout::create(&redis, &key("ra"), 1)
+        .await
+        .expect("create");
+    let shard = layout.shard(0);
+    streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+        .await
+        .expect("group");
+    let batch: Vec<(Option<&str>, _)> = (0..5)
+        .map(|i| (Some("k"), fields([("seq", i.to_string())])))
+        .collect();
+    ShardedProducer::new(&redis, layout.clone())
+        .send_batch(&batch)
+        .await
+        .expect("send");
+    let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
+    // While entry 0 runs, the lease goes to another member (this one was
+    // frozen past it): entries 1… are read ahead already, but must not run
+    // here — before the next heartbeat notices — since the new owner runs
+    // them.
+    let client = redis::Client::open(server.url()).expect("client");
+    let (stop, task, seen) = spawn_member(&redis, &layout, "m", move |_| {
+        let mut c = client.get_connection().expect("conn");
+        let _: () = redis::cmd("SET")
+            .arg(&lease)
+            .arg("other:99")
+            .query(&mut c)
+            .expect("set");
+        Ok(Outcome::Ack)
+    });
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let n = seen.lock().expect("lock").len();
+            async move { n >= 1 }
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let _ = task.await.expect("join");
+    assert_eq!(*seen.lock().expect("lock"), ["0"]);
 }

@@ -379,16 +379,28 @@ where
         ..consumer
     };
     let in_hand = stop.clone();
+    let fence = consumer.fence.clone();
+    let conn = redis.clone();
     GroupConsumer::new(&redis, shard, group)
         .consumer_name(member)
         .options(consumer)
         .run(
             move |d: Delivery| {
                 let (handler, options, stop) = (handler.clone(), options.clone(), in_hand.clone());
+                let (fence, redis) = (fence.clone(), conn.clone());
                 async move {
                     let mut wait = options.backoff;
                     let mut runs = 0u64;
                     loop {
+                        // An owner that lost its lease (frozen past it, then
+                        // replaced) runs nothing more: the entries it holds
+                        // belong to the new owner, who claimed them. Leaving
+                        // it pending (manual mode: `Ack` writes nothing).
+                        if !still_owner(&redis, fence.as_ref()).await {
+                            tracing::warn!(id = %d.id(), "ordered mode: lost the lease; not running the entry");
+                            stop.cancel();
+                            return Ok(Outcome::Ack);
+                        }
                         runs += 1;
                         // A panic is a failed run like an error, retried here:
                         // left to `run`, it would go through the retry set and
@@ -426,4 +438,17 @@ where
             stop,
         )
         .await
+}
+
+/// Whether `fence` still holds its lease (true without a fence, and when
+/// asking fails: the fenced scripts refuse a zombie's writes anyway).
+async fn still_owner(redis: &Connector, fence: Option<&Fence>) -> bool {
+    let Some(f) = fence else { return true };
+    let mut conn = redis.shared();
+    let now: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(&f.key).query_async(&mut conn).await;
+    match now {
+        Ok(holder) => holder.as_deref() == Some(f.token.as_str()),
+        Err(_) => true,
+    }
 }
