@@ -364,7 +364,8 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
 }
 
 /// Runs member `name` in ordered mode on layout `layout` in the background;
-/// returns its stop token, its task and the IDs its handler saw.
+/// returns its stop token, its task and the `seq` fields its handler saw.
+/// An entry with a field `sleep_ms` makes the handler take that long.
 fn spawn_member(
     redis: &streamkeeper::Connector,
     layout: &ShardLayout,
@@ -401,6 +402,12 @@ fn spawn_member(
                             .unwrap_or("?")
                             .to_string(),
                     );
+                    let ms: u64 = d
+                        .entry()
+                        .get_str("sleep_ms")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
                     handler(&d)
                 }
             },
@@ -677,4 +684,82 @@ async fn an_owner_that_lost_its_lease_runs_nothing_it_read_ahead() {
     stop.cancel();
     let _ = task.await.expect("join");
     assert_eq!(*seen.lock().expect("lock"), ["0"]);
+}
+
+#[tokio::test]
+async fn a_slow_handover_keeps_the_owners_other_shards() {
+    let (_server, redis) = common::setup().await;
+    let layout = ShardLayout::create(&redis, &key("ho"), 2)
+        .await
+        .expect("create");
+    for shard in layout.shards() {
+        streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+            .await
+            .expect("group");
+    }
+    // With members a and b, shard `moving` goes to b and `staying` stays
+    // with a; a alone holds both at first.
+    let both = ["a".to_string(), "b".to_string()];
+    let moving = (0..2)
+        .find(|&i| streamkeeper::shard::owner_of(&both, i) == Some(&both[1]))
+        .expect("rendezvous gives b a shard of two (else pick other names)");
+    let staying = 1 - moving;
+    assert_eq!(
+        streamkeeper::shard::owner_of(&both, staying),
+        Some(&both[0]),
+        "rendezvous gives a shard to each (else pick other names)"
+    );
+    let mut conn = redis.shared();
+    let xadd = |shard: u32, seq: u32, sleep_ms: u32| {
+        let (key, mut conn) = (layout.shard(shard), redis.shared());
+        async move {
+            let _: String = redis::cmd("XADD")
+                .arg(key.as_str())
+                .arg("*")
+                .arg("seq")
+                .arg(seq)
+                .arg("sleep_ms")
+                .arg(sleep_ms)
+                .query_async(&mut conn)
+                .await
+                .expect("xadd");
+        }
+    };
+    // a is in a slow entry of the moving shard (2.5 s, longer than the
+    // 0.8 s lease and member times) when b joins.
+    xadd(moving, 0, 2500).await;
+    let (stop_a, task_a, seen_a) = spawn_member(&redis, &layout, "a", |_| Ok(Outcome::Ack));
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let n = seen_a.lock().expect("lock").len();
+            async move { n == 1 }
+        })
+        .await
+    );
+    let (stop_b, task_b, seen_b) = spawn_member(&redis, &layout, "b", |_| Ok(Outcome::Ack));
+    // During the handover, the staying shard gets entries: a (alive, its
+    // owner) handles them, b never does.
+    for seq in 1..=10 {
+        xadd(staying, seq, 0).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        common::eventually(Duration::from_secs(5), || {
+            let n = seen_a.lock().expect("lock").len();
+            async move { n == 11 }
+        })
+        .await,
+        "a handled {:?}",
+        seen_a.lock().expect("lock")
+    );
+    stop_a.cancel();
+    stop_b.cancel();
+    let _ = task_a.await.expect("join");
+    let _ = task_b.await.expect("join");
+    assert!(
+        seen_b.lock().expect("lock").is_empty(),
+        "b ran a's shard: {:?}",
+        seen_b.lock().expect("lock")
+    );
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.expect("ping");
 }

@@ -129,6 +129,10 @@ where
 {
     let members_key = StreamKeys::members(layout.stream(), group.as_str());
     let mut owned: HashMap<u32, Owned> = HashMap::new();
+    // Shards let go of, still finishing the entry in hand: their leases
+    // are kept until then, so nobody runs the shard twice at once.
+    let mut releasing: HashMap<u32, Owned> = HashMap::new();
+    let ttl_ms = ms(options.lease_ttl);
     let mut total = RunStats::default();
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -145,6 +149,7 @@ where
             }
             Err(e) => break Err(e),
         };
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
         for i in 0..layout.count() {
             let shard = layout.shard(i);
             let lease = StreamKeys::owner(&shard, group.as_str());
@@ -165,14 +170,15 @@ where
                 }
             }
             if let Some(o) = owned.remove(&i) {
-                // Hand it over: finish what is in hand, then release.
+                // Hand it over: stop reading; the entry in hand finishes
+                // in the background (the heartbeat must go on meanwhile,
+                // or this member's other leases would run out), then the
+                // lease is released.
                 o.stop.cancel();
-                total = add(total, o.task.await);
-                let _ = keep(redis, &lease, &o.token, 0).await;
-                tracing::info!(%shard, "ordered mode: released");
+                releasing.insert(i, o);
                 continue;
             }
-            if !mine {
+            if !mine || releasing.contains_key(&i) {
                 continue;
             }
             let epoch = StreamKeys::epoch(&shard, group.as_str());
@@ -216,22 +222,57 @@ where
                 },
             );
         }
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
     };
-    tracing::info!(%member, shards = owned.len(), "ordered mode: leaving; finishing the entries in hand");
-    for (i, o) in owned.drain() {
+    tracing::info!(%member, shards = owned.len() + releasing.len(), "ordered mode: leaving; finishing the entries in hand");
+    for o in owned.values() {
         o.stop.cancel();
-        total = add(total, o.task.await);
-        tracing::debug!(%member, shard = i, "ordered mode: shard stopped");
-        let lease = StreamKeys::owner(&layout.shard(i), group.as_str());
-        let _ = keep(redis, &lease, &o.token, 0).await;
     }
+    releasing.extend(owned.drain());
+    // Gone from the members at once, so the others plan without this one;
+    // they take its shards as each lease is released.
     let mut conn = redis.shared();
     let _: redis::RedisResult<()> = redis::cmd("ZREM")
         .arg(&members_key)
         .arg(member.as_str())
         .query_async(&mut conn)
         .await;
+    let poll = options.heartbeat.min(Duration::from_millis(50));
+    loop {
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
+        if releasing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
     result.map(|()| total)
+}
+
+/// Releases the shards in `releasing` whose consumer has finished, and
+/// renews the leases of those still finishing their entry in hand.
+async fn settle_releasing(
+    redis: &Connector,
+    layout: &ShardLayout,
+    group: &GroupName,
+    releasing: &mut HashMap<u32, Owned>,
+    ttl_ms: u64,
+    total: &mut RunStats,
+) {
+    let shards: Vec<u32> = releasing.keys().copied().collect();
+    for i in shards {
+        let shard = layout.shard(i);
+        let lease = StreamKeys::owner(&shard, group.as_str());
+        let finished = releasing.get(&i).is_some_and(|o| o.task.is_finished());
+        if finished {
+            if let Some(o) = releasing.remove(&i) {
+                *total = add(std::mem::take(total), o.task.await);
+                let _ = keep(redis, &lease, &o.token, 0).await;
+                tracing::info!(%shard, "ordered mode: released");
+            }
+        } else if let Some(o) = releasing.get(&i) {
+            let _ = keep(redis, &lease, &o.token, ttl_ms).await;
+        }
+    }
 }
 
 fn add(
