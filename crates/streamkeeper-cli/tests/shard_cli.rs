@@ -47,7 +47,10 @@ fn shard_create_ls_produce_by_key_and_stat_sums() {
     ok(&server, &["produce", "plain", "--field", "a=1", "-q"]);
     let e = refused(&server, &["shard", "create", "plain", "--shards", "2"]);
     assert!(e.contains("plain stream"), "{e}");
-    refused(&server, &["produce", "plain", "--key", "k", "--field", "a=1"]);
+    refused(
+        &server,
+        &["produce", "plain", "--key", "k", "--field", "a=1"],
+    );
     assert_eq!(cli(&server, &["XLEN", "plain"]), "1");
     // --key: every entry of a key on shard_for(key, 4), in send order.
     for c in ["alice", "bob", "carol", "dave", "erin"] {
@@ -84,7 +87,8 @@ fn shard_create_ls_produce_by_key_and_stat_sums() {
     );
     let mut per: HashMap<String, u32> = HashMap::new();
     for row in json_lines(&o) {
-        *per.entry(row["stream"].as_str().expect("stream").into()).or_default() += 1;
+        *per.entry(row["stream"].as_str().expect("stream").into())
+            .or_default() += 1;
     }
     assert_eq!(per.len(), 4, "{per:?}");
     assert!(per.values().all(|&n| n == 2), "{per:?}");
@@ -189,7 +193,10 @@ fn group_commands_and_ordered_consume_act_on_every_shard() {
     assert_eq!(n, 60);
     // The owner left: its leases are released.
     for i in 0..3 {
-        assert_eq!(cli(&server, &["EXISTS", &format!("{{ov:{i}}}:owner:g")]), "0");
+        assert_eq!(
+            cli(&server, &["EXISTS", &format!("{{ov:{i}}}:owner:g")]),
+            "0"
+        );
     }
     // group consumers: a row per shard the consumer read.
     let cs = json_lines(&ok(&server, &["--json", "group", "consumers", "ov", "g"]));
@@ -198,7 +205,16 @@ fn group_commands_and_ordered_consume_act_on_every_shard() {
     // group reset: every shard back to the start (dry run first).
     let rows = json_lines(&ok(
         &server,
-        &["--json", "group", "reset", "ov", "g", "--to", "-", "--dry-run"],
+        &[
+            "--json",
+            "group",
+            "reset",
+            "ov",
+            "g",
+            "--to",
+            "-",
+            "--dry-run",
+        ],
     ));
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[3]["stream"], "ov");

@@ -363,6 +363,9 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
     assert_eq!(retries, 0);
 }
 
+/// A member's `run_ordered` task.
+type RunTask = tokio::task::JoinHandle<streamkeeper::Result<streamkeeper::RunStats>>;
+
 /// Runs member `name` in ordered mode on layout `layout` in the background;
 /// returns its stop token, its task and the `seq` fields its handler saw.
 /// An entry with a field `sleep_ms` makes the handler take that long.
@@ -371,11 +374,7 @@ fn spawn_member(
     layout: &ShardLayout,
     name: &str,
     handler: impl Fn(&streamkeeper::Delivery) -> Result<Outcome, String> + Send + Sync + 'static,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<streamkeeper::Result<streamkeeper::RunStats>>,
-    Arc<Mutex<Vec<String>>>,
-) {
+) -> (CancellationToken, RunTask, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stop = CancellationToken::new();
     let (redis, layout, member) = (
@@ -396,12 +395,9 @@ fn spawn_member(
             move |d: streamkeeper::Delivery| {
                 let (seen, handler) = (seen2.clone(), handler.clone());
                 async move {
-                    seen.lock().expect("lock").push(
-                        d.entry()
-                            .get_str("seq")
-                            .unwrap_or("?")
-                            .to_string(),
-                    );
+                    seen.lock()
+                        .expect("lock")
+                        .push(d.entry().get_str("seq").unwrap_or("?").to_string());
                     let ms: u64 = d
                         .entry()
                         .get_str("sleep_ms")
@@ -590,17 +586,19 @@ async fn a_zombie_owner_cannot_read_new_entries() {
         panic!("the zombie was handed {}", d.id());
     }
     drop(zombie);
-    let (pending, last): ((u64, redis::Value, redis::Value, redis::Value), redis::Value) =
-        redis::pipe()
-            .cmd("XPENDING")
-            .arg(shard.as_str())
-            .arg("g")
-            .cmd("XINFO")
-            .arg("GROUPS")
-            .arg(shard.as_str())
-            .query_async(&mut conn)
-            .await
-            .expect("state");
+    let (pending, last): (
+        (u64, redis::Value, redis::Value, redis::Value),
+        redis::Value,
+    ) = redis::pipe()
+        .cmd("XPENDING")
+        .arg(shard.as_str())
+        .arg("g")
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(shard.as_str())
+        .query_async(&mut conn)
+        .await
+        .expect("state");
     assert_eq!(pending.0, 0, "entries taken by the zombie");
     assert!(
         format!("{last:?}").contains("0-0"),
@@ -761,5 +759,8 @@ async fn a_slow_handover_keeps_the_owners_other_shards() {
         "b ran a's shard: {:?}",
         seen_b.lock().expect("lock")
     );
-    let _: () = redis::cmd("PING").query_async(&mut conn).await.expect("ping");
+    let _: () = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("ping");
 }
