@@ -160,7 +160,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             let ordered = streamkeeper::shard::OrderedOptions {
                 max_attempts: Some(args.max_deliveries.unwrap_or(5)),
                 backoff: args.retry_backoff,
-                ..Default::default()
+                heartbeat: args.lease / 5,
+                member_ttl: args.lease,
+                lease_ttl: args.lease,
             };
             streamkeeper::shard::run_ordered(
                 &redis, &layout, &group, &consumer, options, ordered, handler, stop,

@@ -281,3 +281,168 @@ fn dump_of_a_sharded_stream_restores_losslessly() {
         );
     }
 }
+
+/// A running `consume`, its stdout lines collected by a thread.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(server: &RedisServer, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = common::command(server, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().expect("lock").push(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["fields"]["seq"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq")
+            })
+            .collect()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then waits (a graceful stop of ordered mode).
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("consume did not stop on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        status
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_frozen_ordered_owner_takes_nothing_after_its_lease_ran_out() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["shard", "create", "z", "--shards", "1"]);
+    ok(&server, &["group", "create", "z", "g", "--from", "-"]);
+    let produce = |seq: i64| {
+        let field = format!("seq={seq}");
+        ok(&server, &["produce", "z", "--field", &field, "-q"]);
+    };
+    let consume = |name: &str| {
+        Running::start(
+            &server,
+            &[
+                "consume",
+                "z",
+                "-g",
+                "g",
+                "-c",
+                name,
+                "--ordered",
+                "--lease",
+                "1s",
+            ],
+        )
+    };
+    let a = consume("A");
+    produce(0);
+    wait_for("A handles 0", || a.seqs() == [0]);
+    // …and has acked it (else B would rightly run it again after taking
+    // over: an unacked entry of a frozen owner is redelivered).
+    wait_for("A acks 0", || {
+        cli(&server, &["XPENDING", "{z:0}", "g"]).starts_with('0')
+    });
+    // A freezes while waiting for new entries (its blocking read is still
+    // registered in the server); its lease runs out and B takes the shard.
+    a.signal("-STOP");
+    let b = consume("B");
+    wait_for("B owns the shard", || {
+        cli(&server, &["GET", "{z:0}:owner:g"]).starts_with("B:")
+    });
+    // Entries appended now are B's: a frozen A must not be handed any (an
+    // unfenced XREADGROUP BLOCK of A's would get the first one and keep it
+    // pending on A, out of B's reach).
+    for seq in 1..=5 {
+        produce(seq);
+    }
+    wait_for(
+        &format!("B handles 1..5 (A {:?}, B {:?})", a.seqs(), b.seqs()),
+        || b.seqs() == [1, 2, 3, 4, 5],
+    );
+    assert_eq!(a.seqs(), [0]);
+    // A wakes up: it may get the shard back by rebalance, but takes nothing
+    // that was not handed to it, and nothing runs twice.
+    a.signal("-CONT");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for seq in 6..=8 {
+        produce(seq);
+    }
+    wait_for("6..8 handled", || {
+        a.seqs()
+            .iter()
+            .chain(b.seqs().iter())
+            .filter(|&&s| s >= 6)
+            .count()
+            == 3
+    });
+    let (sa, sb) = (a.seqs(), b.seqs());
+    // Interrupted (130) after a clean stop.
+    assert_eq!(a.stop().code(), Some(130));
+    assert_eq!(b.stop().code(), Some(130));
+    assert_eq!(sa[0], 0);
+    let mut all: Vec<i64> = sa.iter().chain(sb.iter()).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..=8).collect::<Vec<_>>(), "A {sa:?}, B {sb:?}");
+    for s in [&sa, &sb] {
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "in order: {s:?}");
+    }
+    assert!(
+        cli(&server, &["XPENDING", "{z:0}", "g"]).starts_with('0'),
+        "nothing left pending"
+    );
+}
