@@ -229,6 +229,10 @@ fn group_commands_and_ordered_consume_act_on_every_shard() {
         json_lines(&ok(&server, &["--json", "stat", "ov"]))[0]["undelivered"],
         60
     );
+    // tail of a sharded stream: refused with the way to do it (it used
+    // to print nothing, as if the stream were empty).
+    let e = refused(&server, &["tail", "ov"]);
+    assert!(e.contains("tail {ov:0}") && e.contains("dump ov"), "{e}");
     // --ordered on a plain stream: refused.
     ok(&server, &["produce", "plain", "--field", "a=1", "-q"]);
     refused(

@@ -10,17 +10,20 @@
 //!   that member wins or held).
 //! - Owning shard i takes its lease `{S:i}:owner:<group>` (`SET NX PX`)
 //!   with a token `<member>:<epoch>`, the epoch a counter that grows with
-//!   every new owner. The ack, retry and dead-letter scripts check the
-//!   token (the fence), so a zombie — frozen past its lease, replaced —
-//!   cannot write.
+//!   every new owner (a restart under the same name included). The read
+//!   of new entries and the ack, retry and dead-letter scripts check the
+//!   token (the fence), and the owner checks its lease before each run,
+//!   so a zombie — frozen past its lease, replaced — takes, runs and
+//!   writes nothing.
 //! - Taking over, the owner claims every pending entry of the shard for
 //!   the group (the previous owner's unfinished work) and reads them
 //!   first, in ID order.
 //! - Rebalance is cooperative: an owner that should let a shard go stops
-//!   reading it, finishes the entry in hand, then releases the lease; the
-//!   new owner takes it on its next heartbeat. A crashed owner's lease
-//!   runs out after `lease_ttl`.
-//! - A failing entry is retried in place (with backoff) and the shard's
+//!   reading it, finishes the entry in hand (in the background, its lease
+//!   renewed meanwhile, its other shards kept), then releases the lease;
+//!   the new owner takes it on its next heartbeat. A crashed owner's
+//!   lease runs out after `lease_ttl`.
+//! - A failing (or panicking) entry is retried in place (with backoff) and the shard's
 //!   later entries wait; after `max_attempts` it goes to the shard's
 //!   dead-letter stream and the shard moves on.
 
