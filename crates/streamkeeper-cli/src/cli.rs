@@ -160,6 +160,18 @@ pub fn parse_claim_after(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Parses `consume --lease`: at least 500 ms (heartbeats every fifth of
+/// it must get through scheduling delays).
+pub fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(500) {
+        return Err(format!(
+            "{s:?} is below 500ms: members heartbeat every fifth of the lease, and a missed heartbeat moves shards"
+        ));
+    }
+    Ok(d)
+}
+
 /// Parses a count that must be at least 1.
 pub fn parse_positive(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -341,6 +353,11 @@ pub struct ConsumeArgs {
     /// (default 5) runs, then dead-lettered.
     #[arg(long)]
     pub ordered: bool,
+    /// With --ordered: the owner lease of a shard. A crashed or frozen
+    /// owner's shards move after this long; members heartbeat every fifth
+    /// of it. At least 500ms.
+    #[arg(long, value_parser = parse_lease, default_value = "5s", value_name = "DURATION", requires = "ordered")]
+    pub lease: Duration,
     /// With --pipe: after SIGINT/SIGTERM, how long to wait for the answers
     /// of entries already sent; unanswered ones stay pending.
     #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
@@ -808,6 +825,18 @@ mod tests {
         };
         assert_eq!(j.streams.len(), 2);
         assert_eq!(j.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn lease_needs_ordered_and_half_a_second() {
+        let ok = parse(&["consume", "s", "-g", "g", "--ordered", "--lease", "2s"]).expect("ok");
+        let Command::Consume(c) = ok.command else {
+            panic!("consume")
+        };
+        assert_eq!(c.lease, Duration::from_secs(2));
+        assert!(parse(&["consume", "s", "-g", "g", "--lease", "2s"]).is_err());
+        assert!(parse(&["consume", "s", "-g", "g", "--ordered", "--lease", "100ms"]).is_err());
+        assert!(parse(&["consume", "s", "-g", "g", "--ordered", "--lease", "0s"]).is_err());
     }
 
     #[test]

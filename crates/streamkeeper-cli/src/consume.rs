@@ -160,7 +160,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             let ordered = streamkeeper::shard::OrderedOptions {
                 max_attempts: Some(args.max_deliveries.unwrap_or(5)),
                 backoff: args.retry_backoff,
-                ..Default::default()
+                heartbeat: args.lease / 5,
+                member_ttl: args.lease,
+                lease_ttl: args.lease,
             };
             streamkeeper::shard::run_ordered(
                 &redis, &layout, &group, &consumer, options, ordered, handler, stop,
@@ -175,23 +177,17 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                 .await
         }
         Some(layout) => {
-            let runs = layout.shards().into_iter().map(|shard| {
-                GroupConsumer::new(&redis, shard, group.clone())
-                    .consumer_name(consumer.clone())
-                    .options(options.clone())
-                    .run(handler.clone(), concurrency, stop.clone())
-            });
-            futures::future::join_all(runs).await.into_iter().try_fold(
-                streamkeeper::RunStats::default(),
-                |mut sum, r| {
-                    let r = r?;
-                    sum.delivered += r.delivered;
-                    sum.acked += r.acked;
-                    sum.retried += r.retried;
-                    sum.dead_lettered += r.dead_lettered;
-                    Ok::<_, streamkeeper::Error>(sum)
-                },
+            streamkeeper::shard::run_shared(
+                &redis,
+                &layout,
+                &group,
+                &consumer,
+                options,
+                handler,
+                concurrency,
+                stop,
             )
+            .await
         }
     };
     // The handler (and with it the last `Pipe`) is gone: the supervisor

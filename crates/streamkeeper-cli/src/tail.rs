@@ -18,6 +18,15 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
         other => other,
     });
     let redis = global.connect().await?;
+    // A sharded stream has no key of its own: XREAD on its name would find
+    // nothing and print nothing, which looks like an empty stream.
+    if let Some(layout) = streamkeeper::shard::ShardLayout::open(&redis, &stream).await? {
+        anyhow::bail!(
+            "{stream} is a sharded stream ({} shards): tail one shard (`streamkeeper tail {}`), or print every shard merged in ID order with `streamkeeper dump {stream}`",
+            layout.count(),
+            layout.shard(0)
+        );
+    }
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
     output::cancel_when_stdout_closes(stop.clone());

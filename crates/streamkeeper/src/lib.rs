@@ -43,7 +43,7 @@
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
-//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer` |
+//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, shared mode (`run_shared`), ordered mode (`run_ordered`: leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |

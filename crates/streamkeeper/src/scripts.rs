@@ -124,6 +124,11 @@ fenced_script!(
     "dead_letter.lua"
 );
 fenced_script!(
+    /// `XREADGROUP … >` for a fenced (ordered-mode) consumer.
+    READ_NEW_FENCED,
+    "read_new.lua"
+);
+fenced_script!(
     /// `RETRY_STORE` for a fenced (ordered-mode) consumer.
     RETRY_STORE_FENCED,
     "retry_store.lua"

@@ -96,3 +96,118 @@ async fn creating_is_refused_for_plain_streams_other_counts_and_braces() {
         None
     );
 }
+
+#[tokio::test]
+async fn shared_mode_reads_every_shard_and_acks_each_entry_on_its_shard() {
+    use std::sync::{Arc, Mutex};
+    use streamkeeper::{ConsumerName, ConsumerOptions, Outcome, StartFrom};
+    let (_server, redis) = setup().await;
+    let layout = ShardLayout::create(&redis, &key("sh"), 3)
+        .await
+        .expect("create");
+    let g = common::group("g");
+    for shard in layout.shards() {
+        streamkeeper::group::create_group(&redis, &shard, &g, StartFrom::Beginning)
+            .await
+            .expect("group");
+    }
+    let batch: Vec<(Option<String>, _)> = (0..30)
+        .map(|i| (None, fields([("n", i.to_string())])))
+        .collect();
+    ShardedProducer::new(&redis, layout.clone())
+        .send_batch(&batch)
+        .await
+        .expect("send");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = {
+        let (redis, layout, g, seen, stop) = (
+            redis.clone(),
+            layout.clone(),
+            g.clone(),
+            seen.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            streamkeeper::shard::run_shared(
+                &redis,
+                &layout,
+                &g,
+                &ConsumerName::new("c").expect("name"),
+                ConsumerOptions::default(),
+                move |d: streamkeeper::Delivery| {
+                    let seen = seen.clone();
+                    async move {
+                        seen.lock()
+                            .expect("lock")
+                            .push((d.stream().to_string(), d.id()));
+                        Ok::<_, String>(Outcome::Ack)
+                    }
+                },
+                4,
+                stop,
+            )
+            .await
+        })
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(5), || {
+            let n = seen.lock().expect("lock").len();
+            async move { n == 30 }
+        })
+        .await
+    );
+    stop.cancel();
+    let stats = run.await.expect("join").expect("run");
+    assert_eq!((stats.delivered, stats.acked), (30, 30));
+    let mut conn = redis.shared();
+    for shard in layout.shards() {
+        let (pending, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg(shard.as_str())
+            .arg("g")
+            .query_async(&mut conn)
+            .await
+            .expect("xpending");
+        assert_eq!(pending, 0, "{shard}: acked on its own shard");
+        let on_shard = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(s, _)| s == shard.as_str())
+            .count();
+        assert_eq!(on_shard, 10, "{shard}");
+    }
+}
+
+#[tokio::test]
+async fn shared_mode_stops_every_shard_when_one_cannot_run() {
+    use streamkeeper::{ConsumerName, ConsumerOptions, Outcome, StartFrom};
+    let (_server, redis) = setup().await;
+    let layout = ShardLayout::create(&redis, &key("half"), 2)
+        .await
+        .expect("create");
+    let g = common::group("g");
+    // The group exists on shard 0 only.
+    streamkeeper::group::create_group(&redis, &layout.shard(0), &g, StartFrom::Beginning)
+        .await
+        .expect("group");
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        streamkeeper::shard::run_shared(
+            &redis,
+            &layout,
+            &g,
+            &ConsumerName::new("c").expect("name"),
+            ConsumerOptions::default(),
+            |_d: streamkeeper::Delivery| async { Ok::<_, String>(Outcome::Ack) },
+            1,
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("returns instead of running shard 0 alone");
+    assert!(
+        matches!(r, Err(streamkeeper::Error::GroupMissing { ref stream, .. }) if stream == &layout.shard(1)),
+        "{r:?}"
+    );
+}

@@ -8,7 +8,9 @@
 //! connection) it reconnects with jittered backoff and resumes from the
 //! group's state: pending first, then `>`. When the connector moves to a
 //! new master (a Sentinel `+switch-master`), the read in progress on the
-//! deposed one is abandoned at once and the loop reconnects.
+//! deposed one is abandoned at once and the loop reconnects. A fenced
+//! (ordered-mode) consumer reads new entries through the fence, so an
+//! owner that lost its lease takes none.
 
 use std::sync::Arc;
 
@@ -144,6 +146,9 @@ async fn read_once(
     count: usize,
 ) -> Result<Vec<Held>> {
     let opts = &shared.options;
+    if let (Phase::New, Some(fence), false) = (&*phase, &opts.fence, noack) {
+        return read_new_fenced(shared, conn, in_flight, fence, count).await;
+    }
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(&shared.group)
@@ -217,4 +222,79 @@ async fn read_once(
             .map(|e| Held::new(e, Source::New, in_flight))
             .collect()),
     }
+}
+
+/// Ordered mode's read of new entries: `XREADGROUP` behind the fence
+/// (`lua/read_new.lua`), so an owner that lost its lease takes nothing.
+/// When nothing is new it waits on a plain `XREAD BLOCK` after the
+/// stream's newest entry (a script cannot block), then returns nothing;
+/// the loop reads again through the fence.
+async fn read_new_fenced(
+    shared: &Arc<Shared>,
+    conn: &mut MultiplexedConnection,
+    in_flight: &Arc<InFlight>,
+    fence: &crate::consumer::Fence,
+    count: usize,
+) -> Result<Vec<Held>> {
+    let v: Value = match crate::scripts::READ_NEW_FENCED
+        .key(shared.stream.as_str())
+        .key(&fence.key)
+        .arg(&shared.group)
+        .arg(&shared.consumer)
+        .arg(count)
+        .arg(&fence.token)
+        .invoke_async(conn)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            let mut c = conn.clone();
+            return Err(explain::explain_group(
+                &mut c,
+                &shared.stream,
+                &shared.group,
+                "XREADGROUP (fenced)",
+                e,
+            )
+            .await);
+        }
+    };
+    let (got, newest) = match v {
+        Value::Array(parts) => {
+            let mut parts = parts.into_iter();
+            (
+                parts.next().unwrap_or(Value::Nil),
+                parts.next().unwrap_or(Value::Nil),
+            )
+        }
+        _ => (Value::Nil, Value::Nil),
+    };
+    let (entries, _) = reply::read_reply(got, "XREADGROUP")?;
+    if entries.is_empty() {
+        let after = match newest {
+            Value::Nil => "0-0".to_string(),
+            v => reply::text(&v),
+        };
+        let block = u64::try_from(shared.options.block.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let _: Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(block)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(shared.stream.as_str())
+            .arg(after)
+            .query_async(conn)
+            .await
+            .map_err(|e| crate::Error::redis(format!("XREAD {}", shared.stream), e))?;
+        return Ok(Vec::new());
+    }
+    let entries = shared.admit(entries);
+    Ok(entries
+        .into_iter()
+        .filter(|e| in_flight.insert(e.id))
+        .map(|e| Held::new(e, Source::New, in_flight))
+        .collect())
 }

@@ -6,14 +6,12 @@
 -- ARGV[1]  member (consumer name)
 -- ARGV[2]  lease time, ms
 --
--- Returns the token "<member>:<epoch>" (renewed when the member already
--- holds it), or nil when another member holds it.
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  if string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return cur
-  end
+-- Returns the new token "<member>:<epoch>", or nil while anyone holds the
+-- lease. A lease held under this member's own name is not reused either:
+-- it is an earlier process of the same name (crashed or frozen), whose
+-- token must stop working, and a prefix test would also match another
+-- member whose name starts with "<member>:". Renewal is lease_keep.lua.
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
 local epoch = redis.call('INCR', KEYS[2])

@@ -9,9 +9,9 @@
 //!   documented, the same in any language); entries without a key go
 //!   round-robin. Same key → same shard → send order kept
 //!   ([`ShardedProducer`]).
-//! - Consumers of a group read every shard (shared mode): one
-//!   [`GroupConsumer`](crate::GroupConsumer) per shard, each with its own
-//!   blocking connection to its shard's primary. Each shard is an ordinary
+//! - Consumers of a group read every shard (shared mode, [`run_shared`]):
+//!   one [`GroupConsumer`](crate::GroupConsumer) per shard, each with its
+//!   own blocking connection to its shard's primary, run as one. Each shard is an ordinary
 //!   stream, so reclaim, retries, the DLQ (`{S:i}:dlq`), the janitor and
 //!   exactly-once work per shard unchanged.
 //! - Ordered mode ([`run_ordered`]): one owner per shard per group at a
@@ -22,14 +22,17 @@
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
+//! | `shared.rs` | shared mode: `run_shared`, a consumer per shard run as one |
 //! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
 mod layout;
 mod ordered;
 mod producer;
 mod route;
+mod shared;
 
 pub use layout::{ShardLayout, MAX_SHARDS};
 pub use ordered::{owner_of, run_ordered, OrderedOptions};
 pub use producer::ShardedProducer;
 pub use route::{jump_consistent_hash, key_hash, shard_for};
+pub use shared::run_shared;

@@ -10,24 +10,29 @@
 //!   that member wins or held).
 //! - Owning shard i takes its lease `{S:i}:owner:<group>` (`SET NX PX`)
 //!   with a token `<member>:<epoch>`, the epoch a counter that grows with
-//!   every new owner. The ack, retry and dead-letter scripts check the
-//!   token (the fence), so a zombie — frozen past its lease, replaced —
-//!   cannot write.
+//!   every new owner (a restart under the same name included). The read
+//!   of new entries and the ack, retry and dead-letter scripts check the
+//!   token (the fence), and the owner checks its lease before each run,
+//!   so a zombie — frozen past its lease, replaced — takes, runs and
+//!   writes nothing.
 //! - Taking over, the owner claims every pending entry of the shard for
 //!   the group (the previous owner's unfinished work) and reads them
 //!   first, in ID order.
 //! - Rebalance is cooperative: an owner that should let a shard go stops
-//!   reading it, finishes the entry in hand, then releases the lease; the
-//!   new owner takes it on its next heartbeat. A crashed owner's lease
-//!   runs out after `lease_ttl`.
-//! - A failing entry is retried in place (with backoff) and the shard's
+//!   reading it, finishes the entry in hand (in the background, its lease
+//!   renewed meanwhile, its other shards kept), then releases the lease;
+//!   the new owner takes it on its next heartbeat. A crashed owner's
+//!   lease runs out after `lease_ttl`.
+//! - A failing (or panicking) entry is retried in place (with backoff) and the shard's
 //!   later entries wait; after `max_attempts` it goes to the shard's
 //!   dead-letter stream and the shard moves on.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use futures::FutureExt;
 use redis::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -127,6 +132,10 @@ where
 {
     let members_key = StreamKeys::members(layout.stream(), group.as_str());
     let mut owned: HashMap<u32, Owned> = HashMap::new();
+    // Shards let go of, still finishing the entry in hand: their leases
+    // are kept until then, so nobody runs the shard twice at once.
+    let mut releasing: HashMap<u32, Owned> = HashMap::new();
+    let ttl_ms = ms(options.lease_ttl);
     let mut total = RunStats::default();
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,6 +152,7 @@ where
             }
             Err(e) => break Err(e),
         };
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
         for i in 0..layout.count() {
             let shard = layout.shard(i);
             let lease = StreamKeys::owner(&shard, group.as_str());
@@ -163,14 +173,15 @@ where
                 }
             }
             if let Some(o) = owned.remove(&i) {
-                // Hand it over: finish what is in hand, then release.
+                // Hand it over: stop reading; the entry in hand finishes
+                // in the background (the heartbeat must go on meanwhile,
+                // or this member's other leases would run out), then the
+                // lease is released.
                 o.stop.cancel();
-                total = add(total, o.task.await);
-                let _ = keep(redis, &lease, &o.token, 0).await;
-                tracing::info!(%shard, "ordered mode: released");
+                releasing.insert(i, o);
                 continue;
             }
-            if !mine {
+            if !mine || releasing.contains_key(&i) {
                 continue;
             }
             let epoch = StreamKeys::epoch(&shard, group.as_str());
@@ -214,22 +225,57 @@ where
                 },
             );
         }
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
     };
-    tracing::info!(%member, shards = owned.len(), "ordered mode: leaving; finishing the entries in hand");
-    for (i, o) in owned.drain() {
+    tracing::info!(%member, shards = owned.len() + releasing.len(), "ordered mode: leaving; finishing the entries in hand");
+    for o in owned.values() {
         o.stop.cancel();
-        total = add(total, o.task.await);
-        tracing::debug!(%member, shard = i, "ordered mode: shard stopped");
-        let lease = StreamKeys::owner(&layout.shard(i), group.as_str());
-        let _ = keep(redis, &lease, &o.token, 0).await;
     }
+    releasing.extend(owned.drain());
+    // Gone from the members at once, so the others plan without this one;
+    // they take its shards as each lease is released.
     let mut conn = redis.shared();
     let _: redis::RedisResult<()> = redis::cmd("ZREM")
         .arg(&members_key)
         .arg(member.as_str())
         .query_async(&mut conn)
         .await;
+    let poll = options.heartbeat.min(Duration::from_millis(50));
+    loop {
+        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
+        if releasing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(poll).await;
+    }
     result.map(|()| total)
+}
+
+/// Releases the shards in `releasing` whose consumer has finished, and
+/// renews the leases of those still finishing their entry in hand.
+async fn settle_releasing(
+    redis: &Connector,
+    layout: &ShardLayout,
+    group: &GroupName,
+    releasing: &mut HashMap<u32, Owned>,
+    ttl_ms: u64,
+    total: &mut RunStats,
+) {
+    let shards: Vec<u32> = releasing.keys().copied().collect();
+    for i in shards {
+        let shard = layout.shard(i);
+        let lease = StreamKeys::owner(&shard, group.as_str());
+        let finished = releasing.get(&i).is_some_and(|o| o.task.is_finished());
+        if finished {
+            if let Some(o) = releasing.remove(&i) {
+                *total = add(std::mem::take(total), o.task.await);
+                let _ = keep(redis, &lease, &o.token, 0).await;
+                tracing::info!(%shard, "ordered mode: released");
+            }
+        } else if let Some(o) = releasing.get(&i) {
+            let _ = keep(redis, &lease, &o.token, ttl_ms).await;
+        }
+    }
 }
 
 fn add(
@@ -377,27 +423,44 @@ where
         ..consumer
     };
     let in_hand = stop.clone();
+    let fence = consumer.fence.clone();
+    let conn = redis.clone();
     GroupConsumer::new(&redis, shard, group)
         .consumer_name(member)
         .options(consumer)
         .run(
             move |d: Delivery| {
                 let (handler, options, stop) = (handler.clone(), options.clone(), in_hand.clone());
+                let (fence, redis) = (fence.clone(), conn.clone());
                 async move {
                     let mut wait = options.backoff;
                     let mut runs = 0u64;
                     loop {
+                        // An owner that lost its lease (frozen past it, then
+                        // replaced) runs nothing more: the entries it holds
+                        // belong to the new owner, who claimed them. Leaving
+                        // it pending (manual mode: `Ack` writes nothing).
+                        if !still_owner(&redis, fence.as_ref()).await {
+                            tracing::warn!(id = %d.id(), "ordered mode: lost the lease; not running the entry");
+                            stop.cancel();
+                            return Ok(Outcome::Ack);
+                        }
                         runs += 1;
-                        let why = match handler(d.clone()).await {
-                            Ok(Outcome::Ack) => {
+                        // A panic is a failed run like an error, retried here:
+                        // left to `run`, it would go through the retry set and
+                        // come back after the shard's later entries.
+                        let run = AssertUnwindSafe(handler(d.clone())).catch_unwind();
+                        let why = match run.await {
+                            Err(_) => "the handler panicked".to_string(),
+                            Ok(Ok(Outcome::Ack)) => {
                                 d.ack();
                                 return Ok::<_, std::convert::Infallible>(Outcome::Ack);
                             }
-                            Ok(Outcome::DeadLetter { reason }) => {
+                            Ok(Ok(Outcome::DeadLetter { reason })) => {
                                 return Ok(Outcome::DeadLetter { reason })
                             }
-                            Ok(_) => "the handler asked for a retry".to_string(),
-                            Err(e) => e.to_string(),
+                            Ok(Ok(_)) => "the handler asked for a retry".to_string(),
+                            Ok(Err(e)) => e.to_string(),
                         };
                         if options.max_attempts.is_some_and(|max| runs >= max) {
                             return Ok(Outcome::DeadLetter {
@@ -419,4 +482,17 @@ where
             stop,
         )
         .await
+}
+
+/// Whether `fence` still holds its lease (true without a fence, and when
+/// asking fails: the fenced scripts refuse a zombie's writes anyway).
+async fn still_owner(redis: &Connector, fence: Option<&Fence>) -> bool {
+    let Some(f) = fence else { return true };
+    let mut conn = redis.shared();
+    let now: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(&f.key).query_async(&mut conn).await;
+    match now {
+        Ok(holder) => holder.as_deref() == Some(f.token.as_str()),
+        Err(_) => true,
+    }
 }

@@ -1,0 +1,452 @@
+//! Sharded streams through the CLI on one server (`{S:i}` keys work on a
+//! single server too): create/ls, produce --key/--key-field routing,
+//! stat --shards, the group commands per shard and in sum, consume
+//! --ordered, dump → restore; bad input refused with nothing written.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{cli, json_lines, sk, sk_stdin};
+use streamkeeper::shard::shard_for;
+use streamkeeper_testkit::RedisServer;
+
+fn ok(server: &RedisServer, args: &[&str]) -> std::process::Output {
+    let o = sk(server, args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Exit 2, one line on stderr.
+fn refused(server: &RedisServer, args: &[&str]) -> String {
+    let o = sk(server, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn shard_create_ls_produce_by_key_and_stat_sums() {
+    let server = RedisServer::start().expect("redis");
+    // Bad input: exit 2, nothing written.
+    refused(&server, &["shard", "create", "ev", "--shards", "0"]);
+    refused(&server, &["shard", "create", "ev", "--shards", "1025"]);
+    refused(&server, &["shard", "create", "a{b}", "--shards", "2"]);
+    assert_eq!(cli(&server, &["DBSIZE"]), "0");
+    ok(&server, &["shard", "create", "ev", "--shards", "4"]);
+    ok(&server, &["shard", "create", "ev", "--shards", "4"]); // idempotent
+    let e = refused(&server, &["shard", "create", "ev", "--shards", "3"]);
+    assert!(e.contains("already sharded 4 ways"), "{e}");
+    assert_eq!(cli(&server, &["HGET", "{ev}:shards", "count"]), "4");
+    ok(&server, &["produce", "plain", "--field", "a=1", "-q"]);
+    let e = refused(&server, &["shard", "create", "plain", "--shards", "2"]);
+    assert!(e.contains("plain stream"), "{e}");
+    refused(
+        &server,
+        &["produce", "plain", "--key", "k", "--field", "a=1"],
+    );
+    assert_eq!(cli(&server, &["XLEN", "plain"]), "1");
+    // --key: every entry of a key on shard_for(key, 4), in send order.
+    for c in ["alice", "bob", "carol", "dave", "erin"] {
+        let field = format!("c={c}");
+        let o = ok(
+            &server,
+            &[
+                "--json", "produce", "ev", "--key", c, "--field", &field, "--field", "seq={i}",
+                "--count", "5",
+            ],
+        );
+        let want = format!("{{ev:{}}}", shard_for(c.as_bytes(), 4));
+        for row in json_lines(&o) {
+            assert_eq!(row["stream"], want.as_str(), "{c}");
+        }
+    }
+    // --key-field: each stdin entry by its own field.
+    let input = "{\"user\":\"u1\",\"n\":\"1\"}\n{\"user\":\"u2\",\"n\":\"2\"}\n";
+    let o = sk_stdin(
+        &server,
+        &["--json", "produce", "ev", "--key-field", "user"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = json_lines(&o);
+    for (row, user) in rows.iter().zip(["u1", "u2"]) {
+        let want = format!("{{ev:{}}}", shard_for(user.as_bytes(), 4));
+        assert_eq!(row["stream"], want.as_str());
+    }
+    // No key: round-robin over the shards.
+    let o = ok(
+        &server,
+        &["--json", "produce", "ev", "--field", "x=1", "--count", "8"],
+    );
+    let mut per: HashMap<String, u32> = HashMap::new();
+    for row in json_lines(&o) {
+        *per.entry(row["stream"].as_str().expect("stream").into())
+            .or_default() += 1;
+    }
+    assert_eq!(per.len(), 4, "{per:?}");
+    assert!(per.values().all(|&n| n == 2), "{per:?}");
+    // A stdin entry without the routing field: refused, nothing written.
+    let before = cli(&server, &["XLEN", "{ev:0}"]);
+    let o = sk_stdin(
+        &server,
+        &["produce", "ev", "--key-field", "user"],
+        b"{\"other\":\"1\"}\n",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(cli(&server, &["XLEN", "{ev:0}"]), before);
+    // shard ls: key, its own slot, node, length, per group.
+    ok(&server, &["group", "create", "ev", "g", "--from", "-"]);
+    let ls = json_lines(&ok(&server, &["--json", "shard", "ls", "ev"]));
+    assert_eq!(ls.len(), 4, "{ls:?}");
+    let mut slots = std::collections::HashSet::new();
+    let mut total = 0;
+    for (i, row) in ls.iter().enumerate() {
+        let key = format!("{{ev:{i}}}");
+        assert_eq!(row["shard"], key.as_str());
+        assert_eq!(
+            row["slot"].as_u64(),
+            Some(u64::from(streamkeeper::keys::key_slot(&key)))
+        );
+        slots.insert(row["slot"].as_u64());
+        assert!(row["node"].as_str().is_some_and(|n| !n.is_empty()));
+        assert_eq!(row["group"], "g");
+        assert_eq!(row["lag"], row["length"]);
+        total += row["length"].as_u64().expect("length");
+    }
+    assert_eq!(slots.len(), 4, "each shard in a slot of its own");
+    assert_eq!(total, 25 + 2 + 8);
+    // stat: the sums; --shards adds a row per shard.
+    let sums = json_lines(&ok(&server, &["--json", "stat", "ev"]));
+    assert_eq!(sums.len(), 1, "{sums:?}");
+    assert_eq!(sums[0]["stream"], "ev");
+    assert_eq!(sums[0]["length"], 35);
+    assert_eq!(sums[0]["undelivered"], 35);
+    let rows = json_lines(&ok(&server, &["--json", "stat", "ev", "--shards"]));
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let per_shard: u64 = rows[1..]
+        .iter()
+        .map(|r| r["length"].as_u64().expect("length"))
+        .sum();
+    assert_eq!(per_shard, 35);
+}
+
+#[test]
+fn group_commands_and_ordered_consume_act_on_every_shard() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["shard", "create", "ov", "--shards", "3"]);
+    for c in 0..6 {
+        let (key, field) = (format!("c{c}"), format!("c={c}"));
+        ok(
+            &server,
+            &[
+                "produce", "ov", "--key", &key, "--field", &field, "--field", "seq={i}", "--count",
+                "10", "-q",
+            ],
+        );
+    }
+    // A group missing on the stream: reset refused, nothing moved.
+    let e = refused(&server, &["group", "reset", "ov", "g", "--to", "-"]);
+    assert!(e.contains("group create ov g"), "{e}");
+    ok(&server, &["group", "create", "ov", "g", "--from", "-"]);
+    // group ls: one sum row, then a row per shard.
+    let ls = json_lines(&ok(&server, &["--json", "group", "ls", "ov"]));
+    assert_eq!(ls.len(), 4, "{ls:?}");
+    assert_eq!(ls[0]["stream"], "ov");
+    assert_eq!(ls[0]["lag"], 60);
+    assert!(ls[1..]
+        .iter()
+        .all(|r| r["stream"].as_str().is_some_and(|s| s.starts_with("{ov:"))));
+    // consume --ordered: every entry once, each key in send order.
+    let o = ok(
+        &server,
+        &[
+            "consume",
+            "ov",
+            "-g",
+            "g",
+            "-c",
+            "solo",
+            "--ordered",
+            "--idle-exit",
+            "1500ms",
+        ],
+    );
+    let mut last: HashMap<String, i64> = HashMap::new();
+    let mut n = 0;
+    for v in json_lines(&o) {
+        let c = v["fields"]["c"].as_str().expect("c").to_string();
+        let seq: i64 = v["fields"]["seq"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("seq");
+        let prev = last.insert(c.clone(), seq).unwrap_or(-1);
+        assert_eq!(seq, prev + 1, "key {c}: {seq} after {prev}");
+        n += 1;
+    }
+    assert_eq!(n, 60);
+    // The owner left: its leases are released.
+    for i in 0..3 {
+        assert_eq!(
+            cli(&server, &["EXISTS", &format!("{{ov:{i}}}:owner:g")]),
+            "0"
+        );
+    }
+    // group consumers: a row per shard the consumer read.
+    let cs = json_lines(&ok(&server, &["--json", "group", "consumers", "ov", "g"]));
+    assert_eq!(cs.len(), 3, "{cs:?}");
+    assert!(cs.iter().all(|c| c["name"] == "solo" && c["pending"] == 0));
+    // group reset: every shard back to the start (dry run first).
+    let rows = json_lines(&ok(
+        &server,
+        &[
+            "--json",
+            "group",
+            "reset",
+            "ov",
+            "g",
+            "--to",
+            "-",
+            "--dry-run",
+        ],
+    ));
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[3]["stream"], "ov");
+    assert_eq!(rows[3]["redelivered"], 60);
+    assert_eq!(
+        json_lines(&ok(&server, &["--json", "stat", "ov"]))[0]["undelivered"],
+        0,
+        "a dry run moves nothing"
+    );
+    ok(&server, &["group", "reset", "ov", "g", "--to", "-"]);
+    assert_eq!(
+        json_lines(&ok(&server, &["--json", "stat", "ov"]))[0]["undelivered"],
+        60
+    );
+    // tail of a sharded stream: refused with the way to do it (it used
+    // to print nothing, as if the stream were empty).
+    let e = refused(&server, &["tail", "ov"]);
+    assert!(e.contains("tail {ov:0}") && e.contains("dump ov"), "{e}");
+    // --ordered on a plain stream: refused.
+    ok(&server, &["produce", "plain", "--field", "a=1", "-q"]);
+    refused(
+        &server,
+        &["consume", "plain", "-g", "x", "--create", "--ordered"],
+    );
+}
+
+#[test]
+fn dump_of_a_sharded_stream_restores_losslessly() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["shard", "create", "src", "--shards", "3"]);
+    for c in 0..4 {
+        let key = format!("k{c}");
+        ok(
+            &server,
+            &[
+                "produce", "src", "--key", &key, "--field", "v=x{i}", "--count", "5", "-q",
+            ],
+        );
+    }
+    let dump = String::from_utf8(ok(&server, &["dump", "src"]).stdout).expect("utf8");
+    let lines: Vec<serde_json::Value> = dump
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 20);
+    let ids: Vec<streamkeeper::StreamId> = lines
+        .iter()
+        .map(|l| l["id"].as_str().expect("id").parse().expect("id"))
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] <= w[1]), "merged in ID order");
+    // Into another sharded stream of the same count, IDs kept: each line
+    // back to the shard it names.
+    ok(&server, &["shard", "create", "dst", "--shards", "3"]);
+    let renamed = dump.replace("\"{src:", "\"{dst:");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("dst.jsonl");
+    std::fs::write(&file, &renamed).expect("write");
+    let path = file.to_str().expect("path");
+    ok(&server, &["restore", "dst", "-i", path, "--keep-ids"]);
+    assert_eq!(
+        String::from_utf8(ok(&server, &["dump", "dst"]).stdout).expect("utf8"),
+        renamed
+    );
+    for i in 0..3 {
+        assert_eq!(
+            cli(&server, &["XLEN", &format!("{{dst:{i}}}")]),
+            cli(&server, &["XLEN", &format!("{{src:{i}}}")])
+        );
+    }
+}
+
+/// A running `consume`, its stdout lines collected by a thread.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(server: &RedisServer, args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = common::command(server, args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let l = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().expect("lock").push(line);
+            }
+        });
+        Running {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn seqs(&self) -> Vec<i64> {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["fields"]["seq"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("seq")
+            })
+            .collect()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// SIGTERM, then waits (a graceful stop of ordered mode).
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("consume did not stop on SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        status
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_frozen_ordered_owner_takes_nothing_after_its_lease_ran_out() {
+    let server = RedisServer::start().expect("redis");
+    ok(&server, &["shard", "create", "z", "--shards", "1"]);
+    ok(&server, &["group", "create", "z", "g", "--from", "-"]);
+    let produce = |seq: i64| {
+        let field = format!("seq={seq}");
+        ok(&server, &["produce", "z", "--field", &field, "-q"]);
+    };
+    let consume = |name: &str| {
+        Running::start(
+            &server,
+            &[
+                "consume",
+                "z",
+                "-g",
+                "g",
+                "-c",
+                name,
+                "--ordered",
+                "--lease",
+                "1s",
+            ],
+        )
+    };
+    let a = consume("A");
+    produce(0);
+    wait_for("A handles 0", || a.seqs() == [0]);
+    // …and has acked it (else B would rightly run it again after taking
+    // over: an unacked entry of a frozen owner is redelivered).
+    wait_for("A acks 0", || {
+        cli(&server, &["XPENDING", "{z:0}", "g"]).starts_with('0')
+    });
+    // A freezes while waiting for new entries (its blocking read is still
+    // registered in the server); its lease runs out and B takes the shard.
+    a.signal("-STOP");
+    let b = consume("B");
+    wait_for("B owns the shard", || {
+        cli(&server, &["GET", "{z:0}:owner:g"]).starts_with("B:")
+    });
+    // Entries appended now are B's: a frozen A must not be handed any (an
+    // unfenced XREADGROUP BLOCK of A's would get the first one and keep it
+    // pending on A, out of B's reach).
+    for seq in 1..=5 {
+        produce(seq);
+    }
+    wait_for(
+        &format!("B handles 1..5 (A {:?}, B {:?})", a.seqs(), b.seqs()),
+        || b.seqs() == [1, 2, 3, 4, 5],
+    );
+    assert_eq!(a.seqs(), [0]);
+    // A wakes up: it may get the shard back by rebalance, but takes nothing
+    // that was not handed to it, and nothing runs twice.
+    a.signal("-CONT");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for seq in 6..=8 {
+        produce(seq);
+    }
+    wait_for("6..8 handled", || {
+        a.seqs()
+            .iter()
+            .chain(b.seqs().iter())
+            .filter(|&&s| s >= 6)
+            .count()
+            == 3
+    });
+    let (sa, sb) = (a.seqs(), b.seqs());
+    // Interrupted (130) after a clean stop.
+    assert_eq!(a.stop().code(), Some(130));
+    assert_eq!(b.stop().code(), Some(130));
+    assert_eq!(sa[0], 0);
+    let mut all: Vec<i64> = sa.iter().chain(sb.iter()).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..=8).collect::<Vec<_>>(), "A {sa:?}, B {sb:?}");
+    for s in [&sa, &sb] {
+        assert!(s.windows(2).all(|w| w[0] < w[1]), "in order: {s:?}");
+    }
+    assert!(
+        cli(&server, &["XPENDING", "{z:0}", "g"]).starts_with('0'),
+        "nothing left pending"
+    );
+}

@@ -1,0 +1,90 @@
+//! Shared mode: every consumer of a group reads every shard. Built from
+//! one [`GroupConsumer`] per shard under one consumer name — each with its
+//! own blocking connection to its shard's primary, its own acker (acks go
+//! to the entry's shard), reclaim, retries and DLQ — run as one.
+
+use std::future::Future;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::ShardLayout;
+use crate::conn::Connector;
+use crate::consumer::{ConsumerOptions, Delivery, GroupConsumer, Outcome, RunStats};
+use crate::error::Result;
+use crate::types::{ConsumerName, GroupName};
+
+/// Runs `handler` on the entries of every shard of `layout` as consumer
+/// `consumer` of `group` (shared mode), until `stop` is cancelled or a
+/// shard's consumer meets an error that retrying cannot fix; then the
+/// other shards stop too (handlers in flight finish, acks are flushed) and
+/// that error is returned. `concurrency` applies per shard; `options`
+/// (ack mode, `claim_after`, `max_deliveries`, …) apply to every shard,
+/// and `options.limit` to each shard on its own. [`Delivery::stream`] names
+/// the entry's shard.
+///
+/// ```no_run
+/// # async fn f() -> streamkeeper::Result<()> {
+/// use streamkeeper::shard::{run_shared, ShardLayout};
+/// use streamkeeper::{Connector, ConsumerName, ConsumerOptions, GroupName, Outcome, StreamKey};
+/// let redis = Connector::connect("redis://127.0.0.1:6379").await?;
+/// let layout = ShardLayout::open(&redis, &StreamKey::new("orders")?).await?.expect("sharded");
+/// run_shared(
+///     &redis, &layout, &GroupName::new("billing")?, &ConsumerName::unique(),
+///     ConsumerOptions::default(),
+///     |d| async move { println!("{} {}", d.stream(), d.id()); Ok::<_, std::io::Error>(Outcome::Ack) },
+///     8,
+///     tokio_util::sync::CancellationToken::new(),
+/// ).await?;
+/// # Ok(()) }
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub async fn run_shared<H, F, E>(
+    redis: &Connector,
+    layout: &ShardLayout,
+    group: &GroupName,
+    consumer: &ConsumerName,
+    options: ConsumerOptions,
+    handler: H,
+    concurrency: usize,
+    stop: CancellationToken,
+) -> Result<RunStats>
+where
+    H: Fn(Delivery) -> F + Clone,
+    F: Future<Output = std::result::Result<Outcome, E>>,
+    E: std::fmt::Display,
+{
+    // A child token: one shard's fatal error stops the others, without
+    // cancelling the caller's token.
+    let all = stop.child_token();
+    let mut runs: FuturesUnordered<_> = layout
+        .shards()
+        .into_iter()
+        .map(|shard| {
+            GroupConsumer::new(redis, shard, group.clone())
+                .consumer_name(consumer.clone())
+                .options(options.clone())
+                .run(handler.clone(), concurrency, all.clone())
+        })
+        .collect();
+    let mut total = RunStats::default();
+    let mut first_error = None;
+    while let Some(r) = runs.next().await {
+        match r {
+            Ok(s) => {
+                total.delivered += s.delivered;
+                total.acked += s.acked;
+                total.retried += s.retried;
+                total.dead_lettered += s.dead_lettered;
+            }
+            Err(e) => {
+                all.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
