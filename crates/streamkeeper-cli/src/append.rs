@@ -24,6 +24,9 @@ pub struct Appender {
     wait: Option<Wait>,
     written: u64,
     last: Option<StreamId>,
+    /// When one of several ([`Appenders`]): entries written to the others,
+    /// and how many streams there are, for the error message.
+    elsewhere: Option<(u64, usize)>,
 }
 
 impl Appender {
@@ -36,6 +39,7 @@ impl Appender {
             wait: None,
             written: 0,
             last: None,
+            elsewhere: None,
         }
     }
 
@@ -140,13 +144,19 @@ impl Appender {
         let last = self
             .last
             .map_or(String::new(), |l| format!(" (last ID {l})"));
+        let (written, across) = match self.elsewhere {
+            Some((others, streams)) => (
+                self.written + others,
+                format!(" in all, across {streams} streams"),
+            ),
+            None => (self.written, String::new()),
+        };
         let rest = total.map_or("the rest were".to_string(), |t| {
-            format!("the other {} were", t.saturating_sub(self.written))
+            format!("the other {} were", t.saturating_sub(written))
         });
         anyhow::anyhow!(
-            "writing to {} stopped: {why}; {} entries were written{last}, {rest} not",
-            self.stream,
-            self.written
+            "writing to {} stopped: {why}; {written} entries were written{across}{last}, {rest} not",
+            self.stream
         )
     }
 }
@@ -169,4 +179,52 @@ pub async fn check_is_stream(redis: &Connector, stream: &StreamKey) -> anyhow::R
         .into());
     }
     Ok(())
+}
+
+/// One [`Appender`] per target stream (the shards of a sharded stream, or
+/// just the one stream): every target's type is checked before anything
+/// is written, and when one stops, the error counts what was written to
+/// all of them, not only to that one.
+pub struct Appenders {
+    appenders: Vec<Appender>,
+}
+
+impl Appenders {
+    /// Appenders for `targets`, after checking none is a key of another
+    /// type (`WRONGTYPE` would stop the writes part way).
+    pub async fn open(
+        redis: &Connector,
+        targets: &[StreamKey],
+        maxlen: Option<u64>,
+        wait: Option<Wait>,
+    ) -> anyhow::Result<Self> {
+        for t in targets {
+            check_is_stream(redis, t).await?;
+        }
+        Ok(Appenders {
+            appenders: targets
+                .iter()
+                .map(|t| Appender::new(redis, t.clone(), maxlen).with_wait(wait))
+                .collect(),
+        })
+    }
+
+    /// Entries written to all targets so far.
+    pub fn written(&self) -> u64 {
+        self.appenders.iter().map(Appender::written).sum()
+    }
+
+    /// Appends `chunk` to target `t` (see [`Appender::append`]).
+    pub async fn append(
+        &mut self,
+        t: usize,
+        chunk: &[NewEntry],
+        total: Option<u64>,
+    ) -> anyhow::Result<Vec<StreamId>> {
+        if self.appenders.len() > 1 {
+            let others = self.written() - self.appenders[t].written();
+            self.appenders[t].elsewhere = Some((others, self.appenders.len()));
+        }
+        self.appenders[t].append(chunk, total).await
+    }
 }

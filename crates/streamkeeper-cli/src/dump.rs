@@ -14,7 +14,7 @@ use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::{wire, Reader, StartFrom, StreamId};
 
-use crate::append::{check_is_stream, Appender, NewEntry};
+use crate::append::{check_is_stream, Appenders, NewEntry};
 use crate::cli::{DumpArgs, Global, RestoreArgs};
 use crate::Exit;
 
@@ -276,10 +276,7 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
 
     // Pass 2: write in atomic chunks, per target stream.
     let bar = progress(good, "restore");
-    let mut appenders: Vec<Appender> = targets
-        .iter()
-        .map(|k| Appender::new(&redis, k.clone(), None))
-        .collect();
+    let mut appenders = Appenders::open(&redis, &targets, None, None).await?;
     let mut chunks: Vec<Vec<NewEntry>> = vec![Vec::new(); targets.len()];
     let mut round_robin = 0usize;
     for line in open()?.lines() {
@@ -295,17 +292,17 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         };
         chunks[t].push((p.id.filter(|_| args.keep_ids), p.fields));
         if chunks[t].len() == PIPELINE_CHUNK {
-            appenders[t].append(&chunks[t], Some(good)).await?;
+            appenders.append(t, &chunks[t], Some(good)).await?;
             bar.inc(chunks[t].len() as u64);
             chunks[t].clear();
         }
     }
-    for (appender, chunk) in appenders.iter_mut().zip(&chunks) {
+    for (t, chunk) in chunks.iter().enumerate() {
         if !chunk.is_empty() {
-            appender.append(chunk, Some(good)).await?;
+            appenders.append(t, chunk, Some(good)).await?;
         }
     }
-    let written: u64 = appenders.iter().map(Appender::written).sum();
+    let written = appenders.written();
     bar.finish_and_clear();
     if global.json {
         crate::output::json_line(

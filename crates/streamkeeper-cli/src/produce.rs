@@ -17,7 +17,7 @@ use streamkeeper::{wire, StreamId};
 use streamkeeper::shard::{shard_for, ShardLayout};
 use streamkeeper::StreamKey;
 
-use crate::append::{check_is_stream, Appender, NewEntry};
+use crate::append::{check_is_stream, Appender, Appenders, NewEntry};
 use crate::cli::{Global, ProduceArgs};
 use crate::Exit;
 
@@ -124,7 +124,7 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
     }
     if let Some(layout) = layout {
-        let router = Router::new(&redis, layout, args.maxlen, wait, &args);
+        let router = Router::new(&redis, layout, args.maxlen, wait, &args).await?;
         return produce_sharded(global, router, args, stdin_entries, total).await;
     }
     let mut appender = Appender::new(&redis, stream, args.maxlen).with_wait(wait);
@@ -166,32 +166,28 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
 /// One appender per shard and the routing rule of `--key`/`--key-field`.
 struct Router {
     layout: ShardLayout,
-    appenders: Vec<Appender>,
+    appenders: Appenders,
     key: Option<String>,
     key_field: Option<Bytes>,
     next: u32,
 }
 
 impl Router {
-    fn new(
+    async fn new(
         redis: &streamkeeper::Connector,
         layout: ShardLayout,
         maxlen: Option<u64>,
         wait: Option<streamkeeper::Wait>,
         args: &ProduceArgs,
-    ) -> Self {
-        let appenders = layout
-            .shards()
-            .into_iter()
-            .map(|k| Appender::new(redis, k, maxlen).with_wait(wait))
-            .collect();
-        Router {
+    ) -> anyhow::Result<Self> {
+        let appenders = Appenders::open(redis, &layout.shards(), maxlen, wait).await?;
+        Ok(Router {
             layout,
             appenders,
             key: args.key.clone(),
             key_field: args.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
             next: 0,
-        }
+        })
     }
 
     /// The shard of entry `i` with `fields`.
@@ -240,7 +236,7 @@ async fn produce_sharded(
             let due = started + Duration::from_secs_f64(next as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let mut per_shard: Vec<Vec<NewEntry>> = vec![Vec::new(); router.appenders.len()];
+        let mut per_shard: Vec<Vec<NewEntry>> = vec![Vec::new(); router.layout.count() as usize];
         let mut order = Vec::with_capacity(part.len());
         for (j, fields) in part.into_iter().enumerate() {
             let s = router.shard(next + j as u64, &fields) as usize;
@@ -252,7 +248,7 @@ async fn produce_sharded(
             let written = if entries.is_empty() {
                 Vec::new()
             } else {
-                router.appenders[s].append(entries, Some(total)).await?
+                router.appenders.append(s, entries, Some(total)).await?
             };
             ids.push(written.into_iter());
         }

@@ -450,3 +450,62 @@ fn a_frozen_ordered_owner_takes_nothing_after_its_lease_ran_out() {
         "nothing left pending"
     );
 }
+
+#[test]
+fn a_shard_of_the_wrong_type_or_oom_part_way_is_reported_across_all_shards() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        extra_args: vec![
+            "--maxmemory".into(),
+            "3mb".into(),
+            "--maxmemory-policy".into(),
+            "noeviction".into(),
+        ],
+        ..Default::default()
+    })
+    .expect("redis");
+    ok(&server, &["shard", "create", "wt", "--shards", "3"]);
+    cli(&server, &["SET", "{wt:2}", "x"]);
+    // WRONGTYPE on one shard: refused before anything is written.
+    let err = refused(
+        &server,
+        &["produce", "wt", "--field", "a={i}", "--count", "30"],
+    );
+    assert!(err.contains("{wt:2}"), "{err}");
+    let err = {
+        let o = sk_stdin(
+            &server,
+            &["restore", "wt"],
+            b"{\"a\":\"1\"}\n{\"b\":\"2\"}\n",
+        );
+        assert_eq!(o.status.code(), Some(2));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(err.contains("{wt:2}"), "{err}");
+    for i in 0..2 {
+        assert_eq!(cli(&server, &["XLEN", &format!("{{wt:{i}}}")]).trim(), "0");
+    }
+    // OOM part way: the error counts what every shard got.
+    ok(&server, &["shard", "create", "big", "--shards", "3"]);
+    let pad = format!("pad={}", "x".repeat(2000));
+    let o = sk(
+        &server,
+        &["produce", "big", "--field", &pad, "--count", "20000", "-q"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let stored: u64 = (0..3)
+        .map(|i| {
+            cli(&server, &["XLEN", &format!("{{big:{i}}}")])
+                .trim()
+                .parse::<u64>()
+                .expect("xlen")
+        })
+        .sum();
+    assert!(stored > 0, "some chunks fit before OOM");
+    assert!(
+        err.contains(&format!(
+            "{stored} entries were written in all, across 3 streams"
+        )),
+        "{err} (stored {stored})"
+    );
+}
