@@ -509,3 +509,42 @@ fn a_shard_of_the_wrong_type_or_oom_part_way_is_reported_across_all_shards() {
         "{err} (stored {stored})"
     );
 }
+
+#[test]
+fn consume_count_counts_across_the_shards_and_reads_nothing_beyond() {
+    let server = RedisServer::start().expect("redis");
+    // "rr": 30 entries round-robin (10 a shard); "one": 30 entries under
+    // one key, so two of its shards stay empty, and their blocking reads
+    // must not hold the budget from the full one.
+    for (stream, key) in [("rr", None), ("one", Some("same"))] {
+        ok(&server, &["shard", "create", stream, "--shards", "3"]);
+        let mut args = vec!["produce", stream, "--field", "n={i}", "--count", "30", "-q"];
+        if let Some(k) = key {
+            args.extend(["--key", k]);
+        }
+        ok(&server, &args);
+        ok(&server, &["group", "create", stream, "g", "--from", "-"]);
+        for want in [10, 7] {
+            let o = ok(
+                &server,
+                &["consume", stream, "-g", "g", "--count", &want.to_string()],
+            );
+            assert_eq!(json_lines(&o).len(), want, "{stream}");
+        }
+        let mut read = 0u64;
+        let mut pending = 0u64;
+        for i in 0..3 {
+            let info = cli(&server, &["XINFO", "GROUPS", &format!("{{{stream}:{i}}}")]);
+            let field = |name: &str| -> u64 {
+                let lines: Vec<&str> = info.lines().collect();
+                let at = lines.iter().position(|l| *l == name).expect(name);
+                // A shard never read from has no entries-read yet.
+                lines[at + 1].trim().parse().unwrap_or(0)
+            };
+            read += field("entries-read");
+            pending += field("pending");
+        }
+        assert_eq!(read, 17, "{stream}: nothing read beyond the two counts");
+        assert_eq!(pending, 0, "{stream}: all 17 acked, none read ahead");
+    }
+}

@@ -170,6 +170,9 @@ pub struct GroupConsumer {
     group: GroupName,
     consumer: ConsumerName,
     options: ConsumerOptions,
+    /// Set by [`crate::shard::run_shared`] so that `options.limit` counts
+    /// across the shards; otherwise made from `options.limit` at start.
+    budget: Option<Budget>,
 }
 
 /// What the consumer's tasks share.
@@ -188,22 +191,43 @@ pub(crate) struct Shared {
 }
 
 /// What is left of [`ConsumerOptions::limit`], shared by the read loop and
-/// the reclaimer: each reserves before it reads and settles afterwards,
-/// giving back what it did not get.
-pub(crate) struct Budget(Option<BudgetInner>);
+/// the reclaimer (and, in [`crate::shard::run_shared`], by every shard's
+/// consumer): each reserves before it reads and settles afterwards, giving
+/// back what it did not get.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Budget(Option<Arc<BudgetInner>>);
 
+#[derive(Debug)]
 struct BudgetInner {
     left: std::sync::atomic::AtomicU64,
     /// Reserved by reads still in progress.
     reserved: std::sync::atomic::AtomicU64,
+    /// How many consumers draw from it: each reservation takes at most an
+    /// even share of what is left.
+    sharers: u64,
+    /// Cancelled once the budget is used up for good, to wake the loops
+    /// waiting for work that will never come (see [`Budget::spent`]).
+    spent: CancellationToken,
 }
 
 impl Budget {
-    fn new(limit: Option<u64>) -> Self {
-        Budget(limit.map(|l| BudgetInner {
-            left: std::sync::atomic::AtomicU64::new(l),
-            reserved: std::sync::atomic::AtomicU64::new(0),
-        }))
+    pub(crate) fn new(limit: Option<u64>) -> Self {
+        Budget::shared(limit, 1)
+    }
+
+    /// A budget `sharers` consumers draw from (the shards of
+    /// [`crate::shard::run_shared`]).
+    pub(crate) fn shared(limit: Option<u64>, sharers: usize) -> Self {
+        let budget = Budget(limit.map(|l| {
+            Arc::new(BudgetInner {
+                left: std::sync::atomic::AtomicU64::new(l),
+                reserved: std::sync::atomic::AtomicU64::new(0),
+                sharers: (sharers as u64).max(1),
+                spent: CancellationToken::new(),
+            })
+        }));
+        budget.mark_if_spent();
+        budget
     }
 
     /// Reserves up to `want`; 0 means nothing is left right now.
@@ -215,7 +239,7 @@ impl Budget {
         let _ = b
             .left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
-                got = l.min(want);
+                got = l.min(want).min(l.div_ceil(b.sharers));
                 Some(l - got)
             });
         b.reserved.fetch_add(got, Ordering::SeqCst);
@@ -229,6 +253,29 @@ impl Budget {
             b.left
                 .fetch_add(reserved.saturating_sub(got) as u64, Ordering::SeqCst);
             b.reserved.fetch_sub(reserved as u64, Ordering::SeqCst);
+        }
+        // Only a settle (or a zero limit) can use the budget up for good.
+        self.mark_if_spent();
+    }
+
+    fn mark_if_spent(&self) {
+        if let Some(b) = &self.0 {
+            if self.exhausted() {
+                b.spent.cancel();
+            }
+        }
+    }
+
+    /// True when other consumers draw from this budget too.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.0.as_ref().is_some_and(|b| b.sharers > 1)
+    }
+
+    /// Resolves once the budget is used up for good; never without a limit.
+    pub(crate) async fn spent(&self) {
+        match &self.0 {
+            Some(b) => b.spent.cancelled().await,
+            None => std::future::pending().await,
         }
     }
 
@@ -290,7 +337,15 @@ impl GroupConsumer {
             group,
             consumer: ConsumerName::unique(),
             options: ConsumerOptions::default(),
+            budget: None,
         }
+    }
+
+    /// Draws deliveries from `budget` (shared with other consumers)
+    /// instead of a budget of its own made from `options.limit`.
+    pub(crate) fn shared_budget(mut self, budget: Budget) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// Sets the consumer's name.
@@ -414,7 +469,7 @@ impl GroupConsumer {
             policy: Policy::new(&self.options),
             options: self.options,
             acker: acker.clone(),
-            budget: Budget::new(limit),
+            budget: self.budget.unwrap_or_else(|| Budget::new(limit)),
             in_flight: in_flight.clone(),
             dead_before_run: AtomicU64::new(0),
         });

@@ -59,6 +59,7 @@ pub(crate) async fn read_loop(
             // The reclaimer holds the rest for a moment; it may give some back.
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = shared.budget.spent() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => continue,
             }
         }
@@ -81,6 +82,14 @@ pub(crate) async fn read_loop(
         };
         let got = step.as_ref().map(Vec::len).unwrap_or(0);
         shared.budget.settle(want, got);
+        if got == 0 && shared.budget.is_shared() {
+            // Let the other shards' readers, polling for budget, have what
+            // this empty read gave back before reserving it again.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            }
+        }
         match step {
             Ok(deliveries) => {
                 crate::metrics::delivered(deliveries.len(), false);

@@ -36,6 +36,7 @@ pub(crate) async fn reclaim_loop(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
+            _ = shared.budget.spent() => return,
             _ = tick.tick() => {}
         }
         if shared.budget.exhausted() {

@@ -10,18 +10,25 @@ use tokio_util::sync::CancellationToken;
 
 use super::ShardLayout;
 use crate::conn::Connector;
-use crate::consumer::{ConsumerOptions, Delivery, GroupConsumer, Outcome, RunStats};
+use crate::consumer::{Budget, ConsumerOptions, Delivery, GroupConsumer, Outcome, RunStats};
 use crate::error::Result;
 use crate::types::{ConsumerName, GroupName};
+
+/// The longest blocking read of a shard while a limit is shared.
+const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs `handler` on the entries of every shard of `layout` as consumer
 /// `consumer` of `group` (shared mode), until `stop` is cancelled or a
 /// shard's consumer meets an error that retrying cannot fix; then the
 /// other shards stop too (handlers in flight finish, acks are flushed) and
 /// that error is returned. `concurrency` applies per shard; `options`
-/// (ack mode, `claim_after`, `max_deliveries`, …) apply to every shard,
-/// and `options.limit` to each shard on its own. [`Delivery::stream`] names
-/// the entry's shard.
+/// (ack mode, `claim_after`, `max_deliveries`, …) apply to every shard.
+/// `options.limit` counts deliveries across all the shards: the shards'
+/// readers draw from one budget and never read more than is left, so
+/// nothing beyond the limit is read ahead and left pending. With a limit
+/// each shard's blocking read waits at most 100 ms, so that a reader
+/// waiting on an empty shard does not hold the last of the budget from a
+/// shard that has entries. [`Delivery::stream`] names the entry's shard.
 ///
 /// ```no_run
 /// # async fn f() -> streamkeeper::Result<()> {
@@ -57,6 +64,11 @@ where
     // A child token: one shard's fatal error stops the others, without
     // cancelling the caller's token.
     let all = stop.child_token();
+    let budget = Budget::shared(options.limit, layout.count() as usize);
+    let mut options = options;
+    if options.limit.is_some() {
+        options.block = options.block.min(LIMITED_BLOCK);
+    }
     let mut runs: FuturesUnordered<_> = layout
         .shards()
         .into_iter()
@@ -64,6 +76,7 @@ where
             GroupConsumer::new(redis, shard, group.clone())
                 .consumer_name(consumer.clone())
                 .options(options.clone())
+                .shared_budget(budget.clone())
                 .run(handler.clone(), concurrency, all.clone())
         })
         .collect();
