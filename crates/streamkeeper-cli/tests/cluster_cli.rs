@@ -409,3 +409,75 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("name one of its shards"));
     assert_eq!(ok(&["dump", "ev4"]).lines().count(), 0);
 }
+
+#[test]
+fn a_tls_cluster_checks_certificates_unless_told_not_to() {
+    let cluster = RedisCluster::start_tls().expect("TLS cluster");
+    let url = cluster.tls_url().expect("tls url");
+    let ca = cluster.ca_file().expect("ca file");
+    // An untrusted (self-signed) certificate is refused: one line, no write.
+    let o = sk(&url, &["produce", "t", "--field", "a=1"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        !o.status.success(),
+        "an unverified certificate was accepted"
+    );
+    assert!(err.contains("cannot connect"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        cluster
+            .cli(
+                cluster.primary_for_key("t").expect("owner"),
+                &["EXISTS", "t"]
+            )
+            .trim(),
+        "0"
+    );
+    // Trusting the certificate (SSL_CERT_FILE): every node is verified,
+    // the dedicated blocking connections to each shard's primary too.
+    let run_trusted = |args: &[&str]| {
+        Command::new(BIN)
+            .env("SSL_CERT_FILE", &ca)
+            .args(["--redis", &url])
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let trusted = |args: &[&str]| {
+        let o = run_trusted(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    trusted(&["shard", "create", "ts", "--shards", "3"]);
+    trusted(&["produce", "ts", "--field", "n={i}", "--count", "30", "-q"]);
+    trusted(&["group", "create", "ts", "g", "--from", "-"]);
+    assert_eq!(
+        trusted(&["consume", "ts", "-g", "g", "--count", "30"])
+            .lines()
+            .count(),
+        30
+    );
+    // doctor exits 1 for its warnings (no AOF here); every node answered
+    // over TLS: 3 primaries, 3 replicas with their link up.
+    let doctor = String::from_utf8_lossy(&run_trusted(&["doctor"]).stdout).into_owned();
+    let nodes: Vec<&str> = doctor.lines().filter(|l| l.contains(" node ")).collect();
+    assert_eq!(nodes.len(), 6, "{doctor}");
+    assert_eq!(
+        nodes
+            .iter()
+            .filter(|l| l.starts_with("ok") && l.contains("primary"))
+            .count(),
+        3,
+        "{doctor}"
+    );
+    // `#insecure` skips the checks, as for rediss://.
+    let insecure = format!("{url}/#insecure");
+    let o = sk(&insecure, &["produce", "t", "--field", "a=1", "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let primary = cluster.primary_for_key("t").expect("owner");
+    assert_eq!(cluster.cli(primary, &["XLEN", "t"]).trim(), "1");
+}

@@ -24,6 +24,15 @@ pub const NODE_TIMEOUT: Duration = Duration::from_millis(2000);
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// With [`RedisCluster::start_tls`]: the shared certificate and each
+    /// node's TLS port (in the order of `nodes`).
+    tls: Option<ClusterTls>,
+}
+
+#[derive(Debug)]
+struct ClusterTls {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
 }
 
 fn cli_port(port: u16, args: &[&str]) -> String {
@@ -81,24 +90,75 @@ impl RedisCluster {
     /// Starts 3 primaries with 1 replica each and waits until the cluster
     /// is ok everywhere (a few seconds).
     pub fn start() -> Result<Self, StartError> {
+        Self::start_nodes(None)
+    }
+
+    /// Like [`start`](Self::start), with TLS too: every node also listens
+    /// on a TLS port with one shared self-signed certificate for
+    /// `127.0.0.1` ([`ca_file`](Self::ca_file)), the cluster bus and
+    /// replication run over TLS, and [`tls_url`](Self::tls_url) is the
+    /// `rediss+cluster://` URL. (Redis answers `CLUSTER SLOTS` with TLS
+    /// ports to TLS clients and plain ports to plain ones, so the helpers
+    /// here keep using the plain ports.)
+    pub fn start_tls() -> Result<Self, StartError> {
+        let dir = tempfile::Builder::new()
+            .prefix("streamkeeper-cluster-tls-")
+            .tempdir()
+            .map_err(|e| StartError(format!("cannot create a temp dir: {e}")))?;
+        crate::make_certificate(dir.path())?;
+        let ports = (0..6)
+            .map(|_| crate::free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::start_nodes(Some(ClusterTls { dir, ports }))
+    }
+
+    fn start_nodes(tls: Option<ClusterTls>) -> Result<Self, StartError> {
         let mut nodes = Vec::new();
-        for _ in 0..6 {
+        for i in 0..6 {
+            let tls_args: Vec<String> = match &tls {
+                Some(t) => {
+                    let cert = t.dir.path().join("server.crt").display().to_string();
+                    let key = t.dir.path().join("server.key").display().to_string();
+                    [
+                        "--tls-port",
+                        &t.ports[i].to_string(),
+                        "--tls-cert-file",
+                        &cert,
+                        "--tls-key-file",
+                        &key,
+                        "--tls-ca-cert-file",
+                        &cert,
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-replication",
+                        "yes",
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                }
+                None => Vec::new(),
+            };
             nodes.push(RedisServer::start_with(ServerConfig {
                 tcp_port: Some(0),
-                extra_args: vec![
-                    "--cluster-enabled".into(),
-                    "yes".into(),
-                    "--cluster-node-timeout".into(),
-                    NODE_TIMEOUT.as_millis().to_string(),
-                    "--cluster-replica-validity-factor".into(),
-                    "0".into(),
-                    "--appendonly".into(),
-                    "no".into(),
-                ],
+                extra_args: tls_args
+                    .into_iter()
+                    .chain([
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-node-timeout".into(),
+                        NODE_TIMEOUT.as_millis().to_string(),
+                        "--cluster-replica-validity-factor".into(),
+                        "0".into(),
+                        "--appendonly".into(),
+                        "no".into(),
+                    ])
+                    .collect(),
                 ..ServerConfig::default()
             })?);
         }
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, tls };
         let addrs: Vec<String> = cluster
             .ports()
             .iter()
@@ -162,6 +222,20 @@ impl RedisCluster {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         format!("redis+cluster://{}", addrs.join(","))
+    }
+
+    /// `rediss+cluster://127.0.0.1:t1,…` (every node's TLS port) for a
+    /// cluster from [`start_tls`](Self::start_tls); add `/#insecure` or
+    /// trust [`ca_file`](Self::ca_file) (`SSL_CERT_FILE`).
+    pub fn tls_url(&self) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        let addrs: Vec<String> = tls.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Some(format!("rediss+cluster://{}", addrs.join(",")))
+    }
+
+    /// The certificate every node of a TLS cluster presents (its own CA).
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(|t| t.dir.path().join("server.crt"))
     }
 
     /// A node still running, to ask about the cluster.

@@ -297,7 +297,10 @@ pub fn server_binary() -> Result<PathBuf, StartError> {
 }
 
 /// A self-signed certificate for 127.0.0.1 (`server.crt`, `server.key`).
-fn make_certificate(dir: &Path) -> Result<(), StartError> {
+/// A self-signed certificate for `127.0.0.1` (`server.crt`, `server.key`
+/// in `dir`), its own CA: clients that trust it (`SSL_CERT_FILE`) verify
+/// the server without `#insecure`.
+pub(crate) fn make_certificate(dir: &Path) -> Result<(), StartError> {
     let out = Command::new("openssl")
         .args([
             "req",
@@ -309,6 +312,8 @@ fn make_certificate(dir: &Path) -> Result<(), StartError> {
             "1",
             "-subj",
             "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
         ])
         .arg("-keyout")
         .arg(dir.join("server.key"))

@@ -85,17 +85,20 @@ pub fn parse_nodes(text: &str) -> Vec<ClusterNode> {
 }
 
 /// Connects to a cluster from its seed nodes (`host:port`), with the
-/// connector's deadlines.
+/// connector's deadlines. With `tls` the nodes' certificates are checked
+/// against the system's trust store (`SSL_CERT_FILE` / `SSL_CERT_DIR`
+/// name others) unless `insecure` (the URL's `#insecure`).
 pub(crate) async fn connect(
     seeds: &[String],
     userinfo: Option<&str>,
     tls: bool,
+    insecure: bool,
     connect_timeout: Duration,
     io_timeout: Duration,
 ) -> redis::RedisResult<ClusterConnection> {
     let scheme = if tls { "rediss" } else { "redis" };
     let auth = userinfo.map(|u| format!("{u}@")).unwrap_or_default();
-    let insecure = if tls { "/#insecure" } else { "" };
+    let insecure = if tls && insecure { "/#insecure" } else { "" };
     let urls: Vec<String> = seeds
         .iter()
         .map(|s| format!("{scheme}://{auth}{s}{insecure}"))

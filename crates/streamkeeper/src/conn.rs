@@ -113,6 +113,10 @@ struct Inner {
     userinfo: Option<String>,
     /// `(username, password)` for the sentinels themselves.
     sentinel_auth: Option<(Option<String>, String)>,
+    /// The URL ends in `#insecure`: TLS without certificate checks, for
+    /// every node reached through it too (cluster nodes, a dedicated
+    /// connection to a slot's primary).
+    insecure: bool,
     options: ConnectorOptions,
     current: RwLock<Current>,
     /// Serializes recoveries so a burst of errors causes one re-resolve.
@@ -291,6 +295,7 @@ impl Connector {
             .map(|(u, _)| u.to_string())
             .filter(|u| !u.contains('/'));
         let sentinel_auth = sentinel_auth(url);
+        let insecure = url.ends_with("#insecure");
         let connect_error = |source| Error::Connect {
             url: display_url.clone(),
             source,
@@ -326,6 +331,7 @@ impl Connector {
                     nodes,
                     userinfo.as_deref(),
                     *tls,
+                    insecure,
                     options.connect_timeout,
                     options.io_timeout,
                 )
@@ -340,6 +346,7 @@ impl Connector {
                 topology,
                 userinfo,
                 sentinel_auth,
+                insecure,
                 options,
                 current: RwLock::new(Current {
                     client,
@@ -547,7 +554,11 @@ impl Connector {
             .as_deref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
-        let insecure = if tls { "/#insecure" } else { "" };
+        let insecure = if tls && self.inner.insecure {
+            "/#insecure"
+        } else {
+            ""
+        };
         redis::Client::open(format!("{scheme}://{auth}{addr}{insecure}")).map_err(|e| {
             Error::InvalidUrl {
                 url: redact(&format!("{scheme}://{auth}{addr}")),
