@@ -206,7 +206,12 @@ function overviewTable(o) {
     el('th', { class: 'num' }, 'lag (time)'), el('th', { class: 'num hide-narrow' }, 'out/s'), el('th', { class: 'hide-narrow' }, 'trend'), el('th', { class: 'num hide-narrow' }, 'consumers'));
   const body = el('tbody');
   for (const st of o.streams) {
-    const name = el('td', { class: 'name', rowspan: Math.max(1, st.groups.length) }, link(st.name, 'stream', { s: st.name }));
+    // A sharded stream: one row summed over its shards (no page of its
+    // own: its shards have theirs), then the shards, marked as such.
+    const label = st.shards
+      ? [st.name, el('span', { class: 'badge', title: 'summed over its shards, listed below' }, ' ' + st.shards + ' shards')]
+      : [st.shard_of ? el('span', { class: 'muted', title: 'a shard of ' + st.shard_of }, '↳ ') : null, link(st.name, 'stream', { s: st.name })];
+    const name = el('td', { class: 'name' + (st.shard_of ? ' shard' : ''), rowspan: Math.max(1, st.groups.length) }, label);
     if (st.error) {
       body.append(el('tr', { class: 'first', 'data-stream': st.name }, name, el('td', { class: 'err', colspan: 12 }, st.error)));
       continue;
@@ -215,7 +220,7 @@ function overviewTable(o) {
     const streamCells = [name, el('td', { class: 'num len' }, st.length.toLocaleString('en')),
       el('td', { class: 'num hide-narrow' }, bytes(st.memory_bytes)),
       el('td', { class: 'num hide-narrow' }, r === null ? '—' : r.toFixed(1)),
-      el('td', { class: 'num' + (st.dead_letters ? ' h-bad' : '') }, st.dead_letters ? link(String(st.dead_letters), 'stream', { s: st.name, tab: 'dlq' }) : '0')];
+      el('td', { class: 'num' + (st.dead_letters ? ' h-bad' : '') }, st.dead_letters && !st.shards ? link(String(st.dead_letters), 'stream', { s: st.name, tab: 'dlq' }) : String(st.dead_letters))];
     streamCells.slice(1).forEach((c) => c.setAttribute('rowspan', Math.max(1, st.groups.length)));
     if (!st.groups.length) {
       body.append(el('tr', { class: 'first', 'data-stream': st.name }, streamCells, el('td', { class: 'muted', colspan: 8 }, '(no group)')));
@@ -223,7 +228,7 @@ function overviewTable(o) {
     }
     st.groups.forEach((g, i) => {
       const cells = [
-        el('td', { class: 'name' }, link(g.name, 'stream', { s: st.name, tab: 'groups' })),
+        el('td', { class: 'name' }, st.shards ? g.name : link(g.name, 'stream', { s: st.name, tab: 'groups' })),
         num(g.pending), num(g.undelivered),
         el('td', { class: 'num ' + healthClass(g.health) }, g.outstanding.toLocaleString('en')),
         el('td', { class: 'num ' + healthClass(g.health) }, ms(g.time_lag_ms)),

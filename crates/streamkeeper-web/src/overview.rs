@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use streamkeeper::inspect::{self, InspectOptions, StreamStat};
+use streamkeeper::shard::ShardLayout;
 use streamkeeper::{Connector, StreamKey};
 
 use crate::names;
@@ -89,6 +90,11 @@ pub struct StreamRow {
     pub error: Option<String>,
     /// The worst health of its groups.
     pub health: Health,
+    /// On the row of a sharded logical stream (summed over its shards, as
+    /// `stat` sums them): how many shards it has. Its shards follow it.
+    pub shards: Option<u32>,
+    /// On a shard's row: the logical stream it belongs to.
+    pub shard_of: Option<String>,
 }
 
 /// The whole overview.
@@ -150,7 +156,20 @@ pub async fn get(state: &AppState) -> streamkeeper::Result<std::sync::Arc<Overvi
 async fn targets(state: &AppState) -> streamkeeper::Result<Vec<Vec<u8>>> {
     let wanted = &state.config().streams;
     if !wanted.is_empty() {
-        return Ok(wanted.iter().map(|s| s.as_bytes().to_vec()).collect());
+        // A sharded stream named in `--streams` shows as its shards (and
+        // the row summing them).
+        let mut out = Vec::new();
+        for name in wanted {
+            let layout = match StreamKey::new(name.as_str()) {
+                Ok(k) => ShardLayout::open(state.redis(), &k).await.ok().flatten(),
+                Err(_) => None,
+            };
+            match layout {
+                Some(l) => out.extend(l.shards().iter().map(|k| k.as_str().as_bytes().to_vec())),
+                None => out.push(name.as_bytes().to_vec()),
+            }
+        }
+        return Ok(out);
     }
     Ok(names::scan_streams(state.redis())
         .await?
@@ -203,38 +222,17 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
     let dead = dead_letters(redis, &ok_names).await;
     let memory = memory(state, &ok_names).await;
     let mut rows = Vec::with_capacity(stats.len());
+    let mut shard_stats = HashMap::new();
     for (name, r) in stats {
         let row = match r {
             Ok(st) => {
-                let groups: Vec<GroupRow> = st
-                    .groups
-                    .iter()
-                    .map(|g| GroupRow {
-                        name: g.group.clone(),
-                        pending: g.pending,
-                        undelivered: g.undelivered,
-                        outstanding: g.outstanding,
-                        time_lag_ms: g.time_lag_ms,
-                        oldest_pending_ms: g.oldest_pending_ms,
-                        last_delivered: g.last_delivered.to_string(),
-                        entries_read: g.entries_read,
-                        consumers: g.consumers.len(),
-                        dead_consumers: g.consumers.iter().filter(|c| c.dead).count(),
-                        health: health(g.outstanding, g.time_lag_ms, cfg.max_lag, cfg.max_time_lag),
-                    })
-                    .collect();
-                StreamRow {
-                    length: Some(st.length),
-                    first_id: st.first_id.map(|i| i.to_string()),
-                    last_id: st.last_id.map(|i| i.to_string()),
-                    memory_bytes: memory.get(&name).copied().flatten(),
-                    entries_added: st.entries_added,
-                    dead_letters: dead.get(&name).copied().unwrap_or(0),
-                    health: worst(groups.iter().map(|g| g.health)),
-                    groups,
-                    error: None,
-                    name,
+                let memory = memory.get(&name).copied().flatten();
+                let dead = dead.get(&name).copied().unwrap_or(0);
+                let row = stat_row(name.clone(), &st, memory, dead, cfg);
+                if shard_name(&name).is_some() {
+                    shard_stats.insert(name, st);
                 }
+                row
             }
             Err(e) => StreamRow {
                 name,
@@ -247,15 +245,126 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                 groups: Vec::new(),
                 error: Some(e),
                 health: Health::Ok,
+                shards: None,
+                shard_of: None,
             },
         };
         rows.push(row);
     }
+    let rows = add_shard_sums(redis, rows, &shard_stats, cfg).await;
     Ok(Overview {
         streams: rows,
         at_ms: streamkeeper::retry::now_ms(),
         took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// The row of one inspected stream (or of a sum over shards).
+fn stat_row(
+    name: String,
+    st: &StreamStat,
+    memory: Option<u64>,
+    dead_letters: u64,
+    cfg: &crate::Config,
+) -> StreamRow {
+    let groups: Vec<GroupRow> = st
+        .groups
+        .iter()
+        .map(|g| GroupRow {
+            name: g.group.clone(),
+            pending: g.pending,
+            undelivered: g.undelivered,
+            outstanding: g.outstanding,
+            time_lag_ms: g.time_lag_ms,
+            oldest_pending_ms: g.oldest_pending_ms,
+            last_delivered: g.last_delivered.to_string(),
+            entries_read: g.entries_read,
+            consumers: g.consumers.len(),
+            dead_consumers: g.consumers.iter().filter(|c| c.dead).count(),
+            health: health(g.outstanding, g.time_lag_ms, cfg.max_lag, cfg.max_time_lag),
+        })
+        .collect();
+    StreamRow {
+        length: Some(st.length),
+        first_id: st.first_id.map(|i| i.to_string()),
+        last_id: st.last_id.map(|i| i.to_string()),
+        memory_bytes: memory,
+        entries_added: st.entries_added,
+        dead_letters,
+        health: worst(groups.iter().map(|g| g.health)),
+        groups,
+        error: None,
+        name,
+        shards: None,
+        shard_of: None,
+    }
+}
+
+/// `{S:i}` → `(S, i)`: the name a shard of `S` would have.
+fn shard_name(name: &str) -> Option<(&str, u32)> {
+    let inner = name.strip_prefix('{')?.strip_suffix('}')?;
+    let (stream, i) = inner.rsplit_once(':')?;
+    Some((stream, i.parse().ok()?))
+}
+
+/// Puts a row summed over each sharded stream's shards (as `stat S`
+/// sums them) before its first shard, and marks the shard rows. A name
+/// that only looks like a shard (no layout, or an index past the count)
+/// stays a plain row.
+async fn add_shard_sums(
+    redis: &Connector,
+    rows: Vec<StreamRow>,
+    shard_stats: &HashMap<String, StreamStat>,
+    cfg: &crate::Config,
+) -> Vec<StreamRow> {
+    let mut layouts: HashMap<String, Option<u32>> = HashMap::new();
+    for (stream, _) in shard_stats.keys().filter_map(|n| shard_name(n)) {
+        if layouts.contains_key(stream) {
+            continue;
+        }
+        let count = match StreamKey::new(stream) {
+            Ok(k) => ShardLayout::open(redis, &k)
+                .await
+                .ok()
+                .flatten()
+                .map(|l| l.count()),
+            Err(_) => None,
+        };
+        layouts.insert(stream.to_string(), count);
+    }
+    let logical = |row: &StreamRow| -> Option<String> {
+        let (stream, i) = shard_name(&row.name)?;
+        let count = (*layouts.get(stream)?)?;
+        (i < count && shard_stats.contains_key(&row.name)).then(|| stream.to_string())
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    let mut summed = std::collections::HashSet::new();
+    for i in 0..rows.len() {
+        let Some(stream) = logical(&rows[i]) else {
+            out.push(rows[i].clone());
+            continue;
+        };
+        if summed.insert(stream.clone()) {
+            let mine: Vec<&StreamRow> = rows
+                .iter()
+                .filter(|r| logical(r).as_deref() == Some(stream.as_str()))
+                .collect();
+            let stats: Vec<StreamStat> = mine
+                .iter()
+                .filter_map(|r| shard_stats.get(&r.name).cloned())
+                .collect();
+            let memory = mine.iter().map(|r| r.memory_bytes).sum::<Option<u64>>();
+            let dead = mine.iter().map(|r| r.dead_letters).sum();
+            let sum = inspect::sum_shards(&stream, &stats);
+            let mut row = stat_row(stream.clone(), &sum, memory, dead, cfg);
+            row.shards = layouts.get(&stream).copied().flatten();
+            out.push(row);
+        }
+        let mut row = rows[i].clone();
+        row.shard_of = Some(stream);
+        out.push(row);
+    }
+    out
 }
 
 fn worst(it: impl Iterator<Item = Health>) -> Health {

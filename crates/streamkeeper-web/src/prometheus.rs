@@ -97,6 +97,10 @@ fn label(v: &str) -> String {
 /// `GET /metrics`.
 pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiError> {
     let o = crate::overview::collect(&s).await?;
+    // A sharded stream's summed row is left out: its shards are series of
+    // their own, and summing them again would count every entry twice in
+    // a `sum()` over streams.
+    let rows: Vec<&StreamRow> = o.streams.iter().filter(|r| r.shards.is_none()).collect();
     let mut out = String::new();
     let stream_gauges: [Family<StreamRow>; 4] = [
         (
@@ -126,7 +130,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
     ];
     for (name, kind, help, get) in stream_gauges {
         family(&mut out, name, kind, help);
-        for r in &o.streams {
+        for r in &rows {
             if let Some(v) = get(r) {
                 let _ = writeln!(out, "{name}{{stream=\"{}\"}} {v}", label(&r.name));
             }
@@ -172,7 +176,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
     ];
     for (name, kind, help, get) in group_gauges {
         family(&mut out, name, kind, help);
-        for r in &o.streams {
+        for r in &rows {
             for g in &r.groups {
                 if let Some(v) = get(g) {
                     let _ = writeln!(
@@ -191,7 +195,7 @@ pub(crate) async fn render(State(s): State<AppState>) -> Result<Response, ApiErr
         "gauge",
         "1 when the stream could be inspected, 0 when its row has an error.",
     );
-    for r in &o.streams {
+    for r in &rows {
         let _ = writeln!(
             out,
             "streamkeeper_stream_up{{stream=\"{}\"}} {}",

@@ -66,6 +66,13 @@ async fn seed(server: &RedisServer, redis: &Connector) {
         "<b>bold</b>",
     ]);
     cli(&["XGROUP", "CREATE", "orders", "billing", "0"]);
+    // A sharded stream: one summed row, then its shards.
+    streamkeeper::shard::ShardLayout::create(redis, &key("clicks"), 3)
+        .await
+        .expect("shard create");
+    for i in 0..3 {
+        cli(&["XADD", &format!("{{clicks:{i}}}"), "*", "k", "v"]);
+    }
     cli(&["XGROUP", "CREATE", "orders", "shipping", "0"]);
     cli(&[
         "XREADGROUP",
@@ -204,6 +211,12 @@ fn dashboard_works_in_a_real_browser() {
         Duration::from_secs(5),
     )
     .expect("shipping is over --max-lag, shown red");
+    assert_eq!(
+        b.eval("[document.querySelector('#overview tr[data-stream=\"clicks\"] td.name').textContent, document.querySelector('#overview tr[data-stream=\"clicks\"] td.len').textContent, document.querySelectorAll('#overview td.name.shard').length]")
+            .expect("eval"),
+        json!(["clicks 3 shards", "3", 3]),
+        "a sharded stream is one summed row, its shards below it"
+    );
     assert_eq!(
         b.eval("document.querySelectorAll('#overview svg.spark polyline').length > 0")
             .expect("eval"),

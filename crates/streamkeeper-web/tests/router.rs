@@ -1021,3 +1021,86 @@ async fn refreshes_never_use_keys_and_sample_memory_once_a_minute() {
         "one memory sample per stream in this minute"
     );
 }
+
+#[tokio::test]
+async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
+    use streamkeeper::shard::ShardLayout;
+    let (server, redis, _, app) = setup(Config::default()).await;
+    let cli = |args: &[&str]| server.cli(args).expect("redis-cli");
+    let clicks = streamkeeper::StreamKey::new("clicks").expect("key");
+    ShardLayout::create(&redis, &clicks, 3)
+        .await
+        .expect("shard create");
+    // 3, 5 and 0 entries; group g read 2 of shard 0's, 4 of shard 1's.
+    for (i, n) in [(0, 3), (1, 5), (2, 0)] {
+        let shard = format!("{{clicks:{i}}}");
+        for _ in 0..n {
+            cli(&["XADD", &shard, "*", "k", "v"]);
+        }
+        cli(&["XGROUP", "CREATE", &shard, "g", "0", "MKSTREAM"]);
+    }
+    cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "2",
+        "STREAMS",
+        "{clicks:0}",
+        ">",
+    ]);
+    cli(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "4",
+        "STREAMS",
+        "{clicks:1}",
+        ">",
+    ]);
+    // A key that only looks like a shard stays a plain row.
+    cli(&["XADD", "{lookalike:0}", "*", "k", "v"]);
+    let o = get_json(&app, "/api/overview").await;
+    let rows = o["streams"].as_array().expect("rows");
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    let at = names
+        .iter()
+        .position(|n| *n == "clicks")
+        .expect("a summed row");
+    assert_eq!(
+        &names[at + 1..at + 4],
+        ["{clicks:0}", "{clicks:1}", "{clicks:2}"],
+        "{names:?}"
+    );
+    let sum = &rows[at];
+    assert_eq!(sum["shards"], 3);
+    assert_eq!(sum["length"], 8);
+    let g = &sum["groups"][0];
+    assert_eq!(
+        (g["name"].as_str(), g["pending"].as_u64()),
+        (Some("g"), Some(6))
+    );
+    assert_eq!(g["undelivered"], 2);
+    assert_eq!(g["consumers"], 1, "one consumer reading two shards is one");
+    for r in &rows[at + 1..at + 4] {
+        assert_eq!(r["shard_of"], "clicks");
+    }
+    let look = rows
+        .iter()
+        .find(|r| r["name"] == "{lookalike:0}")
+        .expect("row");
+    assert!(look["shard_of"].is_null() && look["shards"].is_null());
+    // /metrics counts each entry once: the shards, not the sum.
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(
+        metrics.contains("streamkeeper_stream_length{stream=\"{clicks:1}\"} 5"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("stream=\"clicks\""), "{metrics}");
+}
