@@ -59,9 +59,8 @@ async fn entries_keep_field_order_and_bytes() {
     assert_eq!(pending_count(&redis, &s, "g").await, 0);
 }
 
-#[tokio::test]
-async fn crashed_consumer_entries_are_reclaimed() {
-    let (_server, redis) = setup().await;
+on_every_topology!(crashed_consumer_entries_are_reclaimed);
+async fn crashed_consumer_entries_are_reclaimed(redis: Connector) {
     let s = key("jobs");
     let ids = produce(&redis, &s, 50).await;
     // The "crashed" consumer reads a batch and never acks it.
@@ -216,9 +215,8 @@ async fn close_flushes_queued_acks() {
     assert_eq!(pending_count(&redis, &s, "g").await, 0);
 }
 
-#[tokio::test]
-async fn run_acks_successes_and_stores_failures_for_retry() {
-    let (_server, redis) = setup().await;
+on_every_topology!(run_acks_successes_and_stores_failures_for_retry);
+async fn run_acks_successes_and_stores_failures_for_retry(redis: Connector) {
     let s = key("jobs");
     produce(&redis, &s, 100).await;
     let stop = CancellationToken::new();
@@ -415,13 +413,12 @@ async fn tls_connections_produce_and_consume() {
     assert!(err.to_string().contains("cannot connect"), "{err}");
 }
 
-#[tokio::test]
-async fn a_graceful_stop_hands_read_ahead_to_a_live_peer_at_once() {
+on_every_topology!(a_graceful_stop_hands_read_ahead_to_a_live_peer_at_once);
+async fn a_graceful_stop_hands_read_ahead_to_a_live_peer_at_once(redis: Connector) {
     // A rolling restart or scale-down: consumer a reads ahead 20 entries,
     // handles 1 and stops. Its peer b must get the other 19 on its next
     // reclaim pass, not claim_after (20 s here) later, and no attempt is
     // counted for entries never handed to a handler.
-    let (_server, redis) = setup().await;
     let s = key("handback");
     produce(&redis, &s, 20).await;
     let claim_after = Duration::from_secs(20);

@@ -68,9 +68,8 @@ async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64, u6
     (pending.0, retries, dead, lag)
 }
 
-#[tokio::test]
-async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
-    let (_server, redis) = setup().await;
+on_every_topology!(poison_entry_is_delivered_max_times_then_dead_lettered_once);
+async fn poison_entry_is_delivered_max_times_then_dead_lettered_once(redis: Connector) {
     let s = key("orders");
     let id = Producer::new(&redis, s.clone())
         .send(&fields([("order", "poison")]))
@@ -186,9 +185,8 @@ async fn poison_entry_is_delivered_max_times_then_dead_lettered_once() {
     assert_eq!(entries[0].get_str("sk-reason"), None);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_redelivers_after_the_delay_not_before() {
-    let (_server, redis) = setup().await;
+on_every_topology!(retry_redelivers_after_the_delay_not_before);
+async fn retry_redelivers_after_the_delay_not_before(redis: Connector) {
     let s = key("jobs");
     Producer::new(&redis, s.clone())
         .send(&fields([("k", "v")]))
@@ -334,9 +332,8 @@ async fn other_groups_skip_a_retry_meant_for_one_group() {
     assert_eq!(places(&redis, &s, "b").await, (0, 0, 0, 0));
 }
 
-#[tokio::test]
-async fn send_once_appends_at_most_once_per_key() {
-    let (_server, redis) = setup().await;
+on_every_topology!(send_once_appends_at_most_once_per_key);
+async fn send_once_appends_at_most_once_per_key(redis: Connector) {
     let s = key("payments");
     let (sent, id) = exactly_once::send_once(
         &redis,
@@ -534,9 +531,8 @@ fn ack_and_produce_survives_a_sigkill_loop() {
     assert_eq!(out.len(), ids.len());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deliveries_stream_meets_the_same_poison_policy_as_run() {
-    let (_server, redis) = setup().await;
+on_every_topology!(the_deliveries_stream_meets_the_same_poison_policy_as_run);
+async fn the_deliveries_stream_meets_the_same_poison_policy_as_run(redis: Connector) {
     let s = key("jobs");
     let id = Producer::new(&redis, s.clone())
         .send(&fields([("k", "v")]))

@@ -268,9 +268,8 @@ impl Model {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn janitor_never_trims_unacked_entries() {
-    let (_server, redis) = setup().await;
+on_every_topology!(janitor_never_trims_unacked_entries);
+async fn janitor_never_trims_unacked_entries(redis: Connector) {
     let cases = 200;
     let mut checks = 0;
     let mut trimmed_total = 0;

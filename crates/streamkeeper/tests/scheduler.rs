@@ -212,9 +212,8 @@ async fn edits_pauses_and_deletes_take_effect_while_running() {
     assert!(!status.contains_key("deleted"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_step_emit_is_exactly_once_with_several_instances() {
-    let (_server, redis) = setup().await;
+on_every_topology!(two_step_emit_is_exactly_once_with_several_instances);
+async fn two_step_emit_is_exactly_once_with_several_instances(redis: Connector) {
     let scheduler = Scheduler::new(&redis, "ns").two_step(true);
     assert_ne!(
         streamkeeper::types::key_slot("ticks"),

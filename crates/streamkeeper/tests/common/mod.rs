@@ -44,3 +44,72 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Where a matrix test runs (see [`on_every_topology!`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Topo {
+    /// One redis-server on a unix socket.
+    Single,
+    /// A master, a replica and three sentinels (`redis+sentinel://`).
+    Sentinel,
+    /// Three primaries with a replica each (`redis+cluster://`).
+    Cluster,
+}
+
+/// Keeps a topology's processes alive for the test.
+#[derive(Debug)]
+pub enum Guard {
+    Single(RedisServer),
+    Sentinel(streamkeeper_testkit::SentinelTopology),
+    Cluster(streamkeeper_testkit::RedisCluster),
+}
+
+/// Starts `topo` and connects to it through its URL.
+pub async fn setup_on(topo: Topo) -> (Guard, Connector) {
+    let guard = tokio::task::spawn_blocking(move || match topo {
+        Topo::Single => Guard::Single(RedisServer::start().expect("redis-server")),
+        Topo::Sentinel => Guard::Sentinel(
+            streamkeeper_testkit::SentinelTopology::start().expect("sentinel topology"),
+        ),
+        Topo::Cluster => {
+            Guard::Cluster(streamkeeper_testkit::RedisCluster::start().expect("cluster"))
+        }
+    })
+    .await
+    .expect("join");
+    let url = match &guard {
+        Guard::Single(s) => s.url(),
+        Guard::Sentinel(t) => t.url(),
+        Guard::Cluster(c) => c.url(),
+    };
+    let redis = Connector::connect(&url).await.expect("connect");
+    (guard, redis)
+}
+
+/// Runs `async fn $name(redis: Connector)` as three tests, `$name::single`,
+/// `$name::sentinel` and `$name::cluster`: the guarantees that must hold
+/// whatever the URL. Kept to the tests where the topology matters (slots,
+/// scripts over several keys, dedicated blocking connections, a master
+/// found through sentinels), so the suite does not triple.
+#[macro_export]
+macro_rules! on_every_topology {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn single() {
+                let (_guard, redis) = super::common::setup_on(super::common::Topo::Single).await;
+                super::$name(redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sentinel() {
+                let (_guard, redis) = super::common::setup_on(super::common::Topo::Sentinel).await;
+                super::$name(redis).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                let (_guard, redis) = super::common::setup_on(super::common::Topo::Cluster).await;
+                super::$name(redis).await
+            }
+        }
+    };
+}
