@@ -187,6 +187,45 @@ async fn plain_produce(
     Ok(())
 }
 
+/// The produce figure: the best of [`ROUNDS`] runs of `send` appending
+/// `messages` in batches of [`BATCH`] and, with `baseline`, of `plain`
+/// (the plain redis-rs loop); `reset` empties the target before each run
+/// and after the last.
+pub(crate) async fn produce_figure(
+    messages: u64,
+    baseline: bool,
+    mut reset: impl AsyncFnMut() -> anyhow::Result<()>,
+    mut send: impl AsyncFnMut(usize) -> anyhow::Result<()>,
+    mut plain: impl AsyncFnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Figure> {
+    let (mut best, mut best_base) = (0f64, 0f64);
+    for _ in 0..ROUNDS {
+        reset().await?;
+        let t = Instant::now();
+        let mut left = messages;
+        while left > 0 {
+            let k = usize::try_from(left.min(BATCH as u64))?;
+            send(k).await?;
+            left -= k as u64;
+        }
+        best = best.max(rate(messages, t.elapsed()));
+        if baseline {
+            reset().await?;
+            let t = Instant::now();
+            plain().await?;
+            best_base = best_base.max(rate(messages, t.elapsed()));
+        }
+    }
+    reset().await?;
+    Ok(Figure {
+        mode: "produce",
+        messages,
+        rate: best,
+        baseline_rate: baseline.then_some(best_base),
+        peak_rss_bytes: None,
+    })
+}
+
 async fn bench_produce(
     redis: &Connector,
     plain: &mut MultiplexedConnection,
@@ -196,32 +235,18 @@ async fn bench_produce(
     let key = "sk-bench:produce";
     let batch: Vec<_> = (0..BATCH).map(|_| fields([("data", payload)])).collect();
     let producer = Producer::new(redis, StreamKey::new(key)?);
-    let (mut best, mut best_base) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        del(plain, key).await?;
-        let t = Instant::now();
-        let mut left = args.messages;
-        while left > 0 {
-            let k = usize::try_from(left.min(BATCH as u64))?;
+    let mut base = plain.clone();
+    produce_figure(
+        args.messages,
+        args.baseline,
+        async || del(plain, key).await,
+        async |k| {
             producer.send_batch(&batch[..k]).await?;
-            left -= k as u64;
-        }
-        best = best.max(rate(args.messages, t.elapsed()));
-        if args.baseline {
-            del(plain, key).await?;
-            let t = Instant::now();
-            plain_produce(plain, key, args.messages, payload).await?;
-            best_base = best_base.max(rate(args.messages, t.elapsed()));
-        }
-    }
-    del(plain, key).await?;
-    Ok(Figure {
-        mode: "produce",
-        messages: args.messages,
-        rate: best,
-        baseline_rate: args.baseline.then_some(best_base),
-        peak_rss_bytes: None,
-    })
+            Ok(())
+        },
+        async || plain_produce(&mut base, key, args.messages, payload).await,
+    )
+    .await
 }
 
 async fn bench_consume(

@@ -116,32 +116,17 @@ async fn produce(
     let batch: Vec<(Option<&[u8]>, _)> = (0..BATCH)
         .map(|_| (None, fields([("data", payload)])))
         .collect();
-    let (mut best, mut best_base) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        clear(redis, layout).await?;
-        let t = Instant::now();
-        let mut left = args.messages;
-        while left > 0 {
-            let k = usize::try_from(left.min(BATCH as u64))?;
+    crate::bench::produce_figure(
+        args.messages,
+        args.baseline,
+        async || clear(redis, layout).await,
+        async |k| {
             producer.send_batch(&batch[..k]).await?;
-            left -= k as u64;
-        }
-        best = best.max(rate(args.messages, t.elapsed()));
-        if args.baseline {
-            clear(redis, layout).await?;
-            let t = Instant::now();
-            plain_produce(redis, layout, args.messages, payload).await?;
-            best_base = best_base.max(rate(args.messages, t.elapsed()));
-        }
-    }
-    clear(redis, layout).await?;
-    Ok(Figure {
-        mode: "produce",
-        messages: args.messages,
-        rate: best,
-        baseline_rate: args.baseline.then_some(best_base),
-        peak_rss_bytes: None,
-    })
+            Ok(())
+        },
+        async || plain_produce(redis, layout, args.messages, payload).await,
+    )
+    .await
 }
 
 /// Empties every shard (keeps the layout).

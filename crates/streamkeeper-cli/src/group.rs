@@ -189,13 +189,7 @@ async fn ls_plain(
         t.load_preset(comfy_table::presets::NOTHING);
         t.set_header(["group", "consumers", "pending", "last delivered", "lag"]);
         for g in &groups {
-            t.add_row([
-                g.name.to_string(),
-                g.consumers.to_string(),
-                g.pending.to_string(),
-                g.last_delivered.to_string(),
-                g.lag.map_or("unknown".into(), |l| l.to_string()),
-            ]);
+            t.add_row(group_cells(g));
         }
         println!("{t}");
     }
@@ -265,18 +259,25 @@ async fn ls_sharded(
             ]);
         }
         for (shard, g) in &per_shard {
-            t.add_row([
-                shard.to_string(),
-                g.name.to_string(),
-                g.consumers.to_string(),
-                g.pending.to_string(),
-                g.last_delivered.to_string(),
-                g.lag.map_or("unknown".into(), |l| l.to_string()),
-            ]);
+            let mut row = vec![shard.to_string()];
+            row.extend(group_cells(g));
+            t.add_row(row);
         }
         println!("{t}");
     }
     Ok(())
+}
+
+/// A group's cells in `group ls`: name, consumers, pending, last
+/// delivered, lag.
+fn group_cells(g: &streamkeeper::group::GroupInfo) -> [String; 5] {
+    [
+        g.name.to_string(),
+        g.consumers.to_string(),
+        g.pending.to_string(),
+        g.last_delivered.to_string(),
+        g.lag.map_or("unknown".into(), |l| l.to_string()),
+    ]
 }
 
 fn print_reset(

@@ -40,12 +40,8 @@ pub(crate) async fn dead_letter_fenced(
 ) -> Result<Option<StreamId>> {
     let now = crate::retry::now_ms();
     let mut conn = connector.shared();
-    let script = if fence.is_some() {
-        &scripts::DEAD_LETTER_FENCED
-    } else {
-        &scripts::DEAD_LETTER
-    };
-    let mut invocation = script.key(stream);
+    let mut invocation =
+        scripts::pick(fence, &scripts::DEAD_LETTER, &scripts::DEAD_LETTER_FENCED).key(stream);
     invocation
         .key(crate::keys::StreamKeys::dlq(stream))
         .key(crate::keys::StreamKeys::attempts(stream))
@@ -54,9 +50,7 @@ pub(crate) async fn dead_letter_fenced(
         .arg(attempts)
         .arg(reason)
         .arg(now);
-    if let Some(f) = fence {
-        invocation.key(&f.key).arg(&f.token);
-    }
+    scripts::add_fence(&mut invocation, fence);
     let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
     match r {
         Ok(Value::BulkString(b)) => {

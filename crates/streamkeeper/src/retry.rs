@@ -67,12 +67,8 @@ pub(crate) async fn store_fenced(
     fence: Option<&crate::consumer::Fence>,
 ) -> Result<Stored> {
     let mut conn = connector.shared();
-    let script = if fence.is_some() {
-        &scripts::RETRY_STORE_FENCED
-    } else {
-        &scripts::RETRY_STORE
-    };
-    let mut invocation = script.key(stream);
+    let mut invocation =
+        scripts::pick(fence, &scripts::RETRY_STORE, &scripts::RETRY_STORE_FENCED).key(stream);
     invocation
         .key(crate::keys::StreamKeys::retry(stream))
         .key(crate::keys::StreamKeys::attempts(stream))
@@ -80,9 +76,7 @@ pub(crate) async fn store_fenced(
         .arg(id)
         .arg(due_ms)
         .arg(attempts);
-    if let Some(f) = fence {
-        invocation.key(&f.key).arg(&f.token);
-    }
+    scripts::add_fence(&mut invocation, fence);
     let r: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
     match r {
         Ok(1) => {

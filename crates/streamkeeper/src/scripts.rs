@@ -133,3 +133,27 @@ fenced_script!(
     RETRY_STORE_FENCED,
     "retry_store.lua"
 );
+
+/// `plain`, or `fenced` (its `*_FENCED` form) when a fence is given.
+pub(crate) fn pick<'a>(
+    fence: Option<&crate::consumer::Fence>,
+    plain: &'a Script,
+    fenced: &'a Script,
+) -> &'a Script {
+    if fence.is_some() {
+        fenced
+    } else {
+        plain
+    }
+}
+
+/// Appends the fence's lease key and token last, where the fence prelude
+/// (`lua/fence.lua`) pops them; nothing without a fence.
+pub(crate) fn add_fence(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    fence: Option<&crate::consumer::Fence>,
+) {
+    if let Some(f) = fence {
+        invocation.key(&f.key).arg(&f.token);
+    }
+}

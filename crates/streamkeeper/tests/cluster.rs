@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{group, key};
+use common::{group, key, write_load};
 use streamkeeper::{
     fields, Connector, ConsumerName, ConsumerOptions, GroupConsumer, Outcome, Producer, StartFrom,
     StreamId, StreamKey,
@@ -24,36 +24,6 @@ async fn cluster() -> RedisCluster {
         .await
         .expect("join")
         .expect("cluster")
-}
-
-/// Appends 10 entries every 50 ms (a steady 200/s) until `stop`; returns
-/// the IDs the producer reported (acknowledged writes).
-async fn write_load(
-    redis: Connector,
-    s: StreamKey,
-    wait: Option<streamkeeper::Wait>,
-    stop: CancellationToken,
-) -> Vec<StreamId> {
-    let mut producer = Producer::new(&redis, s);
-    if let Some(w) = wait {
-        producer = producer.with_wait(w);
-    }
-    let mut acked = Vec::new();
-    let mut n = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    while !stop.is_cancelled() {
-        tick.tick().await;
-        let batch: Vec<_> = (0..10)
-            .map(|i| fields([("n", (n + i).to_string())]))
-            .collect();
-        n += 10;
-        match producer.send_batch(&batch).await {
-            Ok(ids) => acked.extend(ids),
-            Err(e) => eprintln!("send failed (not acknowledged): {e}"),
-        }
-    }
-    acked
 }
 
 /// A consumer whose handler records every ID it handles, and when.
@@ -139,7 +109,7 @@ async fn a_manual_failover_loses_no_acknowledged_write_and_stalls_no_consumer() 
     .expect("join");
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.cancel();
-    let acked = writer.await.expect("join");
+    let (acked, _) = writer.await.expect("join");
     let stored = present(&redis, &s).await;
     let lost = acked.iter().filter(|id| !stored.contains(id)).count();
     (&mut consumer.task).await.expect("join");
@@ -189,7 +159,8 @@ async fn a_killed_primary_loses_nothing_with_wait_and_consumers_resume() {
     .expect("join");
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.cancel();
-    let (acked, acked_fast) = (waited.await.expect("join"), unwaited.await.expect("join"));
+    let ((acked, _), (acked_fast, _)) =
+        (waited.await.expect("join"), unwaited.await.expect("join"));
     (&mut consumer.task).await.expect("join");
     let stored = present(&redis, &durable).await;
     let lost = acked.iter().filter(|id| !stored.contains(id)).count();

@@ -195,12 +195,8 @@ impl AckTarget {
                         .query_async::<u64>(&mut conn)
                         .await
                 } else {
-                    let script = if fence.is_some() {
-                        &scripts::ACK_FENCED
-                    } else {
-                        &scripts::ACK
-                    };
-                    let mut invocation = script.key(stream);
+                    let mut invocation =
+                        scripts::pick(fence, &scripts::ACK, &scripts::ACK_FENCED).key(stream);
                     invocation
                         .key(attempts)
                         .arg(group)
@@ -209,9 +205,7 @@ impl AckTarget {
                         .arg(ids)
                         .arg(clear)
                         .arg(running);
-                    if let Some(f) = fence {
-                        invocation.key(&f.key).arg(&f.token);
-                    }
+                    scripts::add_fence(&mut invocation, fence);
                     invocation.invoke_async::<u64>(&mut conn).await
                 };
                 match r {

@@ -180,20 +180,7 @@ async fn read_once(
             cmd.arg("STREAMS").arg(&shared.stream).arg(">");
         }
     }
-    let v: Value = match cmd.query_async(conn).await {
-        Ok(v) => v,
-        Err(e) => {
-            let mut c = conn.clone();
-            return Err(explain::explain_group(
-                &mut c,
-                &shared.stream,
-                &shared.group,
-                "XREADGROUP",
-                e,
-            )
-            .await);
-        }
-    };
+    let v: Value = explained(cmd.query_async(conn).await, conn, shared, "XREADGROUP").await?;
     let (entries, deleted) = reply::read_reply(v, "XREADGROUP")?;
     let entries = shared.admit(entries);
     match phase {
@@ -245,7 +232,7 @@ async fn read_new_fenced(
     fence: &crate::consumer::Fence,
     count: usize,
 ) -> Result<Vec<Held>> {
-    let v: Value = match crate::scripts::READ_NEW_FENCED
+    let read = crate::scripts::READ_NEW_FENCED
         .key(shared.stream.as_str())
         .key(&fence.key)
         .arg(&shared.group)
@@ -253,21 +240,8 @@ async fn read_new_fenced(
         .arg(count)
         .arg(&fence.token)
         .invoke_async(conn)
-        .await
-    {
-        Ok(v) => v,
-        Err(e) => {
-            let mut c = conn.clone();
-            return Err(explain::explain_group(
-                &mut c,
-                &shared.stream,
-                &shared.group,
-                "XREADGROUP (fenced)",
-                e,
-            )
-            .await);
-        }
-    };
+        .await;
+    let v: Value = explained(read, conn, shared, "XREADGROUP (fenced)").await?;
     let (got, newest) = match v {
         Value::Array(parts) => {
             let mut parts = parts.into_iter();
@@ -306,4 +280,21 @@ async fn read_new_fenced(
         .filter(|e| in_flight.insert(e.id))
         .map(|e| Held::new(e, Source::New, in_flight))
         .collect())
+}
+
+/// `r`, or its error explained (a missing group or stream named, see
+/// [`explain::explain_group`]).
+async fn explained<T>(
+    r: redis::RedisResult<T>,
+    conn: &MultiplexedConnection,
+    shared: &Shared,
+    command: &str,
+) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let mut c = conn.clone();
+            Err(explain::explain_group(&mut c, &shared.stream, &shared.group, command, e).await)
+        }
+    }
 }

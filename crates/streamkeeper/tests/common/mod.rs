@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use streamkeeper::{Connector, GroupName, StreamKey};
+use streamkeeper::{fields, Connector, GroupName, Producer, StreamKey};
 use streamkeeper_testkit::RedisServer;
 
 /// A private redis-server on a unix socket and a connector to it.
@@ -112,4 +112,39 @@ macro_rules! on_every_topology {
             }
         }
     };
+}
+
+/// Appends 10 entries every 50 ms (200/s) until `stop`; returns the IDs
+/// the producer reported (acknowledged writes) and the slowest send.
+pub async fn write_load(
+    redis: Connector,
+    s: StreamKey,
+    wait: Option<streamkeeper::Wait>,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Vec<streamkeeper::StreamId>, Duration) {
+    let mut producer = Producer::new(&redis, s);
+    if let Some(w) = wait {
+        producer = producer.with_wait(w);
+    }
+    let mut acked = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut n = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    // A steady 200/s: after a stall (a held write) no burst of the missed
+    // ticks, so "entries lost" measures the length of a loss window.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let batch: Vec<_> = (0..10)
+            .map(|i| fields([("n", (n + i).to_string())]))
+            .collect();
+        n += 10;
+        let t = Instant::now();
+        match producer.send_batch(&batch).await {
+            Ok(ids) => acked.extend(ids),
+            Err(e) => eprintln!("send failed (not acknowledged): {e}"),
+        }
+        slowest = slowest.max(t.elapsed());
+    }
+    (acked, slowest)
 }
