@@ -8,6 +8,7 @@
 //! confirmed it (else it is sent again, as the library's `Producer` does).
 
 use anyhow::Context;
+use redis::aio::MultiplexedConnection;
 use redis::Value;
 use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::types::Bytes;
@@ -27,6 +28,12 @@ pub struct Appender {
     /// When one of several ([`Appenders`]): entries written to the others,
     /// and how many streams there are, for the error message.
     elsewhere: Option<(u64, usize)>,
+    /// On a cluster, after a failover moved the stream's slot: a
+    /// connection of its own to the node a `MOVED` named. redis-rs follows
+    /// `MOVED` for plain commands but not inside `MULTI`/`EXEC`, and its
+    /// slot map can stay stale for seconds; the chunks go to this node
+    /// until it fails or redirects again.
+    pinned: std::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Appender {
@@ -40,6 +47,7 @@ impl Appender {
             written: 0,
             last: None,
             elsewhere: None,
+            pinned: std::sync::Mutex::new(None),
         }
     }
 
@@ -78,40 +86,59 @@ impl Appender {
                 cmd.arg(k.as_slice()).arg(v.as_slice());
             }
         }
-        let (stream, wait, pipe, redis) = (&self.stream, self.wait, &pipe, &self.redis);
+        let (stream, wait, pipe, redis, pinned) =
+            (&self.stream, self.wait, &pipe, &self.redis, &self.pinned);
         let sent = self
             .redis
-            .retrying("XADD", |mut conn| async move {
+            .retrying("XADD", |conn| async move {
                 redis.writable().await;
-                let replies: Vec<Value> = pipe
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| streamkeeper::Error::redis(format!("XADD {stream}"), e))?;
-                if let Some(w) = wait {
-                    // Only a chunk that went through whole needs confirming.
-                    if replies.iter().all(|v| !matches!(v, Value::ServerError(_))) {
-                        let got: u32 = redis::cmd("WAIT")
-                            .arg(w.replicas)
-                            .arg(u64::try_from(w.timeout.as_millis()).unwrap_or(u64::MAX))
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(|e| streamkeeper::Error::redis("WAIT", e))?;
-                        if got < w.replicas {
-                            tracing::warn!(%stream, wanted = w.replicas, got,
-                                "chunk not confirmed by enough replicas; sending it again");
-                            return Err(streamkeeper::Error::NotReplicated {
-                                wanted: w.replicas,
-                                got,
-                            });
-                        }
+                let node = pinned.lock().ok().and_then(|p| p.clone());
+                let attempt = match node {
+                    Some(mut node) => send_chunk(&mut node, stream, pipe, wait).await,
+                    None => {
+                        let mut conn = conn;
+                        send_chunk(&mut conn, stream, pipe, wait).await
                     }
+                };
+                match attempt {
+                    Err(ChunkError::Redis(e)) => {
+                        let moved = streamkeeper::error::redirected_to(&e);
+                        let lost = e.is_io_error()
+                            || e.is_timeout()
+                            || e.is_connection_dropped()
+                            || e.is_connection_refusal();
+                        if let Some(addr) = moved {
+                            tracing::info!(%stream, node = %addr, "the slot moved (failover); sending to its new primary");
+                            let node = redis.node_connection(&addr).await.ok();
+                            if let Ok(mut p) = pinned.lock() {
+                                *p = node;
+                            }
+                        } else if lost {
+                            // The pinned node is gone: back to the slot map.
+                            if let Ok(mut p) = pinned.lock() {
+                                *p = None;
+                            }
+                        }
+                        Err(streamkeeper::Error::redis(format!("XADD {stream}"), e))
+                    }
+                    Err(ChunkError::Wait(e)) => Err(streamkeeper::Error::redis("WAIT", e)),
+                    Err(ChunkError::NotReplicated { wanted, got }) => {
+                        tracing::warn!(%stream, wanted, got,
+                            "chunk not confirmed by enough replicas; sending it again");
+                        Err(streamkeeper::Error::NotReplicated { wanted, got })
+                    }
+                    Ok(replies) => Ok(replies),
                 }
-                Ok(replies)
             })
             .await;
         let replies = match sent {
             Ok(r) => r,
-            Err(e) => return Err(self.stopped(&e.to_string(), total)),
+            Err(e) => {
+                // After retrying (a failover, replicas that never confirmed)
+                // the last chunk may have been written, unconfirmed.
+                let unsure = e.is_retryable() || matches!(e, streamkeeper::Error::GaveUp { .. });
+                return Err(self.stopped(&e.to_string(), total, unsure));
+            }
         };
         // Inside EXEC a command can still fail on its own (the others
         // run): count every success, and report the first failure.
@@ -135,12 +162,12 @@ impl Appender {
         self.written += ids.len() as u64;
         self.last = ids.last().copied().or(self.last);
         match failure {
-            Some(why) => Err(self.stopped(&why, total)),
+            Some(why) => Err(self.stopped(&why, total, false)),
             None => Ok(ids),
         }
     }
 
-    fn stopped(&self, why: &str, total: Option<u64>) -> anyhow::Error {
+    fn stopped(&self, why: &str, total: Option<u64>, unsure: bool) -> anyhow::Error {
         let last = self
             .last
             .map_or(String::new(), |l| format!(" (last ID {l})"));
@@ -154,10 +181,89 @@ impl Appender {
         let rest = total.map_or("the rest were".to_string(), |t| {
             format!("the other {} were", t.saturating_sub(written))
         });
+        let not = if unsure {
+            "not confirmed (the chunk in flight may have been written, unconfirmed)"
+        } else {
+            "not"
+        };
         anyhow::anyhow!(
-            "writing to {} stopped: {why}; {written} entries were written{across}{last}, {rest} not",
+            "writing to {} stopped: {why}; {written} entries were written{across}{last}, {rest} {not}",
             self.stream
         )
+    }
+}
+
+/// Why one send of a chunk failed.
+enum ChunkError {
+    /// The transaction failed (connection, `MOVED`, `OOM`, …).
+    Redis(redis::RedisError),
+    /// The chunk went through; `WAIT` failed.
+    Wait(redis::RedisError),
+    /// The chunk went through; fewer replicas than wanted confirmed it.
+    NotReplicated { wanted: u32, got: u32 },
+}
+
+/// Sends the `MULTI`/`EXEC` of a chunk on `conn` and, with `wait`,
+/// `WAIT` on the same node connection.
+async fn send_chunk<C: WaitOn>(
+    conn: &mut C,
+    stream: &StreamKey,
+    pipe: &redis::Pipeline,
+    wait: Option<Wait>,
+) -> Result<Vec<Value>, ChunkError> {
+    let replies: Vec<Value> = pipe.query_async(conn).await.map_err(ChunkError::Redis)?;
+    if let Some(w) = wait {
+        // Only a chunk that went through whole needs confirming.
+        if replies.iter().all(|v| !matches!(v, Value::ServerError(_))) {
+            let got = conn
+                .wait_on(stream.as_str(), w.replicas, w.timeout)
+                .await
+                .map_err(ChunkError::Wait)?;
+            if got < w.replicas {
+                return Err(ChunkError::NotReplicated {
+                    wanted: w.replicas,
+                    got,
+                });
+            }
+        }
+    }
+    Ok(replies)
+}
+
+/// `WAIT` on the node that took the writes: a node connection sends it
+/// as is, the cluster connection routes it to the key's primary.
+trait WaitOn: redis::aio::ConnectionLike + Send {
+    async fn wait_on(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<u32>;
+}
+
+impl WaitOn for MultiplexedConnection {
+    async fn wait_on(
+        &mut self,
+        _key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<u32> {
+        redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
+            .query_async(self)
+            .await
+    }
+}
+
+impl WaitOn for streamkeeper::SharedConn {
+    async fn wait_on(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: std::time::Duration,
+    ) -> redis::RedisResult<u32> {
+        self.wait_replicas(key, replicas, timeout).await
     }
 }
 

@@ -481,3 +481,113 @@ fn a_tls_cluster_checks_certificates_unless_told_not_to() {
     let primary = cluster.primary_for_key("t").expect("owner");
     assert_eq!(cluster.cli(primary, &["XLEN", "t"]).trim(), "1");
 }
+
+/// `produce` running through a manual failover of its stream's primary
+/// keeps going (it used to exit 2 at the first `MOVED` inside its
+/// `MULTI`/`EXEC`), and loses no acknowledged entry, with `--wait 1` and
+/// without, for a plain and a sharded stream.
+#[test]
+fn produce_keeps_going_through_a_failover_and_loses_nothing_acknowledged() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    common::ok_url(&url, &["shard", "create", "fs", "--shards", "3"]);
+    // The plain streams and a shard of fs on the primary we fail over.
+    let victim = cluster.primary_for_key("fp").expect("owner");
+    let fp2 = (0..)
+        .map(|n| format!("fp{n}"))
+        .find(|k| cluster.primary_for_key(k).ok() == Some(victim))
+        .expect("a second name on the victim");
+    assert!((0..3).any(|i| cluster.primary_for_key(&format!("{{fs:{i}}}")).ok() == Some(victim)));
+    let runs: Vec<(&str, Vec<&str>)> = vec![
+        ("fp", vec!["--wait", "1"]),
+        (fp2.as_str(), vec![]),
+        ("fs", vec!["--key", "k{i}"]),
+    ];
+    let mut children = Vec::new();
+    for (stream, extra) in &runs {
+        let mut child = Command::new(BIN)
+            .args(["--redis", &url, "--json", "produce", stream])
+            .args(["--field", "n={i}", "--count", "1000000", "--rate", "500/s"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn produce");
+        let out = child.stdout.take().expect("stdout");
+        let acked = std::thread::spawn(move || {
+            BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| serde_json::from_str::<serde_json::Value>(&l).expect("json line"))
+                .collect::<Vec<_>>()
+        });
+        children.push((stream, child, acked));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let failed_over_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    cluster.failover(victim).expect("failover");
+    std::thread::sleep(Duration::from_secs(3));
+    for (stream, mut child, acked) in children {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "produce {stream} stopped at the failover: {}",
+            {
+                let mut e = String::new();
+                use std::io::Read;
+                let _ = child.stderr.take().expect("stderr").read_to_string(&mut e);
+                e
+            }
+        );
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(130), "{stream}");
+        let acked = acked.join().expect("reader");
+        let after = acked
+            .iter()
+            .filter(|v| {
+                let id = v["id"].as_str().expect("id");
+                id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()) > Some(failed_over_at)
+            })
+            .count();
+        assert!(
+            after > 0,
+            "{stream}: nothing acknowledged after the failover"
+        );
+        // Every acknowledged ID is there (read from the new primaries).
+        let mut present = std::collections::HashSet::new();
+        let keys: std::collections::BTreeSet<String> = acked
+            .iter()
+            .map(|v| v["stream"].as_str().unwrap_or(stream).to_string())
+            .collect();
+        for key in keys {
+            let port = cluster.primary_for_key(&key).expect("owner");
+            for id in cluster.cli(port, &["XRANGE", &key, "-", "+"]).lines() {
+                present.insert((key.clone(), id.trim().to_string()));
+            }
+        }
+        let lost = acked
+            .iter()
+            .filter(|v| {
+                let key = v["stream"].as_str().unwrap_or(stream).to_string();
+                !present.contains(&(key, v["id"].as_str().expect("id").to_string()))
+            })
+            .count();
+        assert_eq!(
+            lost,
+            0,
+            "{stream}: {lost} of {} acknowledged entries lost",
+            acked.len()
+        );
+        eprintln!(
+            "{stream}: {} acknowledged ({after} after the failover), 0 lost",
+            acked.len()
+        );
+    }
+}

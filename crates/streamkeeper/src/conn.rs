@@ -162,6 +162,38 @@ pub enum SharedConn {
     Cluster(ClusterConnection),
 }
 
+impl SharedConn {
+    /// `WAIT replicas timeout` on the node holding `key`: on a cluster
+    /// redis-rs would send a keyless WAIT to every primary and merge the
+    /// replies, so it is routed to the key's primary, over the same node
+    /// connection that carried the writes. Returns how many replicas
+    /// confirmed.
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> redis::RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas)
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        match self {
+            SharedConn::Single(c) => cmd.query_async(c).await,
+            SharedConn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(key, SlotAddr::Master);
+                let v = c
+                    .route_command(
+                        cmd,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(v)?)
+            }
+        }
+    }
+}
+
 impl std::fmt::Debug for SharedConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {

@@ -272,13 +272,36 @@ pub fn redis_is_retryable(e: &redis::RedisError) -> bool {
 
 /// The server error code (`WRONGTYPE`, `NOGROUP`, …) of an error, also when
 /// it came back inside a pipeline reply.
+/// Where a `MOVED` or `ASK` error (also one that aborted a transaction)
+/// points: `host:port` of the node that serves the slot now.
+pub fn redirected_to(e: &redis::RedisError) -> Option<String> {
+    let detail = match e.code() {
+        Some("MOVED" | "ASK") => e.detail().map(str::to_string),
+        _ => {
+            let items = e.clone().into_server_errors()?;
+            let first = &items.first()?.1;
+            matches!(first.code(), "MOVED" | "ASK")
+                .then(|| first.details().map(str::to_string))
+                .flatten()
+        }
+    }?;
+    // "<slot> <host>:<port>"
+    detail.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// An aborted transaction (`EXECABORT`) is named by the error that aborted
+/// it (a `MOVED` after a failover, a `WRONGTYPE`, an `OOM`).
 pub fn error_code(e: &redis::RedisError) -> Option<String> {
-    if let Some(c) = e.code() {
-        return Some(c.to_string());
+    let inner = || {
+        let items = e.clone().into_server_errors()?;
+        let first = items.first()?;
+        Some(first.1.code().to_string())
+    };
+    match e.code() {
+        Some("EXECABORT") => inner().or_else(|| Some("EXECABORT".into())),
+        Some(c) => Some(c.to_string()),
+        None => inner(),
     }
-    let items = e.clone().into_server_errors()?;
-    let first = items.first()?;
-    Some(first.1.code().to_string())
 }
 
 #[cfg(test)]
