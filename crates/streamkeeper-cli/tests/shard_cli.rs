@@ -548,3 +548,109 @@ fn consume_count_counts_across_the_shards_and_reads_nothing_beyond() {
         assert_eq!(pending, 0, "{stream}: all 17 acked, none read ahead");
     }
 }
+
+#[test]
+fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
+    // An entry that SIGKILLs its consumer on every run must not block its
+    // shard for good: with --max-deliveries 3 it runs 3 times (attempt 1,
+    // 2, 3), then goes to the dead-letter stream, and the entries behind
+    // it run, in order. In-place retries count too (SK_ATTEMPT rises).
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("runs.log");
+    ok(&server, &["shard", "create", "pz", "--shards", "2"]);
+    ok(&server, &["group", "create", "pz", "g", "--from", "-"]);
+    for n in ["poison", "1", "flaky", "2"] {
+        ok(
+            &server,
+            &[
+                "produce",
+                "pz",
+                "--key",
+                "same",
+                "--field",
+                &format!("n={n}"),
+                "-q",
+            ],
+        );
+    }
+    let exec = format!(
+        "x=$(cat); echo \"$SK_ATTEMPT $x\" >> {log}; case \"$x\" in \
+         *poison*) sleep 0.5; kill -9 $PPID;; \
+         *flaky*) [ \"$SK_ATTEMPT\" -ge 2 ] || exit 1;; esac",
+        log = log.display()
+    );
+    let mut generations = 0;
+    loop {
+        generations += 1;
+        assert!(generations <= 8, "still not done after 8 runs of consume");
+        let o = sk(
+            &server,
+            &[
+                "consume",
+                "pz",
+                "-g",
+                "g",
+                "-c",
+                "c1",
+                "--ordered",
+                "--lease",
+                "1s",
+                "--max-deliveries",
+                "3",
+                "--retry-backoff",
+                "100ms",
+                "--idle-exit",
+                "2s",
+                "--exec",
+                &exec,
+            ],
+        );
+        match o.status.code() {
+            Some(0) => break,
+            None => continue, // killed by its poison
+            other => panic!(
+                "consume exited {other:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        }
+    }
+    let runs = std::fs::read_to_string(&log).expect("log");
+    let of = |n: &str| -> Vec<String> {
+        runs.lines()
+            .filter(|l| l.contains(&format!("\"n\":\"{n}\"")))
+            .map(|l| l.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(of("poison"), ["1", "2", "3"], "{runs}");
+    assert_eq!(
+        of("flaky"),
+        ["1", "2"],
+        "an in-place retry is attempt 2: {runs}"
+    );
+    assert_eq!(of("1").len(), 1, "{runs}");
+    assert_eq!(of("2").len(), 1, "{runs}");
+    let order: Vec<&str> = runs
+        .lines()
+        .filter_map(|l| {
+            ["poison", "\"1\"", "flaky", "\"2\""]
+                .into_iter()
+                .find(|n| l.contains(n))
+        })
+        .collect();
+    let mut seen = order.clone();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        ["poison", "\"1\"", "flaky", "\"2\""],
+        "per-key order: {runs}"
+    );
+    let dead = json_lines(&ok(&server, &["--json", "dlq", "ls", "pz"]));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let text = dead[0].to_string();
+    assert!(text.contains("poison"), "{text}");
+    assert!(
+        text.contains("\"deliveries\":3") || text.contains("\"sk-deliveries\":\"3\""),
+        "{text}"
+    );
+}

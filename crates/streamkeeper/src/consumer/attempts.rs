@@ -41,6 +41,23 @@ pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
     Ok(counts.first().copied().unwrap_or(1).saturating_sub(1))
 }
 
+/// Counts one more unsettled run of `id` (an in-place re-run).
+pub(crate) async fn bump(shared: &Shared, id: StreamId) -> Result<()> {
+    let key = crate::keys::StreamKeys::attempts(&shared.stream);
+    let mut field = shared.group.as_str().as_bytes().to_vec();
+    field.push(0);
+    field.extend_from_slice(id.to_string().as_bytes());
+    let mut conn = shared.connector.shared();
+    redis::cmd("HINCRBY")
+        .arg(&key)
+        .arg(&field)
+        .arg(1)
+        .query_async::<i64>(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
+    Ok(())
+}
+
 /// Takes back the mark of a run that was marked but never started (the
 /// consumer stopped in between).
 pub(crate) async fn unmark(shared: &Shared, id: StreamId) -> Result<()> {

@@ -183,7 +183,7 @@ impl Held {
         Delivery {
             inner: Arc::new(Inner {
                 entry,
-                attempt: earlier + 1,
+                attempt: std::sync::atomic::AtomicU64::new(earlier + 1),
                 source,
                 shared,
                 _guard: guard,
@@ -194,7 +194,8 @@ impl Held {
 
 struct Inner {
     entry: Entry,
-    attempt: u64,
+    /// Raised by in-place re-runs (ordered mode); shared by every clone.
+    attempt: std::sync::atomic::AtomicU64,
     source: Source,
     shared: Arc<Shared>,
     _guard: Guard,
@@ -211,7 +212,7 @@ impl std::fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("stream", &self.inner.shared.stream)
             .field("id", &self.inner.entry.id)
-            .field("attempt", &self.inner.attempt)
+            .field("attempt", &self.attempt())
             .field("source", &self.inner.source)
             .finish()
     }
@@ -239,7 +240,26 @@ impl Delivery {
     /// reached a handler — read ahead, then a graceful stop or a crash —
     /// do not count. This is what `max_deliveries` limits.
     pub fn attempt(&self) -> u64 {
-        self.inner.attempt
+        self.inner.attempt.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets the attempt every clone reports (and a dead letter records).
+    pub(crate) fn set_attempt(&self, attempt: u64) {
+        self.inner
+            .attempt
+            .store(attempt, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Starts another run of the same delivery in place (ordered mode
+    /// retries a failed entry without letting it go): raises the attempt
+    /// every clone reports, and the entry's attempt mark, so that a crash
+    /// during this run counts it too. The mark is best effort: if Redis
+    /// refuses it, a crash now is counted as in shared mode's first run.
+    pub(crate) async fn start_rerun(&self, attempt: u64) {
+        self.set_attempt(attempt);
+        if let Err(e) = crate::consumer::attempts::bump(&self.inner.shared, self.id()).await {
+            tracing::warn!(id = %self.id(), error = %e, "could not mark the re-run");
+        }
     }
 
     /// Whether the entry is new, re-read from this consumer's pending list,
@@ -269,7 +289,7 @@ impl Delivery {
     /// the dead-letter queue.
     pub async fn retry(&self, after: Option<Duration>) -> Result<Settled> {
         let s = &self.inner.shared;
-        match s.policy.after_failure(self.inner.attempt, after) {
+        match s.policy.after_failure(self.attempt(), after) {
             AfterFailure::Dead(reason) => self.dead_letter(&reason).await,
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
@@ -280,7 +300,7 @@ impl Delivery {
                     &s.group,
                     self.inner.entry.id,
                     due,
-                    self.inner.attempt,
+                    self.attempt(),
                     s.options.fence.as_ref(),
                 )
                 .await?;
@@ -304,7 +324,7 @@ impl Delivery {
             &s.stream,
             &s.group,
             self.inner.entry.id,
-            self.inner.attempt,
+            self.attempt(),
             reason,
             s.options.fence.as_ref(),
         )

@@ -434,6 +434,20 @@ where
                 let (fence, redis) = (fence.clone(), conn.clone());
                 async move {
                     let mut wait = options.backoff;
+                    // Runs before this delivery: failed ones and ones cut
+                    // off by a crash (the attempt marks) count towards
+                    // max_attempts, so an entry that kills its consumer
+                    // every time still reaches the dead-letter stream.
+                    let earlier = d.attempt().saturating_sub(1);
+                    if let Some(max) = options.max_attempts.filter(|&m| earlier >= m) {
+                        // Not run again: the dead letter records the runs made.
+                        d.set_attempt(earlier);
+                        return Ok(Outcome::DeadLetter {
+                            reason: format!(
+                                "had {earlier} attempts (max {max}) in ordered mode, the last cut off by a crash"
+                            ),
+                        });
+                    }
                     let mut runs = 0u64;
                     loop {
                         // An owner that lost its lease (frozen past it, then
@@ -446,6 +460,10 @@ where
                             return Ok(Outcome::Ack);
                         }
                         runs += 1;
+                        let attempt = earlier + runs;
+                        if runs > 1 {
+                            d.start_rerun(attempt).await;
+                        }
                         // A panic is a failed run like an error, retried here:
                         // left to `run`, it would go through the retry set and
                         // come back after the shard's later entries.
@@ -462,12 +480,12 @@ where
                             Ok(Ok(_)) => "the handler asked for a retry".to_string(),
                             Ok(Err(e)) => e.to_string(),
                         };
-                        if options.max_attempts.is_some_and(|max| runs >= max) {
+                        if options.max_attempts.is_some_and(|max| attempt >= max) {
                             return Ok(Outcome::DeadLetter {
-                                reason: format!("failed {runs} times in ordered mode: {why}"),
+                                reason: format!("failed {attempt} times in ordered mode: {why}"),
                             });
                         }
-                        tracing::warn!(id = %d.id(), runs, error = %why, "ordered mode: retrying in place; the shard waits");
+                        tracing::warn!(id = %d.id(), attempt, error = %why, "ordered mode: retrying in place; the shard waits");
                         tokio::select! {
                             // Handing the shard over: leave it pending (not
                             // acked) for the next owner, who reads it first.
