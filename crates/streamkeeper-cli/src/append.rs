@@ -287,6 +287,16 @@ pub async fn check_is_stream(redis: &Connector, stream: &StreamKey) -> anyhow::R
     Ok(())
 }
 
+/// [`check_is_stream`] for every key, before a command writes to any of
+/// them (the shards of a sharded stream): one of the wrong type refuses
+/// the command with nothing written.
+pub async fn check_all_streams(redis: &Connector, keys: &[StreamKey]) -> anyhow::Result<()> {
+    for k in keys {
+        check_is_stream(redis, k).await?;
+    }
+    Ok(())
+}
+
 /// One [`Appender`] per target stream (the shards of a sharded stream, or
 /// just the one stream): every target's type is checked before anything
 /// is written, and when one stops, the error counts what was written to

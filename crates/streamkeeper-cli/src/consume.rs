@@ -145,6 +145,11 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     // A sharded stream: one consumer per shard, all in this process and
     // under one name (shared mode: every member reads every shard).
     let layout = ShardLayout::open(&redis, &stream).await?;
+    if let Some(l) = &layout {
+        // Nothing created on some shards when another is of the wrong type.
+        crate::append::check_all_streams(&redis, &l.shards()).await?;
+    }
+    let logical = layout.as_ref().map(|_| stream.clone());
     if args.ordered && layout.is_none() {
         anyhow::bail!(
             "--ordered needs a sharded stream ({stream} is not one: `streamkeeper shard create {stream} --shards N`); a plain stream is already in order with one consumer"
@@ -195,7 +200,21 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     if let Some(task) = supervisor {
         let _ = task.await;
     }
-    let stats = stats?;
+    let stats = match (stats, logical) {
+        // The shard's own name would suggest the wrong fix.
+        (
+            Err(streamkeeper::Error::GroupMissing {
+                stream: shard,
+                group,
+            }),
+            Some(logical),
+        ) => {
+            anyhow::bail!(
+                "consumer group {group} does not exist on shard {shard} of {logical}; create it on every shard with `streamkeeper group create {logical} {group}` (or pass --create)"
+            );
+        }
+        (stats, _) => stats?,
+    };
     drop(children);
     tracing::debug!(
         delivered = stats.delivered,

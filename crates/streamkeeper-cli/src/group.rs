@@ -19,6 +19,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             let redis = global.connect().await?;
             // A sharded stream: the group exists on every shard.
             if let Some(layout) = ShardLayout::open(&redis, &stream).await? {
+                crate::append::check_all_streams(&redis, &layout.shards()).await?;
                 let mut created = 0;
                 for shard in layout.shards() {
                     created += u32::from(group::create_group(&redis, &shard, &g, from).await?);
@@ -52,6 +53,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             let redis = global.connect().await?;
             let destroyed = match ShardLayout::open(&redis, &stream).await? {
                 Some(layout) => {
+                    crate::append::check_all_streams(&redis, &layout.shards()).await?;
                     let mut any = false;
                     for shard in layout.shards() {
                         any |= group::destroy_group(&redis, &shard, &g).await?;

@@ -48,7 +48,7 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
             table.load_preset(comfy_table::presets::NOTHING);
             table.set_header(["shard", "slot", "node", "length", "group", "pending", "lag"]);
             for key in layout.shards() {
-                let stat = inspect::stream_stat(&redis, &key, &options).await?;
+                let stat = inspect::shard_stat(&redis, &key, &options).await?;
                 let slot = key_slot(key.as_str());
                 let node = node_of(slot);
                 let rows: Vec<(String, String, String)> = if stat.groups.is_empty() {

@@ -46,7 +46,7 @@ pub async fn collect_with(
     for k in keys {
         match ShardLayout::open(redis, &k).await? {
             Some(layout) if !names.is_empty() => {
-                let shards = stats(redis, layout.shards(), options).await?;
+                let shards = stats(redis, layout.shards(), options, true).await?;
                 out.push(inspect::sum_shards(k.as_str(), &shards));
                 if per_shard {
                     out.extend(shards);
@@ -55,21 +55,28 @@ pub async fn collect_with(
             _ => plain.push(k),
         }
     }
-    out.extend(stats(redis, plain, options).await?);
+    out.extend(stats(redis, plain, options, false).await?);
     Ok(out)
 }
 
 /// Stats of `keys`, 16 at a time (pipelined on the shared connection), in
-/// order.
+/// order; `shards`: the keys are shards, and a missing one is empty.
 async fn stats(
     redis: &Connector,
     keys: Vec<StreamKey>,
     options: &InspectOptions,
+    shards: bool,
 ) -> anyhow::Result<Vec<StreamStat>> {
     use futures::StreamExt;
     futures::stream::iter(keys.into_iter().map(|k| {
         let (redis, options) = (redis.clone(), options.clone());
-        async move { inspect::stream_stat(&redis, &k, &options).await }
+        async move {
+            if shards {
+                inspect::shard_stat(&redis, &k, &options).await
+            } else {
+                inspect::stream_stat(&redis, &k, &options).await
+            }
+        }
     }))
     .buffered(16)
     .collect::<Vec<_>>()

@@ -654,3 +654,48 @@ fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
         "{text}"
     );
 }
+
+#[test]
+fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
+    let server = RedisServer::start().expect("redis");
+    // Entries under one key: the other shard keys do not exist yet.
+    ok(&server, &["shard", "create", "e", "--shards", "3"]);
+    ok(
+        &server,
+        &[
+            "produce", "e", "--key", "k", "--field", "a=1", "--count", "4", "-q",
+        ],
+    );
+    let stat = json_lines(&ok(&server, &["--json", "stat", "e"]));
+    assert_eq!(stat[0]["length"], 4, "{stat:?}");
+    let ls = json_lines(&ok(&server, &["--json", "shard", "ls", "e"]));
+    assert_eq!(ls.len(), 3, "{ls:?}");
+    assert_eq!(
+        ls.iter()
+            .map(|r| r["length"].as_u64().expect("length"))
+            .sum::<u64>(),
+        4
+    );
+    // A shard of the wrong type: group create/destroy and consume --create
+    // refuse before touching the other shards.
+    ok(&server, &["shard", "create", "w", "--shards", "3"]);
+    cli(&server, &["SET", "{w:1}", "x"]);
+    for args in [
+        vec!["group", "create", "w", "g", "--from", "-"],
+        vec!["group", "destroy", "w", "g"],
+        vec!["consume", "w", "-g", "g", "--create", "--count", "1"],
+    ] {
+        let err = refused(&server, &args);
+        assert!(err.contains("{w:1}"), "{args:?}: {err}");
+        assert_eq!(cli(&server, &["EXISTS", "{w:0}", "{w:2}"]), "0", "{args:?}");
+    }
+    // A group missing on one shard: the fix named is the logical one.
+    ok(&server, &["shard", "create", "m", "--shards", "2"]);
+    cli(
+        &server,
+        &["XGROUP", "CREATE", "{m:0}", "g", "$", "MKSTREAM"],
+    );
+    cli(&server, &["XADD", "{m:1}", "*", "a", "1"]);
+    let err = refused(&server, &["consume", "m", "-g", "g", "--count", "1"]);
+    assert!(err.contains("group create m g"), "{err}");
+}

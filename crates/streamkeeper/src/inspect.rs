@@ -145,6 +145,30 @@ fn entry_id(v: &Value) -> Option<StreamId> {
     }
 }
 
+/// [`stream_stat`] of one shard of a sharded stream: a shard key that
+/// does not exist yet (no entry routed to it, no group created) is an
+/// empty stream, as the layout says it is, not an error.
+pub async fn shard_stat(
+    redis: &Connector,
+    shard: &StreamKey,
+    options: &InspectOptions,
+) -> Result<StreamStat> {
+    match stream_stat(redis, shard, options).await {
+        Err(Error::StreamMissing { .. }) => Ok(StreamStat {
+            stream: shard.as_str().to_string(),
+            length: 0,
+            first_id: None,
+            last_id: None,
+            memory_bytes: 0,
+            memory_known: true,
+            bytes_per_entry: 0,
+            entries_added: Some(0),
+            groups: Vec::new(),
+        }),
+        other => other,
+    }
+}
+
 /// Inspects one stream. A missing key is an error naming it.
 pub async fn stream_stat(
     connector: &Connector,
