@@ -219,8 +219,24 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     let mut last_id: Vec<Option<StreamId>> = vec![None; targets.len()];
     let mut first_id: Vec<Option<StreamId>> = vec![None; targets.len()];
     let mut round_robin = 0usize;
-    for (i, line) in open()?.lines().enumerate() {
+    let mut bad_lines = std::collections::HashSet::new();
+    for (i, line) in open()?.split(b'\n').enumerate() {
         let line = line.with_context(|| format!("cannot read {what}"))?;
+        let line = match String::from_utf8(line) {
+            Ok(l) => l,
+            Err(_) => {
+                let e = format!(
+                    "{what} line {}: not UTF-8 (dump lines are JSON; bytes that are not UTF-8 go in {{\"b64\": …}} values)",
+                    i + 1
+                );
+                if !args.skip_bad {
+                    return Err(streamkeeper::Error::InvalidInput(e).into());
+                }
+                bad_lines.insert(i);
+                bad.push(e);
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -252,7 +268,10 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
         });
         match checked {
             Ok(()) => good += 1,
-            Err(e) if args.skip_bad => bad.push(e.to_string()),
+            Err(e) if args.skip_bad => {
+                bad_lines.insert(i);
+                bad.push(e.to_string());
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -279,8 +298,15 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     let mut appenders = Appenders::open(&redis, &targets, None, None).await?;
     let mut chunks: Vec<Vec<NewEntry>> = vec![Vec::new(); targets.len()];
     let mut round_robin = 0usize;
-    for line in open()?.lines() {
+    for (i, line) in open()?.split(b'\n').enumerate() {
         let line = line?;
+        // Pass 1 skipped these (with --skip-bad): so does pass 2.
+        if bad_lines.contains(&i) {
+            continue;
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            continue;
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -199,8 +199,9 @@ async fn ls_plain(
 }
 
 /// `group ls` of a sharded stream: a row per group with the sums over
-/// the shards (consumers: the most on one shard; lag unknown if unknown
-/// on any shard), then a row per shard and group.
+/// the shards (consumers: distinct names over the shards, one reading
+/// several shards counted once; lag unknown if unknown on any shard),
+/// then a row per shard and group.
 async fn ls_sharded(
     global: &Global,
     redis: &streamkeeper::Connector,
@@ -208,8 +209,25 @@ async fn ls_sharded(
 ) -> anyhow::Result<()> {
     let stream = layout.stream();
     let mut per_shard = Vec::new();
+    // Consumer names per group, over every shard.
+    let mut names: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        Default::default();
+    let options = streamkeeper::inspect::InspectOptions {
+        memory: false,
+        ..Default::default()
+    };
     for shard in layout.shards() {
-        for g in group::list_groups(redis, &shard).await? {
+        let groups = group::list_groups(redis, &shard).await?;
+        if !groups.is_empty() {
+            let stat = streamkeeper::inspect::shard_stat(redis, &shard, &options).await?;
+            for g in stat.groups {
+                names
+                    .entry(g.group)
+                    .or_default()
+                    .extend(g.consumers.into_iter().map(|c| c.name));
+            }
+        }
+        for g in groups {
             per_shard.push((shard.clone(), g));
         }
     }
@@ -218,11 +236,13 @@ async fn ls_sharded(
         let name = g.name.to_string();
         match sums.iter_mut().find(|s| s.0 == name) {
             Some(s) => {
-                s.1 = s.1.max(g.consumers);
                 s.2 += g.pending;
                 s.3 = s.3.zip(g.lag).map(|(a, b)| a + b);
             }
-            None => sums.push((name, g.consumers, g.pending, g.lag)),
+            None => {
+                let consumers = names.get(&name).map_or(0, |n| n.len() as u64);
+                sums.push((name, consumers, g.pending, g.lag))
+            }
         }
     }
     if global.json {

@@ -20,12 +20,14 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                     "shards": layout.shards().iter().map(|k| k.as_str().to_string()).collect::<Vec<_>>(),
                 }));
             } else {
-                println!(
-                    "{stream} is sharded {} ways: {} … {}",
-                    layout.count(),
-                    layout.shard(0),
-                    layout.shard(layout.count() - 1)
-                );
+                match layout.count() {
+                    1 => println!("{stream} is sharded 1 way: {}", layout.shard(0)),
+                    n => println!(
+                        "{stream} is sharded {n} ways: {} … {}",
+                        layout.shard(0),
+                        layout.shard(n - 1)
+                    ),
+                }
             }
         }
         ShardAction::Ls { stream } => {
@@ -46,7 +48,17 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
             let options = InspectOptions::default();
             let mut table = Table::new();
             table.load_preset(comfy_table::presets::NOTHING);
-            table.set_header(["shard", "slot", "node", "length", "group", "pending", "lag"]);
+            // "outstanding" = pending + undelivered (as in `stat`); `group ls`
+            // shows Redis's own lag (undelivered) instead.
+            table.set_header([
+                "shard",
+                "slot",
+                "node",
+                "length",
+                "group",
+                "pending",
+                "outstanding",
+            ]);
             for key in layout.shards() {
                 let stat = inspect::shard_stat(&redis, &key, &options).await?;
                 let slot = key_slot(key.as_str());
@@ -70,7 +82,7 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                         output::json_line(&serde_json::json!({
                             "stream": stream.as_str(), "shard": key.as_str(), "slot": slot,
                             "node": node, "length": stat.length, "group": group,
-                            "pending": pending.parse::<u64>().ok(), "lag": lag.parse::<u64>().ok(),
+                            "pending": pending.parse::<u64>().ok(), "outstanding": lag.parse::<u64>().ok(),
                         }));
                     } else {
                         table.add_row([

@@ -117,7 +117,7 @@ fn shard_create_ls_produce_by_key_and_stat_sums() {
         slots.insert(row["slot"].as_u64());
         assert!(row["node"].as_str().is_some_and(|n| !n.is_empty()));
         assert_eq!(row["group"], "g");
-        assert_eq!(row["lag"], row["length"]);
+        assert_eq!(row["outstanding"], row["length"]);
         total += row["length"].as_u64().expect("length");
     }
     assert_eq!(slots.len(), 4, "each shard in a slot of its own");
@@ -670,6 +670,13 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
     assert_eq!(stat[0]["length"], 4, "{stat:?}");
     let ls = json_lines(&ok(&server, &["--json", "shard", "ls", "e"]));
     assert_eq!(ls.len(), 3, "{ls:?}");
+    // group ls counts distinct consumers over the shards.
+    ok(&server, &["group", "create", "e", "g", "--from", "-"]);
+    cli(&server, &["XGROUP", "CREATECONSUMER", "{e:0}", "g", "a"]);
+    cli(&server, &["XGROUP", "CREATECONSUMER", "{e:1}", "g", "b"]);
+    cli(&server, &["XGROUP", "CREATECONSUMER", "{e:2}", "g", "b"]);
+    let groups = json_lines(&ok(&server, &["--json", "group", "ls", "e"]));
+    assert_eq!(groups[0]["consumers"], 2, "{groups:?}");
     assert_eq!(
         ls.iter()
             .map(|r| r["length"].as_u64().expect("length"))
@@ -698,4 +705,20 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
     cli(&server, &["XADD", "{m:1}", "*", "a", "1"]);
     let err = refused(&server, &["consume", "m", "-g", "g", "--count", "1"]);
     assert!(err.contains("group create m g"), "{err}");
+}
+
+#[test]
+fn restore_names_a_line_that_is_not_utf8_and_skips_it_with_skip_bad() {
+    let server = RedisServer::start().expect("redis");
+    let input = b"{\"fields\":{\"a\":\"1\"}}\n\xff\xfe garbage\n{\"fields\":{\"a\":\"2\"}}\n";
+    let o = sk_stdin(&server, &["restore", "ru"], input);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    assert_eq!(cli(&server, &["EXISTS", "ru"]), "0", "nothing written");
+    let o = sk_stdin(&server, &["restore", "ru", "--skip-bad"], input);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+    assert_eq!(cli(&server, &["XLEN", "ru"]), "2");
 }
