@@ -43,16 +43,39 @@ pub async fn collect_with(
     };
     let mut out = Vec::new();
     let mut plain = Vec::new();
+    // Sharded streams to sum: named ones, and when listing everything,
+    // those whose shards the listing found (one row each, not a row per
+    // shard key).
+    let mut sharded: Vec<ShardLayout> = Vec::new();
+    let mut checked: HashMap<String, Option<u32>> = HashMap::new();
     for k in keys {
-        match ShardLayout::open(redis, &k).await? {
-            Some(layout) if !names.is_empty() => {
-                let shards = stats(redis, layout.shards(), options, true).await?;
-                out.push(inspect::sum_shards(k.as_str(), &shards));
-                if per_shard {
-                    out.extend(shards);
+        if names.is_empty() {
+            if let Some((s, i)) = streamkeeper::keys::StreamKeys::parse_shard(k.as_str()) {
+                if !checked.contains_key(s) {
+                    let layout = match StreamKey::new(s) {
+                        Ok(logical) => ShardLayout::open(redis, &logical).await?,
+                        Err(_) => None,
+                    };
+                    checked.insert(s.to_string(), layout.as_ref().map(ShardLayout::count));
+                    sharded.extend(layout);
+                }
+                if checked.get(s).copied().flatten().is_some_and(|n| i < n) {
+                    continue;
                 }
             }
-            _ => plain.push(k),
+            plain.push(k);
+            continue;
+        }
+        match ShardLayout::open(redis, &k).await? {
+            Some(layout) => sharded.push(layout),
+            None => plain.push(k),
+        }
+    }
+    for layout in sharded {
+        let shards = stats(redis, layout.shards(), options, true).await?;
+        out.push(inspect::sum_shards(layout.stream().as_str(), &shards));
+        if per_shard {
+            out.extend(shards);
         }
     }
     out.extend(stats(redis, plain, options, false).await?);

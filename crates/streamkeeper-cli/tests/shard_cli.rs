@@ -705,6 +705,13 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
     cli(&server, &["XADD", "{m:1}", "*", "a", "1"]);
     let err = refused(&server, &["consume", "m", "-g", "g", "--count", "1"]);
     assert!(err.contains("group create m g"), "{err}");
+    // stat without names: one summed row per sharded stream.
+    let all = json_lines(&ok(&server, &["--json", "stat"]));
+    let names: Vec<&str> = all.iter().filter_map(|r| r["stream"].as_str()).collect();
+    assert!(names.contains(&"e") && names.contains(&"m"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with('{')), "{names:?}");
+    let e = all.iter().find(|r| r["stream"] == "e").expect("e");
+    assert_eq!(e["length"], 4);
 }
 
 #[test]

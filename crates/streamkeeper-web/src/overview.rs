@@ -302,9 +302,7 @@ fn stat_row(
 
 /// `{S:i}` → `(S, i)`: the name a shard of `S` would have.
 fn shard_name(name: &str) -> Option<(&str, u32)> {
-    let inner = name.strip_prefix('{')?.strip_suffix('}')?;
-    let (stream, i) = inner.rsplit_once(':')?;
-    Some((stream, i.parse().ok()?))
+    streamkeeper::keys::StreamKeys::parse_shard(name)
 }
 
 /// Puts a row summed over each sharded stream's shards (as `stat S`

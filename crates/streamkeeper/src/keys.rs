@@ -74,6 +74,18 @@ impl StreamKeys {
         StreamKey::from_trusted(format!("{{{}:{i}}}", stream.as_str()))
     }
 
+    /// The reverse of [`shard`](Self::shard): `{S:i}` → `(S, i)`, for a
+    /// name that has a shard's shape (whether `S` is sharded, and has that
+    /// many shards, only its layout says).
+    pub fn parse_shard(name: &str) -> Option<(&str, u32)> {
+        let inner = name.strip_prefix('{')?.strip_suffix('}')?;
+        let (stream, i) = inner.rsplit_once(':')?;
+        if stream.is_empty() || i.starts_with('+') {
+            return None;
+        }
+        Some((stream, i.parse().ok()?))
+    }
+
     /// `{S}:members:<group>`: ordered mode's live members of a group on
     /// the sharded stream S (zset: member → heartbeat ms).
     pub fn members(stream: &StreamKey, group: &str) -> String {
