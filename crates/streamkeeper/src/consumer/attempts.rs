@@ -43,43 +43,40 @@ pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
 
 /// Counts one more unsettled run of `id` (an in-place re-run).
 pub(crate) async fn bump(shared: &Shared, id: StreamId) -> Result<()> {
-    let key = crate::keys::StreamKeys::attempts(&shared.stream);
-    let mut field = shared.group.as_str().as_bytes().to_vec();
-    field.push(0);
-    field.extend_from_slice(id.to_string().as_bytes());
-    let mut conn = shared.connector.shared();
-    redis::cmd("HINCRBY")
-        .arg(&key)
-        .arg(&field)
-        .arg(1)
-        .query_async::<i64>(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
-    Ok(())
+    incr(shared, id, 1).await.map(|_| ())
 }
 
 /// Takes back the mark of a run that was marked but never started (the
 /// consumer stopped in between).
 pub(crate) async fn unmark(shared: &Shared, id: StreamId) -> Result<()> {
-    let key = crate::keys::StreamKeys::attempts(&shared.stream);
-    let mut field = shared.group.as_str().as_bytes().to_vec();
-    field.push(0);
-    field.extend_from_slice(id.to_string().as_bytes());
-    let mut conn = shared.connector.shared();
-    let left: i64 = redis::cmd("HINCRBY")
-        .arg(&key)
-        .arg(&field)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
-    if left <= 0 {
+    if incr(shared, id, -1).await? <= 0 {
+        let mut conn = shared.connector.shared();
         redis::cmd("HDEL")
-            .arg(&key)
-            .arg(&field)
+            .arg(crate::keys::StreamKeys::attempts(&shared.stream))
+            .arg(mark_field(shared, id))
             .query_async::<()>(&mut conn)
             .await
             .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
     }
     Ok(())
+}
+
+/// `<group> NUL <id>`: the entry's field in `{S}:attempts`.
+fn mark_field(shared: &Shared, id: StreamId) -> Vec<u8> {
+    let mut field = shared.group.as_str().as_bytes().to_vec();
+    field.push(0);
+    field.extend_from_slice(id.to_string().as_bytes());
+    field
+}
+
+/// Adds `by` to the entry's mark; returns the new value.
+async fn incr(shared: &Shared, id: StreamId, by: i64) -> Result<i64> {
+    let mut conn = shared.connector.shared();
+    redis::cmd("HINCRBY")
+        .arg(crate::keys::StreamKeys::attempts(&shared.stream))
+        .arg(mark_field(shared, id))
+        .arg(by)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))
 }
