@@ -705,6 +705,18 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
     cli(&server, &["XADD", "{m:1}", "*", "a", "1"]);
     let err = refused(&server, &["consume", "m", "-g", "g", "--count", "1"]);
     assert!(err.contains("group create m g"), "{err}");
+    // A shard count lowered by hand would hide a shard: refused.
+    ok(&server, &["shard", "create", "h", "--shards", "3"]);
+    ok(
+        &server,
+        &["produce", "h", "--field", "a=1", "--count", "9", "-q"],
+    );
+    cli(&server, &["HSET", "{h}:shards", "count", "2"]);
+    for args in [vec!["stat", "h"], vec!["produce", "h", "--field", "a=1"]] {
+        let err = refused(&server, &args);
+        assert!(err.contains("{h:2} exists"), "{args:?}: {err}");
+    }
+    cli(&server, &["HSET", "{h}:shards", "count", "3"]);
     // stat without names: one summed row per sharded stream.
     let all = json_lines(&ok(&server, &["--json", "stat"]));
     let names: Vec<&str> = all.iter().filter_map(|r| r["stream"].as_str()).collect();

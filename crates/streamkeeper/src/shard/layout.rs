@@ -90,10 +90,27 @@ impl ShardLayout {
                     .ok()
                     .filter(|n| (1..=MAX_SHARDS).contains(n));
                 match count {
-                    Some(count) => Ok(Some(ShardLayout {
-                        stream: stream.clone(),
-                        count,
-                    })),
+                    Some(count) => {
+                        // A count lowered by hand would hide the last
+                        // shards' entries from every command: refuse.
+                        let beyond = StreamKeys::shard(stream, count);
+                        let exists: bool = redis::cmd("EXISTS")
+                            .arg(beyond.as_str())
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| Error::redis(format!("EXISTS {beyond}"), e))?;
+                        if exists {
+                            return Err(Error::InvalidInput(format!(
+                                "{} says {stream} has {count} shards but {beyond} exists too: the layout was changed by hand (streamkeeper never reshards); set the count back with HSET {} count <N>",
+                                StreamKeys::shards(stream),
+                                StreamKeys::shards(stream)
+                            )));
+                        }
+                        Ok(Some(ShardLayout {
+                            stream: stream.clone(),
+                            count,
+                        }))
+                    }
                     None => Err(Error::Protocol {
                         command: "HGET",
                         detail: format!("{} has a bad count {c:?}", StreamKeys::shards(stream)),
