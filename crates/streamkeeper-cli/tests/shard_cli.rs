@@ -516,7 +516,8 @@ fn consume_count_counts_across_the_shards_and_reads_nothing_beyond() {
     // "rr": 30 entries round-robin (10 a shard); "one": 30 entries under
     // one key, so two of its shards stay empty, and their blocking reads
     // must not hold the budget from the full one.
-    for (stream, key) in [("rr", None), ("one", Some("same"))] {
+    // "ord": the same in ordered mode (one owner per shard).
+    for (stream, key) in [("rr", None), ("one", Some("same")), ("ord", Some("same"))] {
         ok(&server, &["shard", "create", stream, "--shards", "3"]);
         let mut args = vec!["produce", stream, "--field", "n={i}", "--count", "30", "-q"];
         if let Some(k) = key {
@@ -525,10 +526,12 @@ fn consume_count_counts_across_the_shards_and_reads_nothing_beyond() {
         ok(&server, &args);
         ok(&server, &["group", "create", stream, "g", "--from", "-"]);
         for want in [10, 7] {
-            let o = ok(
-                &server,
-                &["consume", stream, "-g", "g", "--count", &want.to_string()],
-            );
+            let want_s = want.to_string();
+            let mut args = vec!["consume", stream, "-g", "g", "--count", &want_s];
+            if stream == "ord" {
+                args.push("--ordered");
+            }
+            let o = ok(&server, &args);
             assert_eq!(json_lines(&o).len(), want, "{stream}");
         }
         let mut read = 0u64;

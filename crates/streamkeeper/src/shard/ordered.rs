@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::ShardLayout;
 use crate::conn::Connector;
 use crate::consumer::{
-    AckMode, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats,
+    AckMode, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats,
 };
 use crate::error::{Error, Result};
 use crate::keys::StreamKeys;
@@ -136,13 +136,27 @@ where
     // are kept until then, so nobody runs the shard twice at once.
     let mut releasing: HashMap<u32, Owned> = HashMap::new();
     let ttl_ms = ms(options.lease_ttl);
+    // `consumer.limit` counts across the shards this member runs, as in
+    // shared mode; once it is used up the member leaves.
+    let budget = Budget::shared(consumer.limit, layout.count() as usize);
+    let mut consumer = consumer;
+    if consumer.limit.is_some() {
+        consumer.block = consumer.block.min(super::shared::LIMITED_BLOCK);
+    }
     let mut total = RunStats::default();
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The limit is used up: run what was read, take no new shard, leave
+    // once the owned shards' consumers are done (leases renewed meanwhile).
+    let mut draining = false;
     let result = loop {
         tokio::select! {
             _ = stop.cancelled() => break Ok(()),
+            _ = budget.spent(), if !draining => draining = true,
             _ = tick.tick() => {}
+        }
+        if draining && owned.values().all(|o| o.task.is_finished()) {
+            break Ok(());
         }
         let members = match heartbeat(redis, &members_key, member, &options).await {
             Ok(m) => m,
@@ -181,7 +195,7 @@ where
                 releasing.insert(i, o);
                 continue;
             }
-            if !mine || releasing.contains_key(&i) {
+            if !mine || draining || releasing.contains_key(&i) {
                 continue;
             }
             let epoch = StreamKeys::epoch(&shard, group.as_str());
@@ -214,6 +228,7 @@ where
                 },
                 options.clone(),
                 handler.clone(),
+                budget.clone(),
                 run_stop.clone(),
             ));
             owned.insert(
@@ -403,6 +418,7 @@ async fn run_shard<H, F, E>(
     consumer: ConsumerOptions,
     options: OrderedOptions,
     handler: H,
+    budget: Budget,
     stop: CancellationToken,
 ) -> Result<RunStats>
 where
@@ -428,6 +444,7 @@ where
     GroupConsumer::new(&redis, shard, group)
         .consumer_name(member)
         .options(consumer)
+        .shared_budget(budget)
         .run(
             move |d: Delivery| {
                 let (handler, options, stop) = (handler.clone(), options.clone(), in_hand.clone());

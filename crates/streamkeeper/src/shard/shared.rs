@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::types::{ConsumerName, GroupName};
 
 /// The longest blocking read of a shard while a limit is shared.
-const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
+pub(crate) const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs `handler` on the entries of every shard of `layout` as consumer
 /// `consumer` of `group` (shared mode), until `stop` is cancelled or a
