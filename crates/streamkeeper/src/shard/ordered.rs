@@ -97,8 +97,9 @@ fn ms(d: Duration) -> u64 {
 /// Runs `handler` as member `member` of `group` in ordered mode on every
 /// shard this member owns, until `stop`; then finishes the entries in
 /// hand, releases its leases and leaves. `consumer` supplies batch and
-/// block settings (its ack mode, reclaim and retry settings are ordered
-/// mode's own).
+/// block settings and `limit`, which counts deliveries across the shards
+/// this member runs: once used up, the member runs what it read and leaves
+/// (its ack mode, reclaim and retry settings are ordered mode's own).
 ///
 /// ```no_run
 /// # async fn f() -> streamkeeper::Result<()> {
