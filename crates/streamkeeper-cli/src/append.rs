@@ -121,7 +121,23 @@ impl Appender {
                         }
                         Err(streamkeeper::Error::redis(format!("XADD {stream}"), e))
                     }
-                    Err(ChunkError::Wait(e)) => Err(streamkeeper::Error::redis("WAIT", e)),
+                    Err(ChunkError::Wait(e)) => {
+                        if streamkeeper::error::error_code(&e).as_deref() == Some("NOPERM") {
+                            return Err(streamkeeper::Error::redis("WAIT", e));
+                        }
+                        // The chunk went through but cannot be confirmed (the
+                        // node died or is a replica now): not reported, sent
+                        // again through the slot map.
+                        tracing::warn!(%stream, error = %e,
+                            "WAIT failed; the chunk is not confirmed, sending it again");
+                        if let Ok(mut p) = pinned.lock() {
+                            *p = None;
+                        }
+                        Err(streamkeeper::Error::NotReplicated {
+                            wanted: wait.map_or(1, |w| w.replicas),
+                            got: 0,
+                        })
+                    }
                     Err(ChunkError::NotReplicated { wanted, got }) => {
                         tracing::warn!(%stream, wanted, got,
                             "chunk not confirmed by enough replicas; sending it again");

@@ -691,6 +691,14 @@ impl Connector {
                         }
                     }
                     let delay = backoff.next();
+                    // A cluster slot in motion (a failover under way):
+                    // asking often is cheap and finds the new primary soon.
+                    let delay = match e.server_code().as_deref() {
+                        Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN") => {
+                            delay.min(Duration::from_millis(250))
+                        }
+                        _ => delay,
+                    };
                     tracing::warn!(%what, error = %e, ?delay, "retryable error; reconnecting");
                     tokio::time::sleep(delay).await;
                     if let Err(e) = self.recover().await {
