@@ -563,7 +563,9 @@ fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
     let log = dir.path().join("runs.log");
     ok(&server, &["shard", "create", "pz", "--shards", "2"]);
     ok(&server, &["group", "create", "pz", "g", "--from", "-"]);
-    for n in ["poison", "1", "flaky", "2"] {
+    // "0" succeeds just before the poison kills its consumer: its ack
+    // must not die with it (a re-run would count as an attempt).
+    for n in ["0", "poison", "1", "flaky", "2"] {
         ok(
             &server,
             &[
@@ -579,7 +581,7 @@ fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
     }
     let exec = format!(
         "x=$(cat); echo \"$SK_ATTEMPT $x\" >> {log}; case \"$x\" in \
-         *poison*) sleep 0.5; kill -9 $PPID;; \
+         *poison*) kill -9 $PPID;; \
          *flaky*) [ \"$SK_ATTEMPT\" -ge 2 ] || exit 1;; esac",
         log = log.display()
     );
@@ -631,12 +633,13 @@ fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
         ["1", "2"],
         "an in-place retry is attempt 2: {runs}"
     );
+    assert_eq!(of("0"), ["1"], "handled once, before the poison: {runs}");
     assert_eq!(of("1").len(), 1, "{runs}");
     assert_eq!(of("2").len(), 1, "{runs}");
     let order: Vec<&str> = runs
         .lines()
         .filter_map(|l| {
-            ["poison", "\"1\"", "flaky", "\"2\""]
+            ["\"0\"", "poison", "\"1\"", "flaky", "\"2\""]
                 .into_iter()
                 .find(|n| l.contains(n))
         })
@@ -645,7 +648,7 @@ fn ordered_mode_counts_runs_cut_off_by_a_crash_and_dead_letters_the_poison() {
     seen.dedup();
     assert_eq!(
         seen,
-        ["poison", "\"1\"", "flaky", "\"2\""],
+        ["\"0\"", "poison", "\"1\"", "flaky", "\"2\""],
         "per-key order: {runs}"
     );
     let dead = json_lines(&ok(&server, &["--json", "dlq", "ls", "pz"]));

@@ -155,6 +155,9 @@ impl AckTarget {
                 None
             }
             Msg::Marked(id) => {
+                // Marked by its owner (also a new entry marked before its
+                // run): no lazy mark for it at the next flush.
+                self.started.remove(&id);
                 self.marked.insert(id);
                 None
             }

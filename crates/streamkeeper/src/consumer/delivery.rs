@@ -243,6 +243,24 @@ impl Delivery {
         self.inner.attempt.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Acks now and waits until Redis has it (ordered mode: the next entry
+    /// of the shard must not start while this one's ack could still be
+    /// lost with a crash, or a crash would re-run it and count the re-run
+    /// as an attempt).
+    pub(crate) async fn ack_now(&self) -> Result<()> {
+        self.ack();
+        self.inner.shared.acker.flush().await
+    }
+
+    /// Writes the entry's attempt mark before its run (ordered mode), so
+    /// that a crash during the very first run counts too; shared mode
+    /// marks new entries lazily instead (see `attempts`).
+    pub(crate) async fn mark_now(&self) -> Result<()> {
+        crate::consumer::attempts::bump(&self.inner.shared, self.id()).await?;
+        self.inner.shared.acker.marked(self.id());
+        Ok(())
+    }
+
     /// Sets the attempt every clone reports (and a dead letter records).
     pub(crate) fn set_attempt(&self, attempt: u64) {
         self.inner

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::ShardLayout;
 use crate::conn::Connector;
 use crate::consumer::{
-    AckMode, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats,
+    AckMode, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats, Source,
 };
 use crate::error::{Error, Result};
 use crate::keys::StreamKeys;
@@ -481,6 +481,12 @@ where
                         let attempt = earlier + runs;
                         if runs > 1 {
                             d.start_rerun(attempt).await;
+                        } else if d.source() == Source::New {
+                            // Re-read and reclaimed entries were marked
+                            // before they were handed out.
+                            if let Err(e) = d.mark_now().await {
+                                tracing::warn!(id = %d.id(), error = %e, "could not mark the run");
+                            }
                         }
                         // A panic is a failed run like an error, retried here:
                         // left to `run`, it would go through the retry set and
@@ -489,7 +495,9 @@ where
                         let why = match run.await {
                             Err(_) => "the handler panicked".to_string(),
                             Ok(Ok(Outcome::Ack)) => {
-                                d.ack();
+                                if let Err(e) = d.ack_now().await {
+                                    tracing::warn!(id = %d.id(), error = %e, "ordered mode: the ack failed; the entry stays pending");
+                                }
                                 return Ok::<_, std::convert::Infallible>(Outcome::Ack);
                             }
                             Ok(Ok(Outcome::DeadLetter { reason })) => {
