@@ -133,9 +133,28 @@ fn every_command_works_on_a_cluster() {
             .iter()
             .all(|s| body.contains(&format!("\"name\":\"{s}\"")))
     });
+    // Dead letters and memory are read from each stream's own node (b's
+    // poison entry is in {b}:dlq).
+    let mut overview = String::new();
+    let counted = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+        overview = http_get(port, "/api/overview");
+        let Some(json) = overview.split("\r\n\r\n").nth(1) else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+            return false;
+        };
+        let rows = v["streams"].as_array().cloned().unwrap_or_default();
+        let row = |n: &str| rows.iter().find(|r| r["name"] == n).cloned();
+        row("b").is_some_and(|r| r["dead_letters"] == 1)
+            && names
+                .iter()
+                .all(|n| row(n).is_some_and(|r| r["memory_bytes"].as_u64().is_some_and(|m| m > 0)))
+    });
     let _ = serve.kill();
     let _ = serve.wait();
     assert!(listed, "the dashboard lists a, b and c: {body}");
+    assert!(counted, "dead letters and memory on a cluster: {overview}");
     // doctor reports every node: 3 primaries with their slots, 3 replicas
     // with their link, each with its round trip from here.
     let doctor = sk(&url, &["--json", "doctor"]);

@@ -384,21 +384,50 @@ async fn ping(redis: &Connector) -> streamkeeper::Result<()> {
 
 /// `XLEN {S}:dlq` of every stream in one pipeline.
 async fn dead_letters(redis: &Connector, streams: &[String]) -> HashMap<String, u64> {
-    let mut pipe = redis::pipe();
+    let mut cmds = Vec::new();
     let mut asked = Vec::new();
     for s in streams {
         if let Ok(k) = StreamKey::new(s.as_str()) {
-            pipe.cmd("XLEN")
-                .arg(streamkeeper::keys::StreamKeys::dlq(&k));
+            let mut cmd = redis::cmd("XLEN");
+            cmd.arg(streamkeeper::keys::StreamKeys::dlq(&k));
+            cmds.push(cmd);
             asked.push(s.clone());
         }
     }
-    if asked.is_empty() {
-        return HashMap::new();
-    }
-    let mut conn = redis.shared();
-    let lens: Vec<u64> = pipe.query_async(&mut conn).await.unwrap_or_default();
+    let lens: Vec<u64> = query_each(redis, cmds).await.unwrap_or_default();
     asked.into_iter().zip(lens).collect()
+}
+
+/// One reply per command, in order: one pipeline on a single server; on a
+/// cluster, where one pipeline must stay on one node and these keys live
+/// in slots all over it, each command on its own (32 at a time).
+async fn query_each<T: redis::FromRedisValue>(
+    redis: &Connector,
+    cmds: Vec<redis::Cmd>,
+) -> redis::RedisResult<Vec<T>> {
+    if cmds.is_empty() {
+        return Ok(Vec::new());
+    }
+    match redis.shared() {
+        streamkeeper::SharedConn::Cluster(conn) => {
+            futures::stream::iter(cmds.into_iter().map(|cmd| {
+                let mut conn = conn.clone();
+                async move { cmd.query_async::<T>(&mut conn).await }
+            }))
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+        }
+        mut conn => {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd);
+            }
+            pipe.query_async(&mut conn).await
+        }
+    }
 }
 
 /// Memory of each stream, sampled at most once a minute; n/a (`None`)
@@ -424,12 +453,15 @@ async fn memory(state: &AppState, streams: &[String]) -> HashMap<String, Option<
     if stale.is_empty() {
         return out;
     }
-    let mut pipe = redis::pipe();
-    for s in &stale {
-        pipe.cmd("MEMORY").arg("USAGE").arg(s);
-    }
-    let mut conn = state.redis().shared();
-    match pipe.query_async::<Vec<Option<u64>>>(&mut conn).await {
+    let cmds = stale
+        .iter()
+        .map(|s| {
+            let mut cmd = redis::cmd("MEMORY");
+            cmd.arg("USAGE").arg(s);
+            cmd
+        })
+        .collect();
+    match query_each::<Option<u64>>(state.redis(), cmds).await {
         Ok(values) => {
             if let Ok(mut m) = cache.memory.lock() {
                 for (s, v) in stale.into_iter().zip(values) {
