@@ -72,7 +72,17 @@ pub async fn collect_with(
         }
     }
     for layout in sharded {
-        let shards = stats(redis, layout.shards(), options, true).await?;
+        let shards = match stats(redis, layout.shards(), options, true).await {
+            Ok(s) => s,
+            // Listing everything (a health check): one broken sharded
+            // stream (a shard key of the wrong type) is reported, and the
+            // others are still inspected.
+            Err(e) if names.is_empty() => {
+                tracing::warn!(stream = %layout.stream(), error = %e, "skipping a sharded stream that cannot be inspected");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         out.push(inspect::sum_shards(layout.stream().as_str(), &shards));
         if per_shard {
             out.extend(shards);

@@ -723,8 +723,12 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
         assert!(err.contains("{h:2} exists"), "{args:?}: {err}");
     }
     cli(&server, &["HSET", "{h}:shards", "count", "3"]);
-    // stat without names: one summed row per sharded stream.
-    let all = json_lines(&ok(&server, &["--json", "stat"]));
+    // stat without names: one summed row per sharded stream; a sharded
+    // stream with a shard of the wrong type is reported, not fatal.
+    cli(&server, &["XADD", "{w:0}", "*", "a", "1"]);
+    let listed = ok(&server, &["--json", "stat"]);
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("{w:1}"));
+    let all = json_lines(&listed);
     let names: Vec<&str> = all.iter().filter_map(|r| r["stream"].as_str()).collect();
     assert!(names.contains(&"e") && names.contains(&"m"), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with('{')), "{names:?}");
