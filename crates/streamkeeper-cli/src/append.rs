@@ -92,7 +92,16 @@ impl Appender {
             .redis
             .retrying("XADD", |conn| async move {
                 redis.writable().await;
-                let node = pinned.lock().ok().and_then(|p| p.clone());
+                let mut node = pinned.lock().ok().and_then(|p| p.clone());
+                if node.is_none() {
+                    // On a cluster the chunk and its WAIT go over one
+                    // connection to the slot's primary: routed separately,
+                    // a WAIT could be answered by another node.
+                    node = primary_connection(redis, stream).await;
+                    if let Ok(mut p) = pinned.lock() {
+                        p.clone_from(&node);
+                    }
+                }
                 let attempt = match node {
                     Some(mut node) => send_chunk(&mut node, stream, pipe, wait).await,
                     None => {
@@ -207,6 +216,21 @@ impl Appender {
             self.stream
         )
     }
+}
+
+/// On a cluster: a connection of its own to the primary serving
+/// `stream`'s slot, as `CLUSTER NODES` says now; `None` on a single server
+/// or when that cannot be found out (then the cluster client routes).
+async fn primary_connection(
+    redis: &Connector,
+    stream: &StreamKey,
+) -> Option<MultiplexedConnection> {
+    let nodes = redis.cluster_nodes().await.ok()??;
+    let slot = streamkeeper::keys::key_slot(stream.as_str());
+    let primary = nodes
+        .iter()
+        .find(|n| n.primary && !n.failed() && n.serves(slot))?;
+    redis.node_connection(&primary.addr).await.ok()
 }
 
 /// Why one send of a chunk failed.
