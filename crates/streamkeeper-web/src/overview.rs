@@ -199,6 +199,10 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                 Err(_) => Err("the key is not UTF-8; streamkeeper cannot address it (rename it with redis-cli RENAME)".to_string()),
             };
             let r = match key {
+                // A shard key not written yet is an empty shard.
+                Ok(k) if shard_name(k.as_str()).is_some() => inspect::shard_stat(&redis, &k, &options)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Ok(k) => inspect::stream_stat(&redis, &k, &options)
                     .await
                     .map_err(|e| e.to_string()),
@@ -354,13 +358,30 @@ async fn add_shard_sums(
             let memory = mine.iter().map(|r| r.memory_bytes).sum::<Option<u64>>();
             let dead = mine.iter().map(|r| r.dead_letters).sum();
             let sum = inspect::sum_shards(&stream, &stats);
+            let count = layouts.get(&stream).copied().flatten().unwrap_or(0);
             let mut row = stat_row(stream.clone(), &sum, memory, dead, cfg);
-            row.shards = layouts.get(&stream).copied().flatten();
+            row.shards = Some(count);
             out.push(row);
+            // Every shard, in order; one never written to is empty.
+            let Ok(logical_key) = StreamKey::new(stream.as_str()) else {
+                continue;
+            };
+            for index in 0..count {
+                let key = streamkeeper::keys::StreamKeys::shard(&logical_key, index);
+                let mut shard = match mine.iter().find(|r| r.name == key.as_str()) {
+                    Some(r) => (*r).clone(),
+                    None => stat_row(
+                        key.as_str().to_string(),
+                        &inspect::sum_shards(key.as_str(), &[]),
+                        Some(0),
+                        0,
+                        cfg,
+                    ),
+                };
+                shard.shard_of = Some(stream.clone());
+                out.push(shard);
+            }
         }
-        let mut row = rows[i].clone();
-        row.shard_of = Some(stream);
-        out.push(row);
     }
     out
 }

@@ -1063,6 +1063,12 @@ async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
     ]);
     // A key that only looks like a shard stays a plain row.
     cli(&["XADD", "{lookalike:0}", "*", "k", "v"]);
+    // A sharded stream with one shard written: the others show, empty.
+    let views = streamkeeper::StreamKey::new("views").expect("key");
+    ShardLayout::create(&redis, &views, 3)
+        .await
+        .expect("shard create");
+    cli(&["XADD", "{views:1}", "*", "k", "v"]);
     let o = get_json(&app, "/api/overview").await;
     let rows = o["streams"].as_array().expect("rows");
     let names: Vec<&str> = rows
@@ -1091,6 +1097,14 @@ async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
     for r in &rows[at + 1..at + 4] {
         assert_eq!(r["shard_of"], "clicks");
     }
+    let v = names.iter().position(|n| *n == "views").expect("views");
+    assert_eq!(
+        &names[v + 1..v + 4],
+        ["{views:0}", "{views:1}", "{views:2}"],
+        "{names:?}"
+    );
+    assert_eq!(rows[v]["length"], 1);
+    assert_eq!(rows[v + 1]["length"], 0);
     let look = rows
         .iter()
         .find(|r| r["name"] == "{lookalike:0}")
