@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde::Serialize;
 use streamkeeper::inspect::{self, InspectOptions, StreamStat};
+use streamkeeper::keys::StreamKeys;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::{Connector, StreamKey};
 
@@ -200,7 +201,7 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
             };
             let r = match key {
                 // A shard key not written yet is an empty shard.
-                Ok(k) if shard_name(k.as_str()).is_some() => inspect::shard_stat(&redis, &k, &options)
+                Ok(k) if StreamKeys::parse_shard(k.as_str()).is_some() => inspect::shard_stat(&redis, &k, &options)
                     .await
                     .map_err(|e| e.to_string()),
                 Ok(k) => inspect::stream_stat(&redis, &k, &options)
@@ -233,7 +234,7 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                 let memory = memory.get(&name).copied().flatten();
                 let dead = dead.get(&name).copied().unwrap_or(0);
                 let row = stat_row(name.clone(), &st, memory, dead, cfg);
-                if shard_name(&name).is_some() {
+                if StreamKeys::parse_shard(&name).is_some() {
                     shard_stats.insert(name, st);
                 }
                 row
@@ -304,11 +305,6 @@ fn stat_row(
     }
 }
 
-/// `{S:i}` → `(S, i)`: the name a shard of `S` would have.
-fn shard_name(name: &str) -> Option<(&str, u32)> {
-    streamkeeper::keys::StreamKeys::parse_shard(name)
-}
-
 /// Puts a row summed over each sharded stream's shards (as `stat S`
 /// sums them) before its first shard, and marks the shard rows. A name
 /// that only looks like a shard (no layout, or an index past the count)
@@ -320,7 +316,10 @@ async fn add_shard_sums(
     cfg: &crate::Config,
 ) -> Vec<StreamRow> {
     let mut layouts: HashMap<String, Option<u32>> = HashMap::new();
-    for (stream, _) in shard_stats.keys().filter_map(|n| shard_name(n)) {
+    for (stream, _) in shard_stats
+        .keys()
+        .filter_map(|n| StreamKeys::parse_shard(n))
+    {
         if layouts.contains_key(stream) {
             continue;
         }
@@ -335,7 +334,7 @@ async fn add_shard_sums(
         layouts.insert(stream.to_string(), count);
     }
     let logical = |row: &StreamRow| -> Option<String> {
-        let (stream, i) = shard_name(&row.name)?;
+        let (stream, i) = StreamKeys::parse_shard(&row.name)?;
         let count = (*layouts.get(stream)?)?;
         (i < count && shard_stats.contains_key(&row.name)).then(|| stream.to_string())
     };
@@ -367,7 +366,7 @@ async fn add_shard_sums(
                 continue;
             };
             for index in 0..count {
-                let key = streamkeeper::keys::StreamKeys::shard(&logical_key, index);
+                let key = StreamKeys::shard(&logical_key, index);
                 let mut shard = match mine.iter().find(|r| r.name == key.as_str()) {
                     Some(r) => (*r).clone(),
                     None => stat_row(

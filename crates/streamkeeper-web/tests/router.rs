@@ -1039,28 +1039,19 @@ async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
         }
         cli(&["XGROUP", "CREATE", &shard, "g", "0", "MKSTREAM"]);
     }
-    cli(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "c",
-        "COUNT",
-        "2",
-        "STREAMS",
-        "{clicks:0}",
-        ">",
-    ]);
-    cli(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "c",
-        "COUNT",
-        "4",
-        "STREAMS",
-        "{clicks:1}",
-        ">",
-    ]);
+    for (shard, count) in [("{clicks:0}", "2"), ("{clicks:1}", "4")] {
+        cli(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            count,
+            "STREAMS",
+            shard,
+            ">",
+        ]);
+    }
     // A key that only looks like a shard stays a plain row.
     cli(&["XADD", "{lookalike:0}", "*", "k", "v"]);
     // A sharded stream with one shard written: the others show, empty.
