@@ -56,6 +56,7 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                 "node",
                 "length",
                 "group",
+                "owner",
                 "pending",
                 "outstanding",
             ]);
@@ -78,10 +79,15 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                         .collect()
                 };
                 for (group, pending, lag) in rows {
+                    // Ordered mode's lease holder (its member name), if any.
+                    let owner = match group.as_str() {
+                        "-" => None,
+                        g => lease_holder(&redis, &key, g).await?,
+                    };
                     if global.json {
                         output::json_line(&serde_json::json!({
                             "stream": stream.as_str(), "shard": key.as_str(), "slot": slot,
-                            "node": node, "length": stat.length, "group": group,
+                            "node": node, "length": stat.length, "group": group, "owner": owner,
                             "pending": pending.parse::<u64>().ok(), "outstanding": lag.parse::<u64>().ok(),
                         }));
                     } else {
@@ -91,6 +97,7 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                             node.clone(),
                             stat.length.to_string(),
                             group,
+                            owner.unwrap_or_else(|| "-".into()),
                             pending,
                             lag,
                         ]);
@@ -103,4 +110,21 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The member holding `shard`'s ordered-mode lease for `group` (the lease
+/// value is `member:epoch`), or `None` when nobody does.
+async fn lease_holder(
+    redis: &streamkeeper::Connector,
+    shard: &streamkeeper::StreamKey,
+    group: &str,
+) -> anyhow::Result<Option<String>> {
+    let key = streamkeeper::keys::StreamKeys::owner(shard, group);
+    let mut conn = redis.shared();
+    let token: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| streamkeeper::Error::redis(format!("GET {key}"), e))?;
+    Ok(token.map(|t| t.rsplit_once(':').map_or(t.clone(), |(m, _)| m.to_string())))
 }

@@ -683,6 +683,18 @@ fn shards_not_written_yet_are_empty_and_a_wrong_type_shard_writes_nothing() {
     cli(&server, &["XGROUP", "CREATECONSUMER", "{e:2}", "g", "b"]);
     let groups = json_lines(&ok(&server, &["--json", "group", "ls", "e"]));
     assert_eq!(groups[0]["consumers"], 2, "{groups:?}");
+    // shard ls names an ordered-mode owner (the lease holds member:epoch).
+    cli(&server, &["SET", "{e:1}:owner:g", "worker-7:3"]);
+    let ls = json_lines(&ok(&server, &["--json", "shard", "ls", "e"]));
+    let owners: Vec<&serde_json::Value> = ls.iter().map(|r| &r["owner"]).collect();
+    assert_eq!(
+        owners,
+        [
+            &serde_json::Value::Null,
+            &"worker-7".into(),
+            &serde_json::Value::Null
+        ]
+    );
     assert_eq!(
         ls.iter()
             .map(|r| r["length"].as_u64().expect("length"))
