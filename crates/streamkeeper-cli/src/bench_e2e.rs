@@ -214,6 +214,7 @@ async fn latency_once(
                     cmd: cmd.clone(),
                     env: Vec::new(),
                     stop_timeout: Duration::from_secs(5),
+                    timeout: None,
                 },
                 stop.clone(),
             );
@@ -378,6 +379,7 @@ pub async fn consume_pipe(
                         cmd: cmd.to_string(),
                         env: Vec::new(),
                         stop_timeout: Duration::from_secs(5),
+                        timeout: None,
                     },
                     stop.clone(),
                 );

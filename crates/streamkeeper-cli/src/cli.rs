@@ -294,18 +294,23 @@ for this group after --retry-backoff (doubling per attempt); when the failed att
 the --max-deliveries-th it is moved to the dead-letter stream {S}:dlq instead (see \
 `streamkeeper dlq`). Attempts are handler runs that failed or were cut off by a crash: \
 entries read ahead and never run do not count, and a graceful stop never moves an entry \
-towards the dead-letter queue. The commands run in a process group that is killed when \
-this consumer ends, however it ends.\n\
+towards the dead-letter queue. The commands, and everything they start (even in a \
+session of their own), are killed when this consumer ends, however it ends.\n\
 --claim-after is the crash-detection time: a live consumer keeps every entry it holds \
 fresh, however long its handler runs, so only the entries of a crashed (or frozen) \
 consumer are reclaimed.\n\
 Reconnects through failovers and restarts forever (each reconnect is logged).\n\
-With --pipe, CMD runs once (restarted with backoff if it exits) and gets one entry JSON \
-line per entry on stdin; it answers one line per entry on stdout: `ack ID`, `retry ID \
-[DURATION]`, `fail ID [REASON]` (a failed attempt) or `dead ID REASON` (dead-letter now). \
-A malformed answer counts as a failed attempt; an answer for an ID it was not given \
-restarts it; entries it left unanswered when it exited count as failed attempts. It runs in \
-its own process group and is killed when the consumer exits or dies.\n\
+With --pipe, CMD runs once and gets one entry JSON line per entry on stdin; it answers one \
+line per entry on stdout: `ack ID`, `retry ID [DURATION]`, `fail ID [REASON]` (a failed \
+attempt; REASON is kept with a dead letter) or `dead ID REASON` (dead-letter now). A \
+malformed answer counts as a failed attempt of its entry. A worker that exits 0 (recycling \
+after N jobs) is restarted at once and the entries it did not answer go to the next one, \
+uncharged. A worker that crashes, hangs (--timeout) or sends a line naming no entry it was \
+given is restarted with backoff; if it had several entries unanswered, none is charged: \
+they run one at a time and only the one whose lone run fails again is charged. A command \
+that cannot start (exit 126/127, or 5 workers in a row ending before any answer) stops the \
+consumer with exit 2 and nothing dead-lettered. The worker, and everything it starts, is \
+killed when the consumer exits or dies.\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
 pub struct ConsumeArgs {
@@ -362,6 +367,13 @@ pub struct ConsumeArgs {
     /// of entries already sent; unanswered ones stay pending.
     #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
     pub stop_timeout: Duration,
+    /// With --exec or --pipe: a run with no answer after DURATION is a
+    /// failed attempt ("timed out after DURATION"); --exec kills the
+    /// command and everything it started, --pipe restarts a worker that
+    /// answered nothing for DURATION. With --pipe the clock of an entry
+    /// starts when it is the oldest unanswered one.
+    #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
     /// Dead-letter an entry when this many attempts (handler runs) failed.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub max_deliveries: Option<u64>,

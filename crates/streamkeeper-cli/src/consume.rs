@@ -3,17 +3,15 @@
 //! Prints entries as JSON lines, or runs `--exec CMD` per entry with the
 //! exit-code protocol of CLI.md: 0 ack, 75 retry later, other = failed
 //! attempt (dead-lettered after `--max-deliveries` attempts), or feeds one
-//! long-lived `--pipe CMD` worker (see `pipe.rs`). The children live and
-//! die with this process (`children.rs`, `pipe.rs`).
+//! long-lived `--pipe CMD` worker (see `pipe.rs`). The children, and all
+//! they start, live and die with this process (`reaper.rs`).
 
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use streamkeeper::shard::ShardLayout;
-
-use crate::children::ChildGroup;
 
 use anyhow::Context;
 use streamkeeper::{
@@ -68,22 +66,13 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
     crate::output::cancel_when_stdout_closes(stop.clone());
-    let started = Instant::now();
-    let last_activity = Arc::new(AtomicU64::new(0));
+    let activity = Arc::new(Activity::new());
     if let Some(idle) = args.idle_exit {
-        tokio::spawn(idle_watchdog(
-            idle,
-            started,
-            last_activity.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(idle_watchdog(idle, activity.clone(), stop.clone()));
     }
     tracing::debug!(%consumer, "consuming");
-    let children = match &args.exec {
-        Some(_) => Some(Arc::new(ChildGroup::start()?)),
-        None => None,
-    };
     let exec = args.exec.map(Arc::new);
+    let timeout = args.timeout;
     let concurrency = args
         .concurrency
         .unwrap_or(if args.pipe.is_some() { 64 } else { 1 });
@@ -97,6 +86,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                     ("SK_CONSUMER".into(), consumer.to_string()),
                 ],
                 stop_timeout: args.stop_timeout,
+                timeout: args.timeout,
             };
             let (pipe, task) = crate::pipe::Pipe::start(spec, stop.clone());
             (Some(pipe), Some(task))
@@ -105,27 +95,21 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     };
     let group_name = group.to_string();
     let stdout_closed = stop.clone();
-    let handler_children = children.clone();
     let handler = move |d: Delivery| {
         let exec = exec.clone();
-        let children = handler_children.clone();
         let pipe = pipe.clone();
         let stdout_closed = stdout_closed.clone();
-        let last_activity = last_activity.clone();
+        let busy = Activity::busy(&activity);
         let group_name = group_name.clone();
         async move {
-            last_activity.store(elapsed_ms(started), Ordering::Relaxed);
+            let _busy = busy;
             if let Some(pipe) = pipe {
-                let outcome = pipe.handle(&d).await;
-                last_activity.store(elapsed_ms(started), Ordering::Relaxed);
-                return outcome;
+                return pipe.handle(&d).await;
             }
             let line = wire::entry_to_line(d.stream().as_str(), d.entry());
-            let outcome = match (exec, children) {
-                (Some(cmd), Some(children)) => {
-                    run_exec(&children, &cmd, &d, &group_name, &line).await
-                }
-                _ => match crate::output::json_line_str(&line) {
+            match exec {
+                Some(cmd) => run_exec(&cmd, &d, &group_name, &line, timeout).await,
+                None => match crate::output::json_line_str(&line) {
                     Ok(()) => Ok(Outcome::Ack),
                     // stdout closed (`| head -1`): stop cleanly (exit 0);
                     // the entry counts as a failed attempt, so it is
@@ -137,9 +121,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
                         Err(format!("cannot print the entry: {e}"))
                     }
                 },
-            };
-            last_activity.store(elapsed_ms(started), Ordering::Relaxed);
-            outcome
+            }
         }
     };
     // A sharded stream: one consumer per shard, all in this process and
@@ -196,9 +178,12 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         }
     };
     // The handler (and with it the last `Pipe`) is gone: the supervisor
-    // ends the worker.
+    // ends the worker; it says why if the command could not start.
     if let Some(task) = supervisor {
-        let _ = task.await;
+        if let Ok(Some(why)) = task.await {
+            stats?;
+            anyhow::bail!("{why}; nothing was dead-lettered: its entries stay pending");
+        }
     }
     let stats = match (stats, logical) {
         // The shard's own name would suggest the wrong fix.
@@ -215,7 +200,6 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         }
         (stats, _) => stats?,
     };
-    drop(children);
     tracing::debug!(
         delivered = stats.delivered,
         acked = stats.acked,
@@ -230,24 +214,60 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     })
 }
 
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// What `--idle-exit` watches: handlers running now, and when the last
+/// one ended. Idle means no handler running (a `--pipe` worker being
+/// restarted still holds its entries' handlers) for the idle time.
+struct Activity {
+    since: Instant,
+    running: AtomicUsize,
+    last_ms: AtomicU64,
 }
 
-async fn idle_watchdog(
-    idle: Duration,
-    started: Instant,
-    last: Arc<AtomicU64>,
-    stop: CancellationToken,
-) {
-    let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+/// Held by a running handler.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            since: Instant::now(),
+            running: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn busy(this: &Arc<Activity>) -> Busy {
+        this.running.fetch_add(1, Ordering::SeqCst);
+        Busy(this.clone())
+    }
+
+    /// How long nothing has been running (zero while something is).
+    fn idle_for(&self) -> Duration {
+        if self.running.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::SeqCst)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_ms.store(self.0.now_ms(), Ordering::SeqCst);
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn idle_watchdog(idle: Duration, activity: Arc<Activity>, stop: CancellationToken) {
     let tick = (idle / 10).clamp(Duration::from_millis(10), Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        if elapsed_ms(started).saturating_sub(last.load(Ordering::Relaxed)) >= idle_ms {
+        if activity.idle_for() >= idle {
             tracing::info!(?idle, "no entry arrived for the idle time; exiting");
             stop.cancel();
             return;
@@ -255,17 +275,18 @@ async fn idle_watchdog(
     }
 }
 
-/// Runs the command for one entry and maps its exit code to an outcome.
+/// Runs the command for one entry (under a reaper: killed with all it
+/// started on `timeout` or when this process dies) and maps its exit code
+/// to an outcome.
 async fn run_exec(
-    children: &ChildGroup,
     cmd: &str,
     d: &Delivery,
     group: &str,
     line: &str,
+    timeout: Option<Duration>,
 ) -> Result<Outcome, String> {
     let attempt = d.attempt().to_string();
-    let mut child = children
-        .command(cmd)
+    let mut child = crate::reaper::command(cmd)
         .env("SK_STREAM", d.stream().as_str())
         .env("SK_ID", d.id().to_string())
         .env("SK_GROUP", group)
@@ -273,6 +294,7 @@ async fn run_exec(
         // The name before attempts were counted; same value.
         .env("SK_DELIVERIES", &attempt)
         .stdin(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run --exec command: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -281,13 +303,30 @@ async fn run_exec(
         let _ = stdin.write_all(line.as_bytes()).await;
         let _ = stdin.write_all(b"\n").await;
     }
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| format!("--exec command failed: {e}"))?;
+    let waited = match timeout {
+        Some(t) => match tokio::time::timeout(t, child.wait()).await {
+            Ok(w) => w,
+            Err(_) => {
+                if let Some(pid) = child.id() {
+                    crate::reaper::terminate(pid);
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let _ = child.kill().await;
+                let took = humantime::format_duration(t);
+                tracing::warn!(id = %d.id(), "--exec command killed: no result after {took}");
+                return Err(format!("timed out after {took}"));
+            }
+        },
+        None => child.wait().await,
+    };
+    let status = waited.map_err(|e| format!("--exec command failed: {e}"))?;
     match status.code() {
         Some(0) => Ok(Outcome::Ack),
         Some(EXIT_RETRY) => Ok(Outcome::Retry { after: None }),
+        Some(code) if code > 128 => Err(format!(
+            "--exec command was killed by signal {}",
+            code - 128
+        )),
         Some(code) => Err(format!("--exec command exited with {code}")),
         None => Err("--exec command was killed by a signal".into()),
     }

@@ -7,7 +7,6 @@ mod append;
 mod bench;
 mod bench_e2e;
 mod bench_shards;
-mod children;
 mod cli;
 mod consume;
 mod demo;
@@ -19,6 +18,7 @@ mod janitor;
 mod output;
 mod pipe;
 mod produce;
+mod reaper;
 mod schedule;
 mod schedule_io;
 mod serve;
@@ -45,6 +45,15 @@ pub enum Exit {
 }
 
 fn main() -> ExitCode {
+    // `streamkeeper __reap CMD`: the anchor of a worker (reaper.rs), before
+    // anything else (it must not get this process's signal handlers).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(reaper::ARG)) {
+        return match args.next() {
+            Some(cmd) => ExitCode::from(reaper::run(&cmd)),
+            None => ExitCode::from(2),
+        };
+    }
     if let Err(e) = signal::install_early() {
         eprintln!("streamkeeper: error: cannot install signal handlers: {e}");
         return ExitCode::from(2);

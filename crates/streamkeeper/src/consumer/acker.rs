@@ -31,6 +31,9 @@ enum Msg {
     Marked(StreamId),
     /// A retry or dead-letter script settled the entry (and removed its mark).
     Settled(StreamId),
+    /// The entry is handed back unsettled: forget it; the reply says
+    /// whether its mark was written (and must be taken back).
+    Release(StreamId, oneshot::Sender<bool>),
     Flush(oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<Result<()>>),
 }
@@ -94,6 +97,16 @@ impl Acker {
     /// A script settled the entry.
     pub(crate) fn settled(&self, id: StreamId) {
         let _ = self.tx.send(Msg::Settled(id));
+    }
+
+    /// Forgets a released entry; true when its attempt mark exists in
+    /// Redis (written lazily or before the run) and must be taken back.
+    pub(crate) async fn release(&self, id: StreamId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Release(id, tx)).is_err() {
+            return true;
+        }
+        rx.await.unwrap_or(true)
     }
 
     /// Sends everything queued now.
@@ -164,6 +177,11 @@ impl AckTarget {
             Msg::Settled(id) => {
                 self.started.remove(&id);
                 self.marked.remove(&id);
+                None
+            }
+            Msg::Release(id, reply) => {
+                let written = !self.started.remove(&id) && self.marked.remove(&id);
+                let _ = reply.send(written);
                 None
             }
             other => Some(other),

@@ -184,6 +184,7 @@ impl Held {
             inner: Arc::new(Inner {
                 entry,
                 attempt: std::sync::atomic::AtomicU64::new(earlier + 1),
+                released: std::sync::atomic::AtomicBool::new(false),
                 source,
                 shared,
                 _guard: guard,
@@ -196,6 +197,8 @@ struct Inner {
     entry: Entry,
     /// Raised by in-place re-runs (ordered mode); shared by every clone.
     attempt: std::sync::atomic::AtomicU64,
+    /// Set by [`Delivery::release`]: the handler's `Ack` writes nothing.
+    released: std::sync::atomic::AtomicBool,
     source: Source,
     shared: Arc<Shared>,
     _guard: Guard,
@@ -306,9 +309,53 @@ impl Delivery {
     /// or, when this was the last attempt `max_deliveries` allows, moved to
     /// the dead-letter queue.
     pub async fn retry(&self, after: Option<Duration>) -> Result<Settled> {
+        self.failed(after, None).await
+    }
+
+    /// Records this attempt as failed because of `error`, like
+    /// [`retry`](Self::retry) with the consumer's backoff; when it was the
+    /// last attempt, the dead letter's reason ends with `error` (the
+    /// handler's own words, e.g. a `--pipe` worker's `fail ID REASON`).
+    ///
+    /// ```no_run
+    /// # async fn f(d: streamkeeper::Delivery) -> streamkeeper::Result<()> {
+    /// d.fail("card declined").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn fail(&self, error: &str) -> Result<Settled> {
+        self.failed(None, Some(error)).await
+    }
+
+    /// Hands the entry back without counting this run as an attempt: it
+    /// stays pending (this consumer re-reads it after a restart, a peer
+    /// reclaims it after `claim_after`) and the attempt mark of this run
+    /// is taken back. For a run that never really started, e.g. a worker
+    /// process that could not be started at all. A handler that released
+    /// its delivery may return [`Outcome::Ack`]: nothing is acked.
+    pub async fn release(&self) -> Result<()> {
+        self.inner
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.inner.shared.acker.release(self.id()).await {
+            crate::consumer::attempts::unmark(&self.inner.shared, self.id()).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether [`release`](Self::release) was called.
+    pub fn is_released(&self) -> bool {
+        self.inner
+            .released
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn failed(&self, after: Option<Duration>, error: Option<&str>) -> Result<Settled> {
         let s = &self.inner.shared;
         match s.policy.after_failure(self.attempt(), after) {
-            AfterFailure::Dead(reason) => self.dead_letter(&reason).await,
+            AfterFailure::Dead(reason) => match error {
+                Some(error) => self.dead_letter(&format!("{reason}: {error}")).await,
+                None => self.dead_letter(&reason).await,
+            },
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
                     .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
@@ -358,6 +405,7 @@ impl Delivery {
     /// letter once out of attempts), or dead letter.
     pub async fn settle(&self, outcome: Outcome) -> Result<Settled> {
         match outcome {
+            Outcome::Ack if self.is_released() => Ok(Settled::NotPending),
             Outcome::Ack => {
                 self.ack();
                 Ok(Settled::Acked)

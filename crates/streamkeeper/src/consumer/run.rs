@@ -95,7 +95,18 @@ async fn settle<E: std::fmt::Display>(
     stats: &mut RunStats,
 ) {
     let outcome = match outcome {
+        Ok(Ok(Outcome::Ack)) if d.is_released() => {
+            tracing::debug!(id = %d.id(), "released by the handler; it stays pending");
+            return;
+        }
         Ok(Ok(o)) => o,
+        Ok(Err(e)) if ack_mode != AckMode::None => {
+            let error = e.to_string();
+            tracing::warn!(id = %d.id(), attempt = d.attempt(), %error, "handler failed");
+            let settled = d.fail(&error).await;
+            record(d, settled, stats);
+            return;
+        }
         Ok(Err(e)) => {
             tracing::warn!(id = %d.id(), attempt = d.attempt(), error = %e, "handler failed");
             Outcome::Retry { after: None }
@@ -111,18 +122,26 @@ async fn settle<E: std::fmt::Display>(
         }
         // With NOACK nothing is pending, so there is nothing to store.
         Outcome::Retry { .. } if ack_mode == AckMode::None => stats.retried += 1,
-        outcome => match d.settle(outcome).await {
-            Ok(Settled::Acked) => stats.acked += 1,
-            Ok(Settled::RetryScheduled) => stats.retried += 1,
-            Ok(Settled::DeadLettered(dead_id)) => {
-                stats.dead_lettered += 1;
-                tracing::warn!(id = %d.id(), %dead_id, attempt = d.attempt(), "moved to the dead-letter stream");
-            }
-            Ok(_) => tracing::debug!(id = %d.id(), "not pending any more; nothing to settle"),
-            // Still pending: it comes back after claim_after.
-            Err(e) => {
-                tracing::error!(id = %d.id(), error = %e, "settling failed; the entry stays pending")
-            }
-        },
+        outcome => {
+            let settled = d.settle(outcome).await;
+            record(d, settled, stats);
+        }
+    }
+}
+
+/// Counts what settling did (and logs a failure to settle).
+fn record(d: &Delivery, settled: Result<Settled>, stats: &mut RunStats) {
+    match settled {
+        Ok(Settled::Acked) => stats.acked += 1,
+        Ok(Settled::RetryScheduled) => stats.retried += 1,
+        Ok(Settled::DeadLettered(dead_id)) => {
+            stats.dead_lettered += 1;
+            tracing::warn!(id = %d.id(), %dead_id, attempt = d.attempt(), "moved to the dead-letter stream");
+        }
+        Ok(_) => tracing::debug!(id = %d.id(), "not pending any more; nothing to settle"),
+        // Still pending: it comes back after claim_after.
+        Err(e) => {
+            tracing::error!(id = %d.id(), error = %e, "settling failed; the entry stays pending")
+        }
     }
 }

@@ -494,6 +494,12 @@ where
                         let run = AssertUnwindSafe(handler(d.clone())).catch_unwind();
                         let why = match run.await {
                             Err(_) => "the handler panicked".to_string(),
+                            // Handed back unsettled: left pending, first
+                            // in line for this shard's next run.
+                            Ok(Ok(Outcome::Ack)) if d.is_released() => {
+                                stop.cancel();
+                                return Ok::<_, std::convert::Infallible>(Outcome::Ack);
+                            }
                             Ok(Ok(Outcome::Ack)) => {
                                 if let Err(e) = d.ack_now().await {
                                     tracing::warn!(id = %d.id(), error = %e, "ordered mode: the ack failed; the entry stays pending");
