@@ -521,11 +521,10 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
     let memory_after = used_memory(&mut conn).await?;
     let bytes_per_schedule = memory_after.saturating_sub(memory_before) as f64 / n as f64;
     drop(dir);
-    // Import makes every schedule due one interval after it was added;
-    // spread the first due times over one interval instead (as monitors
-    // added over time are), starting after these writes are surely done
-    // (a second, plus 20 µs per schedule), so no tick is late before an
-    // instance runs.
+    // Import spreads the first due times over one interval by a hash of
+    // the name; set them evenly instead, over one interval starting after
+    // these writes are surely done (a second, plus 20 µs per schedule), so
+    // no tick is late before an instance runs and runs compare.
     let lead = 1000 + n / 50;
     let start = streamkeeper::retry::now_ms() + lead;
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {

@@ -783,6 +783,13 @@ pub enum ScheduleAction {
     /// Add or replace many schedules from JSON lines named like the flags
     /// of `add` ({"name","every"|"cron","tz","to","fields","missed",
     /// "jitter","paused"}); every line is validated before any is written.
+    ///
+    /// Lines over 1 MiB and names over 1024 bytes are refused by line
+    /// number (exit 2, nothing written). Of a name given on several lines,
+    /// the last line is stored; `imported N` counts schedules stored.
+    /// Interval schedules' first due times are spread over one interval,
+    /// at a place fixed by the name (importing again keeps it), so they do
+    /// not all fall due at once; cron schedules keep their cron times.
     Import {
         /// Read this file instead of stdin.
         #[arg(long, short = 'i', value_name = "FILE")]

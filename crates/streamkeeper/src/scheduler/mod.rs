@@ -29,7 +29,7 @@ mod outbox;
 mod store;
 
 pub use instance::InstanceStats;
-pub use model::{cron_next, Missed, Schedule, Spec, MAX_DUE_MS, MIN_EVERY};
+pub use model::{cron_next, Missed, Schedule, Spec, MAX_DUE_MS, MAX_NAME_BYTES, MIN_EVERY};
 pub use store::ScheduleStatus;
 
 use crate::conn::Connector;

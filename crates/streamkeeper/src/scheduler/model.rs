@@ -21,6 +21,11 @@ pub const MIN_EVERY: Duration = Duration::from_millis(100);
 /// next tick falls later never fires and is refused.
 pub const MAX_DUE_MS: u64 = 253_402_300_799_999;
 
+/// The longest schedule name accepted, in bytes. A name is a hash field
+/// and a zset member read on every poll, and `sk-schedule` of every tick:
+/// a 10 MB name was accepted before (issue 18).
+pub const MAX_NAME_BYTES: usize = 1024;
+
 /// When a schedule fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -194,6 +199,14 @@ impl Schedule {
 
     /// Checks every part; the error says what is wrong and how to fix it.
     pub fn validate(&self) -> Result<()> {
+        if self.name.len() > MAX_NAME_BYTES {
+            // The name itself may be megabytes: show its start only.
+            let start: String = self.name.chars().take(32).collect();
+            return Err(Error::InvalidInput(format!(
+                "schedule name {start:?}… is {} bytes long: use at most {MAX_NAME_BYTES} bytes",
+                self.name.len()
+            )));
+        }
         if self.name.is_empty() || self.name.contains(char::is_whitespace) {
             return Err(Error::InvalidInput(format!(
                 "invalid schedule name {:?}: use a non-empty name without spaces",
@@ -246,6 +259,37 @@ impl Schedule {
                 Spec::EveryMs(_) => None,
             })
             .as_ref()
+    }
+
+    /// The first due time of a schedule stored in bulk at `now`: interval
+    /// schedules fall at a place in their interval chosen by the XXH3-64 of
+    /// the name (the first `t > now` with `t mod every = hash mod every`),
+    /// so schedules imported together are spread over one interval instead
+    /// of all falling due at once, and storing a schedule again keeps its
+    /// place (its ticks do not move). Cron schedules keep their cron times.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamkeeper::scheduler::Schedule;
+    /// let s = Schedule::every("site-1", Duration::from_secs(60), "checks").unwrap();
+    /// let due = s.first_due_spread(1_000_000);
+    /// assert!(due > 1_000_000 && due <= 1_060_000);
+    /// assert_eq!(s.first_due_spread(1_030_000) % 60_000, due % 60_000);
+    /// ```
+    pub fn first_due_spread(&self, now: u64) -> u64 {
+        match &self.spec {
+            Spec::EveryMs(every) => {
+                let every = (*every).max(1);
+                let place = xxhash_rust::xxh3::xxh3_64(self.name.as_bytes()) % every;
+                let t = (now - now % every).saturating_add(place);
+                if t > now {
+                    t
+                } else {
+                    t.saturating_add(every)
+                }
+            }
+            Spec::Cron { .. } => self.next_after(now),
+        }
     }
 
     /// The first due time strictly after `ms` (`u64::MAX`: never).

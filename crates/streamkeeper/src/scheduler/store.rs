@@ -51,6 +51,11 @@ impl Scheduler {
     /// first, so nothing is stored if any is invalid. Batches are not one
     /// transaction: after a connection loss, some are stored and running
     /// the same import again completes it (an add replaces).
+    ///
+    /// Interval schedules' first due times are spread over one interval,
+    /// stable per name ([`Schedule::first_due_spread`]), so many schedules
+    /// stored together do not all fall due at once; cron schedules keep
+    /// their cron times.
     pub async fn add_batch(&self, schedules: &[Schedule]) -> Result<()> {
         for s in schedules {
             s.validate()?;
@@ -64,7 +69,8 @@ impl Scheduler {
             if s.paused {
                 pipe.zrem(&self.due, &s.name).ignore();
             } else {
-                pipe.zadd(&self.due, &s.name, s.next_after(now)).ignore();
+                pipe.zadd(&self.due, &s.name, s.first_due_spread(now))
+                    .ignore();
             }
         }
         let mut conn = self.connector.shared();
