@@ -249,7 +249,10 @@ impl Activity {
         if self.running.load(Ordering::SeqCst) > 0 {
             return Duration::ZERO;
         }
-        Duration::from_millis(self.now_ms().saturating_sub(self.last_ms.load(Ordering::SeqCst)))
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::SeqCst)),
+        )
     }
 }
 

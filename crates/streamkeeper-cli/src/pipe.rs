@@ -40,8 +40,8 @@ use streamkeeper::{wire, Delivery, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Longest answer line accepted; a longer one breaks the protocol.
@@ -335,7 +335,9 @@ async fn supervise(
                 return Some(give_up(why, Vec::new(), &mut backlog, &mut rx, &stop).await);
             }
         };
-        let end = worker.serve(&mut rx, &mut backlog, &stop, &spec, proven).await;
+        let end = worker
+            .serve(&mut rx, &mut backlog, &stop, &spec, proven)
+            .await;
         worker.close(matches!(end, End::Closed)).await;
         let answered = worker.answered > 0;
         if answered {
@@ -393,7 +395,10 @@ async fn supervise(
                     backlog.ready.push_front(r);
                 }
             }
-            tracing::debug!(fed_again = n, "--pipe worker exited 0; restarting it at once");
+            tracing::debug!(
+                fed_again = n,
+                "--pipe worker exited 0; restarting it at once"
+            );
             lazy = backlog.is_empty();
             continue;
         }
@@ -573,10 +578,15 @@ impl Worker {
                 .zip(self.oldest)
                 .map(|(t, (_, since))| since + t);
             let drained = self.broken.as_ref().map(|(_, at)| *at + CLOSE_GRACE);
-            let timer = [deadline, exited.map(|(_, at)| at + EXIT_DRAIN), run_deadline, drained]
-                .into_iter()
-                .flatten()
-                .min();
+            let timer = [
+                deadline,
+                exited.map(|(_, at)| at + EXIT_DRAIN),
+                run_deadline,
+                drained,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let to_write = self.written < self.pending_out.len() && self.stdin.is_some();
             let take_new = !backlog.closed && backlog.suspects.is_empty();
             tokio::select! {

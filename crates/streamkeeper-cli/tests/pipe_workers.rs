@@ -274,7 +274,12 @@ fn a_command_that_cannot_start_stops_the_consumer_and_dead_letters_nothing() {
         );
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        let last = err.trim_end().lines().last().unwrap_or_default().to_string();
+        let last = err
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         assert!(
             last.contains(cmd) && last.contains(says),
             "{cmd}: last line {last:?}"
