@@ -351,6 +351,59 @@ impl RedisCluster {
         Ok(replica)
     }
 
+    /// Moves the hash slot of `key` to the primary on `to` by hand, the
+    /// way `redis-cli --cluster reshard` does, but slowly: `IMPORTING` on
+    /// `to`, `MIGRATING` on the owner, then one `MIGRATE` per key with
+    /// `pause` before each, and `pause` again before `SETSLOT … NODE` on
+    /// every primary. While it runs, the slot's keys are split between
+    /// the two nodes: clients get `ASK`, `TRYAGAIN` and, at the end,
+    /// `MOVED`. Returns the keys moved.
+    pub fn migrate_slowly(&self, key: &str, to: u16, pause: Duration) -> Result<usize, StartError> {
+        let from = self.primary_for_key(key)?;
+        if from == to {
+            return Err(StartError(format!("{key} is on {to} already")));
+        }
+        let slot = cli_port(from, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .to_string();
+        let id = |port| cli_port(port, &["CLUSTER", "MYID"]).trim().to_string();
+        let (from_id, to_id) = (id(from), id(to));
+        let ok = |port, args: &[&str]| {
+            let out = cli_port(port, args);
+            if out.trim().eq_ignore_ascii_case("OK") || out.trim() == "NOKEY" {
+                Ok(())
+            } else {
+                Err(StartError(format!("{args:?} on {port}: {out}")))
+            }
+        };
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id])?;
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id])?;
+        let mut moved = 0;
+        loop {
+            let keys = cli_port(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "1"]);
+            let Some(k) = keys.lines().next().filter(|k| !k.is_empty()) else {
+                break;
+            };
+            std::thread::sleep(pause);
+            let port = to.to_string();
+            ok(
+                from,
+                &["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS", k],
+            )?;
+            moved += 1;
+        }
+        std::thread::sleep(pause);
+        ok(to, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
+        ok(from, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
+        for p in self.primary_ports()? {
+            if p != to && p != from {
+                ok(p, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id])?;
+            }
+        }
+        self.wait_ok(Duration::from_secs(30))?;
+        Ok(moved)
+    }
+
     /// Runs `redis-cli` against the node on `port`; returns its stdout.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         cli_port(port, args)

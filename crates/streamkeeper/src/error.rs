@@ -183,7 +183,8 @@ impl Error {
     /// True when the same operation may succeed if retried after a
     /// reconnect: I/O errors, timeouts, and the server errors a failover or
     /// restart produces (`UNBLOCKED`, `READONLY`, `LOADING`, `MASTERDOWN`,
-    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `BUSY`).
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `BUSY`), and a script
+    /// refused for a "non local key" while its slot migrates.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connect { source, .. } | Error::Redis { source, .. } => {
@@ -267,7 +268,13 @@ pub fn redis_is_retryable(e: &redis::RedisError) -> bool {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return true;
     }
-    error_code(e).is_some_and(|c| RETRYABLE_CODES.contains(&c.as_str()))
+    if error_code(e).is_some_and(|c| RETRYABLE_CODES.contains(&c.as_str())) {
+        return true;
+    }
+    // A script that reached a node while its slot was moving (its keys
+    // split between the two nodes, or the `ASK` target not yet the owner):
+    // the same script succeeds once the slot has settled.
+    redis_text(e).contains("non local key")
 }
 
 /// The server error code (`WRONGTYPE`, `NOGROUP`, …) of an error, also when

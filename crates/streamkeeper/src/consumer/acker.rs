@@ -42,6 +42,9 @@ enum Msg {
 #[derive(Clone)]
 pub(crate) struct Acker {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Told at once which acks are on their way (the task may be busy
+    /// retrying an earlier batch: the entries must stay fresh meanwhile).
+    in_flight: Arc<super::delivery::InFlight>,
     acked: Arc<AtomicU64>,
 }
 
@@ -54,6 +57,7 @@ impl Acker {
         max_batch: usize,
         interval: Duration,
         fence: Option<super::Fence>,
+        in_flight: Arc<super::delivery::InFlight>,
     ) -> (Acker, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let acked = Arc::new(AtomicU64::new(0));
@@ -64,6 +68,7 @@ impl Acker {
                 connector,
                 stream,
                 group,
+                in_flight: in_flight.clone(),
                 acked: acked.clone(),
                 ids: Vec::with_capacity(max_batch.max(1)),
                 clear: Vec::new(),
@@ -74,12 +79,21 @@ impl Acker {
             max_batch.max(1),
             interval,
         ));
-        (Acker { tx, acked }, task)
+        (
+            Acker {
+                tx,
+                acked,
+                in_flight,
+            },
+            task,
+        )
     }
 
     /// Queues one ID.
     pub(crate) fn ack(&self, id: StreamId) {
+        self.in_flight.ack_queued(id);
         if self.tx.send(Msg::Ack(id)).is_err() {
+            self.in_flight.acks_done(&[id]);
             tracing::warn!(%id, "ack after the consumer closed; the entry stays pending and will be redelivered");
         }
     }
@@ -140,6 +154,8 @@ struct AckTarget {
     stream: StreamKey,
     attempts: String,
     group: GroupName,
+    /// Told which acks are on their way and which are done.
+    in_flight: Arc<super::delivery::InFlight>,
     acked: Arc<AtomicU64>,
     /// IDs to acknowledge.
     ids: Vec<StreamId>,
@@ -202,6 +218,8 @@ impl AckTarget {
             return Ok(());
         }
         let (stream, group, attempts) = (&self.stream, &self.group, &self.attempts);
+        let deferred = std::sync::atomic::AtomicBool::new(false);
+        let deferred = &deferred;
         let (ids, clear, running): (&[StreamId], &[StreamId], &[StreamId]) =
             (&self.ids, &self.clear, &marks);
         let fence = self.fence.as_ref();
@@ -227,7 +245,28 @@ impl AckTarget {
                         .arg(clear)
                         .arg(running);
                     scripts::add_fence(&mut invocation, fence);
-                    invocation.invoke_async::<u64>(&mut conn).await
+                    match invocation.invoke_async::<u64>(&mut conn).await {
+                        // The slot is migrating and the stream and its
+                        // attempts hash are on different nodes (or the
+                        // hash does not exist yet): the script cannot run
+                        // until the slot settles, which may take minutes.
+                        // The acks cannot wait that long (their entries
+                        // would look idle to peers): plain XACK, one key,
+                        // goes through; the marks wait for a later flush.
+                        Err(e) if fence.is_none() && slot_moving(&e) => {
+                            deferred.store(true, Ordering::SeqCst);
+                            if ids.is_empty() {
+                                return Ok(0);
+                            }
+                            redis::cmd("XACK")
+                                .arg(stream)
+                                .arg(group)
+                                .arg(ids)
+                                .query_async::<u64>(&mut conn)
+                                .await
+                        }
+                        r => r,
+                    }
                 };
                 match r {
                     Ok(n) => Ok(n),
@@ -239,7 +278,17 @@ impl AckTarget {
             })
             .await;
         let n = self.ids.len();
+        self.in_flight.acks_done(&self.ids);
         self.ids.clear();
+        if r.is_ok() && deferred.load(Ordering::SeqCst) {
+            // Acked by plain XACK: the marks to write and to clear wait
+            // for a flush after the slot settled.
+            tracing::debug!(n, "slot migrating: acked without the attempt marks");
+            self.started.extend(marks);
+            self.acked.fetch_add(n as u64, Ordering::Relaxed);
+            crate::metrics::acked(n);
+            return Ok(());
+        }
         self.clear.clear();
         match r {
             Ok(_) => {
@@ -257,6 +306,13 @@ impl AckTarget {
             }
         }
     }
+}
+
+/// A script refused because its slot is migrating (`TRYAGAIN`, or a key
+/// reached on the wrong node).
+fn slot_moving(e: &redis::RedisError) -> bool {
+    crate::error::error_code(e).as_deref() == Some("TRYAGAIN")
+        || crate::error::redis_text(e).contains("non local key")
 }
 
 async fn ack_loop(

@@ -79,10 +79,16 @@ pub enum Settled {
     NotPending,
 }
 
-/// The entry IDs this consumer holds (read ahead or being handled).
+/// The entry IDs this consumer holds (read ahead or being handled), and
+/// those whose ack is queued or in flight: until Redis confirmed the ack,
+/// an entry is still pending, so it is kept fresh like a held one and
+/// never handed out again (a re-read after a reconnect, or this
+/// consumer's own reclaim while a migrating slot refuses the XACK, would
+/// otherwise run it twice).
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     held: Mutex<HashSet<StreamId>>,
+    acking: Mutex<HashSet<StreamId>>,
     /// Held entries a peer took over while this process was frozen: they
     /// are not handed out any more.
     lost: Mutex<HashSet<StreamId>>,
@@ -91,21 +97,57 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
-    /// Marks `id` as held; false if it already was.
+    /// Marks `id` as held; false if it already was, or its ack is on
+    /// its way.
     pub(crate) fn insert(&self, id: StreamId) -> bool {
+        if self.is_acking(&id) {
+            return false;
+        }
         self.held.lock().map(|mut s| s.insert(id)).unwrap_or(true)
     }
 
+    /// Held, or its ack not confirmed yet.
     pub(crate) fn contains(&self, id: &StreamId) -> bool {
+        self.is_held(id) || self.is_acking(id)
+    }
+
+    /// Held: read ahead or being handled.
+    pub(crate) fn is_held(&self, id: &StreamId) -> bool {
         self.held.lock().map(|s| s.contains(id)).unwrap_or(false)
     }
 
-    /// The IDs held now.
+    fn is_acking(&self, id: &StreamId) -> bool {
+        self.acking.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
+    /// The ack of `id` is queued.
+    pub(crate) fn ack_queued(&self, id: StreamId) {
+        if let Ok(mut s) = self.acking.lock() {
+            s.insert(id);
+        }
+    }
+
+    /// The acks of `ids` are done with (confirmed, or given up: then the
+    /// entries are pending again like any other).
+    pub(crate) fn acks_done(&self, ids: &[StreamId]) {
+        if let Ok(mut s) = self.acking.lock() {
+            for id in ids {
+                s.remove(id);
+            }
+        }
+    }
+
+    /// The IDs to keep fresh now: held ones and those being acked.
     pub(crate) fn snapshot(&self) -> Vec<StreamId> {
-        self.held
+        let mut ids: Vec<StreamId> = self
+            .held
             .lock()
             .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Ok(s) = self.acking.lock() {
+            ids.extend(s.iter().copied());
+        }
+        ids
     }
 
     /// Records that a peer owns `id` now.

@@ -50,7 +50,10 @@ pub(crate) async fn keepalive_loop(
         let held = in_flight.snapshot();
         for chunk in held.chunks(TOUCH_CHUNK) {
             match touch(&shared, chunk).await {
-                Ok(lost) => {
+                Ok(mut lost) => {
+                    // An entry whose ack went through meanwhile is not
+                    // pending any more: not lost, done.
+                    lost.retain(|id| in_flight.is_held(id));
                     if !lost.is_empty() {
                         tracing::warn!(stream = %shared.stream, group = %shared.group, n = lost.len(),
                             "entries this consumer held were taken over by a peer (was this process frozen for longer than claim_after?)");

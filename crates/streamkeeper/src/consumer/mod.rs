@@ -451,6 +451,7 @@ impl GroupConsumer {
             .connector
             .dedicated(&self.stream, self.options.block)
             .await?;
+        let in_flight = Arc::new(InFlight::default());
         let (acker, ack_task) = Acker::spawn(
             self.connector.clone(),
             self.stream.clone(),
@@ -458,9 +459,9 @@ impl GroupConsumer {
             self.options.ack_batch,
             self.options.ack_interval,
             self.options.fence.clone(),
+            in_flight.clone(),
         );
         let limit = self.options.limit;
-        let in_flight = Arc::new(InFlight::default());
         let shared = Arc::new(Shared {
             connector: self.connector,
             stream: self.stream,
