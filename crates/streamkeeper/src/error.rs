@@ -289,6 +289,16 @@ pub fn redirected_to(e: &redis::RedisError) -> Option<String> {
     detail.split_whitespace().nth(1).map(str::to_string)
 }
 
+/// The user is not granted the command or key (`NOPERM`): checks beyond
+/// the work itself degrade to "unknown" on it (DESIGN.md §6).
+/// Inside a script the server says it as `ERR The user executing the
+/// script can't run this command…` (or `…can't access … keys`).
+pub fn is_noperm(e: &redis::RedisError) -> bool {
+    error_code(e).as_deref() == Some("NOPERM")
+        || e.to_string()
+            .contains("The user executing the script can't")
+}
+
 /// An aborted transaction (`EXECABORT`) is named by the error that aborted
 /// it (a `MOVED` after a failover, a `WRONGTYPE`, an `OOM`).
 pub fn error_code(e: &redis::RedisError) -> Option<String> {
