@@ -165,6 +165,16 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
     },
+    /// A health check could not look at part of what it must check (a
+    /// cluster primary down, slots no node serves): it fails rather than
+    /// pass over what it could not read (DESIGN.md §6).
+    #[error("could not look at {what}: {why}")]
+    Unreadable {
+        /// What could not be read.
+        what: String,
+        /// Why, and what to do.
+        why: String,
+    },
     /// The component was shut down.
     #[error("{0} has been shut down")]
     Shutdown(&'static str),
