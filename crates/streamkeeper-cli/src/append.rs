@@ -1,6 +1,7 @@
 //! Appending many entries for `produce` and `restore`: chunks of up to
-//! [`PIPELINE_CHUNK`] XADDs, each chunk in one MULTI/EXEC, so a chunk is
-//! written whole or not at all. When the server refuses part way (e.g.
+//! [`PIPELINE_CHUNK`] XADDs, each chunk in one script ([`AppendChunk`]:
+//! as MULTI/EXEC, without needing MULTI), so a chunk is never interleaved
+//! with other writes. When the server refuses part way (e.g.
 //! `OOM` under `maxmemory`), the error says exactly what was written:
 //! how many entries and the last ID. Through a failover a chunk is sent
 //! again to the new master (it may then be written twice, never lost), and
@@ -10,12 +11,10 @@
 use anyhow::Context;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use streamkeeper::producer::PIPELINE_CHUNK;
-use streamkeeper::types::Bytes;
+use streamkeeper::producer::{AppendChunk, PIPELINE_CHUNK};
 use streamkeeper::{Connector, StreamId, StreamKey, Wait};
 
-/// One entry to append: its ID (`None` = `*`, the server picks) and fields.
-pub type NewEntry = (Option<StreamId>, Vec<(Bytes, Bytes)>);
+pub use streamkeeper::producer::NewEntry;
 
 /// Appends to one stream and counts what was written.
 pub struct Appender {
@@ -29,10 +28,9 @@ pub struct Appender {
     /// and how many streams there are, for the error message.
     elsewhere: Option<(u64, usize)>,
     /// On a cluster, after a failover moved the stream's slot: a
-    /// connection of its own to the node a `MOVED` named. redis-rs follows
-    /// `MOVED` for plain commands but not inside `MULTI`/`EXEC`, and its
-    /// slot map can stay stale for seconds; the chunks go to this node
-    /// until it fails or redirects again.
+    /// connection of its own to the node a `MOVED` named. redis-rs's slot
+    /// map can stay stale for seconds after a failover; the chunks go to
+    /// this node until it fails or redirects again.
     pinned: std::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
@@ -71,22 +69,8 @@ impl Appender {
         total: Option<u64>,
     ) -> anyhow::Result<Vec<StreamId>> {
         debug_assert!(chunk.len() <= PIPELINE_CHUNK);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (id, fields) in chunk {
-            let cmd = pipe.cmd("XADD").arg(&self.stream);
-            if let Some(n) = self.maxlen {
-                cmd.arg("MAXLEN").arg("~").arg(n);
-            }
-            match id {
-                Some(id) => cmd.arg(id),
-                None => cmd.arg("*"),
-            };
-            for (k, v) in fields {
-                cmd.arg(k.as_slice()).arg(v.as_slice());
-            }
-        }
-        let (stream, wait, pipe, redis, pinned) =
+        let pipe = AppendChunk::new(self.stream.clone(), self.maxlen, chunk.to_vec());
+        let (stream, wait, chunk_call, redis, pinned) =
             (&self.stream, self.wait, &pipe, &self.redis, &self.pinned);
         let sent = self
             .redis
@@ -103,10 +87,10 @@ impl Appender {
                     }
                 }
                 let attempt = match node {
-                    Some(mut node) => send_chunk(&mut node, stream, pipe, wait).await,
+                    Some(mut node) => send_chunk(&mut node, stream, chunk_call, wait).await,
                     None => {
                         let mut conn = conn;
-                        send_chunk(&mut conn, stream, pipe, wait).await
+                        send_chunk(&mut conn, stream, chunk_call, wait).await
                     }
                 };
                 match attempt {
@@ -165,7 +149,7 @@ impl Appender {
                 return Err(self.stopped(&e.to_string(), total, unsure));
             }
         };
-        // Inside EXEC a command can still fail on its own (the others
+        // Inside the chunk an XADD can still fail on its own (the others
         // run): count every success, and report the first failure.
         let mut ids = Vec::with_capacity(chunk.len());
         let mut failure: Option<String> = None;
@@ -243,15 +227,15 @@ enum ChunkError {
     NotReplicated { wanted: u32, got: u32 },
 }
 
-/// Sends the `MULTI`/`EXEC` of a chunk on `conn` and, with `wait`,
+/// Sends a chunk ([`AppendChunk`]) on `conn` and, with `wait`,
 /// `WAIT` on the same node connection.
 async fn send_chunk<C: WaitOn>(
     conn: &mut C,
     stream: &StreamKey,
-    pipe: &redis::Pipeline,
+    chunk: &AppendChunk,
     wait: Option<Wait>,
 ) -> Result<Vec<Value>, ChunkError> {
-    let replies: Vec<Value> = pipe.query_async(conn).await.map_err(ChunkError::Redis)?;
+    let replies: Vec<Value> = chunk.send(conn).await.map_err(ChunkError::Redis)?;
     if let Some(w) = wait {
         // Only a chunk that went through whole needs confirming.
         if replies.iter().all(|v| !matches!(v, Value::ServerError(_))) {
@@ -308,15 +292,22 @@ impl WaitOn for streamkeeper::SharedConn {
 }
 
 /// Fails with a one-line message when `stream` exists and is not a stream
-/// (checked before anything is written).
+/// (checked before anything is written). A user not granted `TYPE` gets
+/// no check, not a refusal: the `XADD`'s own `WRONGTYPE` still protects a
+/// key of another type (DESIGN.md §6, least privilege).
 pub async fn check_is_stream(redis: &Connector, stream: &StreamKey) -> anyhow::Result<()> {
     let mut conn = redis.shared();
-    let kind: String = redis::cmd("TYPE")
-        .arg(stream)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| streamkeeper::Error::redis(format!("TYPE {stream}"), e))
-        .context("checking the key")?;
+    let kind: String = match redis::cmd("TYPE").arg(stream).query_async(&mut conn).await {
+        Ok(kind) => kind,
+        Err(e) if streamkeeper::error::error_code(&e).as_deref() == Some("NOPERM") => {
+            tracing::debug!(%stream, "TYPE not granted; the key's type is unknown, XADD checks it");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(streamkeeper::Error::redis(format!("TYPE {stream}"), e))
+                .context("checking the key")
+        }
+    };
     if kind != "stream" && kind != "none" {
         return Err(streamkeeper::Error::WrongType {
             key: stream.to_string(),

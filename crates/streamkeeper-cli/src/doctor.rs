@@ -47,8 +47,23 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
         checks.extend(server_checks(&redis, &mut conn, None).await?);
     } else {
         for addr in &primaries {
-            let mut conn = redis.node_connection(addr).await?;
-            checks.extend(server_checks(&redis, &mut conn, Some(addr)).await?);
+            // A primary that is down was reported with its node row; its
+            // settings cannot be checked, which is a failed check (exit
+            // 1), not a reason to drop the whole report.
+            let checked = match redis.node_connection(addr).await {
+                Ok(mut conn) => server_checks(&redis, &mut conn, Some(addr)).await,
+                Err(e) => Err(e.into()),
+            };
+            match checked {
+                Ok(c) => checks.extend(c),
+                Err(e) => checks.push(Check {
+                    name: "settings",
+                    node: Some(addr.clone()),
+                    ok: false,
+                    value: "unknown".into(),
+                    meaning: format!("could not be read: {e:#}"),
+                }),
+            }
         }
     }
     bad += checks.iter().filter(|c| !c.ok).count();

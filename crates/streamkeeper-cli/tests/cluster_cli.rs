@@ -610,3 +610,46 @@ fn produce_keeps_going_through_a_failover_and_loses_nothing_acknowledged() {
         );
     }
 }
+
+/// Health checks never pass by not looking (DESIGN.md §6): with a primary
+/// SIGKILLed, `stat` without names either says it could not look (exit 2)
+/// or lists every stream, the unreadable ones as unknown (exit 1); it
+/// never exits 0 with rows missing. `doctor` prints its report and exits
+/// 1 (a check failed), not "cannot connect".
+#[test]
+fn stat_and_doctor_with_a_primary_down_never_pass() {
+    let mut cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let names: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+    for s in &names {
+        common::ok_url(&url, &["produce", s, "--field", "n=1", "-q"]);
+    }
+    let victim = cluster.primary_for_key("s0").expect("owner");
+    cluster.kill_node(victim).expect("kill");
+    // Before the replica takes over (NODE_TIMEOUT) and after it did.
+    for when in ["at once", "after the failover window"] {
+        if when != "at once" {
+            std::thread::sleep(streamkeeper_testkit::NODE_TIMEOUT * 2);
+        }
+        let stat = sk(&url, &["--json", "stat"]);
+        let out = String::from_utf8_lossy(&stat.stdout);
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|s| !out.contains(&format!("\"stream\":\"{s}\"")))
+            .collect();
+        match stat.status.code() {
+            Some(2) => {}
+            Some(0 | 1) if missing.is_empty() => {}
+            other => panic!(
+                "{when}: stat exited {other:?} with {missing:?} missing: {out}{}",
+                String::from_utf8_lossy(&stat.stderr)
+            ),
+        }
+        let doctor = sk(&url, &["doctor"]);
+        let report = String::from_utf8_lossy(&doctor.stdout);
+        let err = String::from_utf8_lossy(&doctor.stderr);
+        assert_eq!(doctor.status.code(), Some(1), "{when}: {report}{err}");
+        assert!(report.contains(&victim.to_string()), "{when}: {report}");
+        assert!(!err.contains("cannot connect"), "{when}: {err}");
+    }
+}

@@ -404,6 +404,19 @@ impl RedisCluster {
         Ok(moved)
     }
 
+    /// SIGKILLs the node on `port` and returns at once: nothing waits for
+    /// a replica to take over and the node stays down (until the cluster is
+    /// dropped), as after a crash nobody has noticed yet.
+    pub fn kill_node(&mut self, port: u16) -> Result<(), StartError> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.tcp_port() == Some(port))
+            .ok_or_else(|| StartError(format!("no node on {port}")))?;
+        node.kill();
+        Ok(())
+    }
+
     /// Runs `redis-cli` against the node on `port`; returns its stdout.
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         cli_port(port, args)

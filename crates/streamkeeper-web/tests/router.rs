@@ -1109,3 +1109,19 @@ async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
     );
     assert!(!metrics.contains("stream=\"clicks\""), "{metrics}");
 }
+
+#[tokio::test]
+async fn the_config_api_never_shows_a_urls_secrets() {
+    let server = RedisServer::start().expect("redis-server");
+    // redis-rs ignores query parameters it does not know: the URL works.
+    let url = format!(
+        "{}?sentinel_password=hunter2&access_token=hunter2",
+        server.url()
+    );
+    let redis = Connector::connect(&url).await.expect("connect");
+    let app = app(AppState::new(redis, Config::default()));
+    let (status, config) = get(&app, "/api/config").await;
+    assert_eq!(status, StatusCode::OK, "{config}");
+    assert!(!config.contains("hunter2"), "a secret was shown: {config}");
+    assert!(config.contains("sentinel_password=***"), "{config}");
+}

@@ -27,6 +27,7 @@ use redis::{AsyncConnectionConfig, IntoConnectionInfo};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+pub use crate::redact::redact;
 use crate::replica_hold::{replica_in_sync, ReplicaHold};
 use crate::types::{key_slot, StreamKey};
 
@@ -294,20 +295,6 @@ pub fn parse_topology(url: &str) -> Result<Topology> {
             })
         }
         other => Err(invalid(&format!("unknown scheme {other:?}"))),
-    }
-}
-
-/// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 

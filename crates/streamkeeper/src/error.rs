@@ -165,6 +165,16 @@ pub enum Error {
         #[source]
         cause: Box<Error>,
     },
+    /// A health check could not look at part of what it must check (a
+    /// cluster primary down, slots no node serves): it fails rather than
+    /// pass over what it could not read (DESIGN.md §6).
+    #[error("could not look at {what}: {why}")]
+    Unreadable {
+        /// What could not be read.
+        what: String,
+        /// Why, and what to do.
+        why: String,
+    },
     /// The component was shut down.
     #[error("{0} has been shut down")]
     Shutdown(&'static str),
@@ -294,6 +304,16 @@ pub fn redirected_to(e: &redis::RedisError) -> Option<String> {
     }?;
     // "<slot> <host>:<port>"
     detail.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// The user is not granted the command or key (`NOPERM`): checks beyond
+/// the work itself degrade to "unknown" on it (DESIGN.md §6).
+/// Inside a script the server says it as `ERR The user executing the
+/// script can't run this command…` (or `…can't access … keys`).
+pub fn is_noperm(e: &redis::RedisError) -> bool {
+    error_code(e).as_deref() == Some("NOPERM")
+        || e.to_string()
+            .contains("The user executing the script can't")
 }
 
 /// An aborted transaction (`EXECABORT`) is named by the error that aborted

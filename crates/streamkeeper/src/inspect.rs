@@ -391,12 +391,15 @@ async fn group_stat(
 pub async fn list_stream_names(connector: &Connector) -> Result<Vec<Vec<u8>>> {
     let mut conn = connector.shared();
     let nodes: Vec<Option<String>> = match &mut conn {
-        crate::SharedConn::Cluster(c) => crate::cluster::nodes(c)
-            .await?
-            .into_iter()
-            .filter(|n| n.primary && !n.failed() && !n.slots.is_empty())
-            .map(|n| Some(n.addr))
-            .collect(),
+        crate::SharedConn::Cluster(c) => {
+            let primaries: Vec<crate::cluster::ClusterNode> = crate::cluster::nodes(c)
+                .await?
+                .into_iter()
+                .filter(|n| n.primary && !n.slots.is_empty())
+                .collect();
+            check_every_slot_readable(&primaries)?;
+            primaries.into_iter().map(|n| Some(n.addr)).collect()
+        }
         crate::SharedConn::Single(_) => vec![None],
     };
     let mut out = Vec::new();
@@ -416,6 +419,30 @@ pub async fn list_stream_names(connector: &Connector) -> Result<Vec<Vec<u8>>> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+/// Listing every stream of a cluster must reach every slot: a primary
+/// that is down (before its replica takes over) or a slot no primary
+/// serves would leave its streams out silently, and a health check would
+/// pass over them.
+fn check_every_slot_readable(primaries: &[crate::cluster::ClusterNode]) -> Result<()> {
+    if let Some(down) = primaries.iter().find(|n| n.failed()) {
+        return Err(Error::Unreadable {
+            what: format!("the streams of node {} (slots {})", down.addr, down.slots.join(",")),
+            why: "the node is down and no replica has taken over yet; wait for the failover, or name the streams to inspect the others".into(),
+        });
+    }
+    let unserved = (0..16384u16)
+        .filter(|&slot| !primaries.iter().any(|n| n.serves(slot)))
+        .count();
+    if unserved > 0 {
+        return Err(Error::Unreadable {
+            what: format!("the streams of {unserved} slot(s) no primary serves"),
+            why: "the cluster is not ok (CLUSTER INFO); name the streams to inspect the others"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// One `SCAN … TYPE stream` page, on `node` of a cluster when given.

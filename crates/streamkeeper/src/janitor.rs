@@ -263,6 +263,8 @@ pub struct Lease {
     key: String,
     holder: String,
     ttl: Duration,
+    /// The user may not write the lease key (said once, then worked without).
+    unleased: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Lease {
@@ -278,13 +280,16 @@ impl Lease {
             key: crate::keys::StreamKeys::janitor_lease(stream),
             holder: holder.to_string(),
             ttl,
+            unleased: Default::default(),
         }
     }
 
-    /// Takes the lease if free, renews it if ours; `false` if another holds it.
+    /// Takes the lease if free, renews it if ours; `false` if another holds
+    /// it. A user not granted the lease key's commands (DESIGN.md §6) gets
+    /// `true` and a warning once: the work is not refused.
     pub async fn acquire(&self) -> Result<bool> {
         let mut conn = self.connector.shared();
-        let r: i64 = scripts::LEASE
+        let r: redis::RedisResult<i64> = scripts::LEASE
             .key(&self.key)
             .arg(&self.holder)
             .arg(
@@ -293,9 +298,23 @@ impl Lease {
                     .max(1),
             )
             .invoke_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("janitor lease", e))?;
-        Ok(r == 1)
+            .await;
+        match r {
+            Ok(r) => Ok(r == 1),
+            // A user granted only stream commands may not write the lease
+            // key: the work goes on without it (every trim is one atomic
+            // script, so two janitors never trim what a group needs).
+            Err(e) if crate::error::is_noperm(&e) => {
+                if !self
+                    .unleased
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(key = %self.key, "this user may not write the janitor lease; working without it (run one janitor per stream)");
+                }
+                Ok(true)
+            }
+            Err(e) => Err(Error::redis("janitor lease", e)),
+        }
     }
 
     /// Gives the lease up if we hold it.
@@ -307,7 +326,10 @@ impl Lease {
             .invoke_async::<i64>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| Error::redis("janitor lease release", e))
+            .or_else(|e| match crate::error::is_noperm(&e) {
+                true => Ok(()),
+                false => Err(Error::redis("janitor lease release", e)),
+            })
     }
 }
 

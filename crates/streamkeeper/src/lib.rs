@@ -31,6 +31,7 @@
 //! | [`types`] | `StreamKey`, `GroupName`, `ConsumerName`, `StreamId`, `StartFrom`, `Entry` |
 //! | [`error`] | the one `Error` enum and `is_retryable()` |
 //! | [`conn`] | `Connector`: URL parsing, `SharedConn` (one server or a cluster), dedicated blocking connections, Sentinel switch following |
+//! | `redact` | masking every secret a URL carries (`conn::redact`) before it is shown |
 //! | `replica_hold` | holding writes across a Sentinel failover until the new master has a replica in sync |
 //! | [`cluster`] | Redis Cluster: the cluster client, `CLUSTER NODES` (`ClusterNode`), the primary of a slot, per-node commands |
 //! | [`producer`] | `Producer` (send, pipelined batches, caps, WAIT) and `BatchedProducer` |
@@ -67,6 +68,7 @@ mod metrics;
 pub mod pending;
 pub mod producer;
 pub mod reader;
+mod redact;
 mod replica_hold;
 mod reply;
 pub mod retry;

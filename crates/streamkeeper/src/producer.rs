@@ -30,6 +30,55 @@ use crate::types::{Bytes, Entry, StreamId, StreamKey};
 /// How many XADDs go into one pipeline at most.
 pub const PIPELINE_CHUNK: usize = 1000;
 
+/// One entry to append: its ID (`None`: `*`, the server picks) and fields.
+pub type NewEntry = (Option<StreamId>, Vec<(Bytes, Bytes)>);
+
+/// A chunk of XADDs to one stream sent as one script (`lua/append.lua`):
+/// written in one step like `MULTI`/`EXEC`, but needing only stream
+/// commands and `EVALSHA` (a user not granted `MULTI` can run it,
+/// DESIGN.md §6). Its reply has one value per entry: the new ID, or the
+/// server's error for that entry (the others still ran), as `EXEC`'s does.
+#[derive(Debug, Clone)]
+pub struct AppendChunk {
+    stream: StreamKey,
+    maxlen: Option<u64>,
+    entries: Vec<NewEntry>,
+}
+
+impl AppendChunk {
+    /// A chunk appending `entries` to `stream`, capping it at about
+    /// `maxlen` entries.
+    pub fn new(stream: StreamKey, maxlen: Option<u64>, entries: Vec<NewEntry>) -> Self {
+        AppendChunk {
+            stream,
+            maxlen,
+            entries,
+        }
+    }
+
+    /// Sends the chunk; the reply holds one value per entry (an ID or a
+    /// `Value::ServerError`). An error of the whole call (a connection
+    /// lost, `MOVED`, `NOPERM`) is returned as is.
+    pub async fn send<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let mut call = crate::scripts::APPEND.key(self.stream.as_str());
+        call.arg(self.maxlen.map_or(String::new(), |n| n.to_string()));
+        for (id, fields) in &self.entries {
+            match id {
+                Some(id) => call.arg(id.to_string()),
+                None => call.arg("*"),
+            };
+            call.arg(fields.len());
+            for (k, v) in fields {
+                call.arg(k.as_slice()).arg(v.as_slice());
+            }
+        }
+        call.invoke_async(conn).await
+    }
+}
+
 /// An approximate cap applied by every XADD (`~`: Redis trims whole
 /// macro-nodes, which is much cheaper than exact trimming).
 ///

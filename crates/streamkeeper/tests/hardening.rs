@@ -111,3 +111,35 @@ async fn redis_errors_read_as_the_servers_own_one_line() {
         assert!(!wrapped.contains("18446744073709551615"), "{wrapped}");
     }
 }
+
+/// `Connector::url()`, its `Debug` and every connection error show a URL's
+/// secrets as `***` (DESIGN.md §6), whatever the URL form.
+#[tokio::test]
+async fn a_urls_secrets_never_reach_url_debug_or_errors() {
+    let server = RedisServer::start().expect("redis-server");
+    let url = format!(
+        "{}?sentinel_password=hunter2&auth_token=hunter2",
+        server.url()
+    );
+    let redis = Connector::connect(&url).await.expect("connect");
+    for shown in [redis.url().to_string(), format!("{redis:?}")] {
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+    let port = streamkeeper_testkit::free_port().expect("port");
+    for url in [
+        format!("redis+sentinel://127.0.0.1:{port}/m?sentinel_password=hunter2"),
+        format!("redis://u:hunter2@127.0.0.1:{port}/0?token=hunter2"),
+        format!("redis+cluster://u:hunter2@127.0.0.1:{port}/?password=hunter2"),
+        "redis+unix:///nonexistent/sk.sock?pass=hunter2".to_string(),
+    ] {
+        let options = streamkeeper::ConnectorOptions {
+            reconnect_timeout: None,
+            ..Default::default()
+        };
+        let err = Connector::connect_with(&url, options)
+            .await
+            .expect_err("nothing listens there");
+        assert!(!err.to_string().contains("hunter2"), "{url}: {err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{url}: {err:?}");
+    }
+}

@@ -11,10 +11,6 @@
 --
 -- Returns {trimmed, T} or {0, false} when the stream has no group (then
 -- nothing is ack-trimmed) or does not exist.
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {0, false}
-end
-
 -- IDs are "ms-seq" with 64-bit parts: compare them as decimal strings so
 -- no precision is lost in Lua's doubles.
 local function num_less(a, b)
@@ -51,7 +47,15 @@ local function next_id(id)
   return ms .. '-' .. incr(seq)
 end
 
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+-- XINFO GROUPS, not EXISTS, tells a missing stream: a user granted only
+-- stream commands can run this script (DESIGN.md §6).
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if type(groups) == 'table' and groups.err then
+  if string.find(groups.err, 'no such key', 1, true) then
+    return {0, false}
+  end
+  return redis.error_reply(groups.err)
+end
 if #groups == 0 then
   return {0, false}
 end

@@ -25,6 +25,28 @@ pub struct ShardLayout {
     count: u32,
 }
 
+/// [`ShardLayout::open`] for a user not granted `HGET` (a user with only
+/// stream commands, DESIGN.md §6): a stream whose shard 0 exists is
+/// sharded and is refused with what to grant, rather than written as a
+/// plain stream no sharded consumer reads; otherwise it is a plain stream.
+async fn unreadable_layout(redis: &Connector, stream: &StreamKey) -> Result<Option<ShardLayout>> {
+    let shard0 = StreamKeys::shard(stream, 0);
+    let mut conn = redis.shared();
+    let info: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(shard0.as_str())
+        .query_async(&mut conn)
+        .await;
+    match info {
+        Err(e) if e.to_string().contains("no such key") => Ok(None),
+        Err(e) if e.to_string().contains("WRONGTYPE") => Ok(None),
+        _ => Err(Error::InvalidInput(format!(
+            "{stream} looks sharded ({shard0} exists) but this user may not read its layout {}: grant +hget on it",
+            StreamKeys::shards(stream)
+        ))),
+    }
+}
+
 impl ShardLayout {
     /// Makes `stream` a sharded stream of `count` shards. Idempotent for
     /// the same count; refuses when `stream` is a plain stream (or any
@@ -76,12 +98,21 @@ impl ShardLayout {
     /// The layout of `stream` if it is a sharded stream.
     pub async fn open(redis: &Connector, stream: &StreamKey) -> Result<Option<Self>> {
         let mut conn = redis.shared();
-        let count: Option<String> = redis::cmd("HGET")
+        let count: Option<String> = match redis::cmd("HGET")
             .arg(StreamKeys::shards(stream))
             .arg("count")
             .query_async(&mut conn)
             .await
-            .map_err(|e| Error::redis(format!("HGET {}", StreamKeys::shards(stream)), e))?;
+        {
+            Ok(count) => count,
+            Err(e) if crate::error::is_noperm(&e) => return unreadable_layout(redis, stream).await,
+            Err(e) => {
+                return Err(Error::redis(
+                    format!("HGET {}", StreamKeys::shards(stream)),
+                    e,
+                ))
+            }
+        };
         match count {
             None => Ok(None),
             Some(c) => {
@@ -94,11 +125,16 @@ impl ShardLayout {
                         // A count lowered by hand would hide the last
                         // shards' entries from every command: refuse.
                         let beyond = StreamKeys::shard(stream, count);
-                        let exists: bool = redis::cmd("EXISTS")
+                        // A user not granted EXISTS skips this check.
+                        let exists: bool = match redis::cmd("EXISTS")
                             .arg(beyond.as_str())
                             .query_async(&mut conn)
                             .await
-                            .map_err(|e| Error::redis(format!("EXISTS {beyond}"), e))?;
+                        {
+                            Ok(exists) => exists,
+                            Err(e) if crate::error::is_noperm(&e) => false,
+                            Err(e) => return Err(Error::redis(format!("EXISTS {beyond}"), e)),
+                        };
                         if exists {
                             return Err(Error::InvalidInput(format!(
                                 "{} says {stream} has {count} shards but {beyond} exists too: the layout was changed by hand (streamkeeper never reshards); set the count back with HSET {} count <N>",
