@@ -243,6 +243,13 @@ pub struct ProduceArgs {
     /// How long one WAIT may take before the batch is sent again.
     #[arg(long, value_parser = parse_duration, default_value = "1s", value_name = "DURATION", requires = "wait")]
     pub wait_timeout: Duration,
+    /// After a Sentinel failover, hold writes until the new master has a
+    /// replica in sync (at most 30 s), so a second failover soon after
+    /// cannot erase them. Off by default: writes resume within about 2 s
+    /// of the switch (availability first); with one replica the hold
+    /// lasts ~15 s.
+    #[arg(long)]
+    pub hold_writes: bool,
     /// Partition key of a sharded stream (`shard create`): entries with
     /// the same key go to the same shard, in order. `{i}` is the entry
     /// index. Without --key or --key-field, a sharded stream's entries go
@@ -820,6 +827,19 @@ mod tests {
     #[test]
     fn the_grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn produce_holds_writes_after_a_failover_only_when_asked() {
+        for (args, hold) in [
+            (&["produce", "s", "-f", "k=v"][..], false),
+            (&["produce", "s", "-f", "k=v", "--hold-writes"], true),
+        ] {
+            let Command::Produce(p) = parse(args).expect("ok").command else {
+                panic!("produce")
+            };
+            assert_eq!(p.hold_writes, hold, "{args:?}");
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ use crate::append::{check_is_stream, Appender, Appenders, NewEntry};
 use crate::cli::{Global, ProduceArgs};
 use crate::Exit;
 
+/// `--hold-writes`: the longest writes wait after a Sentinel failover for
+/// the new master to have a replica in sync.
+const HOLD_WRITES_MAX: Duration = Duration::from_secs(30);
+
 type Fields = Vec<(Bytes, Bytes)>;
 
 /// Refuses field names that streamkeeper reserves (DESIGN §5).
@@ -94,7 +98,12 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
     } else {
         args.count.unwrap_or(1)
     };
-    let redis = global.connect().await?;
+    let redis = global
+        .connect_with(streamkeeper::ConnectorOptions {
+            replica_hold: args.hold_writes.then_some(HOLD_WRITES_MAX),
+            ..Default::default()
+        })
+        .await?;
     check_is_stream(&redis, &stream).await?;
     let wait = args.wait.map(|replicas| streamkeeper::Wait {
         replicas,

@@ -31,6 +31,11 @@ pub use crate::redact::redact;
 use crate::replica_hold::{replica_in_sync, ReplicaHold};
 use crate::types::{key_slot, StreamKey};
 
+/// The longest writes pause between a failover's start
+/// (`+failover-state-send-slaveof-noone`) and the switch: a failover that
+/// announces no new master by then was aborted, and writes go on.
+pub const FAILOVER_PAUSE_MAX: Duration = Duration::from_secs(10);
+
 /// Extra time a blocking read's connection waits beyond the `BLOCK` time
 /// before it declares the server unresponsive.
 pub const BLOCK_MARGIN: Duration = Duration::from_secs(3);
@@ -68,9 +73,15 @@ pub struct ConnectorOptions {
     /// How long an operation keeps reconnecting and retrying through a
     /// failover or outage before it gives up with the cause (`None`: never).
     pub reconnect_timeout: Option<Duration>,
-    /// After following a Sentinel failover, how long writers
+    /// Opt-in (`None` by default; the CLI's `produce --hold-writes`):
+    /// after following a Sentinel failover, how long writers
     /// ([`Connector::writable`]) may wait for the new master to have a
-    /// replica in sync before they write anyway (`None`: never wait).
+    /// replica in sync before they write anyway. Off, writes resume as soon
+    /// as the switch is followed (availability first, DESIGN.md §6); on,
+    /// a second failover before a replica synced cannot erase them, at the
+    /// price of seconds without writes (with one replica, until Sentinel
+    /// has turned the old master into one: ~15 s). Writes pause from a
+    /// failover's start to the switch either way.
     /// See [`writable`](Connector::writable).
     pub replica_hold: Option<Duration>,
 }
@@ -81,7 +92,7 @@ impl Default for ConnectorOptions {
             connect_timeout: Duration::from_secs(3),
             io_timeout: Duration::from_secs(5),
             reconnect_timeout: Some(Duration::from_secs(60)),
-            replica_hold: Some(Duration::from_secs(30)),
+            replica_hold: None,
         }
     }
 }
@@ -381,13 +392,11 @@ impl Connector {
         if let Topology::Sentinel { sentinels, .. } = &connector.inner.topology {
             let weak = Arc::downgrade(&connector.inner);
             let mut tasks = vec![tokio::spawn(switch_listener(weak.clone()))];
-            if connector.inner.options.replica_hold.is_some() {
-                tasks.extend(
-                    sentinels
-                        .iter()
-                        .map(|s| tokio::spawn(failover_start_watch(weak.clone(), s.clone()))),
-                );
-            }
+            tasks.extend(
+                sentinels
+                    .iter()
+                    .map(|s| tokio::spawn(failover_start_watch(weak.clone(), s.clone()))),
+            );
             if let Ok(mut l) = connector.inner.listener.lock() {
                 *l = tasks;
             }
@@ -425,8 +434,11 @@ impl Connector {
                 addr,
             };
         }
-        if self.inner.options.replica_hold.is_some() {
-            self.inner.hold.hold();
+        // The pause from the failover's start ends here, unless the
+        // opt-in replica hold keeps writes until a replica syncs.
+        match self.inner.options.replica_hold {
+            Some(_) => self.inner.hold.hold(),
+            None => self.inner.hold.release(),
         }
         self.inner.switches.send_modify(|g| *g += 1);
         crate::metrics::reconnect();
@@ -440,20 +452,27 @@ impl Connector {
         Ok(())
     }
 
-    /// Waits while writes are held after a Sentinel switch: until the new
-    /// master has a replica online and caught up, or at most
-    /// [`ConnectorOptions::replica_hold`]. Returns at once otherwise
-    /// (always for a single server or a cluster).
+    /// Waits while writes are held around a Sentinel failover: from its
+    /// start (`+failover-state-send-slaveof-noone`) until the switch is
+    /// followed (at most [`FAILOVER_PAUSE_MAX`]: what the deposed master
+    /// acknowledges then is erased by the resync), and, with the opt-in
+    /// [`ConnectorOptions::replica_hold`], after it until the new master has
+    /// a replica online and caught up (at most that long). Returns at once
+    /// otherwise (always for a single server or a cluster).
     ///
-    /// Why: right after a failover the new master usually has no replica
-    /// yet (Sentinel reconfigures the old master seconds later); a second
-    /// failover in that time would erase every write it acknowledged.
-    /// [`Producer`](crate::Producer) calls this before each batch.
+    /// Why the opt-in: right after a failover the new master usually has
+    /// no replica yet (Sentinel reconfigures the old master seconds
+    /// later); a second failover in that time would erase every write it
+    /// acknowledged. [`Producer`](crate::Producer) calls this before each
+    /// batch.
     pub async fn writable(&self) {
-        if let Some(max) = self.inner.options.replica_hold {
-            if self.inner.hold.is_held() {
-                self.inner.hold.wait(max).await;
-            }
+        if self.inner.hold.is_held() {
+            let max = self
+                .inner
+                .options
+                .replica_hold
+                .map_or(FAILOVER_PAUSE_MAX, |hold| hold.max(FAILOVER_PAUSE_MAX));
+            self.inner.hold.wait(max).await;
         }
     }
 
@@ -892,10 +911,11 @@ async fn subscribe(
 /// (`+failover-state-send-slaveof-noone`: the leader is promoting a
 /// replica) and holds writes from then on: the master in use is about to
 /// be deposed, and what it acknowledges from now until the switch would
-/// be erased. The switch then keeps them held until the new master has a
-/// replica in sync; a failover that never switches (aborted) releases
-/// them after `replica_hold`. Only the leading sentinel publishes that
-/// event, hence one watcher per sentinel.
+/// be erased. The switch releases them (or, with the opt-in
+/// `replica_hold`, keeps them until the new master has a replica in sync);
+/// a failover that never switches (aborted) releases them after
+/// [`FAILOVER_PAUSE_MAX`]. Only the leading sentinel publishes that event,
+/// hence one watcher per sentinel.
 async fn failover_start_watch(inner: Weak<Inner>, sentinel: String) {
     const STARTED: &str = "+failover-state-send-slaveof-noone";
     let mut backoff = Backoff::default();
@@ -936,10 +956,8 @@ async fn failover_start_watch(inner: Weak<Inner>, sentinel: String) {
             let Some(connector) = inner.upgrade().map(|inner| Connector { inner }) else {
                 return;
             };
-            let Some(max) = connector.inner.options.replica_hold else {
-                return;
-            };
-            tracing::warn!(%sentinel, "a failover started: holding writes until the new master is followed and has a replica in sync");
+            let max = FAILOVER_PAUSE_MAX;
+            tracing::warn!(%sentinel, "a failover started: holding writes until the new master is followed");
             connector.inner.hold.hold();
             let switch = *connector.inner.switches.borrow();
             let weak = inner.clone();

@@ -32,7 +32,7 @@
 //! | [`error`] | the one `Error` enum and `is_retryable()` |
 //! | [`conn`] | `Connector`: URL parsing, `SharedConn` (one server or a cluster), dedicated blocking connections, Sentinel switch following |
 //! | `redact` | masking every secret a URL carries (`conn::redact`) before it is shown |
-//! | `replica_hold` | holding writes across a Sentinel failover until the new master has a replica in sync |
+//! | `replica_hold` | pausing writes across a Sentinel failover until the switch (opt-in: until the new master has a replica in sync) |
 //! | [`cluster`] | Redis Cluster: the cluster client, `CLUSTER NODES` (`ClusterNode`), the primary of a slot, per-node commands |
 //! | [`producer`] | `Producer` (send, pipelined batches, caps, WAIT) and `BatchedProducer` |
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |

@@ -1,5 +1,5 @@
-//! Holding writes across a Sentinel failover: from its start until the new
-//! master has a replica in sync.
+//! Holding writes across a Sentinel failover: from its start until the
+//! switch, and (opt-in) until the new master has a replica in sync.
 //!
 //! From the moment the leading sentinel promotes a replica
 //! (`+failover-state-send-slaveof-noone`) until the switch is followed,
@@ -11,7 +11,9 @@
 //! reconfiguration period). A write acknowledged in that time exists on
 //! one server only, and a second failover then promotes a server that
 //! never saw it — the resync erases every such write (measured: 1,020 of
-//! 5,020 writes at 200/s with failovers 4 s apart). So after the
+//! 5,020 writes at 200/s with failovers 4 s apart). So with the opt-in
+//! `ConnectorOptions::replica_hold` (`produce --hold-writes`; off by
+//! default: availability first), after the
 //! [`Connector`](crate::Connector) follows a switch, writers
 //! ([`Producer`](crate::Producer), the CLI's `produce`/`restore`) wait in
 //! [`Connector::writable`](crate::Connector::writable) until
