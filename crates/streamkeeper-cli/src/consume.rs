@@ -45,8 +45,14 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             ..Default::default()
         })
         .await?;
+    // A worker holds at most --concurrency entries; reading further ahead
+    // would hold --batch entries in memory (1 MB each, say) for nothing.
+    let batch = match (&args.pipe, args.concurrency) {
+        (Some(_), c) => args.batch.min(c.unwrap_or(64)),
+        _ => args.batch,
+    };
     let options = ConsumerOptions {
-        batch: args.batch.max(1),
+        batch: batch.max(1),
         ack_mode: match args.ack {
             // The pipe handler acks on `ack` itself, so that an entry left
             // unanswered at a stop can stay pending (pipe::outcome).
@@ -182,7 +188,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     if let Some(task) = supervisor {
         if let Ok(Some(why)) = task.await {
             stats?;
-            anyhow::bail!("{why}; nothing was dead-lettered: its entries stay pending");
+            anyhow::bail!("{why}; the entries it was given stay pending, no attempt counted");
         }
     }
     let stats = match (stats, logical) {

@@ -365,7 +365,12 @@ async fn supervise(
                 (why, clean, code, unanswered)
             }
         };
-        if !answered && (!clean || !unanswered.is_empty()) {
+        // A lone run that ended its worker is charged to its entry below:
+        // that worker's death is explained, so it does not count towards
+        // "cannot start" (poison entries left alone at the end of a stream
+        // must reach the dead-letter queue, not stop the consumer).
+        let charged = !clean && proven && unanswered.len() == 1;
+        if !answered && !charged && (!clean || !unanswered.is_empty()) {
             streak += 1;
         }
         if !answered && matches!(code, Some(126 | 127)) {
@@ -404,7 +409,7 @@ async fn supervise(
         }
         match unanswered.len() {
             0 => {}
-            1 if proven => {
+            1 if charged => {
                 let r = unanswered.into_iter().next().expect("one");
                 tracing::warn!(id = %r.id, reason = %why, "--pipe worker ended during this entry's lone run; counted as its failed attempt");
                 r.answer(Answer::CutOff(why.clone()));

@@ -168,8 +168,11 @@ pub fn descendants(root: i32) -> Vec<i32> {
             else {
                 continue;
             };
-            if let Some(ppid) = parent_pid(pid) {
-                parent_of.push((pid, ppid));
+            // A zombie is dead already (its parent collects it).
+            if let Some((state, ppid)) = stat_of(pid) {
+                if state != 'Z' {
+                    parent_of.push((pid, ppid));
+                }
             }
         }
     }
@@ -189,11 +192,19 @@ pub fn descendants(root: i32) -> Vec<i32> {
     tree
 }
 
-/// The parent pid in `/proc/PID/stat` (the field after the `(comm)`).
-fn parent_pid(pid: i32) -> Option<i32> {
+/// The state and parent pid in `/proc/PID/stat` (the fields after the
+/// `(comm)`).
+fn stat_of(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(1)?.parse().ok()
+    let mut after = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = after.next()?.chars().next()?;
+    Some((state, after.next()?.parse().ok()?))
+}
+
+/// The parent pid in `/proc/PID/stat`.
+#[cfg(test)]
+fn parent_pid(pid: i32) -> Option<i32> {
+    stat_of(pid).map(|(_, ppid)| ppid)
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ for line in sys.stdin:
         time.sleep(sleep)
     if do == "crash":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif do == "exit1":
+        sys.exit(1)
     elif do == "hang":
         time.sleep(3600)
     elif do == "garbage":
@@ -206,6 +208,30 @@ fn a_worker_killed_by_one_entry_gets_only_that_entry_dead_lettered() {
     // Charged twice, so run at most twice alone plus once in the crowd.
     let runs = w.per_entry("run");
     assert!(runs["poison"] <= 3, "poison runs: {}", runs["poison"]);
+    assert_eq!(xpending(&server), 0);
+}
+
+#[test]
+fn poison_entries_left_alone_at_the_end_reach_the_dead_letter_queue() {
+    // Charged lone runs explain their worker's death: they must not add
+    // up to "the command cannot start" and stop the consumer.
+    let server = RedisServer::start().expect("redis");
+    let w = worker();
+    produce(&server, &["n=a{i}"], 18);
+    produce(&server, &["n=p{i}", "do=exit1"], 2);
+    let o = run_within(
+        consumer(
+            &server,
+            &w,
+            &[],
+            &["--max-deliveries", "3", "--idle-exit", "3s"],
+        ),
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let (dead, dump) = dlq(&server);
+    assert_eq!(dead, 2, "{dump}");
+    each_acked_once(&w, "a", 18);
     assert_eq!(xpending(&server), 0);
 }
 
