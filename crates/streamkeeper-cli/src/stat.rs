@@ -76,8 +76,15 @@ pub async fn collect_with(
             Ok(s) => s,
             // Listing everything (a health check): one broken sharded
             // stream (a shard key of the wrong type) is reported, and the
-            // others are still inspected.
-            Err(e) if names.is_empty() => {
+            // others are still inspected. A shard that could not be read
+            // at all (its node down, a slot in motion) fails the listing:
+            // a health check never passes by not looking.
+            Err(e)
+                if names.is_empty()
+                    && !e
+                        .downcast_ref::<streamkeeper::Error>()
+                        .is_some_and(|e| e.is_retryable()) =>
+            {
                 tracing::warn!(stream = %layout.stream(), error = %e, "skipping a sharded stream that cannot be inspected");
                 continue;
             }

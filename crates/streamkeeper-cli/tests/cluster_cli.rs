@@ -620,10 +620,14 @@ fn produce_keeps_going_through_a_failover_and_loses_nothing_acknowledged() {
 fn stat_and_doctor_with_a_primary_down_never_pass() {
     let mut cluster = RedisCluster::start().expect("cluster");
     let url = cluster.url();
-    let names: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
+    let mut names: Vec<String> = (0..16).map(|i| format!("s{i}")).collect();
     for s in &names {
         common::ok_url(&url, &["produce", s, "--field", "n=1", "-q"]);
     }
+    // A sharded stream, one shard per primary: never silently skipped.
+    common::ok_url(&url, &["shard", "create", "sh", "--shards", "3"]);
+    common::ok_url(&url, &["produce", "sh", "--field", "n={i}", "--count", "9", "-q"]);
+    names.push("sh".into());
     let victim = cluster.primary_for_key("s0").expect("owner");
     cluster.kill_node(victim).expect("kill");
     // Before the replica takes over (NODE_TIMEOUT) and after it did.
