@@ -626,7 +626,10 @@ fn stat_and_doctor_with_a_primary_down_never_pass() {
     }
     // A sharded stream, one shard per primary: never silently skipped.
     common::ok_url(&url, &["shard", "create", "sh", "--shards", "3"]);
-    common::ok_url(&url, &["produce", "sh", "--field", "n={i}", "--count", "9", "-q"]);
+    common::ok_url(
+        &url,
+        &["produce", "sh", "--field", "n={i}", "--count", "9", "-q"],
+    );
     names.push("sh".into());
     let victim = cluster.primary_for_key("s0").expect("owner");
     cluster.kill_node(victim).expect("kill");
