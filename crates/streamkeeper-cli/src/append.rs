@@ -1,57 +1,41 @@
-//! Appending many entries for `produce` and `restore`: chunks of up to
-//! [`PIPELINE_CHUNK`] XADDs, each chunk in one script ([`AppendChunk`]:
-//! as MULTI/EXEC, without needing MULTI), so a chunk is never interleaved
-//! with other writes. When the server refuses part way (e.g.
-//! `OOM` under `maxmemory`), the error says exactly what was written:
-//! how many entries and the last ID. Through a failover a chunk is sent
-//! again to the new master (it may then be written twice, never lost), and
-//! with `--wait N` a chunk counts as written only once N replicas
-//! confirmed it (else it is sent again, as the library's `Producer` does).
+//! Appending many entries for `produce` and `restore`, through the
+//! library's [`Producer`] (chunks written in one step, `WAIT` on the node
+//! that took them, failover and `MOVED` handling): this file only counts
+//! what was written, across the streams of one command, so that when the
+//! server refuses part way (e.g. `OOM` under `maxmemory`) the error says
+//! exactly what was written: how many entries and the last ID.
 
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
-use redis::Value;
-use streamkeeper::producer::{AppendChunk, PIPELINE_CHUNK};
-use streamkeeper::{Connector, StreamId, StreamKey, Wait};
+use streamkeeper::{Connector, Producer, StreamId, StreamKey, Wait};
 
 pub use streamkeeper::producer::NewEntry;
 
 /// Appends to one stream and counts what was written.
 pub struct Appender {
-    redis: Connector,
-    stream: StreamKey,
-    maxlen: Option<u64>,
-    wait: Option<Wait>,
+    producer: Producer,
     written: u64,
     last: Option<StreamId>,
     /// When one of several ([`Appenders`]): entries written to the others,
     /// and how many streams there are, for the error message.
     elsewhere: Option<(u64, usize)>,
-    /// On a cluster, after a failover moved the stream's slot: a
-    /// connection of its own to the node a `MOVED` named. redis-rs's slot
-    /// map can stay stale for seconds after a failover; the chunks go to
-    /// this node until it fails or redirects again.
-    pinned: std::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
 impl Appender {
     /// An appender to `stream`, capping it at about `maxlen` entries.
     pub fn new(redis: &Connector, stream: StreamKey, maxlen: Option<u64>) -> Self {
         Appender {
-            redis: redis.clone(),
-            stream,
-            maxlen,
-            wait: None,
+            producer: Producer::new(redis, stream).with_maxlen(maxlen),
             written: 0,
             last: None,
             elsewhere: None,
-            pinned: std::sync::Mutex::new(None),
         }
     }
 
     /// Requires `WAIT replicas timeout` after each chunk (see [`Wait`]).
     pub fn with_wait(mut self, wait: Option<Wait>) -> Self {
-        self.wait = wait;
+        if let Some(w) = wait {
+            self.producer = self.producer.with_wait(w);
+        }
         self
     }
 
@@ -60,123 +44,38 @@ impl Appender {
         self.written
     }
 
-    /// Appends `chunk` (at most [`PIPELINE_CHUNK`] entries) atomically;
-    /// returns the new IDs. `total` (if known) is how many entries the
-    /// whole command meant to write, for the error message.
+    /// Appends `chunk` (written in chunks of at most
+    /// [`PIPELINE_CHUNK`](streamkeeper::producer::PIPELINE_CHUNK) entries,
+    /// each atomically); returns the new IDs. `total` (if known) is how
+    /// many entries the whole command meant to write, for the error
+    /// message.
     pub async fn append(
         &mut self,
         chunk: &[NewEntry],
         total: Option<u64>,
     ) -> anyhow::Result<Vec<StreamId>> {
-        debug_assert!(chunk.len() <= PIPELINE_CHUNK);
-        let pipe = AppendChunk::new(self.stream.clone(), self.maxlen, chunk.to_vec());
-        let (stream, wait, chunk_call, redis, pinned) =
-            (&self.stream, self.wait, &pipe, &self.redis, &self.pinned);
-        let sent = self
-            .redis
-            .retrying("XADD", |conn| async move {
-                redis.writable().await;
-                let mut node = pinned.lock().ok().and_then(|p| p.clone());
-                if node.is_none() {
-                    // On a cluster the chunk and its WAIT go over one
-                    // connection to the slot's primary: routed separately,
-                    // a WAIT could be answered by another node.
-                    node = primary_connection(redis, stream).await;
-                    if let Ok(mut p) = pinned.lock() {
-                        p.clone_from(&node);
-                    }
-                }
-                let attempt = match node {
-                    Some(mut node) => send_chunk(&mut node, stream, chunk_call, wait).await,
-                    None => {
-                        let mut conn = conn;
-                        send_chunk(&mut conn, stream, chunk_call, wait).await
-                    }
-                };
-                match attempt {
-                    Err(ChunkError::Redis(e)) => {
-                        let moved = streamkeeper::error::redirected_to(&e);
-                        let lost = e.is_io_error()
-                            || e.is_timeout()
-                            || e.is_connection_dropped()
-                            || e.is_connection_refusal();
-                        if let Some(addr) = moved {
-                            tracing::info!(%stream, node = %addr, "the slot moved (failover); sending to its new primary");
-                            let node = redis.node_connection(&addr).await.ok();
-                            if let Ok(mut p) = pinned.lock() {
-                                *p = node;
-                            }
-                        } else if lost {
-                            // The pinned node is gone: back to the slot map.
-                            if let Ok(mut p) = pinned.lock() {
-                                *p = None;
-                            }
-                        }
-                        Err(streamkeeper::Error::redis(format!("XADD {stream}"), e))
-                    }
-                    Err(ChunkError::Wait(e)) => {
-                        if streamkeeper::error::error_code(&e).as_deref() == Some("NOPERM") {
-                            return Err(streamkeeper::Error::redis("WAIT", e));
-                        }
-                        // The chunk went through but cannot be confirmed (the
-                        // node died or is a replica now): not reported, sent
-                        // again through the slot map.
-                        tracing::warn!(%stream, error = %e,
-                            "WAIT failed; the chunk is not confirmed, sending it again");
-                        if let Ok(mut p) = pinned.lock() {
-                            *p = None;
-                        }
-                        Err(streamkeeper::Error::NotReplicated {
-                            wanted: wait.map_or(1, |w| w.replicas),
-                            got: 0,
-                        })
-                    }
-                    Err(ChunkError::NotReplicated { wanted, got }) => {
-                        tracing::warn!(%stream, wanted, got,
-                            "chunk not confirmed by enough replicas; sending it again");
-                        Err(streamkeeper::Error::NotReplicated { wanted, got })
-                    }
-                    Ok(replies) => Ok(replies),
-                }
-            })
-            .await;
-        let replies = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                // After retrying (a failover, replicas that never confirmed)
-                // the last chunk may have been written, unconfirmed.
-                let unsure = e.is_retryable() || matches!(e, streamkeeper::Error::GaveUp { .. });
-                return Err(self.stopped(&e.to_string(), total, unsure));
+        match self.producer.append(chunk).await {
+            Ok(ids) => {
+                self.count(&ids);
+                Ok(ids)
             }
-        };
-        // Inside the chunk an XADD can still fail on its own (the others
-        // run): count every success, and report the first failure.
-        let mut ids = Vec::with_capacity(chunk.len());
-        let mut failure: Option<String> = None;
-        for v in replies {
-            match v {
-                Value::BulkString(b) => ids.push(StreamId::from_bytes(&b)?),
-                Value::SimpleString(s) => ids.push(s.parse()?),
-                Value::ServerError(e) => {
-                    failure.get_or_insert_with(|| match e.details() {
-                        Some(d) => format!("{} {d}", e.code()),
-                        None => e.code().to_string(),
-                    });
-                }
-                other => {
-                    failure.get_or_insert_with(|| format!("unexpected reply {other:?}"));
-                }
+            Err(streamkeeper::Error::PartlyWritten { written, cause }) => {
+                self.count(&written);
+                Err(self.stopped(&cause, total))
             }
-        }
-        self.written += ids.len() as u64;
-        self.last = ids.last().copied().or(self.last);
-        match failure {
-            Some(why) => Err(self.stopped(&why, total, false)),
-            None => Ok(ids),
+            Err(e) => Err(self.stopped(&e, total)),
         }
     }
 
-    fn stopped(&self, why: &str, total: Option<u64>, unsure: bool) -> anyhow::Error {
+    fn count(&mut self, ids: &[StreamId]) {
+        self.written += ids.len() as u64;
+        self.last = ids.last().copied().or(self.last);
+    }
+
+    fn stopped(&self, cause: &streamkeeper::Error, total: Option<u64>) -> anyhow::Error {
+        // After retrying (a failover, replicas that never confirmed) the
+        // chunk in flight may have been written, unconfirmed.
+        let unsure = cause.is_retryable() || matches!(cause, streamkeeper::Error::GaveUp { .. });
         let last = self
             .last
             .map_or(String::new(), |l| format!(" (last ID {l})"));
@@ -196,98 +95,9 @@ impl Appender {
             "not"
         };
         anyhow::anyhow!(
-            "writing to {} stopped: {why}; {written} entries were written{across}{last}, {rest} {not}",
-            self.stream
+            "writing to {} stopped: {cause}; {written} entries were written{across}{last}, {rest} {not}",
+            self.producer.stream()
         )
-    }
-}
-
-/// On a cluster: a connection of its own to the primary serving
-/// `stream`'s slot, as `CLUSTER NODES` says now; `None` on a single server
-/// or when that cannot be found out (then the cluster client routes).
-async fn primary_connection(
-    redis: &Connector,
-    stream: &StreamKey,
-) -> Option<MultiplexedConnection> {
-    let nodes = redis.cluster_nodes().await.ok()??;
-    let slot = streamkeeper::keys::key_slot(stream.as_str());
-    let primary = nodes
-        .iter()
-        .find(|n| n.primary && !n.failed() && n.serves(slot))?;
-    redis.node_connection(&primary.addr).await.ok()
-}
-
-/// Why one send of a chunk failed.
-enum ChunkError {
-    /// The transaction failed (connection, `MOVED`, `OOM`, …).
-    Redis(redis::RedisError),
-    /// The chunk went through; `WAIT` failed.
-    Wait(redis::RedisError),
-    /// The chunk went through; fewer replicas than wanted confirmed it.
-    NotReplicated { wanted: u32, got: u32 },
-}
-
-/// Sends a chunk ([`AppendChunk`]) on `conn` and, with `wait`,
-/// `WAIT` on the same node connection.
-async fn send_chunk<C: WaitOn>(
-    conn: &mut C,
-    stream: &StreamKey,
-    chunk: &AppendChunk,
-    wait: Option<Wait>,
-) -> Result<Vec<Value>, ChunkError> {
-    let replies: Vec<Value> = chunk.send(conn).await.map_err(ChunkError::Redis)?;
-    if let Some(w) = wait {
-        // Only a chunk that went through whole needs confirming.
-        if replies.iter().all(|v| !matches!(v, Value::ServerError(_))) {
-            let got = conn
-                .wait_on(stream.as_str(), w.replicas, w.timeout)
-                .await
-                .map_err(ChunkError::Wait)?;
-            if got < w.replicas {
-                return Err(ChunkError::NotReplicated {
-                    wanted: w.replicas,
-                    got,
-                });
-            }
-        }
-    }
-    Ok(replies)
-}
-
-/// `WAIT` on the node that took the writes: a node connection sends it
-/// as is, the cluster connection routes it to the key's primary.
-trait WaitOn: redis::aio::ConnectionLike + Send {
-    async fn wait_on(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: std::time::Duration,
-    ) -> redis::RedisResult<u32>;
-}
-
-impl WaitOn for MultiplexedConnection {
-    async fn wait_on(
-        &mut self,
-        _key: &str,
-        replicas: u32,
-        timeout: std::time::Duration,
-    ) -> redis::RedisResult<u32> {
-        redis::cmd("WAIT")
-            .arg(replicas)
-            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX))
-            .query_async(self)
-            .await
-    }
-}
-
-impl WaitOn for streamkeeper::SharedConn {
-    async fn wait_on(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: std::time::Duration,
-    ) -> redis::RedisResult<u32> {
-        self.wait_replicas(key, replicas, timeout).await
     }
 }
 

@@ -146,6 +146,17 @@ pub enum Error {
         /// Whether that error was retryable.
         retryable: bool,
     },
+    /// An append stopped part way: the entries of `written` were written
+    /// (and are not sent again), the rest were not. `cause` says why; when
+    /// it is a connection error or [`Error::GaveUp`], the chunk in flight
+    /// may have been written without being confirmed.
+    #[error("{cause}; {} entries were written before it (the last {})", written.len(), written.last().map_or(String::new(), ToString::to_string))]
+    PartlyWritten {
+        /// The IDs written, in order.
+        written: Vec<crate::types::StreamId>,
+        /// Why the rest were not.
+        cause: Box<Error>,
+    },
     /// No master could be found through Sentinel.
     #[error("no master {master:?} available through Sentinel: {cause}")]
     NoMaster {
@@ -206,6 +217,19 @@ impl Error {
             // A failover or a lagging replica: send the batch again.
             Error::NotReplicated { .. } => true,
             _ => false,
+        }
+    }
+
+    /// `cause`, or [`Error::PartlyWritten`] when some entries were written
+    /// before it.
+    pub fn partly_written(written: Vec<crate::types::StreamId>, cause: Error) -> Error {
+        if written.is_empty() {
+            cause
+        } else {
+            Error::PartlyWritten {
+                written,
+                cause: Box::new(cause),
+            }
         }
     }
 
