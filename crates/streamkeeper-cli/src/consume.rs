@@ -11,12 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use streamkeeper::shard::ShardLayout;
-
 use anyhow::Context;
-use streamkeeper::{
-    wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome,
-};
+use streamkeeper::{wire, AckMode, ConsumerName, ConsumerOptions, Delivery, Outcome};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -130,59 +126,21 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             }
         }
     };
-    // A sharded stream: one consumer per shard, all in this process and
-    // under one name (shared mode: every member reads every shard).
-    let layout = ShardLayout::open(&redis, &stream).await?;
-    if let Some(l) = &layout {
-        // Nothing created on some shards when another is of the wrong type.
-        crate::append::check_all_streams(&redis, &l.shards()).await?;
+    // A plain or sharded stream, shared or ordered mode: the library's
+    // one builder (a sharded stream runs a consumer per shard, all in this
+    // process and under one name).
+    let mut consuming = streamkeeper::shard::ShardedConsumer::new(&redis, stream, group)
+        .consumer_name(consumer)
+        .options(options)
+        .concurrency(concurrency);
+    if args.ordered {
+        consuming = consuming.ordered(streamkeeper::shard::OrderedOptions {
+            heartbeat: args.lease / 5,
+            member_ttl: args.lease,
+            lease_ttl: args.lease,
+        });
     }
-    let logical = layout.as_ref().map(|_| stream.clone());
-    if args.ordered && layout.is_none() {
-        anyhow::bail!(
-            "--ordered needs a sharded stream ({stream} is not one: `streamkeeper shard create {stream} --shards N`); a plain stream is already in order with one consumer"
-        );
-    }
-    let stats = match layout {
-        Some(layout) if args.ordered => {
-            if let Some(from) = create {
-                for shard in layout.shards() {
-                    streamkeeper::group::create_group(&redis, &shard, &group, from).await?;
-                }
-            }
-            let ordered = streamkeeper::shard::OrderedOptions {
-                max_attempts: Some(args.max_deliveries.unwrap_or(5)),
-                backoff: args.retry_backoff,
-                heartbeat: args.lease / 5,
-                member_ttl: args.lease,
-                lease_ttl: args.lease,
-            };
-            streamkeeper::shard::run_ordered(
-                &redis, &layout, &group, &consumer, options, ordered, handler, stop,
-            )
-            .await
-        }
-        None => {
-            GroupConsumer::new(&redis, stream, group)
-                .consumer_name(consumer)
-                .options(options)
-                .run(handler, concurrency, stop)
-                .await
-        }
-        Some(layout) => {
-            streamkeeper::shard::run_shared(
-                &redis,
-                &layout,
-                &group,
-                &consumer,
-                options,
-                handler,
-                concurrency,
-                stop,
-            )
-            .await
-        }
-    };
+    let stats = consuming.run(handler, stop).await;
     // The handler (and with it the last `Pipe`) is gone: the supervisor
     // ends the worker; it says why if the command could not start.
     if let Some(task) = supervisor {
@@ -191,20 +149,11 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             anyhow::bail!("{why}; the entries it was given stay pending, no attempt counted");
         }
     }
-    let stats = match (stats, logical) {
-        // The shard's own name would suggest the wrong fix.
-        (
-            Err(streamkeeper::Error::GroupMissing {
-                stream: shard,
-                group,
-            }),
-            Some(logical),
-        ) => {
-            anyhow::bail!(
-                "consumer group {group} does not exist on shard {shard} of {logical}; create it on every shard with `streamkeeper group create {logical} {group}` (or pass --create)"
-            );
+    let stats = match stats {
+        Err(streamkeeper::Error::InvalidInput(why)) if args.ordered => {
+            anyhow::bail!("--ordered: {why}")
         }
-        (stats, _) => stats?,
+        stats => stats?,
     };
     tracing::debug!(
         delivered = stats.delivered,

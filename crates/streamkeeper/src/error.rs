@@ -44,6 +44,17 @@ pub enum Error {
         /// The group.
         group: GroupName,
     },
+    /// The consumer group does not exist on a shard of a sharded stream
+    /// (the shard's own name would suggest the wrong fix).
+    #[error("consumer group {group} does not exist on shard {shard} of {stream}; create it on every shard with `streamkeeper group create {stream} {group}` (or pass --create)")]
+    GroupMissingOnShard {
+        /// The sharded (logical) stream.
+        stream: StreamKey,
+        /// The shard without the group.
+        shard: StreamKey,
+        /// The group.
+        group: GroupName,
+    },
     /// The group already exists (when creating it was required).
     #[error("consumer group {group} already exists on stream {stream}")]
     GroupExists {

@@ -34,7 +34,7 @@
 //! | `redact` | masking every secret a URL carries (`conn::redact`) before it is shown |
 //! | `replica_hold` | pausing writes across a Sentinel failover until the switch (opt-in: until the new master has a replica in sync) |
 //! | [`cluster`] | Redis Cluster: the cluster client, `CLUSTER NODES` (`ClusterNode`), the primary of a slot, per-node commands |
-//! | [`producer`] | `Producer` (send, pipelined batches, caps, WAIT) and `BatchedProducer` |
+//! | [`producer`] | `Producer` (the one append path: chunks in one step, caps, WAIT on the slot's node, failover resends) and `BatchedProducer` |
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
 //! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
 //! | [`group`] | consumer group admin: create, destroy, list |
@@ -44,7 +44,7 @@
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
-//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, shared mode (`run_shared`), ordered mode (`run_ordered`: leases, fencing, rebalance) |
+//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
@@ -87,4 +87,6 @@ pub use error::{Error, Result};
 pub use producer::{BatchOptions, BatchedProducer, Cap, Producer, Wait};
 pub use reader::Reader;
 pub use reply::PendingEntry;
+pub use scheduler::{Schedule, Scheduler, Spec};
+pub use shard::{OrderedOptions, ShardLayout, ShardedConsumer, ShardedProducer};
 pub use types::{fields, ConsumerName, Entry, GroupName, StartFrom, StreamId, StreamKey};

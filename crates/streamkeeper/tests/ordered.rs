@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{group, key};
 use rand::{Rng, SeedableRng};
-use streamkeeper::shard::{run_ordered, OrderedOptions, ShardLayout, ShardedProducer};
+use streamkeeper::shard::{OrderedOptions, ShardLayout, ShardedConsumer, ShardedProducer};
 use streamkeeper::{
     fields, ConsumerName, ConsumerOptions, Fence, GroupConsumer, Outcome, StartFrom,
 };
@@ -50,8 +50,29 @@ fn fast() -> OrderedOptions {
         heartbeat: Duration::from_millis(100),
         member_ttl: Duration::from_millis(800),
         lease_ttl: Duration::from_millis(800),
-        ..OrderedOptions::default()
     }
+}
+
+/// Ordered mode's retries in place, quick: 200 ms, doubling up to 30 s.
+fn quick_retries() -> ConsumerOptions {
+    ConsumerOptions {
+        retry_backoff: Duration::from_millis(200),
+        retry_backoff_max: Duration::from_secs(30),
+        ..ConsumerOptions::default()
+    }
+}
+
+/// Member `member` of group `g` in ordered mode on `layout`.
+fn ordered_member(
+    redis: &streamkeeper::Connector,
+    layout: &ShardLayout,
+    member: &ConsumerName,
+    options: ConsumerOptions,
+) -> ShardedConsumer {
+    ShardedConsumer::new(redis, layout.stream().clone(), group("g"))
+        .consumer_name(member.clone())
+        .options(options)
+        .ordered(fast())
 }
 
 /// A member in a runtime of its own, so that a kill drops everything it
@@ -108,17 +129,9 @@ fn start_member(url: String, name: String, log: Arc<Mutex<Log>>) -> Member {
                 Ok::<_, std::convert::Infallible>(Outcome::Ack)
             }
         };
-        let r = run_ordered(
-            &redis,
-            &layout,
-            &group("g"),
-            &member,
-            ConsumerOptions::default(),
-            fast(),
-            handler,
-            stop2,
-        )
-        .await;
+        let r = ordered_member(&redis, &layout, &member, quick_retries())
+            .run(handler, stop2)
+            .await;
         if let Err(e) = r {
             eprintln!("member ended with {e}");
         }
@@ -385,31 +398,26 @@ fn spawn_member(
     let (seen2, stop2) = (seen.clone(), stop.clone());
     let handler = Arc::new(handler);
     let task = tokio::spawn(async move {
-        run_ordered(
-            &redis,
-            &layout,
-            &group("g"),
-            &member,
-            ConsumerOptions::default(),
-            fast(),
-            move |d: streamkeeper::Delivery| {
-                let (seen, handler) = (seen2.clone(), handler.clone());
-                async move {
-                    seen.lock()
-                        .expect("lock")
-                        .push(d.entry().get_str("seq").unwrap_or("?").to_string());
-                    let ms: u64 = d
-                        .entry()
-                        .get_str("sleep_ms")
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    handler(&d)
-                }
-            },
-            stop2,
-        )
-        .await
+        ordered_member(&redis, &layout, &member, quick_retries())
+            .run(
+                move |d: streamkeeper::Delivery| {
+                    let (seen, handler) = (seen2.clone(), handler.clone());
+                    async move {
+                        seen.lock()
+                            .expect("lock")
+                            .push(d.entry().get_str("seq").unwrap_or("?").to_string());
+                        let ms: u64 = d
+                            .entry()
+                            .get_str("sleep_ms")
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        handler(&d)
+                    }
+                },
+                stop2,
+            )
+            .await
     });
     (stop, task, seen)
 }

@@ -129,25 +129,23 @@ async fn shared_mode_reads_every_shard_and_acks_each_entry_on_its_shard() {
             stop.clone(),
         );
         tokio::spawn(async move {
-            streamkeeper::shard::run_shared(
-                &redis,
-                &layout,
-                &g,
-                &ConsumerName::new("c").expect("name"),
-                ConsumerOptions::default(),
-                move |d: streamkeeper::Delivery| {
-                    let seen = seen.clone();
-                    async move {
-                        seen.lock()
-                            .expect("lock")
-                            .push((d.stream().to_string(), d.id()));
-                        Ok::<_, String>(Outcome::Ack)
-                    }
-                },
-                4,
-                stop,
-            )
-            .await
+            streamkeeper::shard::ShardedConsumer::new(&redis, layout.stream().clone(), g.clone())
+                .consumer_name(ConsumerName::new("c").expect("name"))
+                .options(ConsumerOptions::default())
+                .concurrency(4)
+                .run(
+                    move |d: streamkeeper::Delivery| {
+                        let seen = seen.clone();
+                        async move {
+                            seen.lock()
+                                .expect("lock")
+                                .push((d.stream().to_string(), d.id()));
+                            Ok::<_, String>(Outcome::Ack)
+                        }
+                    },
+                    stop,
+                )
+                .await
         })
     };
     assert!(
@@ -181,7 +179,7 @@ async fn shared_mode_reads_every_shard_and_acks_each_entry_on_its_shard() {
 
 #[tokio::test]
 async fn shared_mode_stops_every_shard_when_one_cannot_run() {
-    use streamkeeper::{ConsumerName, ConsumerOptions, Outcome, StartFrom};
+    use streamkeeper::{ConsumerName, Outcome, StartFrom};
     let (_server, redis) = setup().await;
     let layout = ShardLayout::create(&redis, &key("half"), 2)
         .await
@@ -193,21 +191,17 @@ async fn shared_mode_stops_every_shard_when_one_cannot_run() {
         .expect("group");
     let r = tokio::time::timeout(
         std::time::Duration::from_secs(5),
-        streamkeeper::shard::run_shared(
-            &redis,
-            &layout,
-            &g,
-            &ConsumerName::new("c").expect("name"),
-            ConsumerOptions::default(),
-            |_d: streamkeeper::Delivery| async { Ok::<_, String>(Outcome::Ack) },
-            1,
-            tokio_util::sync::CancellationToken::new(),
-        ),
+        streamkeeper::shard::ShardedConsumer::new(&redis, layout.stream().clone(), g.clone())
+            .consumer_name(ConsumerName::new("c").expect("name"))
+            .run(
+                |_d: streamkeeper::Delivery| async { Ok::<_, String>(Outcome::Ack) },
+                tokio_util::sync::CancellationToken::new(),
+            ),
     )
     .await
     .expect("returns instead of running shard 0 alone");
     assert!(
-        matches!(r, Err(streamkeeper::Error::GroupMissing { ref stream, .. }) if stream == &layout.shard(1)),
+        matches!(r, Err(streamkeeper::Error::GroupMissingOnShard { ref shard, .. }) if shard == &layout.shard(1)),
         "{r:?}"
     );
 }

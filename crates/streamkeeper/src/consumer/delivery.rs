@@ -384,7 +384,22 @@ impl Delivery {
         Ok(())
     }
 
-    /// Whether [`release`](Self::release) was called.
+    /// Leaves the entry pending as it is, its attempts counted (unlike
+    /// [`release`](Self::release), no attempt mark is taken back): for an
+    /// entry this consumer may no longer run, such as an ordered-mode
+    /// owner's that lost its lease or hands its shard over mid-retry. The
+    /// next reader gets it first. Like a released delivery, it is neither
+    /// acked nor counted as acked when the handler returns
+    /// [`Outcome::Ack`].
+    pub async fn leave_pending(&self) {
+        self.inner
+            .released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.inner.shared.acker.release(self.id()).await;
+    }
+
+    /// Whether [`release`](Self::release) or
+    /// [`leave_pending`](Self::leave_pending) was called.
     pub fn is_released(&self) -> bool {
         self.inner
             .released

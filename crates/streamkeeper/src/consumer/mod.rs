@@ -62,7 +62,7 @@ use crate::group;
 use crate::types::{ConsumerName, Entry, GroupName, StartFrom, StreamKey};
 use acker::Acker;
 use delivery::{Held, InFlight};
-use policy::Policy;
+pub(crate) use policy::{AfterFailure, Policy};
 
 /// The smallest `claim_after`: a live consumer refreshes what it holds
 /// every third of it, and below this, ordinary scheduling and network

@@ -9,12 +9,14 @@
 //!   documented, the same in any language); entries without a key go
 //!   round-robin. Same key → same shard → send order kept
 //!   ([`ShardedProducer`]).
-//! - Consumers of a group read every shard (shared mode, [`run_shared`]):
+//! - [`ShardedConsumer`] consumes any stream, plain or sharded, in either
+//!   mode below; the CLI's `consume` goes through it.
+//! - Consumers of a group read every shard (shared mode, `shared.rs`):
 //!   one [`GroupConsumer`](crate::GroupConsumer) per shard, each with its
 //!   own blocking connection to its shard's primary, run as one. Each shard is an ordinary
 //!   stream, so reclaim, retries, the DLQ (`{S:i}:dlq`), the janitor and
 //!   exactly-once work per shard unchanged.
-//! - Ordered mode ([`run_ordered`]): one owner per shard per group at a
+//! - Ordered mode (`ordered.rs`): one owner per shard per group at a
 //!   time, fenced, so per-key order holds end to end.
 //!
 //! | file | what |
@@ -22,17 +24,19 @@
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
+//! | `consumer.rs` | `ShardedConsumer`: the one builder for plain, shared and ordered consuming |
 //! | `shared.rs` | shared mode: `run_shared`, a consumer per shard run as one |
 //! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
+mod consumer;
 mod layout;
 mod ordered;
 mod producer;
 mod route;
 mod shared;
 
+pub use consumer::ShardedConsumer;
 pub use layout::{ShardLayout, MAX_SHARDS};
-pub use ordered::{owner_of, run_ordered, OrderedOptions};
+pub use ordered::{owner_of, OrderedOptions, ORDERED_MAX_DELIVERIES};
 pub use producer::ShardedProducer;
 pub use route::{jump_consistent_hash, key_hash, shard_for};
-pub use shared::run_shared;

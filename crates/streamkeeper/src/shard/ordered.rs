@@ -23,9 +23,11 @@
 //!   renewed meanwhile, its other shards kept), then releases the lease;
 //!   the new owner takes it on its next heartbeat. A crashed owner's
 //!   lease runs out after `lease_ttl`.
-//! - A failing (or panicking) entry is retried in place (with backoff) and the shard's
-//!   later entries wait; after `max_attempts` it goes to the shard's
-//!   dead-letter stream and the shard moves on.
+//! - A failing (or panicking) entry is retried in place (with the group's
+//!   backoff) and the shard's later entries wait; after `max_deliveries`
+//!   attempts it goes to the shard's dead-letter stream and the shard
+//!   moves on. The rules are the one poison policy of every mode
+//!   (`consumer/policy.rs`); only "in place" is ordered mode's own.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,14 +42,20 @@ use tokio_util::sync::CancellationToken;
 use super::ShardLayout;
 use crate::conn::Connector;
 use crate::consumer::{
-    AckMode, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome, RunStats, Source,
+    AckMode, AfterFailure, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome,
+    Policy, RunStats, Source,
 };
 use crate::error::{Error, Result};
 use crate::keys::StreamKeys;
 use crate::scripts;
 use crate::types::{ConsumerName, GroupName, StreamKey};
 
-/// Timing of ordered mode.
+/// Timing of ordered mode. How failing entries are treated comes from
+/// [`ConsumerOptions`] as in every mode (the one poison policy,
+/// `consumer/policy.rs`): `max_deliveries` (5 when `None`: a shard waits
+/// behind a failing entry, so ordered mode never retries for ever),
+/// `max_age`, `retry_backoff` and `retry_backoff_max` (the wait between
+/// two runs of a failing entry, retried in place).
 #[derive(Debug, Clone)]
 pub struct OrderedOptions {
     /// How often a member says it is alive and rechecks its shards.
@@ -57,11 +65,6 @@ pub struct OrderedOptions {
     /// A shard's owner lease; renewed every heartbeat. A crashed owner's
     /// shards wait this long before another member takes them.
     pub lease_ttl: Duration,
-    /// Handler runs of one entry before it is dead-lettered (`None`: retry
-    /// for ever — the shard waits).
-    pub max_attempts: Option<u64>,
-    /// First wait between two runs of a failing entry (doubles, up to 30 s).
-    pub backoff: Duration,
 }
 
 impl Default for OrderedOptions {
@@ -70,11 +73,12 @@ impl Default for OrderedOptions {
             heartbeat: Duration::from_secs(1),
             member_ttl: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(5),
-            max_attempts: Some(5),
-            backoff: Duration::from_millis(200),
         }
     }
 }
+
+/// Attempts of an entry in ordered mode when `max_deliveries` is `None`.
+pub const ORDERED_MAX_DELIVERIES: u64 = 5;
 
 /// The member rendezvous hashing gives shard `i` among `members`.
 pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
@@ -97,26 +101,12 @@ fn ms(d: Duration) -> u64 {
 /// Runs `handler` as member `member` of `group` in ordered mode on every
 /// shard this member owns, until `stop`; then finishes the entries in
 /// hand, releases its leases and leaves. `consumer` supplies batch and
-/// block settings and `limit`, which counts deliveries across the shards
-/// this member runs: once used up, the member runs what it read and leaves
-/// (its ack mode, reclaim and retry settings are ordered mode's own).
-///
-/// ```no_run
-/// # async fn f() -> streamkeeper::Result<()> {
-/// use streamkeeper::shard::{run_ordered, OrderedOptions, ShardLayout};
-/// use streamkeeper::{Connector, ConsumerName, ConsumerOptions, GroupName, Outcome, StreamKey};
-/// let redis = Connector::connect("redis://127.0.0.1:6379").await?;
-/// let layout = ShardLayout::open(&redis, &StreamKey::new("orders")?).await?.expect("sharded");
-/// run_ordered(
-///     &redis, &layout, &GroupName::new("billing")?, &ConsumerName::unique(),
-///     ConsumerOptions::default(), OrderedOptions::default(),
-///     |d| async move { println!("{}", d.id()); Ok::<_, std::io::Error>(Outcome::Ack) },
-///     tokio_util::sync::CancellationToken::new(),
-/// ).await?;
-/// # Ok(()) }
-/// ```
-#[allow(clippy::too_many_arguments)]
-pub async fn run_ordered<H, F, E>(
+/// block settings, the poison policy and `limit`, which counts deliveries
+/// across the shards this member runs: once used up, the member runs what
+/// it read and leaves. Its ack mode and `claim_after` are ordered mode's
+/// own (acked after each run; a new owner claims the shard's pending
+/// entries). Called through [`ShardedConsumer`](super::ShardedConsumer).
+pub(crate) async fn run_ordered<H, F, E>(
     redis: &Connector,
     layout: &ShardLayout,
     group: &GroupName,
@@ -227,7 +217,6 @@ where
                     }),
                     ..consumer.clone()
                 },
-                options.clone(),
                 handler.clone(),
                 budget.clone(),
                 run_stop.clone(),
@@ -417,7 +406,6 @@ async fn run_shard<H, F, E>(
     group: GroupName,
     member: ConsumerName,
     consumer: ConsumerOptions,
-    options: OrderedOptions,
     handler: H,
     budget: Budget,
     stop: CancellationToken,
@@ -427,6 +415,10 @@ where
     F: Future<Output = std::result::Result<Outcome, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    let policy = Policy::new(&ConsumerOptions {
+        max_deliveries: consumer.max_deliveries.or(Some(ORDERED_MAX_DELIVERIES)),
+        ..consumer.clone()
+    });
     let consumer = ConsumerOptions {
         // Acked here after a success; an entry left unacked at a stop
         // stays pending for the next owner, never in the retry set (that
@@ -448,33 +440,28 @@ where
         .shared_budget(budget)
         .run(
             move |d: Delivery| {
-                let (handler, options, stop) = (handler.clone(), options.clone(), in_hand.clone());
+                let (handler, policy, stop) = (handler.clone(), policy.clone(), in_hand.clone());
                 let (fence, redis) = (fence.clone(), conn.clone());
                 async move {
-                    let mut wait = options.backoff;
                     // Runs before this delivery: failed ones and ones cut
                     // off by a crash (the attempt marks) count towards
-                    // max_attempts, so an entry that kills its consumer
+                    // max_deliveries, so an entry that kills its consumer
                     // every time still reaches the dead-letter stream.
                     let earlier = d.attempt().saturating_sub(1);
-                    if let Some(max) = options.max_attempts.filter(|&m| earlier >= m) {
+                    if let Some(reason) = policy.before_run(d.entry(), earlier) {
                         // Not run again: the dead letter records the runs made.
                         d.set_attempt(earlier);
-                        return Ok(Outcome::DeadLetter {
-                            reason: format!(
-                                "had {earlier} attempts (max {max}) in ordered mode, the last cut off by a crash"
-                            ),
-                        });
+                        return Ok(Outcome::DeadLetter { reason });
                     }
                     let mut runs = 0u64;
                     loop {
                         // An owner that lost its lease (frozen past it, then
                         // replaced) runs nothing more: the entries it holds
-                        // belong to the new owner, who claimed them. Leaving
-                        // it pending (manual mode: `Ack` writes nothing).
+                        // belong to the new owner, who claimed them.
                         if !still_owner(&redis, fence.as_ref()).await {
                             tracing::warn!(id = %d.id(), "ordered mode: lost the lease; not running the entry");
                             stop.cancel();
+                            d.leave_pending().await;
                             return Ok(Outcome::Ack);
                         }
                         runs += 1;
@@ -492,8 +479,8 @@ where
                         // left to `run`, it would go through the retry set and
                         // come back after the shard's later entries.
                         let run = AssertUnwindSafe(handler(d.clone())).catch_unwind();
-                        let why = match run.await {
-                            Err(_) => "the handler panicked".to_string(),
+                        let (why, after) = match run.await {
+                            Err(_) => ("the handler panicked".to_string(), None),
                             // Handed back unsettled: left pending, first
                             // in line for this shard's next run.
                             Ok(Ok(Outcome::Ack)) if d.is_released() => {
@@ -503,28 +490,36 @@ where
                             Ok(Ok(Outcome::Ack)) => {
                                 if let Err(e) = d.ack_now().await {
                                     tracing::warn!(id = %d.id(), error = %e, "ordered mode: the ack failed; the entry stays pending");
+                                    d.leave_pending().await;
                                 }
                                 return Ok::<_, std::convert::Infallible>(Outcome::Ack);
                             }
                             Ok(Ok(Outcome::DeadLetter { reason })) => {
                                 return Ok(Outcome::DeadLetter { reason })
                             }
-                            Ok(Ok(_)) => "the handler asked for a retry".to_string(),
-                            Ok(Err(e)) => e.to_string(),
+                            Ok(Ok(Outcome::Retry { after })) => {
+                                ("the handler asked for a retry".to_string(), after)
+                            }
+                            Ok(Err(e)) => (e.to_string(), None),
                         };
-                        if options.max_attempts.is_some_and(|max| attempt >= max) {
-                            return Ok(Outcome::DeadLetter {
-                                reason: format!("failed {attempt} times in ordered mode: {why}"),
-                            });
-                        }
-                        tracing::warn!(id = %d.id(), attempt, error = %why, "ordered mode: retrying in place; the shard waits");
+                        let wait = match policy.after_failure(attempt, after) {
+                            AfterFailure::Dead(reason) => {
+                                return Ok(Outcome::DeadLetter {
+                                    reason: format!("{reason}: {why}"),
+                                })
+                            }
+                            AfterFailure::Retry(wait) => wait,
+                        };
+                        tracing::warn!(id = %d.id(), attempt, error = %why, ?wait, "ordered mode: retrying in place; the shard waits");
                         tokio::select! {
                             // Handing the shard over: leave it pending (not
                             // acked) for the next owner, who reads it first.
-                            _ = stop.cancelled() => return Ok(Outcome::Ack),
+                            _ = stop.cancelled() => {
+                                d.leave_pending().await;
+                                return Ok(Outcome::Ack);
+                            }
                             _ = tokio::time::sleep(wait) => {}
                         }
-                        wait = (wait * 2).min(Duration::from_secs(30));
                     }
                 }
             },

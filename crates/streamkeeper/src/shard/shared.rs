@@ -29,24 +29,9 @@ pub(crate) const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_
 /// each shard's blocking read waits at most 100 ms, so that a reader
 /// waiting on an empty shard does not hold the last of the budget from a
 /// shard that has entries. [`Delivery::stream`] names the entry's shard.
-///
-/// ```no_run
-/// # async fn f() -> streamkeeper::Result<()> {
-/// use streamkeeper::shard::{run_shared, ShardLayout};
-/// use streamkeeper::{Connector, ConsumerName, ConsumerOptions, GroupName, Outcome, StreamKey};
-/// let redis = Connector::connect("redis://127.0.0.1:6379").await?;
-/// let layout = ShardLayout::open(&redis, &StreamKey::new("orders")?).await?.expect("sharded");
-/// run_shared(
-///     &redis, &layout, &GroupName::new("billing")?, &ConsumerName::unique(),
-///     ConsumerOptions::default(),
-///     |d| async move { println!("{} {}", d.stream(), d.id()); Ok::<_, std::io::Error>(Outcome::Ack) },
-///     8,
-///     tokio_util::sync::CancellationToken::new(),
-/// ).await?;
-/// # Ok(()) }
-/// ```
+/// Called through [`ShardedConsumer`](super::ShardedConsumer).
 #[allow(clippy::too_many_arguments)]
-pub async fn run_shared<H, F, E>(
+pub(crate) async fn run_shared<H, F, E>(
     redis: &Connector,
     layout: &ShardLayout,
     group: &GroupName,
