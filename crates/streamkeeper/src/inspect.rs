@@ -588,6 +588,33 @@ pub fn sum_shards(stream: &str, shards: &[StreamStat]) -> StreamStat {
     }
 }
 
+/// Fails with [`Error::WrongType`] when one of `keys` exists and is not a
+/// stream, before a command writes to any of them (the shards of a
+/// sharded stream: one of the wrong type would stop the writes part way).
+/// A user not granted `TYPE` gets no check, not a refusal: the writes' own
+/// `WRONGTYPE` still protects a key of another type (least privilege,
+/// docs/design.md §6).
+pub async fn check_streams(redis: &Connector, keys: &[StreamKey]) -> Result<()> {
+    let mut conn = redis.shared();
+    for key in keys {
+        let kind: String = match redis::cmd("TYPE").arg(key).query_async(&mut conn).await {
+            Ok(kind) => kind,
+            Err(e) if crate::error::is_noperm(&e) => {
+                tracing::debug!(%key, "TYPE not granted; the key's type is unknown, the writes check it");
+                return Ok(());
+            }
+            Err(e) => return Err(Error::redis(format!("TYPE {key}"), e)),
+        };
+        if kind != "stream" && kind != "none" {
+            return Err(Error::WrongType {
+                key: key.to_string(),
+                actual: kind,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,31 +644,4 @@ mod tests {
         assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "1-0")), Trend::Stalled);
         assert_eq!(trend(&g(5, 20, "1-0"), &g(5, 20, "3-0")), Trend::Steady);
     }
-}
-
-/// Fails with [`Error::WrongType`] when one of `keys` exists and is not a
-/// stream, before a command writes to any of them (the shards of a
-/// sharded stream: one of the wrong type would stop the writes part way).
-/// A user not granted `TYPE` gets no check, not a refusal: the writes' own
-/// `WRONGTYPE` still protects a key of another type (least privilege,
-/// docs/design.md §6).
-pub async fn check_streams(redis: &Connector, keys: &[StreamKey]) -> Result<()> {
-    let mut conn = redis.shared();
-    for key in keys {
-        let kind: String = match redis::cmd("TYPE").arg(key).query_async(&mut conn).await {
-            Ok(kind) => kind,
-            Err(e) if crate::error::is_noperm(&e) => {
-                tracing::debug!(%key, "TYPE not granted; the key's type is unknown, the writes check it");
-                return Ok(());
-            }
-            Err(e) => return Err(Error::redis(format!("TYPE {key}"), e)),
-        };
-        if kind != "stream" && kind != "none" {
-            return Err(Error::WrongType {
-                key: key.to_string(),
-                actual: kind,
-            });
-        }
-    }
-    Ok(())
 }

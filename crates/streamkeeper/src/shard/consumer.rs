@@ -17,6 +17,7 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 
 use super::layout::ShardLayout;
+use super::member::Member;
 use super::ordered::{run_ordered, OrderedOptions};
 use super::shared::run_shared;
 use crate::conn::Connector;
@@ -140,26 +141,16 @@ impl ShardedConsumer {
                 crate::group::create_group(&redis, shard, &group, from).await?;
             }
         }
+        let member = Member {
+            redis,
+            layout,
+            group,
+            name: consumer,
+            options,
+        };
         let ran = match ordered {
-            Some(ordered) => {
-                run_ordered(
-                    &redis, &layout, &group, &consumer, options, ordered, handler, stop,
-                )
-                .await
-            }
-            None => {
-                run_shared(
-                    &redis,
-                    &layout,
-                    &group,
-                    &consumer,
-                    options,
-                    handler,
-                    concurrency,
-                    stop,
-                )
-                .await
-            }
+            Some(ordered) => run_ordered(member, ordered, handler, stop).await,
+            None => run_shared(member, handler, concurrency, stop).await,
         };
         ran.map_err(|e| match e {
             Error::GroupMissing {

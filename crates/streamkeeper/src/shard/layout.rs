@@ -178,6 +178,6 @@ impl ShardLayout {
 
     /// The shard partition key `key` routes to.
     pub fn route(&self, key: &[u8]) -> StreamKey {
-        self.shard(super::shard_for(key, self.count))
+        self.shard(super::route::shard_for(key, self.count))
     }
 }

@@ -25,11 +25,13 @@
 //! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
 //! | `consumer.rs` | `ShardedConsumer`: the one builder for plain, shared and ordered consuming |
+//! | `member.rs` | `Member`: the group member the two modes' runners take |
 //! | `shared.rs` | shared mode: `run_shared`, a consumer per shard run as one |
 //! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
 mod consumer;
 mod layout;
+mod member;
 mod ordered;
 mod producer;
 mod route;

@@ -39,7 +39,8 @@ use redis::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::ShardLayout;
+use super::layout::ShardLayout;
+use super::member::Member;
 use crate::conn::Connector;
 use crate::consumer::{
     AckMode, AfterFailure, Budget, ConsumerOptions, Delivery, Fence, GroupConsumer, Outcome,
@@ -84,7 +85,7 @@ pub const ORDERED_MAX_DELIVERIES: u64 = 5;
 pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
     members
         .iter()
-        .max_by_key(|m| super::key_hash(format!("{m}:{i}").as_bytes()))
+        .max_by_key(|m| super::route::key_hash(format!("{m}:{i}").as_bytes()))
 }
 
 /// One shard this member runs.
@@ -100,18 +101,14 @@ fn ms(d: Duration) -> u64 {
 
 /// Runs `handler` as member `member` of `group` in ordered mode on every
 /// shard this member owns, until `stop`; then finishes the entries in
-/// hand, releases its leases and leaves. `consumer` supplies batch and
+/// hand, releases its leases and leaves. Its `options` supply batch and
 /// block settings, the poison policy and `limit`, which counts deliveries
 /// across the shards this member runs: once used up, the member runs what
 /// it read and leaves. Its ack mode and `claim_after` are ordered mode's
 /// own (acked after each run; a new owner claims the shard's pending
 /// entries). Called through [`ShardedConsumer`](super::ShardedConsumer).
 pub(crate) async fn run_ordered<H, F, E>(
-    redis: &Connector,
-    layout: &ShardLayout,
-    group: &GroupName,
-    member: &ConsumerName,
-    consumer: ConsumerOptions,
+    plan: Member,
     options: OrderedOptions,
     handler: H,
     stop: CancellationToken,
@@ -121,6 +118,14 @@ where
     F: Future<Output = std::result::Result<Outcome, E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    let Member {
+        redis,
+        layout,
+        group,
+        name: member,
+        options: consumer,
+    } = plan;
+    let (redis, layout, group, member) = (&redis, &layout, &group, &member);
     let members_key = StreamKeys::members(layout.stream(), group.as_str());
     let mut owned: HashMap<u32, Owned> = HashMap::new();
     // Shards let go of, still finishing the entry in hand: their leases

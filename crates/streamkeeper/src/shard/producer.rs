@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::future::try_join_all;
 
-use super::ShardLayout;
+use super::layout::ShardLayout;
 use crate::conn::Connector;
 use crate::error::Result;
 use crate::producer::{Producer, Wait};
@@ -64,7 +64,7 @@ impl ShardedProducer {
 
     fn pick(&self, key: Option<&[u8]>) -> u32 {
         match key {
-            Some(k) => super::shard_for(k, self.layout.count()),
+            Some(k) => super::route::shard_for(k, self.layout.count()),
             None => self.next.fetch_add(1, Ordering::Relaxed) % self.layout.count(),
         }
     }

@@ -8,11 +8,9 @@ use std::future::Future;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::ShardLayout;
-use crate::conn::Connector;
-use crate::consumer::{Budget, ConsumerOptions, Delivery, GroupConsumer, Outcome, RunStats};
+use super::member::Member;
+use crate::consumer::{Budget, Delivery, GroupConsumer, Outcome, RunStats};
 use crate::error::Result;
-use crate::types::{ConsumerName, GroupName};
 
 /// The longest blocking read of a shard while a limit is shared.
 pub(crate) const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -30,13 +28,8 @@ pub(crate) const LIMITED_BLOCK: std::time::Duration = std::time::Duration::from_
 /// waiting on an empty shard does not hold the last of the budget from a
 /// shard that has entries. [`Delivery::stream`] names the entry's shard.
 /// Called through [`ShardedConsumer`](super::ShardedConsumer).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_shared<H, F, E>(
-    redis: &Connector,
-    layout: &ShardLayout,
-    group: &GroupName,
-    consumer: &ConsumerName,
-    options: ConsumerOptions,
+    member: Member,
     handler: H,
     concurrency: usize,
     stop: CancellationToken,
@@ -46,6 +39,14 @@ where
     F: Future<Output = std::result::Result<Outcome, E>>,
     E: std::fmt::Display,
 {
+    let Member {
+        redis,
+        layout,
+        group,
+        name: consumer,
+        options,
+    } = member;
+    let redis = &redis;
     // A child token: one shard's fatal error stops the others, without
     // cancelling the caller's token.
     let all = stop.child_token();
