@@ -5,7 +5,6 @@
 //! server refuses part way (e.g. `OOM` under `maxmemory`) the error says
 //! exactly what was written: how many entries and the last ID.
 
-use anyhow::Context;
 use streamkeeper::{Connector, Producer, StreamId, StreamKey, Wait};
 
 pub use streamkeeper::producer::NewEntry;
@@ -23,8 +22,13 @@ pub struct Appender {
 impl Appender {
     /// An appender to `stream`, capping it at about `maxlen` entries.
     pub fn new(redis: &Connector, stream: StreamKey, maxlen: Option<u64>) -> Self {
+        Self::of(Producer::new(redis, stream).with_maxlen(maxlen))
+    }
+
+    /// An appender writing through `producer`.
+    pub fn of(producer: Producer) -> Self {
         Appender {
-            producer: Producer::new(redis, stream).with_maxlen(maxlen),
+            producer,
             written: 0,
             last: None,
             elsewhere: None,
@@ -102,40 +106,17 @@ impl Appender {
 }
 
 /// Fails with a one-line message when `stream` exists and is not a stream
-/// (checked before anything is written). A user not granted `TYPE` gets
-/// no check, not a refusal: the `XADD`'s own `WRONGTYPE` still protects a
-/// key of another type (DESIGN.md §6, least privilege).
+/// (checked before anything is written); see
+/// [`check_streams`](streamkeeper::inspect::check_streams).
 pub async fn check_is_stream(redis: &Connector, stream: &StreamKey) -> anyhow::Result<()> {
-    let mut conn = redis.shared();
-    let kind: String = match redis::cmd("TYPE").arg(stream).query_async(&mut conn).await {
-        Ok(kind) => kind,
-        Err(e) if streamkeeper::error::error_code(&e).as_deref() == Some("NOPERM") => {
-            tracing::debug!(%stream, "TYPE not granted; the key's type is unknown, XADD checks it");
-            return Ok(());
-        }
-        Err(e) => {
-            return Err(streamkeeper::Error::redis(format!("TYPE {stream}"), e))
-                .context("checking the key")
-        }
-    };
-    if kind != "stream" && kind != "none" {
-        return Err(streamkeeper::Error::WrongType {
-            key: stream.to_string(),
-            actual: kind,
-        }
-        .into());
-    }
-    Ok(())
+    check_all_streams(redis, std::slice::from_ref(stream)).await
 }
 
 /// [`check_is_stream`] for every key, before a command writes to any of
 /// them (the shards of a sharded stream): one of the wrong type refuses
 /// the command with nothing written.
 pub async fn check_all_streams(redis: &Connector, keys: &[StreamKey]) -> anyhow::Result<()> {
-    for k in keys {
-        check_is_stream(redis, k).await?;
-    }
-    Ok(())
+    Ok(streamkeeper::inspect::check_streams(redis, keys).await?)
 }
 
 /// One [`Appender`] per target stream (the shards of a sharded stream, or
@@ -155,15 +136,20 @@ impl Appenders {
         maxlen: Option<u64>,
         wait: Option<Wait>,
     ) -> anyhow::Result<Self> {
-        for t in targets {
-            check_is_stream(redis, t).await?;
-        }
+        check_all_streams(redis, targets).await?;
         Ok(Appenders {
             appenders: targets
                 .iter()
                 .map(|t| Appender::new(redis, t.clone(), maxlen).with_wait(wait))
                 .collect(),
         })
+    }
+
+    /// Appenders writing through `producers` (whose streams were checked).
+    pub fn of(producers: impl IntoIterator<Item = Producer>) -> Self {
+        Appenders {
+            appenders: producers.into_iter().map(Appender::of).collect(),
+        }
     }
 
     /// Entries written to all targets so far.

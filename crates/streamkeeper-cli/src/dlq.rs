@@ -15,10 +15,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
         DlqAction::Ls { stream, count } => {
             let redis = global.connect().await?;
             // A sharded stream: each shard's dead letters, shard by shard.
-            let streams = match ShardLayout::open(&redis, &stream).await? {
-                Some(layout) => layout.shards(),
-                None => vec![stream],
-            };
+            let streams = ShardLayout::keys_of(&redis, &stream).await?;
             for stream in streams {
                 let dead = deadletter::list(&redis, &stream, count).await?;
                 print_dead(global.json, &StreamKeys::dlq(&stream), &dead)?;
@@ -31,10 +28,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 .collect::<anyhow::Result<_>>()?;
             let redis = global.connect().await?;
             // A sharded stream: each dead letter goes back to its shard.
-            let streams = match ShardLayout::open(&redis, &stream).await? {
-                Some(layout) => layout.shards(),
-                None => vec![stream.clone()],
-            };
+            let streams = ShardLayout::keys_of(&redis, &stream).await?;
             // (stream, dead letter ID) pairs; every ID is found before the
             // first replay: a missing one writes nothing.
             let mut pairs: Vec<(streamkeeper::StreamKey, StreamId)> = Vec::new();
@@ -107,10 +101,7 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
                 StartFrom::Beginning => StreamId::MIN,
             });
             let redis = global.connect().await?;
-            let streams = match ShardLayout::open(&redis, &stream).await? {
-                Some(layout) => layout.shards(),
-                None => vec![stream],
-            };
+            let streams = ShardLayout::keys_of(&redis, &stream).await?;
             for stream in &streams {
                 let dlq = StreamKey::new(StreamKeys::dlq(stream))?;
                 crate::append::check_is_stream(&redis, &dlq).await?;

@@ -87,10 +87,7 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
     check_is_stream(&redis, &stream).await?;
     // A sharded stream: every shard, merged in ID order; each line names
     // its shard (`{S:i}`), so `restore` puts it back where it was.
-    let keys = match ShardLayout::open(&redis, &stream).await? {
-        Some(layout) => layout.shards(),
-        None => vec![stream.clone()],
-    };
+    let keys = ShardLayout::keys_of(&redis, &stream).await?;
     let mut conn = redis.shared();
     let mut len = 0u64;
     for k in &keys {

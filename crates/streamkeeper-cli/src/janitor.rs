@@ -56,10 +56,7 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
     // trim point and its own lease).
     let mut streams: Vec<StreamKey> = Vec::new();
     for s in &args.streams {
-        match ShardLayout::open(&redis, s).await? {
-            Some(layout) => streams.extend(layout.shards()),
-            None => streams.push(s.clone()),
-        }
+        streams.extend(ShardLayout::keys_of(&redis, s).await?);
     }
     let me = streamkeeper::ConsumerName::unique();
     // The lease outlives a few missed renewals but not a dead janitor for long.

@@ -14,7 +14,7 @@ use streamkeeper::producer::PIPELINE_CHUNK;
 use streamkeeper::types::Bytes;
 use streamkeeper::{wire, StreamId};
 
-use streamkeeper::shard::{shard_for, ShardLayout};
+use streamkeeper::shard::{ShardLayout, ShardedProducer};
 use streamkeeper::StreamKey;
 
 use crate::append::{check_is_stream, Appender, Appenders, NewEntry};
@@ -172,13 +172,14 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// One appender per shard and the routing rule of `--key`/`--key-field`.
+/// The library's [`ShardedProducer`] (its routing rule, a producer per
+/// shard) and what `--key`/`--key-field` route by.
 struct Router {
     layout: ShardLayout,
+    sharded: ShardedProducer,
     appenders: Appenders,
     key: Option<String>,
     key_field: Option<Bytes>,
-    next: u32,
 }
 
 impl Router {
@@ -189,29 +190,33 @@ impl Router {
         wait: Option<streamkeeper::Wait>,
         args: &ProduceArgs,
     ) -> anyhow::Result<Self> {
-        let appenders = Appenders::open(redis, &layout.shards(), maxlen, wait).await?;
+        crate::append::check_all_streams(redis, &layout.shards()).await?;
+        let mut sharded = ShardedProducer::new(redis, layout.clone()).with_maxlen(maxlen);
+        if let Some(w) = wait {
+            sharded = sharded.with_wait(w);
+        }
+        let appenders =
+            Appenders::of((0..layout.count()).map(|i| sharded.shard_producer(i).clone()));
         Ok(Router {
             layout,
+            sharded,
             appenders,
             key: args.key.clone(),
             key_field: args.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
-            next: 0,
         })
     }
 
     /// The shard of entry `i` with `fields`.
-    fn shard(&mut self, i: u64, fields: &Fields) -> u32 {
-        let n = self.layout.count();
+    fn shard(&self, i: u64, fields: &Fields) -> u32 {
         if let Some(key) = &self.key {
-            return shard_for(template(key, i).as_bytes(), n);
+            return self.sharded.route(Some(template(key, i).as_bytes()));
         }
         if let Some(name) = &self.key_field {
             if let Some((_, v)) = fields.iter().find(|(k, _)| k == name) {
-                return shard_for(v, n);
+                return self.sharded.route(Some(v));
             }
         }
-        self.next = (self.next + 1) % n;
-        self.next
+        self.sharded.route(None)
     }
 }
 

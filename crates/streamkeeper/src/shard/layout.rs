@@ -95,6 +95,16 @@ impl ShardLayout {
         }
     }
 
+    /// The stream keys that hold `stream`'s entries: its shards when it is
+    /// a sharded stream, else `stream` itself. For commands that act on
+    /// every key alike (list, trim, dump, create a group).
+    pub async fn keys_of(redis: &Connector, stream: &StreamKey) -> Result<Vec<StreamKey>> {
+        Ok(match Self::open(redis, stream).await? {
+            Some(layout) => layout.shards(),
+            None => vec![stream.clone()],
+        })
+    }
+
     /// The layout of `stream` if it is a sharded stream.
     pub async fn open(redis: &Connector, stream: &StreamKey) -> Result<Option<Self>> {
         let mut conn = redis.shared();

@@ -57,12 +57,30 @@ impl ShardedProducer {
         self
     }
 
+    /// Caps every shard at about `maxlen` entries when `Some`.
+    pub fn with_maxlen(mut self, maxlen: Option<u64>) -> Self {
+        self.producers = self
+            .producers
+            .into_iter()
+            .map(|p| p.with_maxlen(maxlen))
+            .collect();
+        self
+    }
+
     /// The layout written to.
     pub fn layout(&self) -> &ShardLayout {
         &self.layout
     }
 
-    fn pick(&self, key: Option<&[u8]>) -> u32 {
+    /// The producer of shard `i` (`i` < the shard count).
+    pub fn shard_producer(&self, i: u32) -> &Producer {
+        &self.producers[i as usize % self.producers.len()]
+    }
+
+    /// The shard an entry with partition key `key` goes to:
+    /// [`shard_for`](super::route::shard_for); without a key, the next
+    /// shard in turn.
+    pub fn route(&self, key: Option<&[u8]>) -> u32 {
         match key {
             Some(k) => super::route::shard_for(k, self.layout.count()),
             None => self.next.fetch_add(1, Ordering::Relaxed) % self.layout.count(),
@@ -75,7 +93,7 @@ impl ShardedProducer {
         key: Option<&[u8]>,
         fields: &[(Bytes, Bytes)],
     ) -> Result<(StreamKey, StreamId)> {
-        let i = self.pick(key);
+        let i = self.route(key);
         let producer = &self.producers[i as usize];
         let id = producer.send(fields).await?;
         Ok((producer.stream().clone(), id))
@@ -94,7 +112,7 @@ impl ShardedProducer {
     {
         let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); self.producers.len()];
         for (n, (key, _)) in batch.iter().enumerate() {
-            per_shard[self.pick(key.as_ref().map(AsRef::as_ref)) as usize].push(n);
+            per_shard[self.route(key.as_ref().map(AsRef::as_ref)) as usize].push(n);
         }
         let sends = per_shard
             .iter()
