@@ -115,16 +115,7 @@ pub(crate) async fn read_loop(
                         return;
                     }
                 }
-                let delay = backoff.next();
-                // On a cluster a replica takes over within the node
-                // timeout (seconds): look for the slot's new primary at
-                // least every second, not after a long backoff.
-                let delay = match shared.connector.topology() {
-                    crate::conn::Topology::Cluster { .. } => {
-                        delay.min(std::time::Duration::from_secs(1))
-                    }
-                    _ => delay,
-                };
+                let delay = backoff.after(shared.connector.topology(), &e);
                 tracing::warn!(stream = %shared.stream, group = %shared.group, error = %e, ?delay,
                     "read failed, reconnecting");
                 tokio::select! {
