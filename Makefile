@@ -26,6 +26,7 @@ check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+	scripts/check-doc-paths.sh
 
 test: deps check
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -1,10 +1,11 @@
 //! `streamkeeper consume`: a consumer group member on the command line.
 //!
 //! Prints entries as JSON lines, or runs `--exec CMD` per entry with the
-//! exit-code protocol of CLI.md: 0 ack, 75 retry later, other = failed
-//! attempt (dead-lettered after `--max-deliveries` attempts), or feeds one
-//! long-lived `--pipe CMD` worker (see `pipe.rs`). The children, and all
-//! they start, live and die with this process (`reaper.rs`).
+//! exit-code protocol of docs/cli.md "consume": 0 ack, 75 retry later,
+//! other = failed attempt (dead-lettered after `--max-deliveries`
+//! attempts), or feeds one long-lived `--pipe CMD` worker (see
+//! `pipe.rs`). The children, and all they start, live and die with this
+//! process (`reaper.rs`).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

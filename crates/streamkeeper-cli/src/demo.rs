@@ -1,4 +1,4 @@
-//! `streamkeeper demo`: the end-to-end scenario of DESIGN.md §9.
+//! `streamkeeper demo`: the end-to-end scenario of docs/design.md §9.
 //!
 //! A producer writes orders; group `billing` (two fast consumers) and
 //! group `analytics` (one slow consumer) read them. A third billing

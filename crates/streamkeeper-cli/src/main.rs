@@ -1,4 +1,4 @@
-//! `streamkeeper`: the command-line tool (contract: shared/CLI.md).
+//! `streamkeeper`: the command-line tool (contract: docs/cli.md).
 //!
 //! Exit codes: 0 ok, 1 a check failed, 2 error (one line on stderr),
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.

@@ -9,7 +9,7 @@
 //! held, and with them the memory), and [`outcome`] is the one place that
 //! turns an answer into an [`Outcome`].
 //!
-//! Workers are ordinary programs (DESIGN.md §6 "Pipe workers"), so the
+//! Workers are ordinary programs (docs/design.md §6 "Pipe workers"), so the
 //! supervisor charges an attempt only to the entry that caused it:
 //!
 //! - **recycling**: a worker that exits 0 is restarted at once; the

@@ -27,7 +27,7 @@ const HOLD_WRITES_MAX: Duration = Duration::from_secs(30);
 
 type Fields = Vec<(Bytes, Bytes)>;
 
-/// Refuses field names that streamkeeper reserves (DESIGN §5).
+/// Refuses field names that streamkeeper reserves (docs/design.md §5).
 fn check_reserved(fields: &Fields, hint: &str) -> anyhow::Result<()> {
     if let Some((k, _)) = fields.iter().find(|(k, _)| k.starts_with(b"sk-")) {
         anyhow::bail!(

@@ -1,5 +1,5 @@
 //! `streamkeeper serve`: the dashboard of the `streamkeeper-web` crate
-//! (DESIGN.md §10) with `/metrics`, `/healthz` and the JSON API, plus the
+//! (docs/design.md §10) with `/metrics`, `/healthz` and the JSON API, plus the
 //! history sampler writing `{N}:history`. This file only turns flags into
 //! a [`streamkeeper_web::Config`] and runs the server until a signal.
 

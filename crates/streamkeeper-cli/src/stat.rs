@@ -126,7 +126,7 @@ async fn stats(
     .collect()
 }
 
-/// One JSON object per (stream, group), with the field names of CLI.md.
+/// One JSON object per (stream, group), with the field names of docs/cli.md "stat".
 pub fn json_rows(
     stats: &[StreamStat],
     trends: &HashMap<(String, String), Trend>,

@@ -611,7 +611,7 @@ fn produce_keeps_going_through_a_failover_and_loses_nothing_acknowledged() {
     }
 }
 
-/// Health checks never pass by not looking (DESIGN.md §6): with a primary
+/// Health checks never pass by not looking (docs/design.md §6): with a primary
 /// SIGKILLed, `stat` without names either says it could not look (exit 2)
 /// or lists every stream, the unreadable ones as unknown (exit 1); it
 /// never exits 0 with rows missing. `doctor` prints its report and exits

@@ -1,4 +1,4 @@
-//! Least privilege (DESIGN.md §6): a user granted only `+@stream
+//! Least privilege (docs/design.md §6): a user granted only `+@stream
 //! +@connection +ping +info +evalsha +eval +script|load` on its keys runs
 //! every everyday command through the real binary; checks that need more
 //! say "unknown" instead of refusing the work.
@@ -12,7 +12,7 @@ mod common;
 use common::{cli, BIN};
 
 /// A server with the user `worker` (password `pw`) holding exactly the
-/// grants DESIGN.md §6 names, on every key; returns the URL that logs in
+/// grants docs/design.md §6 names, on every key; returns the URL that logs in
 /// as that user.
 fn limited_server() -> (RedisServer, String) {
     let server = RedisServer::start().expect("redis-server");

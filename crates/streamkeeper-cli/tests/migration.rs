@@ -1,4 +1,4 @@
-//! Routine cluster operations are not crashes (DESIGN.md §6): shared-mode
+//! Routine cluster operations are not crashes (docs/design.md §6): shared-mode
 //! consumers of a sharded stream keep running while every shard's slot
 //! is moved to another primary by hand, slowly (seconds in transit, keys
 //! split between two nodes: `ASK`, `TRYAGAIN`, `MOVED`, `UNBLOCKED`).

@@ -1,4 +1,4 @@
-//! `consume --pipe` with workers that behave like real ones (DESIGN.md §6
+//! `consume --pipe` with workers that behave like real ones (docs/design.md §6
 //! "Pipe workers"): they crash on one entry, recycle after N jobs, print
 //! garbage, hang, are mistyped, start helpers in a session of their own,
 //! and get 10 KB entries faster than they answer. Each test counts what

@@ -1,5 +1,5 @@
-//! Secrets in the connection URL never reach the user's screen (DESIGN.md
-//! §6, least privilege): the real binary, real servers, a secret in every
+//! Secrets in the connection URL never reach the user's screen (docs/design.md
+//! §6, "Least privilege"): the real binary, real servers, a secret in every
 //! place a URL can carry one, and debug logging on.
 
 use std::process::{Command, Output};

@@ -1,4 +1,4 @@
-//! The streamkeeper dashboard (DESIGN.md §10): an axum [`Router`] built by
+//! The streamkeeper dashboard (docs/design.md §10): an axum [`Router`] built by
 //! [`app`] over the streamkeeper library, with every asset embedded in the
 //! binary. `streamkeeper serve` mounts it; tests drive it with `oneshot`.
 //!

@@ -1,5 +1,5 @@
 //! The dead-letter queue: entries that failed too often, or that a handler
-//! gave up on, move to `{S}:dlq` with `sk-*` metadata (DESIGN.md §5).
+//! gave up on, move to `{S}:dlq` with `sk-*` metadata (docs/design.md §5).
 //!
 //! The move and the ack happen in one script, so an entry is never both
 //! pending and dead, nor lost between the two.

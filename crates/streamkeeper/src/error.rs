@@ -189,7 +189,8 @@ pub enum Error {
     },
     /// A health check could not look at part of what it must check (a
     /// cluster primary down, slots no node serves): it fails rather than
-    /// pass over what it could not read (DESIGN.md §6).
+    /// pass over what it could not read (docs/design.md §6, "Health
+    /// checks never pass by not looking").
     #[error("could not look at {what}: {why}")]
     Unreadable {
         /// What could not be read.
@@ -342,7 +343,8 @@ pub fn redirected_to(e: &redis::RedisError) -> Option<String> {
 }
 
 /// The user is not granted the command or key (`NOPERM`): checks beyond
-/// the work itself degrade to "unknown" on it (DESIGN.md §6).
+/// the work itself degrade to "unknown" on it (docs/design.md §6,
+/// "Least privilege").
 /// Inside a script the server says it as `ERR The user executing the
 /// script can't run this command…` (or `…can't access … keys`).
 pub fn is_noperm(e: &redis::RedisError) -> bool {

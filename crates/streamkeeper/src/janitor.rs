@@ -27,7 +27,7 @@ use crate::types::{ConsumerName, Entry, StreamId, StreamKey};
 /// Where entries removed by a cap while unacknowledged are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Archive {
-    /// Appended to a JSON-lines file (the wire format of DESIGN.md §5).
+    /// Appended to a JSON-lines file (the wire format of docs/design.md §5).
     File(PathBuf),
     /// Appended to another stream (same fields, new IDs, plus `sk-origin-id`).
     Stream(StreamKey),
@@ -285,7 +285,7 @@ impl Lease {
     }
 
     /// Takes the lease if free, renews it if ours; `false` if another holds
-    /// it. A user not granted the lease key's commands (DESIGN.md §6) gets
+    /// it. A user not granted the lease key's commands (docs/design.md §6) gets
     /// `true` and a warning once: the work is not refused.
     pub async fn acquire(&self) -> Result<bool> {
         let mut conn = self.connector.shared();

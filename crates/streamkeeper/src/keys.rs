@@ -1,4 +1,4 @@
-//! The key scheme of DESIGN.md §4, in one place: every key streamkeeper
+//! The key scheme of docs/design.md §4, in one place: every key streamkeeper
 //! derives from a stream or a scheduler namespace is named here, so no
 //! other module writes `format!("{{{s}}}:dlq")`.
 //!

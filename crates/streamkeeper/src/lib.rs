@@ -47,10 +47,10 @@
 //! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
-//! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
+//! | [`wire`] | the JSON-lines format of entries (docs/design.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
-//! | [`keys`] | the key scheme (DESIGN.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
+//! | [`keys`] | the key scheme (docs/design.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
 //! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
 pub mod cluster;

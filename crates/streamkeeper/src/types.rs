@@ -112,7 +112,7 @@ impl StreamKey {
     }
 
     /// The key of a derived structure (`dlq`, `retry`, `janitor`), in the
-    /// same hash slot as the stream (DESIGN.md §4).
+    /// same hash slot as the stream (docs/design.md §4).
     pub fn derived(&self, suffix: &str) -> String {
         if has_hash_tag(&self.0) {
             format!("{}:{suffix}", self.0)

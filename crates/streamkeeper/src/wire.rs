@@ -1,4 +1,4 @@
-//! The JSON-lines wire format of DESIGN.md §5, shared by the CLI and dumps.
+//! The JSON-lines wire format of docs/design.md §5, shared by the CLI and dumps.
 //!
 //! One object per entry: `{"stream":"S","id":"1-0","fields":{"k":"v"}}`.
 //! A value (or name) that is not UTF-8 becomes `{"b64":"…"}`; when a field

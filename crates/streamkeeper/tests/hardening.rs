@@ -113,7 +113,7 @@ async fn redis_errors_read_as_the_servers_own_one_line() {
 }
 
 /// `Connector::url()`, its `Debug` and every connection error show a URL's
-/// secrets as `***` (DESIGN.md §6), whatever the URL form.
+/// secrets as `***` (docs/design.md §6), whatever the URL form.
 #[tokio::test]
 async fn a_urls_secrets_never_reach_url_debug_or_errors() {
     let server = RedisServer::start().expect("redis-server");

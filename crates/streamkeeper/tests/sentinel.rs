@@ -208,7 +208,7 @@ async fn without_wait_losses_stay_within_the_switch_window() {
     drop(topo);
 }
 
-/// Availability first (DESIGN.md §6): without `--wait` and without the
+/// Availability first (docs/design.md §6): without `--wait` and without the
 /// opt-in replica hold, writes pause only from the failover's start to
 /// the switch, and resume within about 2 s of `+switch-master` although
 /// the new master has no replica yet (with one replica, Sentinel turns the

@@ -28,7 +28,7 @@ pub struct ConnectorOptions {
     /// after following a Sentinel failover, how long writers
     /// ([`Connector::writable`]) may wait for the new master to have a
     /// replica in sync before they write anyway. Off, writes resume as soon
-    /// as the switch is followed (availability first, DESIGN.md §6); on,
+    /// as the switch is followed (availability first, docs/design.md §6); on,
     /// a second failover before a replica synced cannot erase them, at the
     /// price of seconds without writes (with one replica, until Sentinel
     /// has turned the old master into one: ~15 s). Writes pause from a

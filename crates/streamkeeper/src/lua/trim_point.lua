@@ -48,7 +48,8 @@ local function next_id(id)
 end
 
 -- XINFO GROUPS, not EXISTS, tells a missing stream: a user granted only
--- stream commands can run this script (DESIGN.md §6).
+-- stream commands can run this script (docs/design.md §6, "Least
+-- privilege").
 local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
 if type(groups) == 'table' and groups.err then
   if string.find(groups.err, 'no such key', 1, true) then

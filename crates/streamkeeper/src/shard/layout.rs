@@ -26,7 +26,7 @@ pub struct ShardLayout {
 }
 
 /// [`ShardLayout::open`] for a user not granted `HGET` (a user with only
-/// stream commands, DESIGN.md §6): a stream whose shard 0 exists is
+/// stream commands, docs/design.md §6 "Least privilege"): a stream whose shard 0 exists is
 /// sharded and is refused with what to grant, rather than written as a
 /// plain stream no sharded consumer reads; otherwise it is a plain stream.
 async fn unreadable_layout(redis: &Connector, stream: &StreamKey) -> Result<Option<ShardLayout>> {

@@ -1,6 +1,6 @@
 //! Sharded logical streams: one stream `S` spread over N stream keys
 //! `{S:0}` … `{S:N-1}`, each in a hash slot of its own, so that on Redis
-//! Cluster the shards land on different primaries (DESIGN.md §6
+//! Cluster the shards land on different primaries (docs/design.md §6
 //! "Sharding").
 //!
 //! - The layout (N and a version) lives in `{S}:shards` and is read from
