@@ -36,7 +36,7 @@ pub(crate) async fn dead_letter_fenced(
     id: StreamId,
     attempts: u64,
     reason: &str,
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
 ) -> Result<Option<StreamId>> {
     let now = crate::retry::now_ms();
     let mut conn = connector.shared();

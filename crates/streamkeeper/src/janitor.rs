@@ -20,6 +20,7 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::explain;
+pub use crate::lease::Lease;
 use crate::producer::Producer;
 use crate::scripts;
 use crate::types::{ConsumerName, Entry, StreamId, StreamKey};
@@ -256,81 +257,22 @@ async fn write_archive(
     }
 }
 
-/// The lease that lets one janitor work on a stream while others stand by.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    connector: Connector,
-    key: String,
-    holder: String,
+/// The lease that lets one janitor work on `stream` while others stand
+/// by (`{S}:janitor`, plain), for `holder`, valid `ttl` after each renewal.
+/// A user not granted the lease key works without it (warned once): every
+/// trim is one atomic script, so two janitors never trim what a group needs.
+pub fn lease(
+    connector: &Connector,
+    stream: &StreamKey,
+    holder: &ConsumerName,
     ttl: Duration,
-    /// The user may not write the lease key (said once, then worked without).
-    unleased: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Lease {
-    /// The lease of `stream` for `holder`, valid `ttl` after each renewal.
-    pub fn new(
-        connector: &Connector,
-        stream: &StreamKey,
-        holder: &ConsumerName,
-        ttl: Duration,
-    ) -> Self {
-        Lease {
-            connector: connector.clone(),
-            key: crate::keys::StreamKeys::janitor_lease(stream),
-            holder: holder.to_string(),
-            ttl,
-            unleased: Default::default(),
-        }
-    }
-
-    /// Takes the lease if free, renews it if ours; `false` if another holds
-    /// it. A user not granted the lease key's commands (DESIGN.md §6) gets
-    /// `true` and a warning once: the work is not refused.
-    pub async fn acquire(&self) -> Result<bool> {
-        let mut conn = self.connector.shared();
-        let r: redis::RedisResult<i64> = scripts::LEASE
-            .key(&self.key)
-            .arg(&self.holder)
-            .arg(
-                u64::try_from(self.ttl.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(r) => Ok(r == 1),
-            // A user granted only stream commands may not write the lease
-            // key: the work goes on without it (every trim is one atomic
-            // script, so two janitors never trim what a group needs).
-            Err(e) if crate::error::is_noperm(&e) => {
-                if !self
-                    .unleased
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    tracing::warn!(key = %self.key, "this user may not write the janitor lease; working without it (run one janitor per stream)");
-                }
-                Ok(true)
-            }
-            Err(e) => Err(Error::redis("janitor lease", e)),
-        }
-    }
-
-    /// Gives the lease up if we hold it.
-    pub async fn release(&self) -> Result<()> {
-        let mut conn = self.connector.shared();
-        scripts::LEASE_RELEASE
-            .key(&self.key)
-            .arg(&self.holder)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .or_else(|e| match crate::error::is_noperm(&e) {
-                true => Ok(()),
-                false => Err(Error::redis("janitor lease release", e)),
-            })
-    }
+) -> Lease {
+    Lease::plain(
+        connector,
+        crate::keys::StreamKeys::janitor_lease(stream),
+        holder.as_str(),
+        ttl,
+    )
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
 //! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
+//! | [`lease`] | the one `Lease` (plain, or fenced with an epoch token) and its `Fence`: janitor, retry mover, ordered owners, dashboard history writer |
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
@@ -64,6 +65,7 @@ pub mod group;
 pub mod inspect;
 pub mod janitor;
 pub mod keys;
+pub mod lease;
 mod metrics;
 pub mod pending;
 pub mod producer;

@@ -64,7 +64,7 @@ pub(crate) async fn store_fenced(
     id: StreamId,
     due_ms: u64,
     attempts: u64,
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
 ) -> Result<Stored> {
     let mut conn = connector.shared();
     let mut invocation =
@@ -139,24 +139,6 @@ pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
     base.saturating_mul(1u32 << exp).min(max)
 }
 
-/// Takes or renews the mover lease of `stream` for `holder`.
-async fn mover_lease(
-    connector: &Connector,
-    stream: &StreamKey,
-    holder: &str,
-    ttl: Duration,
-) -> Result<bool> {
-    let mut conn = connector.shared();
-    let r: i64 = scripts::LEASE
-        .key(crate::keys::StreamKeys::retry_mover(stream))
-        .arg(holder)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("retry mover lease of {stream}"), e))?;
-    Ok(r == 1)
-}
-
 /// Moves due retries of one stream while holding its mover lease. Every
 /// consumer of the stream runs this beside its read loop; the lease makes
 /// one of them the mover at a time, and another takes over within a few
@@ -173,21 +155,22 @@ pub(crate) async fn mover_loop(
     // Long enough to survive a few slow polls, short enough that another
     // consumer takes over soon after this one stops.
     let ttl = (every * 10).max(Duration::from_secs(2));
+    let lease = crate::lease::Lease::plain(
+        &connector,
+        crate::keys::StreamKeys::retry_mover(&stream),
+        holder,
+        ttl,
+    );
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 // Hand the lease on at once rather than after its TTL.
-                let mut conn = connector.shared();
-                let _ = scripts::LEASE_RELEASE
-                    .key(crate::keys::StreamKeys::retry_mover(&stream))
-                    .arg(&holder)
-                    .invoke_async::<i64>(&mut conn)
-                    .await;
+                let _ = lease.release().await;
                 return;
             }
             _ = tick.tick() => {}
         }
-        match mover_lease(&connector, &stream, &holder, ttl).await {
+        match lease.acquire().await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

@@ -68,12 +68,12 @@ script!(
     "ack_and_produce.lua"
 );
 script!(
-    /// Take (or renew) a shard's owner lease in ordered mode.
+    /// Take a fenced lease (ordered mode's shard owners) with a new token.
     LEASE_ACQUIRE,
     "lease_acquire.lua"
 );
 script!(
-    /// Renew or release a shard's owner lease if still ours.
+    /// Renew or release a lease (plain or fenced) if still ours.
     LEASE_KEEP,
     "lease_keep.lua"
 );
@@ -103,14 +103,9 @@ script!(
     "trim_point.lua"
 );
 script!(
-    /// Take or renew a lease.
+    /// Take or renew a plain lease.
     LEASE,
     "lease.lua"
-);
-script!(
-    /// Release a lease we hold.
-    LEASE_RELEASE,
-    "lease_release.lua"
 );
 script!(
     /// Hand a consumer's pending entries to another and delete it.
@@ -141,7 +136,7 @@ fenced_script!(
 
 /// `plain`, or `fenced` (its `*_FENCED` form) when a fence is given.
 pub(crate) fn pick<'a>(
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
     plain: &'a Script,
     fenced: &'a Script,
 ) -> &'a Script {
@@ -156,7 +151,7 @@ pub(crate) fn pick<'a>(
 /// (`lua/fence.lua`) pops them; nothing without a fence.
 pub(crate) fn add_fence(
     invocation: &mut redis::ScriptInvocation<'_>,
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
 ) {
     if let Some(f) = fence {
         invocation.key(&f.key).arg(&f.token);

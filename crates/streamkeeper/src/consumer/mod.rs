@@ -53,6 +53,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::lease::Fence;
 pub use delivery::{AckMode, Delivery, Outcome, Settled, Source};
 pub use run::RunStats;
 
@@ -149,17 +150,6 @@ impl ConsumerOptions {
             .map(|d| (d / 4).clamp(Duration::from_millis(100), Duration::from_secs(30)))
             .unwrap_or(Duration::from_secs(30))
     }
-}
-
-/// The owner lease a fenced consumer must still hold to settle entries
-/// (see [`ConsumerOptions::fence`]); set by the ordered mode of
-/// [`crate::shard`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The lease key (in the stream's slot).
-    pub key: String,
-    /// The value this owner set in it.
-    pub token: String,
 }
 
 /// A member of a consumer group on one stream.

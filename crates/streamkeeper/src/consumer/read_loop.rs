@@ -238,7 +238,7 @@ async fn read_new_fenced(
     shared: &Arc<Shared>,
     conn: &mut MultiplexedConnection,
     in_flight: &Arc<InFlight>,
-    fence: &crate::consumer::Fence,
+    fence: &crate::lease::Fence,
     count: usize,
 ) -> Result<Vec<Held>> {
     let read = crate::scripts::READ_NEW_FENCED
