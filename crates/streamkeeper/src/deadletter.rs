@@ -9,8 +9,53 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::Result;
 use crate::explain;
+use crate::meta;
 use crate::scripts;
-use crate::types::{GroupName, StreamId, StreamKey};
+use crate::types::{Entry, GroupName, StreamId, StreamKey};
+
+/// A dead letter read back: its `sk-*` metadata parsed, and the entry's
+/// own fields without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The dead letter's ID in `{S}:dlq`.
+    pub id: StreamId,
+    /// The stream the entry died on (`sk-origin`).
+    pub origin: Option<String>,
+    /// The ID the entry first had (`sk-origin-id`).
+    pub origin_id: Option<StreamId>,
+    /// The group that gave up on it (`sk-group`).
+    pub group: Option<String>,
+    /// Handler runs it had (`sk-deliveries`).
+    pub attempts: Option<u64>,
+    /// Why it was given up on (`sk-reason`).
+    pub reason: Option<String>,
+    /// When it died, ms since the Unix epoch (`sk-dead-at`).
+    pub dead_at_ms: Option<u64>,
+    /// The entry's own fields, in order, without the `sk-` ones.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl From<&Entry> for DeadLetter {
+    fn from(e: &Entry) -> Self {
+        let text = |k: &str| e.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+        let number = |k: &str| e.get_str(k).and_then(|v| v.parse().ok());
+        DeadLetter {
+            id: e.id,
+            origin: text(meta::ORIGIN),
+            origin_id: e.get_str(meta::ORIGIN_ID).and_then(|v| v.parse().ok()),
+            group: text(meta::GROUP),
+            attempts: number(meta::DELIVERIES),
+            reason: text(meta::REASON),
+            dead_at_ms: number(meta::DEAD_AT),
+            fields: e
+                .fields
+                .iter()
+                .filter(|(k, _)| !meta::is_meta(k))
+                .cloned()
+                .collect(),
+        }
+    }
+}
 
 /// Moves the pending entry `id` of `group` to the dead-letter stream and
 /// acks it; `attempts` (handler runs so far) is kept as `sk-deliveries`.
@@ -64,12 +109,9 @@ pub(crate) async fn dead_letter_fenced(
     }
 }
 
-/// The dead letters of `stream`, oldest first, at most `count`.
-pub async fn list(
-    connector: &Connector,
-    stream: &StreamKey,
-    count: usize,
-) -> Result<Vec<crate::Entry>> {
+/// The dead letters of `stream`, oldest first, at most `count`, as
+/// entries (see [`DeadLetter`] for their metadata).
+pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Result<Vec<Entry>> {
     let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
     crate::reader::range(connector, &dlq, StreamId::MIN, StreamId::MAX, count).await
 }
@@ -129,4 +171,36 @@ pub async fn purge(
         }
     };
     r.map_err(|e| crate::Error::redis(format!("purging {dlq}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_parses_its_metadata_and_keeps_the_user_fields_in_order() {
+        let pair = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let e = Entry {
+            id: StreamId::new(5, 1),
+            fields: vec![
+                pair("b", "2"),
+                pair("a", "1"),
+                pair(meta::ORIGIN, "orders"),
+                pair(meta::ORIGIN_ID, "3-0"),
+                pair(meta::GROUP, "billing"),
+                pair(meta::DELIVERIES, "4"),
+                pair(meta::REASON, "bad sku"),
+                pair(meta::DEAD_AT, "1700"),
+            ],
+        };
+        let d = DeadLetter::from(&e);
+        assert_eq!(d.id, StreamId::new(5, 1));
+        assert_eq!(d.origin.as_deref(), Some("orders"));
+        assert_eq!(d.origin_id, Some(StreamId::new(3, 0)));
+        assert_eq!(d.group.as_deref(), Some("billing"));
+        assert_eq!(d.attempts, Some(4));
+        assert_eq!(d.reason.as_deref(), Some("bad sku"));
+        assert_eq!(d.dead_at_ms, Some(1700));
+        assert_eq!(d.fields, vec![pair("b", "2"), pair("a", "1")]);
+    }
 }

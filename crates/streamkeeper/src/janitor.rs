@@ -245,7 +245,10 @@ async fn write_archive(
                 .iter()
                 .map(|e| {
                     let mut f = e.fields.clone();
-                    f.push((b"sk-origin-id".to_vec(), e.id.to_string().into_bytes()));
+                    f.push((
+                        crate::meta::ORIGIN_ID.as_bytes().to_vec(),
+                        e.id.to_string().into_bytes(),
+                    ));
                     f
                 })
                 .collect();

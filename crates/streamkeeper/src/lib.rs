@@ -51,6 +51,7 @@
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
+//! | [`meta`] | the `sk-…` field names streamkeeper writes into entries |
 //! | [`keys`] | the key scheme (DESIGN.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
 //! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
@@ -66,6 +67,7 @@ pub mod inspect;
 pub mod janitor;
 pub mod keys;
 pub mod lease;
+pub mod meta;
 mod metrics;
 pub mod pending;
 pub mod producer;

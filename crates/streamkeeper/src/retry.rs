@@ -15,13 +15,6 @@ use crate::explain;
 use crate::scripts;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
-/// The ID an entry had when it was first appended.
-pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
-/// The group a re-appended retry is meant for.
-pub const RETRY_GROUP_FIELD: &str = "sk-retry-group";
-/// Failed attempts of a retried entry before the current one.
-pub const ATTEMPT_FIELD: &str = "sk-attempt";
-
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -116,9 +109,9 @@ pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
 /// The retry bookkeeping of an entry: which group it is meant for and how
 /// many failed attempts it had before. `None` for an entry never retried.
 pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
-    let group = entry.get_str(RETRY_GROUP_FIELD)?;
+    let group = entry.get_str(crate::meta::RETRY_GROUP)?;
     let attempt = entry
-        .get_str(ATTEMPT_FIELD)
+        .get_str(crate::meta::ATTEMPT)
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     Some((group, attempt))
@@ -127,7 +120,7 @@ pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
 /// The first ID of an entry: `sk-origin-id` when it was retried, else its own.
 pub fn origin_id(entry: &Entry) -> StreamId {
     entry
-        .get_str(ORIGIN_ID_FIELD)
+        .get_str(crate::meta::ORIGIN_ID)
         .and_then(|s| s.parse().ok())
         .unwrap_or(entry.id)
 }
