@@ -69,42 +69,68 @@ pub async fn dead_letter(
     attempts: u64,
     reason: &str,
 ) -> Result<Option<StreamId>> {
-    dead_letter_fenced(connector, stream, group, id, attempts, reason, None).await
+    DeadLetterMove {
+        stream,
+        group,
+        id,
+        attempts,
+        reason,
+        fence: None,
+    }
+    .invoke(connector)
+    .await
 }
 
-/// [`dead_letter`] for a fenced (ordered-mode) consumer: refused unless
-/// it still holds `fence`.
-pub(crate) async fn dead_letter_fenced(
-    connector: &Connector,
-    stream: &StreamKey,
-    group: &GroupName,
-    id: StreamId,
-    attempts: u64,
-    reason: &str,
-    fence: Option<&crate::lease::Fence>,
-) -> Result<Option<StreamId>> {
-    let now = crate::retry::now_ms();
-    let mut conn = connector.shared();
-    let mut invocation =
-        scripts::pick(fence, &scripts::DEAD_LETTER, &scripts::DEAD_LETTER_FENCED).key(stream);
-    invocation
-        .key(crate::keys::StreamKeys::dlq(stream))
-        .key(crate::keys::StreamKeys::attempts(stream))
-        .arg(group)
-        .arg(id)
-        .arg(attempts)
-        .arg(reason)
-        .arg(now);
-    scripts::add_fence(&mut invocation, fence);
-    let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
-    match r {
-        Ok(Value::BulkString(b)) => {
-            crate::metrics::dead_lettered();
-            Ok(Some(StreamId::from_bytes(&b)?))
-        }
-        Ok(_) => Ok(None),
-        Err(e) => {
-            Err(explain::explain_group(&mut conn, stream, group, "dead-letter script", e).await)
+/// `lua/dead_letter.lua` (behind `lua/fence.lua` with a fence): its KEYS
+/// and ARGV, and its reply.
+pub(crate) struct DeadLetterMove<'a> {
+    /// The stream the entry is pending in.
+    pub stream: &'a StreamKey,
+    /// The group that gives up on it.
+    pub group: &'a GroupName,
+    /// The entry.
+    pub id: StreamId,
+    /// Handler runs so far (`sk-deliveries`).
+    pub attempts: u64,
+    /// Why (`sk-reason`).
+    pub reason: &'a str,
+    /// Ordered mode: refused (`Error::Fenced`) unless still held.
+    pub fence: Option<&'a crate::lease::Fence>,
+}
+
+impl DeadLetterMove<'_> {
+    /// The dead letter's ID, or `None` when the entry was not pending.
+    pub async fn invoke(&self, connector: &Connector) -> Result<Option<StreamId>> {
+        let mut conn = connector.shared();
+        let mut invocation = scripts::pick(
+            self.fence,
+            &scripts::DEAD_LETTER,
+            &scripts::DEAD_LETTER_FENCED,
+        )
+        .key(self.stream);
+        invocation
+            .key(crate::keys::StreamKeys::dlq(self.stream))
+            .key(crate::keys::StreamKeys::attempts(self.stream))
+            .arg(self.group)
+            .arg(self.id)
+            .arg(self.attempts)
+            .arg(self.reason)
+            .arg(crate::retry::now_ms());
+        scripts::add_fence(&mut invocation, self.fence);
+        match invocation.invoke_async::<Value>(&mut conn).await {
+            Ok(Value::BulkString(b)) => {
+                crate::metrics::dead_lettered();
+                Ok(Some(StreamId::from_bytes(&b)?))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(scripts::settle_error(
+                &mut conn,
+                self.stream,
+                self.group,
+                "dead-letter script",
+                e,
+            )
+            .await),
         }
     }
 }
@@ -125,17 +151,30 @@ pub async fn replay(
     stream: &StreamKey,
     id: StreamId,
 ) -> Result<Option<StreamId>> {
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
-        .key(crate::keys::StreamKeys::dlq(stream))
-        .key(stream)
-        .arg(id)
-        .invoke_async(&mut conn)
-        .await;
-    match r {
-        Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(explain::explain(&mut conn, stream, "dead-letter replay", e).await),
+    Replay { stream, id }.invoke(connector).await
+}
+
+/// `lua/dlq_replay.lua`: its KEYS and ARGV, and its reply.
+struct Replay<'a> {
+    stream: &'a StreamKey,
+    id: StreamId,
+}
+
+impl Replay<'_> {
+    /// The new ID in the stream, or `None` when there was no such letter.
+    async fn invoke(&self, connector: &Connector) -> Result<Option<StreamId>> {
+        let mut conn = connector.shared();
+        let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
+            .key(crate::keys::StreamKeys::dlq(self.stream))
+            .key(self.stream)
+            .arg(self.id)
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(explain::explain(&mut conn, self.stream, "dead-letter replay", e).await),
+        }
     }
 }
 

@@ -38,6 +38,22 @@ impl Fence {
         keep(connector, self, 0).await
     }
 
+    /// The error a fenced script's refusal stands for: the fence prelude
+    /// (`lua/fence.lua`) replies `SKFENCED … (<lease key>)` when the lease
+    /// no longer holds the token. `None` for any other error.
+    pub(crate) fn refusal(e: &redis::RedisError) -> Option<Error> {
+        if crate::error::error_code(e).as_deref() != Some("SKFENCED") {
+            return None;
+        }
+        let text = crate::error::redis_text(e);
+        let lease = text
+            .rsplit_once('(')
+            .and_then(|(_, k)| k.strip_suffix(')'))
+            .unwrap_or_default()
+            .to_string();
+        Some(Error::Fenced { lease })
+    }
+
     /// Whether the lease still holds our token (true when asking fails:
     /// the fenced scripts refuse a zombie's writes anyway).
     pub async fn still_held(&self, connector: &Connector) -> bool {

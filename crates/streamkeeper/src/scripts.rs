@@ -147,6 +147,22 @@ pub(crate) fn pick<'a>(
     }
 }
 
+/// The error of a settling script: a fence refusal (`SKFENCED`) is
+/// [`Error::Fenced`](crate::Error::Fenced), anything else is explained as
+/// an error of `command` by the group.
+pub(crate) async fn settle_error<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &crate::types::StreamKey,
+    group: &crate::types::GroupName,
+    command: &str,
+    e: redis::RedisError,
+) -> crate::Error {
+    match crate::lease::Fence::refusal(&e) {
+        Some(refused) => refused,
+        None => crate::explain::explain_group(conn, stream, group, command, e).await,
+    }
+}
+
 /// Appends the fence's lease key and token last, where the fence prelude
 /// (`lua/fence.lua`) pops them; nothing without a fence.
 pub(crate) fn add_fence(

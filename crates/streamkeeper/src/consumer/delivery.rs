@@ -416,15 +416,15 @@ impl Delivery {
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
                     .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-                let stored = crate::retry::store_fenced(
-                    &s.connector,
-                    &s.stream,
-                    &s.group,
-                    self.inner.entry.id,
-                    due,
-                    self.attempt(),
-                    s.options.fence.as_ref(),
-                )
+                let stored = crate::retry::RetryStore {
+                    stream: &s.stream,
+                    group: &s.group,
+                    id: self.inner.entry.id,
+                    due_ms: due,
+                    attempts: self.attempt(),
+                    fence: s.options.fence.as_ref(),
+                }
+                .invoke(&s.connector)
                 .await?;
                 s.acker.settled(self.inner.entry.id);
                 Ok(match stored {
@@ -441,15 +441,15 @@ impl Delivery {
     /// one script.
     pub async fn dead_letter(&self, reason: &str) -> Result<Settled> {
         let s = &self.inner.shared;
-        let r = crate::deadletter::dead_letter_fenced(
-            &s.connector,
-            &s.stream,
-            &s.group,
-            self.inner.entry.id,
-            self.attempt(),
+        let r = crate::deadletter::DeadLetterMove {
+            stream: &s.stream,
+            group: &s.group,
+            id: self.inner.entry.id,
+            attempts: self.attempt(),
             reason,
-            s.options.fence.as_ref(),
-        )
+            fence: s.options.fence.as_ref(),
+        }
+        .invoke(&s.connector)
         .await?;
         s.acker.settled(self.inner.entry.id);
         Ok(match r {

@@ -586,17 +586,15 @@ impl Deliveries {
             }
             let earlier = retried + cut_off;
             if let Some(reason) = shared.policy.before_run(&held.entry, earlier) {
-                match crate::deadletter::dead_letter_fenced(
-                    &shared.connector,
-                    &shared.stream,
-                    &shared.group,
+                let dead = crate::deadletter::DeadLetterMove {
+                    stream: &shared.stream,
+                    group: &shared.group,
                     id,
-                    earlier,
-                    &reason,
-                    shared.options.fence.as_ref(),
-                )
-                .await
-                {
+                    attempts: earlier,
+                    reason: &reason,
+                    fence: shared.options.fence.as_ref(),
+                };
+                match dead.invoke(&shared.connector).await {
                     Ok(Some(dead_id)) => {
                         shared.dead_before_run.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%id, %dead_id, %reason, "moved to the dead-letter stream");
