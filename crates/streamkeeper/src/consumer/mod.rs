@@ -115,7 +115,7 @@ pub struct ConsumerOptions {
     /// How often the retry mover looks for due retries.
     pub retry_poll: Duration,
     /// Ordered mode: the shard's owner lease and this owner's token.
-    /// Acks, retries and dead letters are refused (error `SKFENCED`) once
+    /// Acks, retries and dead letters are refused ([`Error::Fenced`]) once
     /// the lease is no longer this consumer's, so a zombie cannot write.
     pub fence: Option<Fence>,
 }
