@@ -296,3 +296,29 @@ impl Keep<'_> {
         Ok(kept == 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(text: &str) -> redis::RedisError {
+        let mut bytes = b"-".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        match redis::parse_redis_value(&bytes) {
+            Ok(redis::Value::ServerError(e)) => e.into(),
+            other => panic!("expected a server error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fence_refusal_is_the_fenced_error_naming_the_lease() {
+        let fenced = Fence::refusal(&server_error(
+            "SKFENCED this consumer no longer owns the shard ({s:0}:owner:g)",
+        ))
+        .expect("a fence refusal");
+        assert!(matches!(&fenced, Error::Fenced { lease } if lease == "{s:0}:owner:g"));
+        assert!(!fenced.is_retryable());
+        assert!(Fence::refusal(&server_error("READONLY You can't write")).is_none());
+    }
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::Scheduler;
+use super::handle::Scheduler;
 use crate::error::{Error, Result};
 use crate::types::StreamKey;
 
