@@ -44,7 +44,7 @@ pub(crate) struct Acker {
     tx: mpsc::UnboundedSender<Msg>,
     /// Told at once which acks are on their way (the task may be busy
     /// retrying an earlier batch: the entries must stay fresh meanwhile).
-    in_flight: Arc<super::delivery::InFlight>,
+    in_flight: Arc<super::in_flight::InFlight>,
     acked: Arc<AtomicU64>,
 }
 
@@ -56,8 +56,8 @@ impl Acker {
         group: GroupName,
         max_batch: usize,
         interval: Duration,
-        fence: Option<super::Fence>,
-        in_flight: Arc<super::delivery::InFlight>,
+        fence: Option<crate::lease::Fence>,
+        in_flight: Arc<super::in_flight::InFlight>,
     ) -> (Acker, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let acked = Arc::new(AtomicU64::new(0));
@@ -150,12 +150,12 @@ impl Acker {
 struct AckTarget {
     connector: Connector,
     /// Ordered mode: every ack goes through the fenced script.
-    fence: Option<super::Fence>,
+    fence: Option<crate::lease::Fence>,
     stream: StreamKey,
     attempts: String,
     group: GroupName,
     /// Told which acks are on their way and which are done.
-    in_flight: Arc<super::delivery::InFlight>,
+    in_flight: Arc<super::in_flight::InFlight>,
     acked: Arc<AtomicU64>,
     /// IDs to acknowledge.
     ids: Vec<StreamId>,

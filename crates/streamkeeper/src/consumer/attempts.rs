@@ -22,7 +22,7 @@
 //! before it starts, so an entry that crashes its consumer every time still
 //! reaches the dead-letter queue, after at most one extra run.
 
-use crate::consumer::Shared;
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::scripts;
 use crate::types::StreamId;

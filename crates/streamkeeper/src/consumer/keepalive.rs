@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::delivery::InFlight;
-use crate::consumer::Shared;
+use super::in_flight::InFlight;
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::reply;
 use crate::scripts;
