@@ -47,7 +47,7 @@
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
 //! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
-//! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
+//! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!`; each is called through a typed struct next to the module that uses it (KEYS/ARGV written, reply parsed, refusals as `Error` variants) |
 //! | [`wire`] | the JSON-lines format of entries (DESIGN.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
