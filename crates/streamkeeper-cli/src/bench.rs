@@ -568,10 +568,13 @@ async fn bench_scheduler(url: &str, json: bool, args: &BenchArgs) -> anyhow::Res
         }
         for e in page {
             let due: u64 = e
-                .get_str("sk-due")
+                .get_str(streamkeeper::meta::DUE)
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0);
-            let name = e.get_str("sk-schedule").unwrap_or("").to_string();
+            let name = e
+                .get_str(streamkeeper::meta::SCHEDULE)
+                .unwrap_or("")
+                .to_string();
             if !seen.insert((name, due)) {
                 duplicates += 1;
             }

@@ -134,7 +134,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> anyhow::Result<Exit> {
                         async move {
                             let due = d
                                 .entry()
-                                .get_str("sk-due")
+                                .get_str(streamkeeper::meta::DUE)
                                 .and_then(|v| v.parse().ok())
                                 .unwrap_or(0);
                             if let Ok(mut t) = tick_dues.lock() {
@@ -413,6 +413,9 @@ async fn dead_letter_origins(
         streamkeeper::reader::range(redis, dlq, StreamId::MIN, StreamId::MAX, 1000).await?;
     Ok(entries
         .iter()
-        .filter_map(|e| e.get_str("sk-origin-id").and_then(|s| s.parse().ok()))
+        .filter_map(|e| {
+            e.get_str(streamkeeper::meta::ORIGIN_ID)
+                .and_then(|s| s.parse().ok())
+        })
         .collect())
 }

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use comfy_table::Table;
+use streamkeeper::deadletter::DeadLetter;
 use streamkeeper::keys::StreamKeys;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::{deadletter, StartFrom, StreamId, StreamKey};
@@ -132,18 +133,19 @@ fn print_dead(json: bool, dlq: &str, dead: &[streamkeeper::Entry]) -> anyhow::Re
         t.load_preset(comfy_table::presets::NOTHING);
         t.set_header(["id", "origin id", "group", "deliveries", "reason", "fields"]);
         for e in dead {
-            let user: Vec<String> = e
+            let d = DeadLetter::from(e);
+            let user: Vec<String> = d
                 .fields
                 .iter()
-                .filter(|(k, _)| !k.starts_with(b"sk-"))
                 .map(|(k, v)| format!("{}={}", output::escaped(k), output::escaped(v)))
                 .collect();
+            let shown = |v: Option<String>| v.unwrap_or_default();
             t.add_row([
-                e.id.to_string(),
-                e.get_str("sk-origin-id").unwrap_or("").to_string(),
-                e.get_str("sk-group").unwrap_or("").to_string(),
-                e.get_str("sk-deliveries").unwrap_or("").to_string(),
-                e.get_str("sk-reason").unwrap_or("").to_string(),
+                d.id.to_string(),
+                shown(d.origin_id.map(|i| i.to_string())),
+                shown(d.group),
+                shown(d.attempts.map(|n| n.to_string())),
+                shown(d.reason),
                 user.join(" "),
             ]);
         }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease, TrimReport};
+use streamkeeper::janitor::{self, Archive, JanitorOptions, TrimReport};
+use streamkeeper::lease::Lease;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::StreamKey;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +64,7 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
     let ttl = (args.interval * 3).max(Duration::from_secs(5));
     let leases: Vec<Lease> = streams
         .iter()
-        .map(|s| Lease::new(&redis, s, &me, ttl))
+        .map(|s| janitor::lease(&redis, s, &me, ttl))
         .collect();
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());

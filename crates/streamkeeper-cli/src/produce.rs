@@ -29,7 +29,7 @@ type Fields = Vec<(Bytes, Bytes)>;
 
 /// Refuses field names that streamkeeper reserves (docs/design.md §5).
 fn check_reserved(fields: &Fields, hint: &str) -> anyhow::Result<()> {
-    if let Some((k, _)) = fields.iter().find(|(k, _)| k.starts_with(b"sk-")) {
+    if let Some((k, _)) = fields.iter().find(|(k, _)| streamkeeper::meta::is_meta(k)) {
         anyhow::bail!(
             "{hint}: field name {:?} is reserved (names starting with sk- are streamkeeper's metadata); rename it",
             String::from_utf8_lossy(k)

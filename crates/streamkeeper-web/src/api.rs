@@ -304,21 +304,20 @@ pub(crate) async fn dlq(
     let rows: Vec<Value> = letters
         .iter()
         .map(|e| {
-            let get = |k: &str| e.get(k).map(escaped);
-            let fields: Vec<Value> = e
+            let d = deadletter::DeadLetter::from(e);
+            let fields: Vec<Value> = d
                 .fields
                 .iter()
-                .filter(|(k, _)| !k.starts_with(b"sk-"))
                 .map(|(k, v)| json!([escaped(k), truncated(escaped(v))]))
                 .collect();
             json!({
-                "id": e.id.to_string(),
-                "origin": get("sk-origin"),
-                "origin_id": get("sk-origin-id"),
-                "group": get("sk-group"),
-                "attempts": get("sk-deliveries").and_then(|d| d.parse::<u64>().ok()),
-                "reason": get("sk-reason"),
-                "dead_at_ms": get("sk-dead-at").and_then(|d| d.parse::<u64>().ok()),
+                "id": d.id.to_string(),
+                "origin": d.origin,
+                "origin_id": d.origin_id.map(|i| i.to_string()),
+                "group": d.group,
+                "attempts": d.attempts,
+                "reason": d.reason,
+                "dead_at_ms": d.dead_at_ms,
                 "fields": fields,
             })
         })

@@ -1,5 +1,5 @@
 //! History that survives a restart: every 10 s one `serve` instance (the
-//! holder of the lease on `{N}:history`) appends one sample of every
+//! holder of the lease `{N}:history-writer`) appends one sample of every
 //! stream's length and every group's lag to the capped stream
 //! `{N}:history`; charts and sparklines read it back.
 //!
@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use streamkeeper::janitor::Lease;
-use streamkeeper::{Error, Result, StreamKey};
+use streamkeeper::keys::SchedulerKeys;
+use streamkeeper::lease::Lease;
+use streamkeeper::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
@@ -25,7 +26,7 @@ pub const KEEP: u64 = 8_640;
 
 /// The history stream of namespace `ns`: `{ns}:history`.
 pub fn key(ns: &str) -> String {
-    format!("{{{ns}}}:history")
+    SchedulerKeys::new(ns).history
 }
 
 /// Samples read once: the newest sample's ID, how many were asked, them.
@@ -41,14 +42,13 @@ pub(crate) struct Cache {
 /// `shutdown`. Errors (Redis down) are logged and the loop goes on.
 pub async fn run(state: AppState, every: Duration, shutdown: CancellationToken) {
     let ns = state.config().namespace.clone();
-    let Ok(lease_key) = StreamKey::new(key(&ns)) else {
-        return;
-    };
     let holder = format!("serve-{}-{}", std::process::id(), crate::hex(&rand_bytes()));
-    let Ok(holder) = streamkeeper::ConsumerName::new(holder) else {
-        return;
-    };
-    let lease = Lease::new(state.redis(), &lease_key, &holder, every * 3);
+    let lease = Lease::plain(
+        state.redis(),
+        SchedulerKeys::new(&ns).history_writer,
+        holder,
+        every * 3,
+    );
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -19,11 +19,10 @@ pub(crate) fn escaped(b: &[u8]) -> String {
 }
 
 /// A key streamkeeper derives from another (`{S}:dlq`, `{S}:retry`, …) or
-/// keeps for itself (`{N}:history`): not a row of its own.
+/// keeps for itself (`{N}:history`): not a row of its own. The library
+/// names them (`keys.rs`).
 pub(crate) fn is_derived(name: &str) -> bool {
-    ["dlq", "history", "archive"]
-        .iter()
-        .any(|s| name.starts_with('{') && name.ends_with(&format!("}}:{s}")))
+    streamkeeper::keys::is_derived_stream(name)
 }
 
 /// The value of `name` in an `application/x-www-form-urlencoded` body.

@@ -9,8 +9,53 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::Result;
 use crate::explain;
+use crate::meta;
 use crate::scripts;
-use crate::types::{GroupName, StreamId, StreamKey};
+use crate::types::{Entry, GroupName, StreamId, StreamKey};
+
+/// A dead letter read back: its `sk-*` metadata parsed, and the entry's
+/// own fields without it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The dead letter's ID in `{S}:dlq`.
+    pub id: StreamId,
+    /// The stream the entry died on (`sk-origin`).
+    pub origin: Option<String>,
+    /// The ID the entry first had (`sk-origin-id`).
+    pub origin_id: Option<StreamId>,
+    /// The group that gave up on it (`sk-group`).
+    pub group: Option<String>,
+    /// Handler runs it had (`sk-deliveries`).
+    pub attempts: Option<u64>,
+    /// Why it was given up on (`sk-reason`).
+    pub reason: Option<String>,
+    /// When it died, ms since the Unix epoch (`sk-dead-at`).
+    pub dead_at_ms: Option<u64>,
+    /// The entry's own fields, in order, without the `sk-` ones.
+    pub fields: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl From<&Entry> for DeadLetter {
+    fn from(e: &Entry) -> Self {
+        let text = |k: &str| e.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+        let number = |k: &str| e.get_str(k).and_then(|v| v.parse().ok());
+        DeadLetter {
+            id: e.id,
+            origin: text(meta::ORIGIN),
+            origin_id: e.get_str(meta::ORIGIN_ID).and_then(|v| v.parse().ok()),
+            group: text(meta::GROUP),
+            attempts: number(meta::DELIVERIES),
+            reason: text(meta::REASON),
+            dead_at_ms: number(meta::DEAD_AT),
+            fields: e
+                .fields
+                .iter()
+                .filter(|(k, _)| !meta::is_meta(k))
+                .cloned()
+                .collect(),
+        }
+    }
+}
 
 /// Moves the pending entry `id` of `group` to the dead-letter stream and
 /// acks it; `attempts` (handler runs so far) is kept as `sk-deliveries`.
@@ -24,52 +69,75 @@ pub async fn dead_letter(
     attempts: u64,
     reason: &str,
 ) -> Result<Option<StreamId>> {
-    dead_letter_fenced(connector, stream, group, id, attempts, reason, None).await
+    DeadLetterMove {
+        stream,
+        group,
+        id,
+        attempts,
+        reason,
+        fence: None,
+    }
+    .invoke(connector)
+    .await
 }
 
-/// [`dead_letter`] for a fenced (ordered-mode) consumer: refused unless
-/// it still holds `fence`.
-pub(crate) async fn dead_letter_fenced(
-    connector: &Connector,
-    stream: &StreamKey,
-    group: &GroupName,
-    id: StreamId,
-    attempts: u64,
-    reason: &str,
-    fence: Option<&crate::consumer::Fence>,
-) -> Result<Option<StreamId>> {
-    let now = crate::retry::now_ms();
-    let mut conn = connector.shared();
-    let mut invocation =
-        scripts::pick(fence, &scripts::DEAD_LETTER, &scripts::DEAD_LETTER_FENCED).key(stream);
-    invocation
-        .key(crate::keys::StreamKeys::dlq(stream))
-        .key(crate::keys::StreamKeys::attempts(stream))
-        .arg(group)
-        .arg(id)
-        .arg(attempts)
-        .arg(reason)
-        .arg(now);
-    scripts::add_fence(&mut invocation, fence);
-    let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
-    match r {
-        Ok(Value::BulkString(b)) => {
-            crate::metrics::dead_lettered();
-            Ok(Some(StreamId::from_bytes(&b)?))
-        }
-        Ok(_) => Ok(None),
-        Err(e) => {
-            Err(explain::explain_group(&mut conn, stream, group, "dead-letter script", e).await)
+/// `lua/dead_letter.lua` (behind `lua/fence.lua` with a fence): its KEYS
+/// and ARGV, and its reply.
+pub(crate) struct DeadLetterMove<'a> {
+    /// The stream the entry is pending in.
+    pub stream: &'a StreamKey,
+    /// The group that gives up on it.
+    pub group: &'a GroupName,
+    /// The entry.
+    pub id: StreamId,
+    /// Handler runs so far (`sk-deliveries`).
+    pub attempts: u64,
+    /// Why (`sk-reason`).
+    pub reason: &'a str,
+    /// Ordered mode: refused (`Error::Fenced`) unless still held.
+    pub fence: Option<&'a crate::lease::Fence>,
+}
+
+impl DeadLetterMove<'_> {
+    /// The dead letter's ID, or `None` when the entry was not pending.
+    pub async fn invoke(&self, connector: &Connector) -> Result<Option<StreamId>> {
+        let mut conn = connector.shared();
+        let mut invocation = scripts::pick(
+            self.fence,
+            &scripts::DEAD_LETTER,
+            &scripts::DEAD_LETTER_FENCED,
+        )
+        .key(self.stream);
+        invocation
+            .key(crate::keys::StreamKeys::dlq(self.stream))
+            .key(crate::keys::StreamKeys::attempts(self.stream))
+            .arg(self.group)
+            .arg(self.id)
+            .arg(self.attempts)
+            .arg(self.reason)
+            .arg(crate::retry::now_ms());
+        scripts::add_fence(&mut invocation, self.fence);
+        match invocation.invoke_async::<Value>(&mut conn).await {
+            Ok(Value::BulkString(b)) => {
+                crate::metrics::dead_lettered();
+                Ok(Some(StreamId::from_bytes(&b)?))
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(scripts::settle_error(
+                &mut conn,
+                self.stream,
+                self.group,
+                "dead-letter script",
+                e,
+            )
+            .await),
         }
     }
 }
 
-/// The dead letters of `stream`, oldest first, at most `count`.
-pub async fn list(
-    connector: &Connector,
-    stream: &StreamKey,
-    count: usize,
-) -> Result<Vec<crate::Entry>> {
+/// The dead letters of `stream`, oldest first, at most `count`, as
+/// entries (see [`DeadLetter`] for their metadata).
+pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Result<Vec<Entry>> {
     let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
     crate::reader::range(connector, &dlq, StreamId::MIN, StreamId::MAX, count).await
 }
@@ -83,17 +151,30 @@ pub async fn replay(
     stream: &StreamKey,
     id: StreamId,
 ) -> Result<Option<StreamId>> {
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
-        .key(crate::keys::StreamKeys::dlq(stream))
-        .key(stream)
-        .arg(id)
-        .invoke_async(&mut conn)
-        .await;
-    match r {
-        Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(explain::explain(&mut conn, stream, "dead-letter replay", e).await),
+    Replay { stream, id }.invoke(connector).await
+}
+
+/// `lua/dlq_replay.lua`: its KEYS and ARGV, and its reply.
+struct Replay<'a> {
+    stream: &'a StreamKey,
+    id: StreamId,
+}
+
+impl Replay<'_> {
+    /// The new ID in the stream, or `None` when there was no such letter.
+    async fn invoke(&self, connector: &Connector) -> Result<Option<StreamId>> {
+        let mut conn = connector.shared();
+        let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
+            .key(crate::keys::StreamKeys::dlq(self.stream))
+            .key(self.stream)
+            .arg(self.id)
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
+            Ok(_) => Ok(None),
+            Err(e) => Err(explain::explain(&mut conn, self.stream, "dead-letter replay", e).await),
+        }
     }
 }
 
@@ -129,4 +210,36 @@ pub async fn purge(
         }
     };
     r.map_err(|e| crate::Error::redis(format!("purging {dlq}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_parses_its_metadata_and_keeps_the_user_fields_in_order() {
+        let pair = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let e = Entry {
+            id: StreamId::new(5, 1),
+            fields: vec![
+                pair("b", "2"),
+                pair("a", "1"),
+                pair(meta::ORIGIN, "orders"),
+                pair(meta::ORIGIN_ID, "3-0"),
+                pair(meta::GROUP, "billing"),
+                pair(meta::DELIVERIES, "4"),
+                pair(meta::REASON, "bad sku"),
+                pair(meta::DEAD_AT, "1700"),
+            ],
+        };
+        let d = DeadLetter::from(&e);
+        assert_eq!(d.id, StreamId::new(5, 1));
+        assert_eq!(d.origin.as_deref(), Some("orders"));
+        assert_eq!(d.origin_id, Some(StreamId::new(3, 0)));
+        assert_eq!(d.group.as_deref(), Some("billing"));
+        assert_eq!(d.attempts, Some(4));
+        assert_eq!(d.reason.as_deref(), Some("bad sku"));
+        assert_eq!(d.dead_at_ms, Some(1700));
+        assert_eq!(d.fields, vec![pair("b", "2"), pair("a", "1")]);
+    }
 }

@@ -198,6 +198,26 @@ pub enum Error {
         /// Why, and what to do.
         why: String,
     },
+    /// A fenced (ordered-mode) consumer was refused a write: the shard's
+    /// owner lease no longer holds its token (it ran out, another member
+    /// took the shard). Retrying won't help: the entries are the new
+    /// owner's. Produced from the fence prelude's `SKFENCED` reply.
+    #[error("this consumer no longer owns the shard (lease {lease}); another member took it over")]
+    Fenced {
+        /// The owner lease.
+        lease: String,
+    },
+    /// A sharded stream exists with another shard count (the layout
+    /// script's `SKCOUNT` reply).
+    #[error("{stream} is already sharded {have} ways, not {wanted}; resharding is not supported (create a new stream)")]
+    ShardCountMismatch {
+        /// The logical stream.
+        stream: StreamKey,
+        /// Shards it has.
+        have: u32,
+        /// Shards asked for.
+        wanted: u32,
+    },
     /// The component was shut down.
     #[error("{0} has been shut down")]
     Shutdown(&'static str),
@@ -408,6 +428,21 @@ mod tests {
             assert!(!e.is_retryable(), "{text} should not be retryable");
         }
         assert!(!Error::InvalidId { input: "x".into() }.is_retryable());
+    }
+
+    #[test]
+    fn script_refusals_are_not_retryable() {
+        let fenced = Error::Fenced {
+            lease: "{s:0}:owner:g".into(),
+        };
+        assert!(!fenced.is_retryable());
+        assert!(fenced.to_string().contains("no longer owns"));
+        let recount = Error::ShardCountMismatch {
+            stream: StreamKey::new("s").expect("key"),
+            have: 3,
+            wanted: 2,
+        };
+        assert!(!recount.is_retryable());
     }
 
     #[test]

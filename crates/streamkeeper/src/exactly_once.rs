@@ -58,22 +58,44 @@ pub async fn ack_and_produce(
     }
     let stream = input.stream();
     same_slot(stream.as_str(), output.as_str())?;
-    let connector = input.connector();
-    let mut invocation = scripts::ACK_AND_PRODUCE.key(stream);
-    invocation
-        .key(output)
-        .key(crate::keys::StreamKeys::attempts(stream))
-        .arg(input.group())
-        .arg(input.id());
-    for (k, v) in fields {
-        invocation.arg(k.as_slice()).arg(v.as_slice());
+    AckAndProduce {
+        input,
+        output,
+        fields,
     }
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
-    match r {
-        Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(explain::explain(&mut conn, output, "ack-and-produce script", e).await),
+    .invoke()
+    .await
+}
+
+/// `lua/ack_and_produce.lua`: its KEYS and ARGV, and its reply.
+struct AckAndProduce<'a> {
+    input: &'a Delivery,
+    output: &'a StreamKey,
+    fields: &'a [(Bytes, Bytes)],
+}
+
+impl AckAndProduce<'_> {
+    /// The output's ID, or `None` when the input was no longer pending.
+    async fn invoke(&self) -> Result<Option<StreamId>> {
+        let stream = self.input.stream();
+        let mut invocation = scripts::ACK_AND_PRODUCE.key(stream);
+        invocation
+            .key(self.output)
+            .key(crate::keys::StreamKeys::attempts(stream))
+            .arg(self.input.group())
+            .arg(self.input.id());
+        for (k, v) in self.fields {
+            invocation.arg(k.as_slice()).arg(v.as_slice());
+        }
+        let mut conn = self.input.connector().shared();
+        let r: redis::RedisResult<Value> = invocation.invoke_async(&mut conn).await;
+        match r {
+            Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                Err(explain::explain(&mut conn, self.output, "ack-and-produce script", e).await)
+            }
+        }
     }
 }
 
@@ -92,18 +114,43 @@ pub async fn send_once(
             "an entry needs at least one field".into(),
         ));
     }
-    let key = crate::keys::StreamKeys::once(stream, dedupe_key);
-    let mut invocation = scripts::SEND_ONCE.key(stream);
-    invocation
-        .key(&key)
-        .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
-    for (k, v) in fields {
-        invocation.arg(k.as_slice()).arg(v.as_slice());
+    SendOnce {
+        stream,
+        dedupe_key,
+        window,
+        fields,
     }
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<(i64, Vec<u8>)> = invocation.invoke_async(&mut conn).await;
-    match r {
-        Ok((sent, id)) => Ok((sent == 1, StreamId::from_bytes(&id)?)),
-        Err(e) => Err(explain::explain(&mut conn, stream, "send-once script", e).await),
+    .invoke(connector)
+    .await
+}
+
+/// `lua/send_once.lua`: its KEYS and ARGV, and its reply.
+struct SendOnce<'a> {
+    stream: &'a StreamKey,
+    dedupe_key: &'a str,
+    window: Duration,
+    fields: &'a [(Bytes, Bytes)],
+}
+
+impl SendOnce<'_> {
+    /// `(true, new id)` or `(false, id of the earlier send)`.
+    async fn invoke(&self, connector: &Connector) -> Result<(bool, StreamId)> {
+        let mut invocation = scripts::SEND_ONCE.key(self.stream);
+        invocation
+            .key(crate::keys::StreamKeys::once(self.stream, self.dedupe_key))
+            .arg(
+                u64::try_from(self.window.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            );
+        for (k, v) in self.fields {
+            invocation.arg(k.as_slice()).arg(v.as_slice());
+        }
+        let mut conn = connector.shared();
+        let r: redis::RedisResult<(i64, Vec<u8>)> = invocation.invoke_async(&mut conn).await;
+        match r {
+            Ok((sent, id)) => Ok((sent == 1, StreamId::from_bytes(&id)?)),
+            Err(e) => Err(explain::explain(&mut conn, self.stream, "send-once script", e).await),
+        }
     }
 }

@@ -225,13 +225,35 @@ pub async fn remove_consumer(
     from: &ConsumerName,
     to: &ConsumerName,
 ) -> Result<u64> {
-    let mut conn = connector.shared();
-    crate::scripts::HANDOFF
-        .key(stream)
-        .arg(group)
-        .arg(from)
-        .arg(to)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("handing {from}'s pending entries to {to}"), e))
+    Handoff {
+        stream,
+        group,
+        from,
+        to,
+    }
+    .invoke(connector)
+    .await
+}
+
+/// `lua/handoff.lua`: its KEYS and ARGV, and its reply (entries moved).
+struct Handoff<'a> {
+    stream: &'a StreamKey,
+    group: &'a GroupName,
+    from: &'a ConsumerName,
+    to: &'a ConsumerName,
+}
+
+impl Handoff<'_> {
+    async fn invoke(&self, connector: &Connector) -> Result<u64> {
+        let (from, to) = (self.from, self.to);
+        let mut conn = connector.shared();
+        crate::scripts::HANDOFF
+            .key(self.stream)
+            .arg(self.group)
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("handing {from}'s pending entries to {to}"), e))
+    }
 }

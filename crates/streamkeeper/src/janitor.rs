@@ -20,6 +20,7 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::explain;
+pub use crate::lease::Lease;
 use crate::producer::Producer;
 use crate::scripts;
 use crate::types::{ConsumerName, Entry, StreamId, StreamKey};
@@ -72,6 +73,90 @@ pub struct TrimReport {
     pub dropped_unacked: u64,
 }
 
+/// One group's bound on the ack-based trim point: `min(oldest pending,
+/// next after last-delivered)` (`lua/trim_point.lua`, the one place the
+/// rule lives).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrimBound {
+    /// The group.
+    pub group: String,
+    /// Nothing below this ID is still needed by the group.
+    pub bound: StreamId,
+    /// Whether the bound comes from a pending entry (not yet acked) rather
+    /// than from entries not yet delivered.
+    pub pending: bool,
+}
+
+/// What `lua/trim_point.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrimPointReply {
+    /// Entries removed (0 in a dry run).
+    pub trimmed: u64,
+    /// The trim point, `None` when the stream has no group.
+    pub trim_to: Option<StreamId>,
+    /// Every group's bound, in the order of `XINFO GROUPS`.
+    pub bounds: Vec<TrimBound>,
+}
+
+impl TrimPointReply {
+    /// Parses `{trimmed, T, {{name, bound, pending}, …}}` or `{0, nil}`.
+    fn parse(v: Value) -> Result<Self> {
+        let bad = |v: &Value| Error::Protocol {
+            command: "trim script",
+            detail: format!("{v:?}"),
+        };
+        let Value::Array(parts) = &v else {
+            return Err(bad(&v));
+        };
+        let trimmed = match parts.first() {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        let trim_to = match parts.get(1) {
+            Some(Value::BulkString(b)) => Some(StreamId::from_bytes(b)?),
+            _ => None,
+        };
+        let mut bounds = Vec::new();
+        if let Some(Value::Array(groups)) = parts.get(2) {
+            for g in groups {
+                match g {
+                    Value::Array(f) if f.len() == 3 => bounds.push(TrimBound {
+                        group: crate::reply::text(&f[0]),
+                        bound: crate::reply::text(&f[1]).parse()?,
+                        pending: crate::reply::int(&f[2]) == Some(1),
+                    }),
+                    _ => return Err(bad(&v)),
+                }
+            }
+        }
+        Ok(TrimPointReply {
+            trimmed,
+            trim_to,
+            bounds,
+        })
+    }
+}
+
+/// Runs `lua/trim_point.lua` on `stream` (KEYS: the stream; ARGV: `1` for
+/// a dry run): computes the trim point and, unless `dry_run`, trims below
+/// it in the same script.
+pub(crate) async fn trim_point(
+    connector: &Connector,
+    stream: &StreamKey,
+    dry_run: bool,
+) -> Result<TrimPointReply> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<Value> = scripts::TRIM_POINT
+        .key(stream)
+        .arg(if dry_run { "1" } else { "0" })
+        .invoke_async(&mut conn)
+        .await;
+    match r {
+        Ok(v) => TrimPointReply::parse(v),
+        Err(e) => Err(explain::explain(&mut conn, stream, "trim script", e).await),
+    }
+}
+
 /// One janitor run on `stream`: ack-based trim, then caps.
 pub async fn run_once(
     connector: &Connector,
@@ -83,32 +168,11 @@ pub async fn run_once(
             "a cap (--max-len/--max-age) needs --archive FILE|stream:KEY: unacknowledged entries are archived before they are dropped".into(),
         ));
     }
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<Value> = scripts::TRIM_POINT
-        .key(stream)
-        .arg(if options.dry_run { "1" } else { "0" })
-        .invoke_async(&mut conn)
-        .await;
-    let (mut trimmed, trim_to) = match r {
-        Ok(Value::Array(v)) => {
-            let trimmed = match v.first() {
-                Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-                _ => 0,
-            };
-            let to = match v.get(1) {
-                Some(Value::BulkString(b)) => Some(StreamId::from_bytes(b)?),
-                _ => None,
-            };
-            (trimmed, to)
-        }
-        Ok(other) => {
-            return Err(Error::Protocol {
-                command: "trim script",
-                detail: format!("{other:?}"),
-            })
-        }
-        Err(e) => return Err(explain::explain(&mut conn, stream, "trim script", e).await),
-    };
+    let TrimPointReply {
+        mut trimmed,
+        trim_to,
+        ..
+    } = trim_point(connector, stream, options.dry_run).await?;
     if options.dry_run {
         if let Some(t) = trim_to {
             trimmed = crate::reader::span(connector, stream, StreamId::MIN, t.prev())
@@ -244,7 +308,10 @@ async fn write_archive(
                 .iter()
                 .map(|e| {
                     let mut f = e.fields.clone();
-                    f.push((b"sk-origin-id".to_vec(), e.id.to_string().into_bytes()));
+                    f.push((
+                        crate::meta::ORIGIN_ID.as_bytes().to_vec(),
+                        e.id.to_string().into_bytes(),
+                    ));
                     f
                 })
                 .collect();
@@ -256,86 +323,60 @@ async fn write_archive(
     }
 }
 
-/// The lease that lets one janitor work on a stream while others stand by.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    connector: Connector,
-    key: String,
-    holder: String,
+/// The lease that lets one janitor work on `stream` while others stand
+/// by (`{S}:janitor`, plain), for `holder`, valid `ttl` after each renewal.
+/// A user not granted the lease key works without it (warned once): every
+/// trim is one atomic script, so two janitors never trim what a group needs.
+pub fn lease(
+    connector: &Connector,
+    stream: &StreamKey,
+    holder: &ConsumerName,
     ttl: Duration,
-    /// The user may not write the lease key (said once, then worked without).
-    unleased: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Lease {
-    /// The lease of `stream` for `holder`, valid `ttl` after each renewal.
-    pub fn new(
-        connector: &Connector,
-        stream: &StreamKey,
-        holder: &ConsumerName,
-        ttl: Duration,
-    ) -> Self {
-        Lease {
-            connector: connector.clone(),
-            key: crate::keys::StreamKeys::janitor_lease(stream),
-            holder: holder.to_string(),
-            ttl,
-            unleased: Default::default(),
-        }
-    }
-
-    /// Takes the lease if free, renews it if ours; `false` if another holds
-    /// it. A user not granted the lease key's commands (docs/design.md §6) gets
-    /// `true` and a warning once: the work is not refused.
-    pub async fn acquire(&self) -> Result<bool> {
-        let mut conn = self.connector.shared();
-        let r: redis::RedisResult<i64> = scripts::LEASE
-            .key(&self.key)
-            .arg(&self.holder)
-            .arg(
-                u64::try_from(self.ttl.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
-            )
-            .invoke_async(&mut conn)
-            .await;
-        match r {
-            Ok(r) => Ok(r == 1),
-            // A user granted only stream commands may not write the lease
-            // key: the work goes on without it (every trim is one atomic
-            // script, so two janitors never trim what a group needs).
-            Err(e) if crate::error::is_noperm(&e) => {
-                if !self
-                    .unleased
-                    .swap(true, std::sync::atomic::Ordering::Relaxed)
-                {
-                    tracing::warn!(key = %self.key, "this user may not write the janitor lease; working without it (run one janitor per stream)");
-                }
-                Ok(true)
-            }
-            Err(e) => Err(Error::redis("janitor lease", e)),
-        }
-    }
-
-    /// Gives the lease up if we hold it.
-    pub async fn release(&self) -> Result<()> {
-        let mut conn = self.connector.shared();
-        scripts::LEASE_RELEASE
-            .key(&self.key)
-            .arg(&self.holder)
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map(|_| ())
-            .or_else(|e| match crate::error::is_noperm(&e) {
-                true => Ok(()),
-                false => Err(Error::redis("janitor lease release", e)),
-            })
-    }
+) -> Lease {
+    Lease::plain(
+        connector,
+        crate::keys::StreamKeys::janitor_lease(stream),
+        holder.as_str(),
+        ttl,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trim_script_reply_parses_with_every_groups_bound() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let group = |n: &str, b: &str, p: i64| Value::Array(vec![bulk(n), bulk(b), Value::Int(p)]);
+        let r = TrimPointReply::parse(Value::Array(vec![
+            Value::Int(3),
+            bulk("5-0"),
+            Value::Array(vec![group("a", "5-0", 1), group("b", "9-1", 0)]),
+        ]))
+        .expect("parse");
+        assert_eq!(r.trimmed, 3);
+        assert_eq!(r.trim_to, Some(StreamId::new(5, 0)));
+        assert_eq!(
+            r.bounds,
+            vec![
+                TrimBound {
+                    group: "a".into(),
+                    bound: StreamId::new(5, 0),
+                    pending: true
+                },
+                TrimBound {
+                    group: "b".into(),
+                    bound: StreamId::new(9, 1),
+                    pending: false
+                },
+            ]
+        );
+        let none =
+            TrimPointReply::parse(Value::Array(vec![Value::Int(0), Value::Nil])).expect("none");
+        assert_eq!((none.trim_to, none.bounds.len()), (None, 0));
+        assert!(TrimPointReply::parse(Value::Int(1)).is_err());
+    }
 
     #[test]
     fn archive_targets_parse() {

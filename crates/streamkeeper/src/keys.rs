@@ -104,6 +104,28 @@ impl StreamKeys {
     }
 }
 
+/// What [`StreamKeys`] and [`SchedulerKeys`] name as streams of their own
+/// (`{S}:dlq`, `{N}:history`, an archive `{S}:archive`): a listing of a
+/// user's streams leaves them out.
+const DERIVED_STREAMS: [&str; 3] = ["dlq", "history", "archive"];
+
+/// Whether `name` is a stream streamkeeper derives from another or keeps
+/// for itself (`{orders}:dlq`, `{streamkeeper}:history`), not a user's.
+///
+/// ```
+/// use streamkeeper::keys::is_derived_stream;
+/// assert!(is_derived_stream("{orders}:dlq"));
+/// assert!(is_derived_stream("{streamkeeper}:history"));
+/// assert!(!is_derived_stream("orders:dlq"));
+/// ```
+pub fn is_derived_stream(name: &str) -> bool {
+    name.starts_with('{')
+        && DERIVED_STREAMS.iter().any(|s| {
+            name.strip_suffix(s)
+                .is_some_and(|rest| rest.ends_with("}:"))
+        })
+}
+
 /// The scheduler's keys in namespace `N` (all in `{N}`'s hash slot).
 ///
 /// ```
@@ -122,6 +144,9 @@ pub struct SchedulerKeys {
     pub outbox: String,
     /// `{N}:history`: the dashboard's samples.
     pub history: String,
+    /// `{N}:history-writer`: the lease of the one dashboard that writes
+    /// the samples (plain, see [`crate::lease`]).
+    pub history_writer: String,
 }
 
 impl SchedulerKeys {
@@ -134,6 +159,7 @@ impl SchedulerKeys {
             state: key("state"),
             outbox: key("outbox"),
             history: key("history"),
+            history_writer: key("history-writer"),
         }
     }
 }

@@ -41,15 +41,17 @@
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
 //! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
+//! | [`lease`] | the one `Lease` (plain, or fenced with an epoch token) and its `Fence`: janitor, retry mover, ordered owners, dashboard history writer |
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
 //! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
-//! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!` |
+//! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!`; each is called through a typed struct next to the module that uses it (KEYS/ARGV written, reply parsed, refusals as `Error` variants) |
 //! | [`wire`] | the JSON-lines format of entries (docs/design.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
 //! | `metrics` | counters recorded through the `metrics` facade |
+//! | [`meta`] | the `sk-…` field names streamkeeper writes into entries |
 //! | [`keys`] | the key scheme (docs/design.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
 //! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
 
@@ -64,6 +66,8 @@ pub mod group;
 pub mod inspect;
 pub mod janitor;
 pub mod keys;
+pub mod lease;
+pub mod meta;
 mod metrics;
 pub mod pending;
 pub mod producer;

@@ -10,7 +10,6 @@ use redis::Value;
 use crate::conn::Connector;
 use crate::error::Result;
 use crate::explain;
-use crate::group::list_groups;
 use crate::reply::{self, PendingEntry};
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
 
@@ -64,56 +63,15 @@ pub async fn range_rev(
     }
 }
 
-/// One group's bound on the ack-based trim point (the janitor's rule:
-/// `min(oldest pending, next after last-delivered)`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrimBound {
-    /// The group.
-    pub group: String,
-    /// Nothing below this ID is still needed by the group.
-    pub bound: StreamId,
-    /// Whether the bound comes from a pending entry (not yet acked) rather
-    /// than from entries not yet delivered.
-    pub pending: bool,
-}
+pub use crate::janitor::TrimBound;
 
 /// Every group's bound on the trim point of `stream`, lowest first: the
-/// first one is the group that holds the trim point.
+/// first one is the group that holds the trim point. Computed by the
+/// janitor's script in a dry run, so the rule lives once.
 pub async fn trim_bounds(connector: &Connector, stream: &StreamKey) -> Result<Vec<TrimBound>> {
-    let groups = list_groups(connector, stream).await?;
-    let mut out = Vec::with_capacity(groups.len());
-    let mut conn = connector.shared();
-    for g in groups {
-        let last: StreamId = g.last_delivered;
-        let summary: Value = match redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(&g.name)
-            .query_async(&mut conn)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                return Err(explain::explain_group(&mut conn, stream, &g.name, "XPENDING", e).await)
-            }
-        };
-        let oldest = match summary {
-            Value::Array(s) => s.get(1).and_then(|v| match v {
-                Value::BulkString(b) => StreamId::from_bytes(b).ok(),
-                _ => None,
-            }),
-            _ => None,
-        };
-        let next = last.next();
-        let (bound, pending) = match oldest {
-            Some(p) if p < next => (p, true),
-            _ => (next, false),
-        };
-        out.push(TrimBound {
-            group: g.name.to_string(),
-            bound,
-            pending,
-        });
-    }
-    out.sort_by_key(|a| a.bound);
-    Ok(out)
+    let mut bounds = crate::janitor::trim_point(connector, stream, true)
+        .await?
+        .bounds;
+    bounds.sort_by_key(|b| b.bound);
+    Ok(bounds)
 }

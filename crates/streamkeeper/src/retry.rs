@@ -11,16 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
-use crate::explain;
 use crate::scripts;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
-
-/// The ID an entry had when it was first appended.
-pub const ORIGIN_ID_FIELD: &str = "sk-origin-id";
-/// The group a re-appended retry is meant for.
-pub const RETRY_GROUP_FIELD: &str = "sk-retry-group";
-/// Failed attempts of a retried entry before the current one.
-pub const ATTEMPT_FIELD: &str = "sk-attempt";
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -52,55 +44,102 @@ pub async fn store(
     due_ms: u64,
     attempts: u64,
 ) -> Result<Stored> {
-    store_fenced(connector, stream, group, id, due_ms, attempts, None).await
+    RetryStore {
+        stream,
+        group,
+        id,
+        due_ms,
+        attempts,
+        fence: None,
+    }
+    .invoke(connector)
+    .await
 }
 
-/// [`store`] for a fenced (ordered-mode) consumer: refused unless it
-/// still holds `fence`.
-pub(crate) async fn store_fenced(
-    connector: &Connector,
-    stream: &StreamKey,
-    group: &GroupName,
-    id: StreamId,
-    due_ms: u64,
-    attempts: u64,
-    fence: Option<&crate::consumer::Fence>,
-) -> Result<Stored> {
-    let mut conn = connector.shared();
-    let mut invocation =
-        scripts::pick(fence, &scripts::RETRY_STORE, &scripts::RETRY_STORE_FENCED).key(stream);
-    invocation
-        .key(crate::keys::StreamKeys::retry(stream))
-        .key(crate::keys::StreamKeys::attempts(stream))
-        .arg(group)
-        .arg(id)
-        .arg(due_ms)
-        .arg(attempts);
-    scripts::add_fence(&mut invocation, fence);
-    let r: redis::RedisResult<i64> = invocation.invoke_async(&mut conn).await;
-    match r {
-        Ok(1) => {
-            crate::metrics::retried();
-            Ok(Stored::Scheduled)
+/// `lua/retry_store.lua` (behind `lua/fence.lua` with a fence): its KEYS
+/// and ARGV, and its reply.
+pub(crate) struct RetryStore<'a> {
+    /// The stream the entry is pending in.
+    pub stream: &'a StreamKey,
+    /// The group that asks for the retry.
+    pub group: &'a GroupName,
+    /// The entry.
+    pub id: StreamId,
+    /// When it is due, ms since the Unix epoch.
+    pub due_ms: u64,
+    /// Failed attempts so far, this one included.
+    pub attempts: u64,
+    /// Ordered mode: refused (`Error::Fenced`) unless still held.
+    pub fence: Option<&'a crate::lease::Fence>,
+}
+
+impl RetryStore<'_> {
+    /// What the script did: `1` stored, `-1` deleted from the stream, else
+    /// not pending.
+    pub async fn invoke(&self, connector: &Connector) -> Result<Stored> {
+        let mut conn = connector.shared();
+        let mut invocation = scripts::pick(
+            self.fence,
+            &scripts::RETRY_STORE,
+            &scripts::RETRY_STORE_FENCED,
+        )
+        .key(self.stream);
+        invocation
+            .key(crate::keys::StreamKeys::retry(self.stream))
+            .key(crate::keys::StreamKeys::attempts(self.stream))
+            .arg(self.group)
+            .arg(self.id)
+            .arg(self.due_ms)
+            .arg(self.attempts);
+        scripts::add_fence(&mut invocation, self.fence);
+        match invocation.invoke_async::<i64>(&mut conn).await {
+            Ok(1) => {
+                crate::metrics::retried();
+                Ok(Stored::Scheduled)
+            }
+            Ok(-1) => Ok(Stored::Deleted),
+            Ok(_) => Ok(Stored::NotPending),
+            Err(e) => {
+                Err(
+                    scripts::settle_error(&mut conn, self.stream, self.group, "retry script", e)
+                        .await,
+                )
+            }
         }
-        Ok(-1) => Ok(Stored::Deleted),
-        Ok(_) => Ok(Stored::NotPending),
-        Err(e) => Err(explain::explain_group(&mut conn, stream, group, "retry script", e).await),
     }
 }
 
 /// Re-appends up to `max` retries of `stream` that are due now. Returns how
 /// many moved. Safe to run from any number of processes at once.
 pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> Result<u64> {
-    let mut conn = connector.shared();
-    let r: redis::RedisResult<u64> = scripts::RETRY_MOVE
-        .key(stream)
-        .key(crate::keys::StreamKeys::retry(stream))
-        .arg(now_ms())
-        .arg(max)
-        .invoke_async(&mut conn)
-        .await;
-    r.map_err(|e| Error::redis(format!("retry mover on {stream}"), e))
+    MoveDue {
+        stream,
+        now_ms: now_ms(),
+        max,
+    }
+    .invoke(connector)
+    .await
+}
+
+/// `lua/retry_move.lua`: its KEYS and ARGV; it replies how many moved.
+struct MoveDue<'a> {
+    stream: &'a StreamKey,
+    now_ms: u64,
+    max: usize,
+}
+
+impl MoveDue<'_> {
+    async fn invoke(&self, connector: &Connector) -> Result<u64> {
+        let mut conn = connector.shared();
+        scripts::RETRY_MOVE
+            .key(self.stream)
+            .key(crate::keys::StreamKeys::retry(self.stream))
+            .arg(self.now_ms)
+            .arg(self.max)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("retry mover on {}", self.stream), e))
+    }
 }
 
 /// How many retries wait in `{S}:retry`.
@@ -116,9 +155,9 @@ pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
 /// The retry bookkeeping of an entry: which group it is meant for and how
 /// many failed attempts it had before. `None` for an entry never retried.
 pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
-    let group = entry.get_str(RETRY_GROUP_FIELD)?;
+    let group = entry.get_str(crate::meta::RETRY_GROUP)?;
     let attempt = entry
-        .get_str(ATTEMPT_FIELD)
+        .get_str(crate::meta::ATTEMPT)
         .and_then(|a| a.parse().ok())
         .unwrap_or(0);
     Some((group, attempt))
@@ -127,7 +166,7 @@ pub fn retry_info(entry: &Entry) -> Option<(&str, u64)> {
 /// The first ID of an entry: `sk-origin-id` when it was retried, else its own.
 pub fn origin_id(entry: &Entry) -> StreamId {
     entry
-        .get_str(ORIGIN_ID_FIELD)
+        .get_str(crate::meta::ORIGIN_ID)
         .and_then(|s| s.parse().ok())
         .unwrap_or(entry.id)
 }
@@ -137,24 +176,6 @@ pub fn origin_id(entry: &Entry) -> StreamId {
 pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
     let exp = u32::try_from(n.saturating_sub(1).min(30)).unwrap_or(30);
     base.saturating_mul(1u32 << exp).min(max)
-}
-
-/// Takes or renews the mover lease of `stream` for `holder`.
-async fn mover_lease(
-    connector: &Connector,
-    stream: &StreamKey,
-    holder: &str,
-    ttl: Duration,
-) -> Result<bool> {
-    let mut conn = connector.shared();
-    let r: i64 = scripts::LEASE
-        .key(crate::keys::StreamKeys::retry_mover(stream))
-        .arg(holder)
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("retry mover lease of {stream}"), e))?;
-    Ok(r == 1)
 }
 
 /// Moves due retries of one stream while holding its mover lease. Every
@@ -173,21 +194,22 @@ pub(crate) async fn mover_loop(
     // Long enough to survive a few slow polls, short enough that another
     // consumer takes over soon after this one stops.
     let ttl = (every * 10).max(Duration::from_secs(2));
+    let lease = crate::lease::Lease::plain(
+        &connector,
+        crate::keys::StreamKeys::retry_mover(&stream),
+        holder,
+        ttl,
+    );
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 // Hand the lease on at once rather than after its TTL.
-                let mut conn = connector.shared();
-                let _ = scripts::LEASE_RELEASE
-                    .key(crate::keys::StreamKeys::retry_mover(&stream))
-                    .arg(&holder)
-                    .invoke_async::<i64>(&mut conn)
-                    .await;
+                let _ = lease.release().await;
                 return;
             }
             _ = tick.tick() => {}
         }
-        match mover_lease(&connector, &stream, &holder, ttl).await {
+        match lease.acquire().await {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

@@ -68,12 +68,12 @@ script!(
     "ack_and_produce.lua"
 );
 script!(
-    /// Take (or renew) a shard's owner lease in ordered mode.
+    /// Take a fenced lease (ordered mode's shard owners) with a new token.
     LEASE_ACQUIRE,
     "lease_acquire.lua"
 );
 script!(
-    /// Renew or release a shard's owner lease if still ours.
+    /// Renew or release a lease (plain or fenced) if still ours.
     LEASE_KEEP,
     "lease_keep.lua"
 );
@@ -103,14 +103,9 @@ script!(
     "trim_point.lua"
 );
 script!(
-    /// Take or renew a lease.
+    /// Take or renew a plain lease.
     LEASE,
     "lease.lua"
-);
-script!(
-    /// Release a lease we hold.
-    LEASE_RELEASE,
-    "lease_release.lua"
 );
 script!(
     /// Hand a consumer's pending entries to another and delete it.
@@ -141,7 +136,7 @@ fenced_script!(
 
 /// `plain`, or `fenced` (its `*_FENCED` form) when a fence is given.
 pub(crate) fn pick<'a>(
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
     plain: &'a Script,
     fenced: &'a Script,
 ) -> &'a Script {
@@ -152,11 +147,27 @@ pub(crate) fn pick<'a>(
     }
 }
 
+/// The error of a settling script: a fence refusal (`SKFENCED`) is
+/// [`Error::Fenced`](crate::Error::Fenced), anything else is explained as
+/// an error of `command` by the group.
+pub(crate) async fn settle_error<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &crate::types::StreamKey,
+    group: &crate::types::GroupName,
+    command: &str,
+    e: redis::RedisError,
+) -> crate::Error {
+    match crate::lease::Fence::refusal(&e) {
+        Some(refused) => refused,
+        None => crate::explain::explain_group(conn, stream, group, command, e).await,
+    }
+}
+
 /// Appends the fence's lease key and token last, where the fence prelude
 /// (`lua/fence.lua`) pops them; nothing without a fence.
 pub(crate) fn add_fence(
     invocation: &mut redis::ScriptInvocation<'_>,
-    fence: Option<&crate::consumer::Fence>,
+    fence: Option<&crate::lease::Fence>,
 ) {
     if let Some(f) = fence {
         invocation.key(&f.key).arg(&f.token);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use streamkeeper::janitor::{self, Archive, JanitorOptions, Lease};
+use streamkeeper::janitor::{self, Archive, JanitorOptions};
 use streamkeeper::{fields, Connector, ConsumerName, Producer, StreamId, StreamKey};
 
 async fn cmd<T: redis::FromRedisValue>(redis: &Connector, args: &[&str]) -> T {
@@ -221,13 +221,13 @@ async fn caps_archive_unacked_entries_before_dropping_them() {
 async fn two_janitors_never_both_hold_the_lease() {
     let (_server, redis) = setup().await;
     let s = StreamKey::new("s").expect("key");
-    let a = Lease::new(
+    let a = janitor::lease(
         &redis,
         &s,
         &ConsumerName::new("janitor-a").expect("name"),
         Duration::from_millis(400),
     );
-    let b = Lease::new(
+    let b = janitor::lease(
         &redis,
         &s,
         &ConsumerName::new("janitor-b").expect("name"),

@@ -312,6 +312,7 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
         .await
         .expect("send");
     let lease = streamkeeper::keys::StreamKeys::owner(&shard, "g");
+    let lease_key = lease.clone();
     let mut conn = redis.shared();
     let set_lease = |token: &'static str| {
         let (lease, mut conn) = (lease.clone(), redis.shared());
@@ -348,8 +349,16 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
             .is_err_and(|e| e.to_string().contains("no longer owns")),
         "{dead:?}"
     );
+    assert!(
+        matches!(dead, Err(streamkeeper::Error::Fenced { ref lease }) if *lease == lease_key),
+        "{dead:?}"
+    );
     let retry = d.retry(Some(Duration::from_millis(1))).await;
     assert!(retry.is_err(), "{retry:?}");
+    assert!(
+        matches!(retry, Err(streamkeeper::Error::Fenced { .. })),
+        "{retry:?}"
+    );
     d.ack();
     let flushed = zombie.flush_acks().await;
     assert!(flushed.is_err(), "{flushed:?}");

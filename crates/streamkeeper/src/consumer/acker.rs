@@ -44,7 +44,7 @@ pub(crate) struct Acker {
     tx: mpsc::UnboundedSender<Msg>,
     /// Told at once which acks are on their way (the task may be busy
     /// retrying an earlier batch: the entries must stay fresh meanwhile).
-    in_flight: Arc<super::delivery::InFlight>,
+    in_flight: Arc<super::in_flight::InFlight>,
     acked: Arc<AtomicU64>,
 }
 
@@ -56,8 +56,8 @@ impl Acker {
         group: GroupName,
         max_batch: usize,
         interval: Duration,
-        fence: Option<super::Fence>,
-        in_flight: Arc<super::delivery::InFlight>,
+        fence: Option<crate::lease::Fence>,
+        in_flight: Arc<super::in_flight::InFlight>,
     ) -> (Acker, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let acked = Arc::new(AtomicU64::new(0));
@@ -150,12 +150,12 @@ impl Acker {
 struct AckTarget {
     connector: Connector,
     /// Ordered mode: every ack goes through the fenced script.
-    fence: Option<super::Fence>,
+    fence: Option<crate::lease::Fence>,
     stream: StreamKey,
     attempts: String,
     group: GroupName,
     /// Told which acks are on their way and which are done.
-    in_flight: Arc<super::delivery::InFlight>,
+    in_flight: Arc<super::in_flight::InFlight>,
     acked: Arc<AtomicU64>,
     /// IDs to acknowledge.
     ids: Vec<StreamId>,
@@ -234,18 +234,16 @@ impl AckTarget {
                         .query_async::<u64>(&mut conn)
                         .await
                 } else {
-                    let mut invocation =
-                        scripts::pick(fence, &scripts::ACK, &scripts::ACK_FENCED).key(stream);
-                    invocation
-                        .key(attempts)
-                        .arg(group)
-                        .arg(ids.len())
-                        .arg(clear.len())
-                        .arg(ids)
-                        .arg(clear)
-                        .arg(running);
-                    scripts::add_fence(&mut invocation, fence);
-                    match invocation.invoke_async::<u64>(&mut conn).await {
+                    let ack = AckScript {
+                        stream,
+                        attempts,
+                        group,
+                        ids,
+                        clear,
+                        running,
+                        fence,
+                    };
+                    match ack.invoke(&mut conn).await {
                         // The slot is migrating and the stream and its
                         // attempts hash are on different nodes (or the
                         // hash does not exist yet): the script cannot run
@@ -270,10 +268,7 @@ impl AckTarget {
                 };
                 match r {
                     Ok(n) => Ok(n),
-                    Err(e) => Err(crate::explain::explain_group(
-                        &mut conn, stream, group, "XACK", e,
-                    )
-                    .await),
+                    Err(e) => Err(scripts::settle_error(&mut conn, stream, group, "XACK", e).await),
                 }
             })
             .await;
@@ -364,5 +359,40 @@ async fn ack_loop(
                 }
             }
         }
+    }
+}
+
+/// `lua/ack.lua` (behind `lua/fence.lua` with a fence): its KEYS and ARGV.
+struct AckScript<'a> {
+    stream: &'a StreamKey,
+    attempts: &'a str,
+    group: &'a GroupName,
+    /// Entries to ack.
+    ids: &'a [StreamId],
+    /// Attempt marks to remove without an ack (entries settled otherwise).
+    clear: &'a [StreamId],
+    /// Entries whose handler is running: marked.
+    running: &'a [StreamId],
+    fence: Option<&'a crate::lease::Fence>,
+}
+
+impl AckScript<'_> {
+    /// How many entries were acked.
+    async fn invoke<C: redis::aio::ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+    ) -> redis::RedisResult<u64> {
+        let mut invocation =
+            scripts::pick(self.fence, &scripts::ACK, &scripts::ACK_FENCED).key(self.stream);
+        invocation
+            .key(self.attempts)
+            .arg(self.group)
+            .arg(self.ids.len())
+            .arg(self.clear.len())
+            .arg(self.ids)
+            .arg(self.clear)
+            .arg(self.running);
+        scripts::add_fence(&mut invocation, self.fence);
+        invocation.invoke_async(conn).await
     }
 }

@@ -22,7 +22,7 @@
 //! before it starts, so an entry that crashes its consumer every time still
 //! reaches the dead-letter queue, after at most one extra run.
 
-use crate::consumer::Shared;
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::scripts;
 use crate::types::StreamId;
@@ -30,15 +30,29 @@ use crate::types::StreamId;
 /// Marks the start of a run of `id` and returns the runs of this round
 /// that were cut off before (0 when none).
 pub(crate) async fn start(shared: &Shared, id: StreamId) -> Result<u64> {
-    let mut conn = shared.connector.shared();
-    let counts: Vec<u64> = scripts::ATTEMPT_START
-        .key(crate::keys::StreamKeys::attempts(&shared.stream))
-        .arg(&shared.group)
-        .arg(id)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("attempt mark on {}", shared.stream), e))?;
-    Ok(counts.first().copied().unwrap_or(1).saturating_sub(1))
+    AttemptStart { shared, id }.invoke().await
+}
+
+/// `lua/attempt_start.lua`: its KEYS and ARGV, and its reply (the runs
+/// marked so far, this one included).
+struct AttemptStart<'a> {
+    shared: &'a Shared,
+    id: StreamId,
+}
+
+impl AttemptStart<'_> {
+    /// The runs cut off before this one.
+    async fn invoke(&self) -> Result<u64> {
+        let mut conn = self.shared.connector.shared();
+        let counts: Vec<u64> = scripts::ATTEMPT_START
+            .key(crate::keys::StreamKeys::attempts(&self.shared.stream))
+            .arg(&self.shared.group)
+            .arg(self.id)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("attempt mark on {}", self.shared.stream), e))?;
+        Ok(counts.first().copied().unwrap_or(1).saturating_sub(1))
+    }
 }
 
 /// Counts one more unsettled run of `id` (an in-place re-run).

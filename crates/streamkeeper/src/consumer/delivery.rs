@@ -1,199 +1,18 @@
-//! What a handler receives and returns: [`Delivery`], [`Outcome`], [`AckMode`].
+//! What a handler receives: [`Delivery`] (what it returns is in `outcome.rs`).
 //!
 //! A delivery is cheap to clone; while any clone lives, the consumer knows
 //! the entry is being worked on: it does not hand it out a second time and
 //! keeps it fresh so no peer reclaims it (see `keepalive.rs`).
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::consumer::policy::AfterFailure;
-use crate::consumer::Shared;
+use super::in_flight::{Guard, InFlight};
+use super::outcome::{Outcome, Settled, Source};
+use super::policy::AfterFailure;
+use super::shared::Shared;
 use crate::error::Result;
 use crate::types::{Entry, GroupName, StreamId, StreamKey};
-
-/// When entries are acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum AckMode {
-    /// After the handler returned [`Outcome::Ack`] (at-least-once).
-    #[default]
-    Auto,
-    /// Never: entries are read with `NOACK` and are not pending
-    /// (at-most-once: an entry read by a consumer that then crashes is lost).
-    None,
-    /// The handler calls [`Delivery::ack`] itself.
-    Manual,
-}
-
-/// What a handler decided about one entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Done: acknowledge it.
-    Ack,
-    /// This attempt failed; try again later. The entry is acked and stored
-    /// in `{S}:retry` (atomically), then re-appended for this group when
-    /// `after` has passed — or, once `max_deliveries` attempts have
-    /// failed, moved to the dead-letter queue. Handler errors and panics
-    /// are `Retry { after: None }`.
-    Retry {
-        /// Earliest time for the next attempt; `None`: the consumer's
-        /// exponential backoff.
-        after: Option<Duration>,
-    },
-    /// Give up on it: move it to the dead-letter stream `{S}:dlq` (with
-    /// `sk-*` metadata) and ack it, atomically.
-    DeadLetter {
-        /// Why, kept with the dead letter.
-        reason: String,
-    },
-}
-
-/// Where a delivery came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Source {
-    /// A new entry (`XREADGROUP … >`).
-    New,
-    /// This consumer's own pending entry, re-read on start or reconnect.
-    Pending,
-    /// An entry reclaimed from a consumer that stopped keeping it fresh
-    /// (it crashed, or was frozen for longer than `claim_after`).
-    Claimed,
-}
-
-/// What became of a delivery that was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Settled {
-    /// Acknowledgement queued (sent with the next batch).
-    Acked,
-    /// Acked and stored in `{S}:retry` for another attempt later.
-    RetryScheduled,
-    /// Moved to the dead-letter stream; the dead letter's ID.
-    DeadLettered(StreamId),
-    /// It was no longer pending (a peer settled or took it meanwhile):
-    /// nothing was written.
-    NotPending,
-}
-
-/// The entry IDs this consumer holds (read ahead or being handled), and
-/// those whose ack is queued or in flight: until Redis confirmed the ack,
-/// an entry is still pending, so it is kept fresh like a held one and
-/// never handed out again (a re-read after a reconnect, or this
-/// consumer's own reclaim while a migrating slot refuses the XACK, would
-/// otherwise run it twice).
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    held: Mutex<HashSet<StreamId>>,
-    acking: Mutex<HashSet<StreamId>>,
-    /// Held entries a peer took over while this process was frozen: they
-    /// are not handed out any more.
-    lost: Mutex<HashSet<StreamId>>,
-    /// Whether `lost` may be non-empty: spares the hot path its lock.
-    any_lost: std::sync::atomic::AtomicBool,
-}
-
-impl InFlight {
-    /// Marks `id` as held; false if it already was, or its ack is on
-    /// its way.
-    pub(crate) fn insert(&self, id: StreamId) -> bool {
-        if self.is_acking(&id) {
-            return false;
-        }
-        self.held.lock().map(|mut s| s.insert(id)).unwrap_or(true)
-    }
-
-    /// Held, or its ack not confirmed yet.
-    pub(crate) fn contains(&self, id: &StreamId) -> bool {
-        self.is_held(id) || self.is_acking(id)
-    }
-
-    /// Held: read ahead or being handled.
-    pub(crate) fn is_held(&self, id: &StreamId) -> bool {
-        self.held.lock().map(|s| s.contains(id)).unwrap_or(false)
-    }
-
-    fn is_acking(&self, id: &StreamId) -> bool {
-        self.acking.lock().map(|s| s.contains(id)).unwrap_or(false)
-    }
-
-    /// The ack of `id` is queued.
-    pub(crate) fn ack_queued(&self, id: StreamId) {
-        if let Ok(mut s) = self.acking.lock() {
-            s.insert(id);
-        }
-    }
-
-    /// The acks of `ids` are done with (confirmed, or given up: then the
-    /// entries are pending again like any other).
-    pub(crate) fn acks_done(&self, ids: &[StreamId]) {
-        if let Ok(mut s) = self.acking.lock() {
-            for id in ids {
-                s.remove(id);
-            }
-        }
-    }
-
-    /// The IDs to keep fresh now: held ones and those being acked.
-    pub(crate) fn snapshot(&self) -> Vec<StreamId> {
-        let mut ids: Vec<StreamId> = self
-            .held
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        if let Ok(s) = self.acking.lock() {
-            ids.extend(s.iter().copied());
-        }
-        ids
-    }
-
-    /// Records that a peer owns `id` now.
-    pub(crate) fn mark_lost(&self, id: StreamId) {
-        if let Ok(mut s) = self.lost.lock() {
-            s.insert(id);
-            self.any_lost
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    /// True (once) if a peer took `id` over.
-    pub(crate) fn take_lost(&self, id: &StreamId) -> bool {
-        if !self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
-            return false;
-        }
-        self.lost.lock().map(|mut s| s.remove(id)).unwrap_or(false)
-    }
-
-    pub(crate) fn remove(&self, id: &StreamId) {
-        if let Ok(mut s) = self.held.lock() {
-            s.remove(id);
-        }
-        if self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Ok(mut s) = self.lost.lock() {
-                s.remove(id);
-                if s.is_empty() {
-                    self.any_lost
-                        .store(false, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-        }
-    }
-}
-
-/// Keeps an ID in the held set for as long as it lives.
-pub(crate) struct Guard {
-    id: StreamId,
-    in_flight: Arc<InFlight>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.in_flight.remove(&self.id);
-    }
-}
 
 /// An entry read by the consumer and not yet handed out.
 pub(crate) struct Held {
@@ -301,7 +120,7 @@ impl Delivery {
     /// that a crash during the very first run counts too; shared mode
     /// marks new entries lazily instead (see `attempts`).
     pub(crate) async fn mark_now(&self) -> Result<()> {
-        crate::consumer::attempts::bump(&self.inner.shared, self.id()).await?;
+        super::attempts::bump(&self.inner.shared, self.id()).await?;
         self.inner.shared.acker.marked(self.id());
         Ok(())
     }
@@ -320,7 +139,7 @@ impl Delivery {
     /// refuses it, a crash now is counted as in shared mode's first run.
     pub(crate) async fn start_rerun(&self, attempt: u64) {
         self.set_attempt(attempt);
-        if let Err(e) = crate::consumer::attempts::bump(&self.inner.shared, self.id()).await {
+        if let Err(e) = super::attempts::bump(&self.inner.shared, self.id()).await {
             tracing::warn!(id = %self.id(), error = %e, "could not mark the re-run");
         }
     }
@@ -379,7 +198,7 @@ impl Delivery {
             .released
             .store(true, std::sync::atomic::Ordering::SeqCst);
         if self.inner.shared.acker.release(self.id()).await {
-            crate::consumer::attempts::unmark(&self.inner.shared, self.id()).await?;
+            super::attempts::unmark(&self.inner.shared, self.id()).await?;
         }
         Ok(())
     }
@@ -416,15 +235,15 @@ impl Delivery {
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
                     .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
-                let stored = crate::retry::store_fenced(
-                    &s.connector,
-                    &s.stream,
-                    &s.group,
-                    self.inner.entry.id,
-                    due,
-                    self.attempt(),
-                    s.options.fence.as_ref(),
-                )
+                let stored = crate::retry::RetryStore {
+                    stream: &s.stream,
+                    group: &s.group,
+                    id: self.inner.entry.id,
+                    due_ms: due,
+                    attempts: self.attempt(),
+                    fence: s.options.fence.as_ref(),
+                }
+                .invoke(&s.connector)
                 .await?;
                 s.acker.settled(self.inner.entry.id);
                 Ok(match stored {
@@ -441,15 +260,15 @@ impl Delivery {
     /// one script.
     pub async fn dead_letter(&self, reason: &str) -> Result<Settled> {
         let s = &self.inner.shared;
-        let r = crate::deadletter::dead_letter_fenced(
-            &s.connector,
-            &s.stream,
-            &s.group,
-            self.inner.entry.id,
-            self.attempt(),
+        let r = crate::deadletter::DeadLetterMove {
+            stream: &s.stream,
+            group: &s.group,
+            id: self.inner.entry.id,
+            attempts: self.attempt(),
             reason,
-            s.options.fence.as_ref(),
-        )
+            fence: s.options.fence.as_ref(),
+        }
+        .invoke(&s.connector)
         .await?;
         s.acker.settled(self.inner.entry.id);
         Ok(match r {

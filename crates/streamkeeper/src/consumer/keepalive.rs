@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::delivery::InFlight;
-use crate::consumer::Shared;
+use super::in_flight::InFlight;
+use super::shared::Shared;
 use crate::error::{Error, Result};
 use crate::reply;
 use crate::scripts;
@@ -96,15 +96,30 @@ pub(crate) async fn hand_back(shared: &Shared, ids: &[StreamId]) {
 }
 
 async fn set_idle(shared: &Shared, ids: &[StreamId], idle: Duration) -> Result<Vec<StreamId>> {
-    let mut conn = shared.connector.shared();
-    let v = scripts::TOUCH
-        .key(&shared.stream)
-        .arg(&shared.group)
-        .arg(&shared.consumer)
-        .arg(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX))
-        .arg(ids)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("touching held entries of {}", shared.stream), e))?;
-    reply::id_list(v, "touch script")
+    Touch { shared, ids, idle }.invoke().await
+}
+
+/// `lua/touch.lua`: its KEYS and ARGV, and its reply (the IDs still held
+/// by this consumer, now idle `idle`).
+struct Touch<'a> {
+    shared: &'a Shared,
+    ids: &'a [StreamId],
+    idle: Duration,
+}
+
+impl Touch<'_> {
+    async fn invoke(&self) -> Result<Vec<StreamId>> {
+        let shared = self.shared;
+        let mut conn = shared.connector.shared();
+        let v = scripts::TOUCH
+            .key(&shared.stream)
+            .arg(&shared.group)
+            .arg(&shared.consumer)
+            .arg(u64::try_from(self.idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.ids)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("touching held entries of {}", shared.stream), e))?;
+        reply::id_list(v, "touch script")
+    }
 }

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::consumer::ConsumerOptions;
+use super::options::ConsumerOptions;
 use crate::types::Entry;
 
 /// What the options say about failing entries.

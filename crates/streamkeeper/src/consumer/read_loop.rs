@@ -19,13 +19,15 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Held;
+use super::in_flight::InFlight;
+use super::outcome::Source;
+use super::shared::Shared;
 use crate::conn::Backoff;
-use crate::consumer::delivery::{Held, InFlight, Source};
-use crate::consumer::Shared;
 use crate::error::Result;
-use crate::explain;
+
 use crate::reply;
-use crate::types::StreamId;
+use crate::types::{Entry, StreamId};
 
 enum Phase {
     /// Re-reading own pending entries after this ID.
@@ -229,30 +231,17 @@ async fn read_new_fenced(
     shared: &Arc<Shared>,
     conn: &mut MultiplexedConnection,
     in_flight: &Arc<InFlight>,
-    fence: &crate::consumer::Fence,
+    fence: &crate::lease::Fence,
     count: usize,
 ) -> Result<Vec<Held>> {
-    let read = crate::scripts::READ_NEW_FENCED
-        .key(shared.stream.as_str())
-        .key(&fence.key)
-        .arg(&shared.group)
-        .arg(&shared.consumer)
-        .arg(count)
-        .arg(&fence.token)
-        .invoke_async(conn)
-        .await;
-    let v: Value = explained(read, conn, shared, "XREADGROUP (fenced)").await?;
-    let (got, newest) = match v {
-        Value::Array(parts) => {
-            let mut parts = parts.into_iter();
-            (
-                parts.next().unwrap_or(Value::Nil),
-                parts.next().unwrap_or(Value::Nil),
-            )
-        }
-        _ => (Value::Nil, Value::Nil),
-    };
-    let (entries, _) = reply::read_reply(got, "XREADGROUP")?;
+    let read = ReadNewFenced {
+        shared,
+        fence,
+        count,
+    }
+    .invoke(conn)
+    .await;
+    let (entries, newest) = explained(read, conn, shared, "XREADGROUP (fenced)").await??;
     if entries.is_empty() {
         let after = match newest {
             Value::Nil => "0-0".to_string(),
@@ -294,7 +283,49 @@ async fn explained<T>(
         Ok(v) => Ok(v),
         Err(e) => {
             let mut c = conn.clone();
-            Err(explain::explain_group(&mut c, &shared.stream, &shared.group, command, e).await)
+            // A fenced read refused (`SKFENCED`) is `Error::Fenced`.
+            Err(
+                crate::scripts::settle_error(&mut c, &shared.stream, &shared.group, command, e)
+                    .await,
+            )
         }
+    }
+}
+
+/// `lua/read_new.lua` behind `lua/fence.lua`: its KEYS and ARGV, and its
+/// reply `{XREADGROUP reply, the stream's newest ID}`.
+struct ReadNewFenced<'a> {
+    shared: &'a Shared,
+    fence: &'a crate::lease::Fence,
+    count: usize,
+}
+
+impl ReadNewFenced<'_> {
+    /// The script's error as is (to be explained); else the entries read
+    /// and the newest ID (`Nil` for an empty stream), or a parse error.
+    async fn invoke(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Result<(Vec<Entry>, Value)>> {
+        let v: Value = crate::scripts::READ_NEW_FENCED
+            .key(self.shared.stream.as_str())
+            .key(&self.fence.key)
+            .arg(&self.shared.group)
+            .arg(&self.shared.consumer)
+            .arg(self.count)
+            .arg(&self.fence.token)
+            .invoke_async(conn)
+            .await?;
+        let (got, newest) = match v {
+            Value::Array(parts) => {
+                let mut parts = parts.into_iter();
+                (
+                    parts.next().unwrap_or(Value::Nil),
+                    parts.next().unwrap_or(Value::Nil),
+                )
+            }
+            _ => (Value::Nil, Value::Nil),
+        };
+        Ok(reply::read_reply(got, "XREADGROUP").map(|(entries, _)| (entries, newest)))
     }
 }

@@ -15,8 +15,10 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::delivery::{Held, InFlight, Source};
-use crate::consumer::Shared;
+use super::delivery::Held;
+use super::in_flight::InFlight;
+use super::outcome::Source;
+use super::shared::Shared;
 use crate::error::Result;
 use crate::explain;
 use crate::reply;

@@ -14,7 +14,9 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::consumer::{AckMode, Delivery, GroupConsumer, Outcome, Settled};
+use super::builder::GroupConsumer;
+use super::delivery::Delivery;
+use super::outcome::{AckMode, Outcome, Settled};
 use crate::error::Result;
 
 /// What a finished [`GroupConsumer::run`] did.

@@ -1,6 +1,8 @@
--- Takes or renews a lease: succeeds when the key is free or already ours.
+-- Takes or renews a plain lease (the janitor of a stream, the retry
+-- mover, the dashboard's history writer): succeeds when the key is free
+-- or already ours. Renewal and release of any lease is lease_keep.lua.
 --
--- KEYS[1]  the lease key ({S}:janitor)
+-- KEYS[1]  the lease key ({S}:janitor, {S}:retry-mover, …)
 -- ARGV[1]  holder id
 -- ARGV[2]  lease time, in ms
 --

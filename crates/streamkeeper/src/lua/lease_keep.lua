@@ -1,8 +1,9 @@
--- Renews (ARGV[2] > 0: lease time in ms) or releases (ARGV[2] = 0) an
--- owner lease, only if it still holds this owner's token.
+-- Renews (ARGV[2] > 0: lease time in ms) or releases (ARGV[2] = 0) a
+-- lease, only if it still holds this owner's value: the token of a fenced
+-- lease (ordered mode), the holder id of a plain one.
 --
 -- KEYS[1]  the lease
--- ARGV[1]  token
+-- ARGV[1]  token (fenced) or holder id (plain)
 -- ARGV[2]  lease time, ms; 0 to release
 --
 -- Returns 1 if the lease was this owner's, else 0.

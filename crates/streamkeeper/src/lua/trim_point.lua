@@ -9,8 +9,11 @@
 -- KEYS[1]  the stream
 -- ARGV[1]  "1" for a dry run (compute T, trim nothing)
 --
--- Returns {trimmed, T} or {0, false} when the stream has no group (then
--- nothing is ack-trimmed) or does not exist.
+-- Returns {trimmed, T, bounds} or {0, false} when the stream has no group
+-- (then nothing is ack-trimmed) or does not exist. bounds holds each
+-- group's {name, bound, pending}, pending 1 when the bound is the group's
+-- oldest pending entry (0: its next undelivered one), so the dashboard
+-- shows which group holds T from this rule, not a copy of it.
 -- IDs are "ms-seq" with 64-bit parts: compare them as decimal strings so
 -- no precision is lost in Lua's doubles.
 local function num_less(a, b)
@@ -61,6 +64,7 @@ if #groups == 0 then
   return {0, false}
 end
 local t = nil
+local bounds = {}
 for _, g in ipairs(groups) do
   local name, last
   for i = 1, #g, 2 do
@@ -68,16 +72,19 @@ for _, g in ipairs(groups) do
     if g[i] == 'last-delivered-id' then last = g[i + 1] end
   end
   local bound = next_id(last)
+  local pending = 0
   local summary = redis.call('XPENDING', KEYS[1], name)
   if summary[1] > 0 and id_less(summary[2], bound) then
     bound = summary[2]
+    pending = 1
   end
+  bounds[#bounds + 1] = {name, bound, pending}
   if t == nil or id_less(bound, t) then
     t = bound
   end
 end
 if ARGV[1] == '1' then
-  return {0, t}
+  return {0, t, bounds}
 end
 local trimmed = redis.call('XTRIM', KEYS[1], 'MINID', t)
-return {trimmed, t}
+return {trimmed, t, bounds}

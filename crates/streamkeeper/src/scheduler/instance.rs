@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{ClaimBatch, ClaimItem, ClaimReply};
+use super::handle::{DueTimes, Scheduler};
+use super::model::Schedule;
 use super::outbox::TwoStepTick;
-use super::{DueTimes, Schedule, Scheduler};
 use crate::error::{Error, Result};
 use crate::retry::now_ms;
 

@@ -213,7 +213,11 @@ impl Schedule {
                 self.name
             )));
         }
-        if self.fields.iter().any(|(k, _)| k.starts_with("sk-")) {
+        if self
+            .fields
+            .iter()
+            .any(|(k, _)| crate::meta::is_meta(k.as_bytes()))
+        {
             return Err(Error::InvalidInput(
                 "field names starting with sk- are reserved".into(),
             ));

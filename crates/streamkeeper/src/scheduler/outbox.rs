@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::Scheduler;
+use super::handle::Scheduler;
 use crate::error::{Error, Result};
 use crate::types::StreamKey;
 
@@ -36,8 +36,14 @@ impl Scheduler {
             .iter()
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
-        tick.push((b"sk-schedule".to_vec(), name.as_bytes().to_vec()));
-        tick.push((b"sk-due".to_vec(), due.to_string().into_bytes()));
+        tick.push((
+            crate::meta::SCHEDULE.as_bytes().to_vec(),
+            name.as_bytes().to_vec(),
+        ));
+        tick.push((
+            crate::meta::DUE.as_bytes().to_vec(),
+            due.to_string().into_bytes(),
+        ));
         let stream = target.clone();
         crate::exactly_once::send_once(
             &self.connector,
@@ -113,7 +119,7 @@ impl Scheduler {
             let flat: Vec<String> = serde_json::from_str(&json)?;
             let fields: Vec<(String, String)> = flat
                 .chunks(2)
-                .filter(|p| p.len() == 2 && !p[0].starts_with("sk-"))
+                .filter(|p| p.len() == 2 && !crate::meta::is_meta(p[0].as_bytes()))
                 .map(|p| (p[0].clone(), p[1].clone()))
                 .collect();
             tracing::info!(schedule = %name, due, "emitting a tick its claimer left in the outbox");

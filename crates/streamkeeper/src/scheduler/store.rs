@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{DueTimes, Schedule, Scheduler};
+use super::handle::{DueTimes, Scheduler};
+use super::model::Schedule;
 use crate::error::{Error, Result};
 use crate::retry::now_ms;
 

@@ -64,35 +64,11 @@ impl ShardLayout {
                 "{stream}: a sharded stream's name must not contain {{ or }} (its shards are {{{stream}:i}})"
             )));
         }
-        let mut conn = redis.shared();
-        let got: redis::RedisResult<u32> = crate::scripts::SHARD_CREATE
-            .key(stream.as_str())
-            .key(StreamKeys::shards(stream))
-            .arg(count)
-            .invoke_async(&mut conn)
-            .await;
-        match got {
-            Ok(count) => Ok(ShardLayout {
-                stream: stream.clone(),
-                count,
-            }),
-            Err(e) if e.to_string().contains("SKPLAIN") => Err(Error::InvalidInput(format!(
-                "{stream} already exists as a plain stream (or another key): pick another name, or move its entries (dump, restore) after deleting it"
-            ))),
-            Err(e) if e.to_string().contains("SKCOUNT") => {
-                let text = e.to_string();
-                let after = text.split("SKCOUNT").nth(1).unwrap_or("");
-                let have: String = after
-                    .chars()
-                    .skip_while(|c| !c.is_ascii_digit())
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                Err(Error::InvalidInput(format!(
-                    "{stream} is already sharded {have} ways, not {count}; resharding is not supported (create a new stream)"
-                )))
-            }
-            Err(e) => Err(Error::redis(format!("creating the layout of {stream}"), e)),
-        }
+        let count = ShardCreate { stream, count }.invoke(redis).await?;
+        Ok(ShardLayout {
+            stream: stream.clone(),
+            count,
+        })
     }
 
     /// The stream keys that hold `stream`'s entries: its shards when it is
@@ -189,5 +165,45 @@ impl ShardLayout {
     /// The shard partition key `key` routes to.
     pub fn route(&self, key: &[u8]) -> StreamKey {
         self.shard(super::route::shard_for(key, self.count))
+    }
+}
+
+/// `lua/shard_create.lua`: its KEYS and ARGV, and its reply (the count
+/// in force) or refusals (`SKPLAIN`, `SKCOUNT <n>`) as errors.
+struct ShardCreate<'a> {
+    stream: &'a StreamKey,
+    count: u32,
+}
+
+impl ShardCreate<'_> {
+    async fn invoke(&self, redis: &Connector) -> Result<u32> {
+        let mut conn = redis.shared();
+        let got: redis::RedisResult<u32> = crate::scripts::SHARD_CREATE
+            .key(self.stream.as_str())
+            .key(StreamKeys::shards(self.stream))
+            .arg(self.count)
+            .invoke_async(&mut conn)
+            .await;
+        got.map_err(|e| self.refusal(e))
+    }
+
+    /// The error a refusal stands for, by its code.
+    fn refusal(&self, e: redis::RedisError) -> Error {
+        let stream = self.stream;
+        match crate::error::error_code(&e).as_deref() {
+            // `InvalidInput`: what the caller asked for cannot be done.
+            Some("SKPLAIN") => Error::InvalidInput(format!(
+                "{stream} already exists as a plain stream (or another key): pick another name, or move its entries (dump, restore) after deleting it"
+            )),
+            Some("SKCOUNT") => match e.detail().and_then(|d| d.trim().parse().ok()) {
+                Some(have) => Error::ShardCountMismatch {
+                    stream: stream.clone(),
+                    have,
+                    wanted: self.count,
+                },
+                None => Error::redis(format!("creating the layout of {stream}"), e),
+            },
+            _ => Error::redis(format!("creating the layout of {stream}"), e),
+        }
     }
 }

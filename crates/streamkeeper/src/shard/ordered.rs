@@ -48,7 +48,7 @@ use crate::consumer::{
 };
 use crate::error::{Error, Result};
 use crate::keys::StreamKeys;
-use crate::scripts;
+use crate::lease::Lease;
 use crate::types::{ConsumerName, GroupName, StreamKey};
 
 /// Timing of ordered mode. How failing entries are treated comes from
@@ -90,7 +90,7 @@ pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
 
 /// One shard this member runs.
 struct Owned {
-    token: String,
+    fence: Fence,
     stop: CancellationToken,
     task: JoinHandle<Result<RunStats>>,
 }
@@ -162,7 +162,7 @@ where
             }
             Err(e) => break Err(e),
         };
-        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
+        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
         for i in 0..layout.count() {
             let shard = layout.shard(i);
             let lease = StreamKeys::owner(&shard, group.as_str());
@@ -170,7 +170,7 @@ where
             let finished = owned.get(&i).is_some_and(|o| o.task.is_finished());
             if let (Some(o), true) = (owned.get(&i), mine && !finished) {
                 // Keep it: renew, or stop at once if the lease was lost.
-                match keep(redis, &lease, &o.token, ms(options.lease_ttl)).await {
+                match o.fence.renew(redis, options.lease_ttl).await {
                     Ok(true) => continue,
                     Ok(false) => {
                         tracing::warn!(%shard, "ordered mode: lost the lease; stopping this shard");
@@ -195,8 +195,9 @@ where
                 continue;
             }
             let epoch = StreamKeys::epoch(&shard, group.as_str());
-            let token = match acquire(redis, &lease, &epoch, member, ms(options.lease_ttl)).await {
-                Ok(Some(t)) => t,
+            let owner = Lease::fenced(redis, lease, epoch, member.as_str(), options.lease_ttl);
+            let fence = match owner.take().await {
+                Ok(Some(f)) => f,
                 Ok(None) => continue, // the previous owner has not let go yet
                 Err(e) => {
                     tracing::warn!(%shard, error = %e, "ordered mode: taking the lease failed");
@@ -205,10 +206,10 @@ where
             };
             if let Err(e) = claim_all(redis, &shard, group, member).await {
                 tracing::warn!(%shard, error = %e, "ordered mode: taking over pending entries failed");
-                let _ = keep(redis, &lease, &token, 0).await;
+                let _ = fence.release(redis).await;
                 continue;
             }
-            tracing::info!(%shard, %token, "ordered mode: owner");
+            tracing::info!(%shard, token = %fence.token, "ordered mode: owner");
             let run_stop = CancellationToken::new();
             let task = tokio::spawn(run_shard(
                 redis.clone(),
@@ -216,10 +217,7 @@ where
                 group.clone(),
                 member.clone(),
                 ConsumerOptions {
-                    fence: Some(Fence {
-                        key: lease,
-                        token: token.clone(),
-                    }),
+                    fence: Some(fence.clone()),
                     ..consumer.clone()
                 },
                 handler.clone(),
@@ -229,13 +227,13 @@ where
             owned.insert(
                 i,
                 Owned {
-                    token,
+                    fence,
                     stop: run_stop,
                     task,
                 },
             );
         }
-        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
+        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
     };
     tracing::info!(%member, shards = owned.len() + releasing.len(), "ordered mode: leaving; finishing the entries in hand");
     for o in owned.values() {
@@ -252,7 +250,7 @@ where
         .await;
     let poll = options.heartbeat.min(Duration::from_millis(50));
     loop {
-        settle_releasing(redis, layout, group, &mut releasing, ttl_ms, &mut total).await;
+        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
         if releasing.is_empty() {
             break;
         }
@@ -266,7 +264,6 @@ where
 async fn settle_releasing(
     redis: &Connector,
     layout: &ShardLayout,
-    group: &GroupName,
     releasing: &mut HashMap<u32, Owned>,
     ttl_ms: u64,
     total: &mut RunStats,
@@ -274,16 +271,15 @@ async fn settle_releasing(
     let shards: Vec<u32> = releasing.keys().copied().collect();
     for i in shards {
         let shard = layout.shard(i);
-        let lease = StreamKeys::owner(&shard, group.as_str());
         let finished = releasing.get(&i).is_some_and(|o| o.task.is_finished());
         if finished {
             if let Some(o) = releasing.remove(&i) {
                 *total = add(std::mem::take(total), o.task.await);
-                let _ = keep(redis, &lease, &o.token, 0).await;
+                let _ = o.fence.release(redis).await;
                 tracing::info!(%shard, "ordered mode: released");
             }
         } else if let Some(o) = releasing.get(&i) {
-            let _ = keep(redis, &lease, &o.token, ttl_ms).await;
+            let _ = o.fence.renew(redis, Duration::from_millis(ttl_ms)).await;
         }
     }
 }
@@ -333,38 +329,6 @@ async fn heartbeat(
         .map_err(|e| Error::redis(format!("heartbeat in {key}"), e))?;
     members.sort();
     Ok(members)
-}
-
-async fn acquire(
-    redis: &Connector,
-    lease: &str,
-    epoch: &str,
-    member: &ConsumerName,
-    ttl_ms: u64,
-) -> Result<Option<String>> {
-    let mut conn = redis.shared();
-    scripts::LEASE_ACQUIRE
-        .key(lease)
-        .key(epoch)
-        .arg(member.as_str())
-        .arg(ttl_ms)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("taking the lease {lease}"), e))
-}
-
-/// Renews (`ttl_ms` > 0) or releases (0) the lease if `token` still holds
-/// it; false when it does not.
-async fn keep(redis: &Connector, lease: &str, token: &str, ttl_ms: u64) -> Result<bool> {
-    let mut conn = redis.shared();
-    let kept: i64 = scripts::LEASE_KEEP
-        .key(lease)
-        .arg(token)
-        .arg(ttl_ms)
-        .invoke_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("keeping the lease {lease}"), e))?;
-    Ok(kept == 1)
 }
 
 /// Claims every pending entry of `group` on `shard` for `member`
@@ -463,7 +427,11 @@ where
                         // An owner that lost its lease (frozen past it, then
                         // replaced) runs nothing more: the entries it holds
                         // belong to the new owner, who claimed them.
-                        if !still_owner(&redis, fence.as_ref()).await {
+                        let lost = match &fence {
+                            Some(f) => !f.still_held(&redis).await,
+                            None => false,
+                        };
+                        if lost {
                             tracing::warn!(id = %d.id(), "ordered mode: lost the lease; not running the entry");
                             stop.cancel();
                             d.leave_pending().await;
@@ -532,17 +500,4 @@ where
             stop,
         )
         .await
-}
-
-/// Whether `fence` still holds its lease (true without a fence, and when
-/// asking fails: the fenced scripts refuse a zombie's writes anyway).
-async fn still_owner(redis: &Connector, fence: Option<&Fence>) -> bool {
-    let Some(f) = fence else { return true };
-    let mut conn = redis.shared();
-    let now: redis::RedisResult<Option<String>> =
-        redis::cmd("GET").arg(&f.key).query_async(&mut conn).await;
-    match now {
-        Ok(holder) => holder.as_deref() == Some(f.token.as_str()),
-        Err(_) => true,
-    }
 }

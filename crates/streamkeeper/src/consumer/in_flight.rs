@@ -1,0 +1,125 @@
+//! The entries a consumer holds (read ahead or being handled) and those
+//! whose ack is on its way: what must not be handed out twice and must be
+//! kept fresh. Shared by the read loop, the reclaimer, the keepalive and
+//! the acker.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::types::StreamId;
+
+/// The entry IDs this consumer holds (read ahead or being handled), and
+/// those whose ack is queued or in flight: until Redis confirmed the ack,
+/// an entry is still pending, so it is kept fresh like a held one and
+/// never handed out again (a re-read after a reconnect, or this
+/// consumer's own reclaim while a migrating slot refuses the XACK, would
+/// otherwise run it twice).
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    held: Mutex<HashSet<StreamId>>,
+    acking: Mutex<HashSet<StreamId>>,
+    /// Held entries a peer took over while this process was frozen: they
+    /// are not handed out any more.
+    lost: Mutex<HashSet<StreamId>>,
+    /// Whether `lost` may be non-empty: spares the hot path its lock.
+    any_lost: std::sync::atomic::AtomicBool,
+}
+
+impl InFlight {
+    /// Marks `id` as held; false if it already was, or its ack is on
+    /// its way.
+    pub(crate) fn insert(&self, id: StreamId) -> bool {
+        if self.is_acking(&id) {
+            return false;
+        }
+        self.held.lock().map(|mut s| s.insert(id)).unwrap_or(true)
+    }
+
+    /// Held, or its ack not confirmed yet.
+    pub(crate) fn contains(&self, id: &StreamId) -> bool {
+        self.is_held(id) || self.is_acking(id)
+    }
+
+    /// Held: read ahead or being handled.
+    pub(crate) fn is_held(&self, id: &StreamId) -> bool {
+        self.held.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
+    fn is_acking(&self, id: &StreamId) -> bool {
+        self.acking.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
+    /// The ack of `id` is queued.
+    pub(crate) fn ack_queued(&self, id: StreamId) {
+        if let Ok(mut s) = self.acking.lock() {
+            s.insert(id);
+        }
+    }
+
+    /// The acks of `ids` are done with (confirmed, or given up: then the
+    /// entries are pending again like any other).
+    pub(crate) fn acks_done(&self, ids: &[StreamId]) {
+        if let Ok(mut s) = self.acking.lock() {
+            for id in ids {
+                s.remove(id);
+            }
+        }
+    }
+
+    /// The IDs to keep fresh now: held ones and those being acked.
+    pub(crate) fn snapshot(&self) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self
+            .held
+            .lock()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if let Ok(s) = self.acking.lock() {
+            ids.extend(s.iter().copied());
+        }
+        ids
+    }
+
+    /// Records that a peer owns `id` now.
+    pub(crate) fn mark_lost(&self, id: StreamId) {
+        if let Ok(mut s) = self.lost.lock() {
+            s.insert(id);
+            self.any_lost
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// True (once) if a peer took `id` over.
+    pub(crate) fn take_lost(&self, id: &StreamId) -> bool {
+        if !self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        self.lost.lock().map(|mut s| s.remove(id)).unwrap_or(false)
+    }
+
+    pub(crate) fn remove(&self, id: &StreamId) {
+        if let Ok(mut s) = self.held.lock() {
+            s.remove(id);
+        }
+        if self.any_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(mut s) = self.lost.lock() {
+                s.remove(id);
+                if s.is_empty() {
+                    self.any_lost
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps an ID in the held set for as long as it lives.
+pub(crate) struct Guard {
+    pub(super) id: StreamId,
+    pub(super) in_flight: Arc<InFlight>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.in_flight.remove(&self.id);
+    }
+}

@@ -1,0 +1,45 @@
+//! [`Shared`]: what the tasks of one started consumer share (its names,
+//! options, acker, budget, poison policy and held entries).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use super::acker::Acker;
+use super::budget::Budget;
+use super::in_flight::InFlight;
+use super::options::ConsumerOptions;
+use super::policy::Policy;
+use crate::conn::Connector;
+use crate::types::{ConsumerName, Entry, GroupName, StreamKey};
+
+/// What the consumer's tasks share.
+pub(crate) struct Shared {
+    pub(crate) connector: Connector,
+    pub(crate) stream: StreamKey,
+    pub(crate) group: GroupName,
+    pub(crate) consumer: ConsumerName,
+    pub(crate) options: ConsumerOptions,
+    pub(crate) acker: Acker,
+    pub(crate) budget: Budget,
+    pub(crate) policy: Policy,
+    pub(crate) in_flight: Arc<InFlight>,
+    /// Entries the policy dead-lettered before a handler saw them.
+    pub(crate) dead_before_run: AtomicU64,
+}
+
+impl Shared {
+    /// Drops (and acks) retries that another group of the stream asked
+    /// for: a re-appended retry is meant for one group only.
+    pub(crate) fn admit(&self, entries: Vec<Entry>) -> Vec<Entry> {
+        entries
+            .into_iter()
+            .filter(|e| match crate::retry::retry_info(e) {
+                Some((group, _)) if group != self.group.as_str() => {
+                    self.acker.ack(e.id);
+                    false
+                }
+                _ => true,
+            })
+            .collect()
+    }
+}
