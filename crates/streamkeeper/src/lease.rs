@@ -153,7 +153,7 @@ impl Lease {
                 match r {
                     Ok(taken) => Ok(taken.then(|| self.own())),
                     // A user granted only stream commands may not write
-                    // the lease key: the work goes on without it (DESIGN.md
+                    // the lease key: the work goes on without it (docs/design.md
                     // §6). What a plain lease guards is safe to run twice
                     // at once (one atomic script per step); the lease only
                     // saves the work.
