@@ -978,7 +978,7 @@ mod tests {
         else {
             panic!("not bench")
         };
-        assert_eq!(b.pipe.as_deref(), Some(crate::bench_e2e::BUILTIN_WORKER));
+        assert_eq!(b.pipe.as_deref(), Some(crate::cli::BUILTIN_WORKER));
         let Command::Bench(b) = parse(&["bench", "e2e", "--rate", "5000/s"])
             .expect("parse")
             .command
