@@ -516,10 +516,14 @@ async fn bench_stat(
             .await?;
     }
     let options = streamkeeper::inspect::InspectOptions::default();
+    let keys = names
+        .iter()
+        .map(StreamKey::new)
+        .collect::<streamkeeper::Result<Vec<_>>>()?;
     let mut times = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
-        let stats = crate::stat::collect(redis, &names, &options).await?;
+        let stats = crate::stat::collect(redis, &keys, &options).await?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         if stats.len() != 100 {
             anyhow::bail!("bench bug: stat saw {} streams", stats.len());

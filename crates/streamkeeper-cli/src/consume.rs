@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use streamkeeper::shard::ShardLayout;
 
-use anyhow::Context;
 use streamkeeper::{
     wire, AckMode, ConsumerName, ConsumerOptions, Delivery, GroupConsumer, Outcome,
 };
@@ -31,7 +30,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stream = args.stream.clone();
     let group = args.group.clone();
     let consumer = match &args.consumer {
-        Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
+        Some(c) => c.clone(),
         None => ConsumerName::unique(),
     };
     let create = if args.create { Some(args.from) } else { None };

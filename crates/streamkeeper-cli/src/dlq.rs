@@ -1,10 +1,9 @@
 //! `streamkeeper dlq ls|replay|purge`: the dead-letter stream `{S}:dlq`.
 
-use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::keys::StreamKeys;
 use streamkeeper::shard::ShardLayout;
-use streamkeeper::{deadletter, StartFrom, StreamId, StreamKey};
+use streamkeeper::{deadletter, StreamId, StreamKey};
 
 use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
@@ -25,10 +24,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Replay { stream, ids, all } => {
-            let ids: Vec<StreamId> = ids
-                .iter()
-                .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
-                .collect::<anyhow::Result<_>>()?;
             let redis = global.connect().await?;
             // A sharded stream: each dead letter goes back to its shard.
             let streams = match ShardLayout::open(&redis, &stream).await? {
@@ -100,12 +95,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Purge { stream, before } => {
-            let before = before.map(|b| match b {
-                StartFrom::After(id) => id,
-                StartFrom::Time(t) => StreamId::from_time(t),
-                StartFrom::End => StreamId::MAX,
-                StartFrom::Beginning => StreamId::MIN,
-            });
             let redis = global.connect().await?;
             let streams = match ShardLayout::open(&redis, &stream).await? {
                 Some(layout) => layout.shards(),

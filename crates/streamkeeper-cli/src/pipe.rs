@@ -939,57 +939,6 @@ mod tests {
     }
 
     #[test]
-    fn pipe_flags_parse_as_typed_values() {
-        use crate::cli::{Cli, Command};
-        use clap::Parser;
-        let parse = |args: &[&str]| Cli::try_parse_from([&["streamkeeper"], args].concat());
-        let cli = parse(&[
-            "consume",
-            "s",
-            "-g",
-            "g",
-            "--pipe",
-            "python3 w.py",
-            "--stop-timeout",
-            "3s",
-        ])
-        .expect("parse");
-        let Command::Consume(a) = cli.command else {
-            panic!("not consume")
-        };
-        assert_eq!(a.pipe.as_deref(), Some("python3 w.py"));
-        assert_eq!(a.stop_timeout, Duration::from_secs(3));
-        assert_eq!(a.concurrency, None);
-        assert!(parse(&["consume", "s", "-g", "g", "--pipe", "x", "--exec", "y"]).is_err());
-        assert!(parse(&[
-            "consume",
-            "s",
-            "-g",
-            "g",
-            "--pipe",
-            "x",
-            "--stop-timeout",
-            "soon"
-        ])
-        .is_err());
-        let Command::Bench(b) = parse(&["bench", "consume", "--pipe"])
-            .expect("parse")
-            .command
-        else {
-            panic!("not bench")
-        };
-        assert_eq!(b.pipe.as_deref(), Some(crate::cli::BUILTIN_WORKER));
-        let Command::Bench(b) = parse(&["bench", "e2e", "--rate", "5000/s"])
-            .expect("parse")
-            .command
-        else {
-            panic!("not bench")
-        };
-        assert_eq!(b.rate, Some(5000.0));
-        assert_eq!(b.pipe, None);
-    }
-
-    #[test]
     fn answers_map_to_outcomes() {
         assert_eq!(outcome(Answer::Ack), Ok(Outcome::Ack));
         assert_eq!(

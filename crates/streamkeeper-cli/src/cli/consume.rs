@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use streamkeeper::{GroupName, StartFrom, StreamKey};
+use streamkeeper::{ConsumerName, GroupName, StartFrom, StreamKey};
 
 use super::values::{
-    parse_claim_after, parse_duration, parse_lease, parse_positive, parse_positive_duration,
-    parse_positive_usize,
+    parse_claim_after, parse_consumer, parse_duration, parse_group, parse_lease, parse_positive,
+    parse_positive_duration, parse_positive_usize, parse_start, parse_stream_key,
 };
 
 /// Ack modes on the command line.
@@ -54,14 +54,15 @@ SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 13
 )]
 pub struct ConsumeArgs {
     /// The stream.
+    #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
     /// The consumer group.
-    #[arg(long, short = 'g')]
+    #[arg(long, short = 'g', value_parser = parse_group)]
     pub group: GroupName,
     /// This consumer's name (default: <hostname>-<pid>-<random>). Reuse a
     /// name to re-read its pending entries after a crash.
-    #[arg(long, short = 'c')]
-    pub consumer: Option<String>,
+    #[arg(long, short = 'c', value_parser = parse_consumer)]
+    pub consumer: Option<ConsumerName>,
     /// Create the group (and the stream) if missing.
     #[arg(long)]
     pub create: bool,
@@ -69,6 +70,7 @@ pub struct ConsumeArgs {
     #[arg(
         long,
         default_value = "$",
+        value_parser = parse_start,
         requires = "create",
         value_name = "ID|$|TIME"
     )]

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use clap::Args;
-use streamkeeper::{StartFrom, StreamKey};
+use streamkeeper::{StartFrom, StreamId, StreamKey};
 
-use super::values::{parse_duration, parse_field, parse_positive, parse_rate};
+use super::values::{
+    parse_bound, parse_duration, parse_field, parse_positive, parse_rate, parse_start,
+    parse_stream_key,
+};
 
 /// `produce` arguments.
 #[derive(Debug, Args)]
@@ -19,6 +22,7 @@ Field names starting with sk- are reserved and refused."
 )]
 pub struct ProduceArgs {
     /// The stream.
+    #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
     /// A field of every entry (repeatable).
     #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
@@ -64,11 +68,12 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct TailArgs {
     /// The stream.
+    #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
     /// Start at an ID (inclusive), `-` (the beginning), `$` (only new
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
-    #[arg(long, value_name = "ID|$|-|TIME")]
+    #[arg(long, value_name = "ID|$|-|TIME", value_parser = parse_start)]
     pub from: Option<StartFrom>,
     /// How many entries to print (with --follow: before following).
     #[arg(long, short = 'n')]
@@ -82,13 +87,14 @@ pub struct TailArgs {
 #[derive(Debug, Args)]
 pub struct DumpArgs {
     /// The stream.
+    #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
-    /// First ID (inclusive) or time.
-    #[arg(long, value_name = "ID|TIME")]
-    pub from: Option<String>,
-    /// Last ID (inclusive) or time.
-    #[arg(long, value_name = "ID|TIME")]
-    pub to: Option<String>,
+    /// First ID (inclusive) or time (default: the first entry).
+    #[arg(long, value_name = "ID|TIME", value_parser = parse_bound)]
+    pub from: Option<StreamId>,
+    /// Last ID (inclusive) or time (default: the last entry).
+    #[arg(long, value_name = "ID|TIME", value_parser = parse_bound)]
+    pub to: Option<StreamId>,
     /// Write to FILE instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -103,6 +109,7 @@ empty or end before the first ID of the dump."
 )]
 pub struct RestoreArgs {
     /// The stream.
+    #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
     /// Read FILE instead of stdin.
     #[arg(short = 'i', long, value_name = "FILE")]

@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use streamkeeper::{GroupName, StartFrom, StreamKey};
+use streamkeeper::{GroupName, StartFrom, StreamId, StreamKey};
 
-use super::values::parse_duration;
+use super::values::{
+    parse_bound, parse_duration, parse_group, parse_start, parse_stream_id, parse_stream_key,
+};
 
 /// `shard` arguments.
 #[derive(Debug, Args)]
@@ -24,6 +26,7 @@ pub enum ShardAction {
     /// layout in {S}:shards. Refuses if S exists as a plain stream.
     Create {
         /// The logical stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// How many shards (1 to 1024).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -32,6 +35,7 @@ pub enum ShardAction {
     /// Per shard: key, hash slot, node, length; per group: pending and lag.
     Ls {
         /// The logical stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
     },
 }
@@ -49,33 +53,40 @@ pub enum GroupAction {
     /// Create a group (and the stream if missing).
     Create {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// The group.
+        #[arg(value_parser = parse_group)]
         group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
-        #[arg(long, default_value = "$", value_name = "ID|$|TIME")]
+        #[arg(long, default_value = "$", value_name = "ID|$|TIME", value_parser = parse_start)]
         from: StartFrom,
     },
     /// Destroy a group (its pending list is dropped; the stream stays).
     Destroy {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// The group.
+        #[arg(value_parser = parse_group)]
         group: GroupName,
     },
     /// List the groups of a stream.
     Ls {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
     },
     /// Move the group's last-delivered ID (re-deliver or skip entries).
     Reset {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// The group.
+        #[arg(value_parser = parse_group)]
         group: GroupName,
         /// The new last-delivered ID or a time (entries after it are delivered next).
-        #[arg(long, value_name = "ID|TIME")]
+        #[arg(long, value_name = "ID|TIME", value_parser = parse_start)]
         to: StartFrom,
         /// Only show how many entries would be re-delivered or skipped.
         #[arg(long)]
@@ -85,8 +96,10 @@ pub enum GroupAction {
     /// go to the most recently active consumer first, never dropped).
     Consumers {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// The group.
+        #[arg(value_parser = parse_group)]
         group: GroupName,
         /// Remove consumers idle longer than this.
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
@@ -107,6 +120,7 @@ pub enum DlqAction {
     /// List dead letters of S (stored in {S}:dlq), oldest first.
     Ls {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// At most this many.
         #[arg(long, short = 'n', default_value_t = 100)]
@@ -116,10 +130,11 @@ pub enum DlqAction {
     /// gave up on an entry processes it again.
     Replay {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// The dead letter's ID in {S}:dlq (repeatable).
-        #[arg(long = "id", value_name = "ID", required_unless_present = "all")]
-        ids: Vec<String>,
+        #[arg(long = "id", value_name = "ID", required_unless_present = "all", value_parser = parse_stream_id)]
+        ids: Vec<StreamId>,
         /// Replay all dead letters.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
@@ -127,9 +142,10 @@ pub enum DlqAction {
     /// Delete dead letters (all, or those before an ID or time).
     Purge {
         /// The stream.
+        #[arg(value_parser = parse_stream_key)]
         stream: StreamKey,
         /// Only dead letters older than this ID or time.
-        #[arg(long, value_name = "ID|TIME")]
-        before: Option<StartFrom>,
+        #[arg(long, value_name = "ID|TIME", value_parser = parse_bound)]
+        before: Option<StreamId>,
     },
 }

@@ -17,8 +17,6 @@ mod schedule;
 mod tests;
 mod values;
 
-pub use values::stream_key;
-
 use clap::{Parser, Subcommand};
 use streamkeeper::Connector;
 

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use clap::Args;
+use streamkeeper::janitor::Archive;
 use streamkeeper::StreamKey;
 
-use super::values::{parse_duration, parse_positive_duration};
+use super::values::{parse_archive, parse_duration, parse_positive_duration, parse_stream_key};
 
 /// `stat` arguments.
 #[derive(Debug, Args)]
@@ -16,7 +17,8 @@ With --max-lag or --max-time-lag, exits 1 when any group exceeds them: usable as
 )]
 pub struct StatArgs {
     /// Streams to inspect (default: all).
-    pub streams: Vec<String>,
+    #[arg(value_parser = parse_stream_key)]
+    pub streams: Vec<StreamKey>,
     /// Print again every INTERVAL, with the trend of each group.
     #[arg(long, value_parser = parse_positive_duration, value_name = "INTERVAL")]
     pub watch: Option<Duration>,
@@ -47,7 +49,7 @@ One janitor works per stream (lease {S}:janitor); others stand by."
 )]
 pub struct JanitorArgs {
     /// Streams to clean.
-    #[arg(required = true)]
+    #[arg(required = true, value_parser = parse_stream_key)]
     pub streams: Vec<StreamKey>,
     /// One run, then exit.
     #[arg(long)]
@@ -65,8 +67,8 @@ pub struct JanitorArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_age: Option<Duration>,
     /// Where capped unacked entries go: a JSON-lines file or stream:KEY.
-    #[arg(long, value_name = "FILE|stream:KEY")]
-    pub archive: Option<String>,
+    #[arg(long, value_name = "FILE|stream:KEY", value_parser = parse_archive)]
+    pub archive: Option<Archive>,
 }
 
 /// `serve` arguments.
@@ -76,8 +78,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:9187")]
     pub listen: std::net::SocketAddr,
     /// Streams to show (default: all).
-    #[arg(long, num_args = 1..)]
-    pub streams: Vec<String>,
+    #[arg(long, num_args = 1.., value_parser = parse_stream_key)]
+    pub streams: Vec<StreamKey>,
     /// Allow actions (DLQ replay/purge, janitor, pause/resume, group reset,
     /// consumer removal); read-only without it.
     #[arg(long)]

@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use streamkeeper::scheduler::Missed;
+use streamkeeper::StreamKey;
 
-use super::values::{parse_duration, parse_field};
+use super::values::{parse_duration, parse_field, parse_missed, parse_stream_key};
 
 /// `schedule` arguments.
 #[derive(Debug, Args)]
@@ -34,14 +36,14 @@ pub enum ScheduleAction {
         #[arg(long, value_name = "ZONE")]
         tz: Option<String>,
         /// The stream ticks go to.
-        #[arg(long, value_name = "S")]
-        to: String,
+        #[arg(long, value_name = "S", value_parser = parse_stream_key)]
+        to: StreamKey,
         /// A field of every tick (repeatable).
         #[arg(long = "field", short = 'f', value_name = "K=V", value_parser = parse_field)]
         fields: Vec<(String, String)>,
         /// Ticks missed while no instance ran: skip, once or catch-up:N.
-        #[arg(long, default_value = "skip")]
-        missed: String,
+        #[arg(long, default_value = "skip", value_name = "skip|once|catch-up:N", value_parser = parse_missed)]
+        missed: Missed,
         /// Emit each tick up to this much after its due time (spreads load).
         #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
         jitter: Option<Duration>,

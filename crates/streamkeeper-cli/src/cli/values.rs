@@ -4,12 +4,61 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use streamkeeper::StreamKey;
+use streamkeeper::janitor::Archive;
+use streamkeeper::scheduler::Missed;
+use streamkeeper::{ConsumerName, GroupName, StartFrom, StreamId, StreamKey};
 
-/// Parses a stream key argument.
-pub fn stream_key(s: &str) -> anyhow::Result<StreamKey> {
-    StreamKey::new(s).context("invalid stream key")
+/// Parses a stream key (`S`, `--to S`, `--streams`): any name but the
+/// empty one. Names are UTF-8, as clap reads them.
+pub fn parse_stream_key(s: &str) -> Result<StreamKey, String> {
+    StreamKey::new(s).map_err(|_| "a stream key must not be empty: name the stream".into())
+}
+
+/// Parses a consumer group name (`-g G`, `G`).
+pub fn parse_group(s: &str) -> Result<GroupName, String> {
+    GroupName::new(s).map_err(|_| "a group name must not be empty: name the group".into())
+}
+
+/// Parses a consumer name (`consume -c C`).
+pub fn parse_consumer(s: &str) -> Result<ConsumerName, String> {
+    ConsumerName::new(s).map_err(|_| {
+        "a consumer name must not be empty: name the consumer, or drop -c for a unique one".into()
+    })
+}
+
+/// Parses a stream ID: `<ms>-<seq>` or `<ms>` (sequence 0), as Redis
+/// accepts them.
+pub fn parse_stream_id(s: &str) -> Result<StreamId, String> {
+    s.parse().map_err(|e: streamkeeper::Error| e.to_string())
+}
+
+/// Parses where reading starts: `$` (new entries), `-` or `0` (the
+/// beginning), an ID, an RFC 3339 time or a relative time (`10m ago`).
+pub fn parse_start(s: &str) -> Result<StartFrom, String> {
+    s.parse().map_err(|e: streamkeeper::Error| e.to_string())
+}
+
+/// Parses an inclusive bound of a range (`dump --from/--to`, `dlq purge
+/// --before`): an ID, a time (the first ID of that millisecond), `-` or
+/// `0` (the first ID there can be) or `$` (the last).
+pub fn parse_bound(s: &str) -> Result<StreamId, String> {
+    Ok(match parse_start(s)? {
+        StartFrom::After(id) => id,
+        StartFrom::Time(t) => StreamId::from_time(t),
+        StartFrom::Beginning => StreamId::MIN,
+        StartFrom::End => StreamId::MAX,
+    })
+}
+
+/// Parses `schedule add --missed`: `skip`, `once` or `catch-up:N`.
+pub fn parse_missed(s: &str) -> Result<Missed, String> {
+    s.parse().map_err(|e: streamkeeper::Error| e.to_string())
+}
+
+/// Parses `janitor --archive`: `stream:KEY` or a file path.
+pub fn parse_archive(s: &str) -> Result<Archive, String> {
+    s.parse()
+        .map_err(|e: streamkeeper::Error| format!("{e}: give a JSON-lines FILE or stream:KEY"))
 }
 
 /// Parses `k=v`.
