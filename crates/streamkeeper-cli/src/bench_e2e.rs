@@ -19,15 +19,12 @@ use streamkeeper::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{
+use crate::bench_kit::{
     check_drained, del, fill, peak_rss, rate, reset_peak_rss, Figure, BATCH, ROUNDS,
 };
 use crate::cli::{BenchArgs, Global};
 use crate::output;
 use crate::pipe::{Pipe, WorkerSpec};
-
-/// `--pipe` without a command: the built-in worker ([`ack_worker`]).
-pub const BUILTIN_WORKER: &str = "builtin";
 
 /// The command line of the built-in worker: this binary, `bench ack-worker`.
 pub fn builtin_worker() -> anyhow::Result<String> {

@@ -15,7 +15,7 @@ use streamkeeper::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{rate, Figure, BATCH, ROUNDS};
+use crate::bench_kit::{rate, Figure, BATCH, ROUNDS};
 use crate::cli::{BenchArgs, BenchMode, Global};
 use crate::output;
 
@@ -44,7 +44,7 @@ pub async fn run(global: &Global, args: &BenchArgs, url: &str, shards: u32) -> a
             _ => consume(&redis, &layout, args, &payload).await?,
         };
         let after = command_counts(&redis).await?;
-        crate::bench::report(global.json, &fig);
+        crate::bench_kit::report(global.json, &fig);
         report_shares(global.json, fig.mode, &before, &after);
     }
     reset(&redis, &stream, shards).await?;
@@ -116,7 +116,7 @@ async fn produce(
     let batch: Vec<(Option<&[u8]>, _)> = (0..BATCH)
         .map(|_| (None, fields([("data", payload)])))
         .collect();
-    crate::bench::produce_figure(
+    crate::bench_kit::produce_figure(
         args.messages,
         args.baseline,
         async || clear(redis, layout).await,
@@ -228,7 +228,7 @@ async fn consume(
                     let g = g.clone();
                     async move {
                         let conn = redis.dedicated(&key, Duration::from_secs(5)).await?;
-                        crate::bench::plain_consume(conn, key.as_str(), &g, n).await
+                        crate::bench_kit::plain_consume(conn, key.as_str(), &g, n).await
                     }
                 });
             let n: u64 = try_join_all(loops).await?.iter().sum();

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use streamkeeper::{wire, AckMode, ConsumerName, ConsumerOptions, Delivery, Outcome};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     let stream = args.stream.clone();
     let group = args.group.clone();
     let consumer = match &args.consumer {
-        Some(c) => ConsumerName::new(c.clone()).context("invalid --consumer")?,
+        Some(c) => c.clone(),
         None => ConsumerName::unique(),
     };
     let create = if args.create { Some(args.from) } else { None };

@@ -1,11 +1,10 @@
 //! `streamkeeper dlq ls|replay|purge`: the dead-letter stream `{S}:dlq`.
 
-use anyhow::Context;
 use comfy_table::Table;
 use streamkeeper::deadletter::DeadLetter;
 use streamkeeper::keys::StreamKeys;
 use streamkeeper::shard::ShardLayout;
-use streamkeeper::{deadletter, StartFrom, StreamId, StreamKey};
+use streamkeeper::{deadletter, StreamId, StreamKey};
 
 use crate::cli::{DlqAction, DlqArgs, Global};
 use crate::output;
@@ -23,10 +22,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Replay { stream, ids, all } => {
-            let ids: Vec<StreamId> = ids
-                .iter()
-                .map(|i| i.parse::<StreamId>().with_context(|| "invalid --id"))
-                .collect::<anyhow::Result<_>>()?;
             let redis = global.connect().await?;
             // A sharded stream: each dead letter goes back to its shard.
             let streams = ShardLayout::keys_of(&redis, &stream).await?;
@@ -95,12 +90,6 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
         }
         DlqAction::Purge { stream, before } => {
-            let before = before.map(|b| match b {
-                StartFrom::After(id) => id,
-                StartFrom::Time(t) => StreamId::from_time(t),
-                StartFrom::End => StreamId::MAX,
-                StartFrom::Beginning => StreamId::MIN,
-            });
             let redis = global.connect().await?;
             let streams = ShardLayout::keys_of(&redis, &stream).await?;
             for stream in &streams {

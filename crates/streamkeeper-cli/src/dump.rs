@@ -18,20 +18,6 @@ use crate::append::{check_is_stream, Appenders, NewEntry};
 use crate::cli::{DumpArgs, Global, RestoreArgs};
 use crate::Exit;
 
-fn bound(s: &str, what: &str) -> anyhow::Result<StreamId> {
-    Ok(
-        match s
-            .parse::<StartFrom>()
-            .with_context(|| format!("invalid {what}"))?
-        {
-            StartFrom::After(id) => id,
-            StartFrom::Time(t) => StreamId::from_time(t),
-            StartFrom::Beginning => StreamId::MIN,
-            StartFrom::End => StreamId::MAX,
-        },
-    )
-}
-
 fn progress(total: u64, what: &str) -> ProgressBar {
     // A bar only for people watching, and only for work worth watching.
     if total < 10_000 || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -49,18 +35,8 @@ fn progress(total: u64, what: &str) -> ProgressBar {
 
 pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
     let stream = args.stream.clone();
-    let from = args
-        .from
-        .as_deref()
-        .map(|f| bound(f, "--from"))
-        .transpose()?
-        .unwrap_or(StreamId::MIN);
-    let to = args
-        .to
-        .as_deref()
-        .map(|t| bound(t, "--to"))
-        .transpose()?
-        .unwrap_or(StreamId::MAX);
+    let from = args.from.unwrap_or(StreamId::MIN);
+    let to = args.to.unwrap_or(StreamId::MAX);
     // -o FILE: write a temp file next to FILE and rename it at the end, so
     // a dump that cannot run (no server, wrong key type) or stops half way
     // leaves an existing FILE as it was.

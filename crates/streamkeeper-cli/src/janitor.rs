@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-use streamkeeper::janitor::{self, Archive, JanitorOptions, TrimReport};
+use streamkeeper::janitor::{self, JanitorOptions, TrimReport};
 use streamkeeper::lease::Lease;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::StreamKey;
@@ -37,12 +36,7 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
 }
 
 pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
-    let archive = args
-        .archive
-        .as_deref()
-        .map(str::parse::<Archive>)
-        .transpose()
-        .context("invalid --archive")?;
+    let archive = args.archive;
     if (args.max_len.is_some() || args.max_age.is_some()) && archive.is_none() {
         anyhow::bail!("--max-len/--max-age need --archive FILE|stream:KEY: unacknowledged entries are archived before a cap drops them");
     }

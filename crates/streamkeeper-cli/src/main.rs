@@ -6,6 +6,7 @@
 mod append;
 mod bench;
 mod bench_e2e;
+mod bench_kit;
 mod bench_shards;
 mod cli;
 mod consume;

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::Context;
 use comfy_table::Table;
-use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
+use streamkeeper::scheduler::{Schedule, Scheduler};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, ScheduleAction, ScheduleArgs};
@@ -43,16 +42,16 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
                 (Some(_), None) if tz.is_some() => {
                     anyhow::bail!("--tz applies to --cron only: an --every interval has no time zone; drop --tz")
                 }
-                (Some(d), None) => Schedule::every(&name, d, &to)?,
+                (Some(d), None) => Schedule::every(&name, d, to.as_str())?,
                 (None, Some(expr)) => {
-                    Schedule::cron(&name, &expr, tz.as_deref().unwrap_or("UTC"), &to)?
+                    Schedule::cron(&name, &expr, tz.as_deref().unwrap_or("UTC"), to.as_str())?
                 }
                 _ => anyhow::bail!("give exactly one of --every DURATION or --cron EXPR"),
             };
             for (k, v) in &fields {
                 schedule = schedule.field(k, v);
             }
-            schedule = schedule.missed(missed.parse::<Missed>().context("invalid --missed")?);
+            schedule = schedule.missed(missed);
             if let Some(j) = jitter {
                 schedule = schedule.jitter(j);
             }

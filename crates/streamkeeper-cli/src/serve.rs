@@ -34,7 +34,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<Exit> {
     let state = AppState::new(
         redis,
         Config {
-            streams: args.streams,
+            streams: args.streams.iter().map(ToString::to_string).collect(),
             allow_actions,
             token,
             max_lag: args.max_lag,

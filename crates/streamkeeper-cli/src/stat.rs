@@ -10,7 +10,7 @@ use streamkeeper::shard::ShardLayout;
 use streamkeeper::{Connector, StreamKey};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{stream_key, Global, StatArgs};
+use crate::cli::{Global, StatArgs};
 use crate::output;
 use crate::signal;
 use crate::Exit;
@@ -20,7 +20,7 @@ use crate::Exit;
 /// `per_shard`.
 pub async fn collect(
     redis: &Connector,
-    names: &[String],
+    names: &[StreamKey],
     options: &InspectOptions,
 ) -> anyhow::Result<Vec<StreamStat>> {
     collect_with(redis, names, options, false).await
@@ -29,17 +29,14 @@ pub async fn collect(
 /// [`collect`], with a row per shard of sharded streams when `per_shard`.
 pub async fn collect_with(
     redis: &Connector,
-    names: &[String],
+    names: &[StreamKey],
     options: &InspectOptions,
     per_shard: bool,
 ) -> anyhow::Result<Vec<StreamStat>> {
     let keys: Vec<StreamKey> = if names.is_empty() {
         inspect::list_streams(redis).await?
     } else {
-        names
-            .iter()
-            .map(|n| stream_key(n))
-            .collect::<anyhow::Result<_>>()?
+        names.to_vec()
     };
     let mut out = Vec::new();
     let mut plain = Vec::new();

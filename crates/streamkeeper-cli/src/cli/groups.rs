@@ -1,0 +1,151 @@
+//! The flags of the commands that shape what sits around a stream: its
+//! consumer groups (`group`), its dead letters (`dlq`) and its shards
+//! (`shard`).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use streamkeeper::{GroupName, StartFrom, StreamId, StreamKey};
+
+use super::values::{
+    parse_bound, parse_duration, parse_group, parse_start, parse_stream_id, parse_stream_key,
+};
+
+/// `shard` arguments.
+#[derive(Debug, Args)]
+pub struct ShardArgs {
+    #[command(subcommand)]
+    pub action: ShardAction,
+}
+
+/// `shard` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum ShardAction {
+    /// Make S a sharded stream of N shards: keys {S:0}…{S:N-1}, each in a
+    /// hash slot of its own (on a cluster, spread over the primaries);
+    /// layout in {S}:shards. Refuses if S exists as a plain stream.
+    Create {
+        /// The logical stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// How many shards (1 to 1024).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        shards: u32,
+    },
+    /// Per shard: key, hash slot, node, length; per group: pending and lag.
+    Ls {
+        /// The logical stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+    },
+}
+
+/// `group` arguments.
+#[derive(Debug, Args)]
+pub struct GroupArgs {
+    #[command(subcommand)]
+    pub action: GroupAction,
+}
+
+/// `group` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum GroupAction {
+    /// Create a group (and the stream if missing).
+    Create {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        group: GroupName,
+        /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
+        #[arg(long, default_value = "$", value_name = "ID|$|TIME", value_parser = parse_start)]
+        from: StartFrom,
+    },
+    /// Destroy a group (its pending list is dropped; the stream stays).
+    Destroy {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        group: GroupName,
+    },
+    /// List the groups of a stream.
+    Ls {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+    },
+    /// Move the group's last-delivered ID (re-deliver or skip entries).
+    Reset {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        group: GroupName,
+        /// The new last-delivered ID or a time (entries after it are delivered next).
+        #[arg(long, value_name = "ID|TIME", value_parser = parse_start)]
+        to: StartFrom,
+        /// Only show how many entries would be re-delivered or skipped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List consumers; optionally remove idle ones (their pending entries
+    /// go to the most recently active consumer first, never dropped).
+    Consumers {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The group.
+        #[arg(value_parser = parse_group)]
+        group: GroupName,
+        /// Remove consumers idle longer than this.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        remove_idle: Option<Duration>,
+    },
+}
+
+/// `dlq` arguments.
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+}
+
+/// `dlq` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters of S (stored in {S}:dlq), oldest first.
+    Ls {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// At most this many.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        count: usize,
+    },
+    /// Move dead letters back to S (each atomically); only the group that
+    /// gave up on an entry processes it again.
+    Replay {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The dead letter's ID in {S}:dlq (repeatable).
+        #[arg(long = "id", value_name = "ID", required_unless_present = "all", value_parser = parse_stream_id)]
+        ids: Vec<StreamId>,
+        /// Replay all dead letters.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters (all, or those before an ID or time).
+    Purge {
+        /// The stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// Only dead letters older than this ID or time.
+        #[arg(long, value_name = "ID|TIME", value_parser = parse_bound)]
+        before: Option<StreamId>,
+    },
+}

@@ -1,0 +1,96 @@
+//! The flags of the commands that watch and keep streams: `stat` (health
+//! checks), `janitor` (trimming) and `serve` (the dashboard).
+
+use std::time::Duration;
+
+use clap::Args;
+use streamkeeper::janitor::Archive;
+use streamkeeper::StreamKey;
+
+use super::values::{parse_archive, parse_duration, parse_positive_duration, parse_stream_key};
+
+/// `stat` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without streams, inspects every stream in the database (SCAN TYPE stream). \
+With --max-lag or --max-time-lag, exits 1 when any group exceeds them: usable as a health check."
+)]
+pub struct StatArgs {
+    /// Streams to inspect (default: all).
+    #[arg(value_parser = parse_stream_key)]
+    pub streams: Vec<StreamKey>,
+    /// Print again every INTERVAL, with the trend of each group.
+    #[arg(long, value_parser = parse_positive_duration, value_name = "INTERVAL")]
+    pub watch: Option<Duration>,
+    /// Exit 1 when a group has more outstanding entries than this.
+    #[arg(long, value_name = "N")]
+    pub max_lag: Option<u64>,
+    /// Exit 1 when a group's oldest outstanding entry is older than this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time_lag: Option<Duration>,
+    /// Exact memory (walks the whole stream) instead of a sample.
+    #[arg(long)]
+    pub exact_memory: bool,
+    /// Flag consumers idle longer than this (holding entries) as dead.
+    #[arg(long, value_parser = parse_duration, default_value = "5m", value_name = "DURATION")]
+    pub dead_after: Duration,
+    /// For sharded streams: a row per shard after the sum.
+    #[arg(long)]
+    pub shards: bool,
+}
+
+/// `janitor` arguments.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The trim point is the oldest entry some group still needs (pending, or not yet \
+delivered); it is computed and applied in one script. Caps remove entries whatever the groups \
+say, so they need --archive: unacknowledged entries are archived before they are dropped. \
+One janitor works per stream (lease {S}:janitor); others stand by."
+)]
+pub struct JanitorArgs {
+    /// Streams to clean.
+    #[arg(required = true, value_parser = parse_stream_key)]
+    pub streams: Vec<StreamKey>,
+    /// One run, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Report what would be trimmed; trim nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Time between runs.
+    #[arg(long, value_parser = parse_positive_duration, default_value = "10s", value_name = "DURATION")]
+    pub interval: Duration,
+    /// Keep at most N entries (archive unacked ones first).
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<u64>,
+    /// Keep no entry older than this (archive unacked ones first).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_age: Option<Duration>,
+    /// Where capped unacked entries go: a JSON-lines file or stream:KEY.
+    #[arg(long, value_name = "FILE|stream:KEY", value_parser = parse_archive)]
+    pub archive: Option<Archive>,
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    pub listen: std::net::SocketAddr,
+    /// Streams to show (default: all).
+    #[arg(long, num_args = 1.., value_parser = parse_stream_key)]
+    pub streams: Vec<StreamKey>,
+    /// Allow actions (DLQ replay/purge, janitor, pause/resume, group reset,
+    /// consumer removal); read-only without it.
+    #[arg(long)]
+    pub allow_actions: bool,
+    /// Every request must carry this token (required beyond loopback).
+    #[arg(long, env = "STREAMKEEPER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Show a group red when it has more outstanding entries than this.
+    #[arg(long, value_name = "N")]
+    pub max_lag: Option<u64>,
+    /// Show a group red when its oldest outstanding entry is older than this.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub max_time_lag: Option<Duration>,
+}
