@@ -406,37 +406,6 @@ async fn ack_and_produce_needs_one_slot_and_produces_once() {
     assert_eq!(places(&redis, &input, "g").await, (0, 0, 0, 0));
 }
 
-/// The worker half of the SIGKILL loop below: runs only when the test
-/// binary is re-executed with SK_ACK_AND_PRODUCE_WORKER set.
-#[tokio::test]
-async fn ack_and_produce_worker() {
-    let Ok(url) = std::env::var("SK_ACK_AND_PRODUCE_WORKER") else {
-        return;
-    };
-    let redis = Connector::connect(&url).await.expect("connect");
-    let out = key("{p}.out");
-    let stats = GroupConsumer::new(&redis, key("{p}.in"), group("g"))
-        .claim_after(Duration::from_millis(300))
-        .batch(10)
-        .run(
-            move |d| {
-                let out = out.clone();
-                async move {
-                    let id = d.id().to_string();
-                    // Work takes a while, so kills land mid-batch.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    exactly_once::ack_and_produce(&d, &out, &fields([("in", id.as_str())])).await?;
-                    // Manual: the script acked it already.
-                    Ok::<_, streamkeeper::Error>(Outcome::Ack)
-                }
-            },
-            4,
-            CancellationToken::new(),
-        )
-        .await;
-    eprintln!("{stats:?}");
-}
-
 #[test]
 fn ack_and_produce_survives_a_sigkill_loop() {
     let server = RedisServer::start().expect("redis-server");
@@ -457,11 +426,10 @@ fn ack_and_produce_survives_a_sigkill_loop() {
     ))
     .expect("group");
 
-    let exe = std::env::current_exe().expect("test binary");
+    // The worker: tests/bin/ack_and_produce_worker.rs.
     let spawn = || {
-        std::process::Command::new(&exe)
-            .args(["ack_and_produce_worker", "--exact", "--nocapture"])
-            .env("SK_ACK_AND_PRODUCE_WORKER", server.url())
+        std::process::Command::new(env!("CARGO_BIN_EXE_sk-test-ack-and-produce-worker"))
+            .arg(server.url())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -489,7 +457,7 @@ fn ack_and_produce_survives_a_sigkill_loop() {
     // One last worker finishes what the killed ones left pending.
     let mut last = spawn();
     assert!(
-        streamkeeper_testkit::eventually(Duration::from_secs(30), done),
+        streamkeeper_testkit::eventually_blocking(Duration::from_secs(30), done),
         "input never drained"
     );
     let _ = last.kill();
