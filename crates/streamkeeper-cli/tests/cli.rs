@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
@@ -178,7 +178,7 @@ fn sigkilled_consumer_loses_nothing() {
     .spawn()
     .expect("spawn a");
     assert!(
-        eventually(Duration::from_secs(20), || lines(&a_log).len() >= 20),
+        eventually_blocking(Duration::from_secs(20), || lines(&a_log).len() >= 20),
         "consumer a never got going"
     );
     a.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
@@ -253,7 +253,11 @@ fn sigint_flushes_acks_so_nothing_processed_is_redelivered() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(20), || lines(&a_log).len() >= 50));
+    assert!(eventually_blocking(Duration::from_secs(20), || lines(
+        &a_log
+    )
+    .len()
+        >= 50));
     sigint(&a);
     let out = a.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
@@ -604,7 +608,7 @@ fn count_never_waits_for_the_reclaimer() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-        let done = eventually(Duration::from_secs(20), || {
+        let done = eventually_blocking(Duration::from_secs(20), || {
             child.try_wait().expect("try_wait").is_some()
         });
         if !done {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
@@ -313,7 +313,9 @@ done
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || lines(&got).len() == 2));
+    assert!(eventually_blocking(Duration::from_secs(10), || lines(&got)
+        .len()
+        == 2));
     let t = Instant::now();
     signal(&child, "INT");
     let status = child.wait().expect("wait");
@@ -358,12 +360,12 @@ fn sigkilled_consumer_leaves_no_worker_behind() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually_blocking(Duration::from_secs(10), || {
         !lines(&pidfile).is_empty()
     }));
     let pid = lines(&pidfile)[0].trim().to_string();
     assert!(
-        eventually(Duration::from_secs(5), || std::fs::read_to_string(format!(
+        eventually_blocking(Duration::from_secs(5), || std::fs::read_to_string(format!(
             "/proc/{pid}/cmdline"
         ))
         .is_ok_and(|c| c.starts_with("sleep"))),
@@ -372,7 +374,7 @@ fn sigkilled_consumer_leaves_no_worker_behind() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     assert!(
-        eventually(Duration::from_secs(5), || !alive(&pid)),
+        eventually_blocking(Duration::from_secs(5), || !alive(&pid)),
         "worker {pid} outlived its consumer"
     );
 }
@@ -475,7 +477,9 @@ fn the_worker_never_holds_more_than_concurrency_unanswered() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || lines(&got).len() >= 3));
+    assert!(eventually_blocking(Duration::from_secs(10), || lines(&got)
+        .len()
+        >= 3));
     // Absence can only be checked by waiting a while.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lines(&got).len(), 3);

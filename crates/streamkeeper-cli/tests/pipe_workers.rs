@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
@@ -415,7 +415,7 @@ fn exec_timeout_kills_the_command_and_fails_the_attempt() {
     assert!(dump.contains("timed out after 1s"), "{dump}");
     let pid = std::fs::read_to_string(&pidfile).expect("pid");
     assert!(
-        eventually(Duration::from_secs(5), || !alive(pid.trim())),
+        eventually_blocking(Duration::from_secs(5), || !alive(pid.trim())),
         "the timed-out command's child {pid} survived"
     );
 }
@@ -478,7 +478,7 @@ fn spawn_with_helper(server: &RedisServer, w: &Worker, pidfile: &Path) -> Child 
         .spawn()
         .expect("spawn");
     assert!(
-        eventually(Duration::from_secs(15), || std::fs::read_to_string(pidfile)
+        eventually_blocking(Duration::from_secs(15), || std::fs::read_to_string(pidfile)
             .is_ok_and(|p| !p.trim().is_empty())),
         "the worker never started its helper"
     );
@@ -503,7 +503,7 @@ fn a_helper_in_its_own_session_dies_with_the_consumer() {
         assert!(status.success());
         let out = child.wait_with_output().expect("wait");
         assert!(
-            eventually(Duration::from_secs(5), || !alive(helper)),
+            eventually_blocking(Duration::from_secs(5), || !alive(helper)),
             "SIG{sig}: helper {helper} (setsid) outlived the consumer ({:?})",
             out.status
         );

@@ -1,9 +1,8 @@
 //! Helpers shared by the library's integration tests: a private server
-//! with a connector, typed names, and an async `eventually`.
+//! with a connector, typed names, and the testkit's async `eventually`.
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use streamkeeper::{fields, Connector, GroupName, Producer, StreamKey};
@@ -26,24 +25,9 @@ pub fn group(s: &str) -> GroupName {
     GroupName::new(s).expect("group")
 }
 
-/// Polls the async `cond` every 20 ms until it holds or `timeout` passes;
-/// returns whether it held. Use it instead of sleeping.
-pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// The testkit's polling helper (async): use it instead of sleeping.
+#[allow(unused_imports)] // not every test file waits
+pub use streamkeeper_testkit::eventually;
 
 /// Where a matrix test runs (see [`on_every_topology!`]).
 #[derive(Debug, Clone, Copy)]
