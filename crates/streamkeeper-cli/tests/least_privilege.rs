@@ -3,13 +3,11 @@
 //! every everyday command through the real binary; checks that need more
 //! say "unknown" instead of refusing the work.
 
-use std::process::{Command, Output};
-
 use streamkeeper_testkit::RedisServer;
 
 mod common;
 
-use common::{cli, BIN};
+use common::{cli, sk_at};
 
 /// A server with the user `worker` (password `pw`) holding exactly the
 /// grants DESIGN.md §6 names, on every key; returns the URL that logs in
@@ -41,26 +39,9 @@ fn limited_server() -> (RedisServer, String) {
     (server, url)
 }
 
-fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
-}
-
 /// Runs `args` as the limited user; it must succeed.
 fn works(url: &str, args: &[&str]) -> String {
-    let o = run(url, args);
-    assert!(
-        o.status.success(),
-        "{args:?} refused for the limited user (exit {:?}): {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    sk_at(url, args).ok()
 }
 
 #[test]
@@ -112,23 +93,14 @@ fn a_user_with_only_stream_grants_runs_the_health_and_upkeep_commands() {
     assert!(stat.contains("\"group\":\"billing\""), "{stat}");
     // Without names stat must find the streams (SCAN is not granted): it
     // either lists them or says it could not look, never 0 with none.
-    let all = run(&url, &["stat"]);
-    let listed = String::from_utf8_lossy(&all.stdout).contains("orders");
+    let all = sk_at(&url, &["stat"]).run();
     assert!(
-        listed || all.status.code() == Some(2),
-        "exit {:?}: {}",
-        all.status.code(),
-        String::from_utf8_lossy(&all.stderr)
+        all.stdout().contains("orders") || all.code() == Some(2),
+        "{all}"
     );
-    let doctor = run(&url, &["doctor"]);
-    assert_ne!(
-        doctor.status.code(),
-        Some(2),
-        "doctor could not run: {}",
-        String::from_utf8_lossy(&doctor.stderr)
-    );
-    let report = String::from_utf8_lossy(&doctor.stdout);
-    assert!(report.contains("unknown"), "{report}");
+    let doctor = sk_at(&url, &["doctor"]).run();
+    assert_ne!(doctor.code(), Some(2), "doctor could not run:\n{doctor}");
+    doctor.stdout_contains("unknown");
     works(&url, &["janitor", "orders", "--once"]);
     assert_eq!(
         cli(&server, &["XLEN", "orders"]),
@@ -142,9 +114,8 @@ fn a_user_with_only_stream_grants_runs_the_health_and_upkeep_commands() {
 fn the_servers_wrongtype_still_protects_a_key_of_another_type() {
     let (server, url) = limited_server();
     cli(&server, &["SET", "orders", "not a stream"]);
-    let o = run(&url, &["produce", "orders", "--field", "n=1"]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = sk_at(&url, &["produce", "orders", "--field", "n=1"]).fails(2);
+    let err = o.stderr();
     assert!(
         err.contains("WRONGTYPE") || err.contains("not a stream"),
         "{err}"

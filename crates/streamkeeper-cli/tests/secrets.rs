@@ -2,35 +2,17 @@
 //! §6, least privilege): the real binary, real servers, a secret in every
 //! place a URL can carry one, and debug logging on.
 
-use std::process::{Command, Output};
-
 use streamkeeper_testkit::{free_port, RedisServer};
 
 mod common;
 
-use common::BIN;
+use common::{sk_at, Run};
 
 const SECRET: &str = "hunter2";
 
 /// The CLI against `url` with every log level on.
-fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .env("STREAMKEEPER_LOG", "trace")
-        .output()
-        .expect("run")
-}
-
-fn assert_no_secret(o: &Output, url: &str) {
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(!all.contains(SECRET), "{url}: the secret was shown: {all}");
+fn run(url: &str, args: &[&str]) -> Run {
+    sk_at(url, args).env("STREAMKEEPER_LOG", "trace").run()
 }
 
 #[test]
@@ -44,9 +26,7 @@ fn connection_errors_never_show_a_urls_secrets() {
         format!("redis+unix:///nonexistent/sk.sock?pass={SECRET}"),
         format!("redis://u:{SECRET}@127.0.0.1:{port}/not-a-db"),
     ] {
-        let o = run(&url, &["stat"]);
-        assert_eq!(o.status.code(), Some(2), "{url}");
-        assert_no_secret(&o, &url);
+        run(&url, &["stat"]).fails(2).never_shows(SECRET);
     }
 }
 
@@ -55,11 +35,10 @@ fn working_commands_never_show_a_urls_secrets() {
     let server = RedisServer::start().expect("redis-server");
     // redis-rs ignores query parameters it does not know: the URL works.
     let url = format!("{}?sentinel_password={SECRET}&token={SECRET}", server.url());
-    let o = run(&url, &["produce", "s", "--field", "k=v"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_no_secret(&o, &url);
+    let produced = run(&url, &["produce", "s", "--field", "k=v"]);
+    produced.ok();
+    produced.never_shows(SECRET);
     for args in [&["stat"][..], &["doctor"], &["tail", "s"]] {
-        let o = run(&url, args);
-        assert_no_secret(&o, &url);
+        run(&url, args).never_shows(SECRET);
     }
 }

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+mod run;
+#[allow(unused_imports)] // not every test file runs the binary this way
+pub use run::{sk_at, Run, Sk};
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -58,22 +62,10 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 
 /// Runs the CLI against `url` (a Sentinel or Cluster URL, say).
 pub fn sk_url(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
+    sk_at(url, args).run().output
 }
 
 /// Stdout of a CLI run against `url` that must succeed.
 pub fn ok_url(url: &str, args: &[&str]) -> String {
-    let o = sk_url(url, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    sk_at(url, args).ok()
 }
