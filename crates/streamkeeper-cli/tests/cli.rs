@@ -11,7 +11,7 @@ use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command as sk, sk as run, sk_stdin, BIN};
+use common::{cli, command as sk, sk as run, sk_stdin, stderr, xpending, BIN};
 
 fn run_stdin(server: &RedisServer, args: &[&str], stdin: &str) -> Output {
     sk_stdin(server, args, stdin.as_bytes())
@@ -19,10 +19,6 @@ fn run_stdin(server: &RedisServer, args: &[&str], stdin: &str) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// An error run: exit 2 and exactly one line on stderr that mentions `needle`.
@@ -49,16 +45,6 @@ fn ids_in(path: &Path) -> Vec<String> {
             v["id"].as_str().expect("id").to_string()
         })
         .collect()
-}
-
-fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
-    let out = cli(server, &["XPENDING", stream, group]);
-    out.lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
 }
 
 #[test]

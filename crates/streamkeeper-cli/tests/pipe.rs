@@ -10,11 +10,7 @@ use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command, sk};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{alive, cli, command, produce, sk, stderr, xpending};
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -22,28 +18,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
-    cli(server, &["XPENDING", stream, group])
-        .lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
-}
-
-fn produce(server: &RedisServer, fields: &[&str], count: u32) {
-    let mut args = vec!["produce", "jobs"];
-    for f in fields {
-        args.push("--field");
-        args.push(f);
-    }
-    let count = count.to_string();
-    args.extend(["--count", &count, "--quiet"]);
-    let o = sk(server, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// A test worker in sh: answers by the entry's `do` field and logs each
@@ -333,17 +307,6 @@ done
     assert!(pending.contains(&never), "{pending}");
     assert_eq!(cli(&server, &["XLEN", "{jobs}:dlq"]), "0");
     assert_eq!(cli(&server, &["ZCARD", "{jobs}:retry"]), "0");
-}
-
-fn alive(pid: &str) -> bool {
-    // A zombie has exited; only its parent (init here) has not reaped it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 #[test]

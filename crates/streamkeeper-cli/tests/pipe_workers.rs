@@ -14,7 +14,7 @@ use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command, sk};
+use common::{alive, cli, command, produce, stderr, xpending};
 
 /// The test worker: answers by the entry's `do` field, logging `run N`
 /// when it gets entry N and `ack N` when it acks it, `start` when it
@@ -102,22 +102,6 @@ impl Worker {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn produce(server: &RedisServer, fields: &[&str], count: u32) {
-    let mut args = vec!["produce", "jobs"];
-    for f in fields {
-        args.push("--field");
-        args.push(f);
-    }
-    let count = count.to_string();
-    args.extend(["--count", &count, "--quiet"]);
-    let o = sk(server, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 fn consumer(server: &RedisServer, w: &Worker, env: &[(&str, &str)], extra: &[&str]) -> Command {
     let mut args = vec![
         "consume",
@@ -159,16 +143,6 @@ fn run_within(mut c: Command, limit: Duration) -> Output {
     }
 }
 
-fn xpending(server: &RedisServer) -> u64 {
-    cli(server, &["XPENDING", "jobs", "g"])
-        .lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
-}
-
 fn dlq(server: &RedisServer) -> (usize, String) {
     let len = cli(server, &["XLEN", "{jobs}:dlq"]).parse().expect("len");
     (len, cli(server, &["XRANGE", "{jobs}:dlq", "-", "+"]))
@@ -208,7 +182,7 @@ fn a_worker_killed_by_one_entry_gets_only_that_entry_dead_lettered() {
     // Charged twice, so run at most twice alone plus once in the crowd.
     let runs = w.per_entry("run");
     assert!(runs["poison"] <= 3, "poison runs: {}", runs["poison"]);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
 }
 
 #[test]
@@ -232,7 +206,7 @@ fn poison_entries_left_alone_at_the_end_reach_the_dead_letter_queue() {
     let (dead, dump) = dlq(&server);
     assert_eq!(dead, 2, "{dump}");
     each_acked_once(&w, "a", 18);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
 }
 
 #[test]
@@ -252,7 +226,7 @@ fn a_recycling_worker_is_restarted_at_once_and_charges_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(dlq(&server).0, 0, "{}", dlq(&server).1);
     each_acked_once(&w, "a", 1000);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
     assert!(w.starts() >= 20, "recycled {} times", w.starts());
 }
 
@@ -456,17 +430,6 @@ fn a_fail_answer_keeps_the_workers_reason_in_the_dead_letter() {
     let (dead, dump) = dlq(&server);
     assert_eq!(dead, 1, "{dump}");
     assert!(dump.contains("card declined"), "{dump}");
-}
-
-fn alive(pid: &str) -> bool {
-    // A zombie has exited; only its parent has not reaped it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 fn spawn_with_helper(server: &RedisServer, w: &Worker, pidfile: &Path) -> Child {
