@@ -1,4 +1,4 @@
-//! The worker half of `failure.rs`'s `ack_and_produce_survives_a_sigkill_loop`:
+//! The worker half of `exactly_once.rs`'s `ack_and_produce_survives_a_sigkill_loop`:
 //! a consumer of `{p}.in` that turns each entry into one `{p}.out` entry with
 //! `exactly_once::ack_and_produce`. The test starts it (path from
 //! `CARGO_BIN_EXE_sk-test-ack-and-produce-worker`) and SIGKILLs it mid-batch.
