@@ -1,13 +1,14 @@
-//! Least privilege (DESIGN.md §6): a user granted only `+@stream
-//! +@connection +ping +info +evalsha +eval +script|load` on its keys runs
-//! every everyday command through the real binary; checks that need more
-//! say "unknown" instead of refusing the work.
+//! Security through the real binary (DESIGN.md §6). Least privilege: a
+//! user granted only `+@stream +@connection +ping +info +evalsha +eval
+//! +script|load` on its keys runs every everyday command; checks that need
+//! more say "unknown" instead of refusing the work. Secrets in the
+//! connection URL never reach the user's screen, with debug logging on.
 
-use streamkeeper_testkit::RedisServer;
+use streamkeeper_testkit::{free_port, RedisServer};
 
 mod common;
 
-use common::{cli, sk_at};
+use common::{cli, sk_at, Run};
 
 /// A server with the user `worker` (password `pw`) holding exactly the
 /// grants DESIGN.md §6 names, on every key; returns the URL that logs in
@@ -121,4 +122,39 @@ fn the_servers_wrongtype_still_protects_a_key_of_another_type() {
         "{err}"
     );
     assert_eq!(cli(&server, &["GET", "orders"]), "not a stream");
+}
+
+const SECRET: &str = "hunter2";
+
+/// The CLI against `url` with every log level on.
+fn run(url: &str, args: &[&str]) -> Run {
+    sk_at(url, args).env("STREAMKEEPER_LOG", "trace").run()
+}
+
+#[test]
+fn connection_errors_never_show_a_urls_secrets() {
+    let port = free_port().expect("port");
+    for url in [
+        format!("redis+sentinel://127.0.0.1:{port}/m?sentinel_password={SECRET}"),
+        format!("redis+sentinel://u:{SECRET}@127.0.0.1:{port}/m?sentinel_username=s&sentinel_password={SECRET}"),
+        format!("redis://u:{SECRET}@127.0.0.1:{port}/0?auth_token={SECRET}"),
+        format!("redis+cluster://:{SECRET}@127.0.0.1:{port}/?password={SECRET}"),
+        format!("redis+unix:///nonexistent/sk.sock?pass={SECRET}"),
+        format!("redis://u:{SECRET}@127.0.0.1:{port}/not-a-db"),
+    ] {
+        run(&url, &["stat"]).fails(2).never_shows(SECRET);
+    }
+}
+
+#[test]
+fn working_commands_never_show_a_urls_secrets() {
+    let server = RedisServer::start().expect("redis-server");
+    // redis-rs ignores query parameters it does not know: the URL works.
+    let url = format!("{}?sentinel_password={SECRET}&token={SECRET}", server.url());
+    let produced = run(&url, &["produce", "s", "--field", "k=v"]);
+    produced.ok();
+    produced.never_shows(SECRET);
+    for args in [&["stat"][..], &["doctor"], &["tail", "s"]] {
+        run(&url, args).never_shows(SECRET);
+    }
 }
