@@ -199,7 +199,7 @@ fn chaos_kills_and_failovers_lose_no_acknowledged_entry() {
     assert_eq!(failovers, 2);
 
     // Drain: both groups end with nothing pending and nothing undelivered.
-    let drained = streamkeeper_testkit::eventually(Duration::from_secs(60), || {
+    let drained = streamkeeper_testkit::eventually_blocking(Duration::from_secs(60), || {
         group_state(&rt, &redis, "A") == (0, 0) && group_state(&rt, &redis, "B") == (0, 0)
     });
     for m in &mut members {

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command as sk, sk as run, sk_stdin, BIN};
+use common::{cli, command as sk, sk as run, sk_stdin, stderr, xpending, BIN};
 
 fn run_stdin(server: &RedisServer, args: &[&str], stdin: &str) -> Output {
     sk_stdin(server, args, stdin.as_bytes())
@@ -19,10 +19,6 @@ fn run_stdin(server: &RedisServer, args: &[&str], stdin: &str) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// An error run: exit 2 and exactly one line on stderr that mentions `needle`.
@@ -49,16 +45,6 @@ fn ids_in(path: &Path) -> Vec<String> {
             v["id"].as_str().expect("id").to_string()
         })
         .collect()
-}
-
-fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
-    let out = cli(server, &["XPENDING", stream, group]);
-    out.lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
 }
 
 #[test]
@@ -178,7 +164,7 @@ fn sigkilled_consumer_loses_nothing() {
     .spawn()
     .expect("spawn a");
     assert!(
-        eventually(Duration::from_secs(20), || lines(&a_log).len() >= 20),
+        eventually_blocking(Duration::from_secs(20), || lines(&a_log).len() >= 20),
         "consumer a never got going"
     );
     a.kill().expect("SIGKILL"); // Child::kill sends SIGKILL
@@ -253,7 +239,11 @@ fn sigint_flushes_acks_so_nothing_processed_is_redelivered() {
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(20), || lines(&a_log).len() >= 50));
+    assert!(eventually_blocking(Duration::from_secs(20), || lines(
+        &a_log
+    )
+    .len()
+        >= 50));
     sigint(&a);
     let out = a.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
@@ -604,7 +594,7 @@ fn count_never_waits_for_the_reclaimer() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-        let done = eventually(Duration::from_secs(20), || {
+        let done = eventually_blocking(Duration::from_secs(20), || {
             child.try_wait().expect("try_wait").is_some()
         });
         if !done {

@@ -105,7 +105,7 @@ fn every_command_works_on_a_cluster() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("schedule run");
-    let fired = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+    let fired = streamkeeper_testkit::eventually_blocking(Duration::from_secs(15), || {
         ok(&["tail", "ticks", "--json"]).lines().count() >= 2
     });
     let _ = run.kill();
@@ -127,7 +127,7 @@ fn every_command_works_on_a_cluster() {
         .spawn()
         .expect("serve");
     let mut body = String::new();
-    let listed = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+    let listed = streamkeeper_testkit::eventually_blocking(Duration::from_secs(15), || {
         body = http_get(port, "/api/streams");
         names
             .iter()
@@ -136,7 +136,7 @@ fn every_command_works_on_a_cluster() {
     // Dead letters and memory are read from each stream's own node (b's
     // poison entry is in {b}:dlq).
     let mut overview = String::new();
-    let counted = streamkeeper_testkit::eventually(Duration::from_secs(15), || {
+    let counted = streamkeeper_testkit::eventually_blocking(Duration::from_secs(15), || {
         overview = http_get(port, "/api/overview");
         let Some(json) = overview.split("\r\n\r\n").nth(1) else {
             return false;

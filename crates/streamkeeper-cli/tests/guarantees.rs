@@ -299,13 +299,14 @@ fn exec_children_die_with_a_sigkilled_consumer() {
             .unwrap_or(0)
     };
     assert!(
-        streamkeeper_testkit::eventually(Duration::from_secs(10), || running(&marker) == 2),
+        streamkeeper_testkit::eventually_blocking(Duration::from_secs(10), || running(&marker)
+            == 2),
         "the two handlers never started"
     );
     c.kill().expect("SIGKILL");
     c.wait().expect("reap");
     assert!(
-        streamkeeper_testkit::eventually(Duration::from_secs(5), || running(&marker) == 0),
+        streamkeeper_testkit::eventually_blocking(Duration::from_secs(5), || running(&marker) == 0),
         "{} --exec children outlived their SIGKILLed consumer",
         running(&marker)
     );

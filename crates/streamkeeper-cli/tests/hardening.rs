@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
@@ -110,7 +110,7 @@ fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
         .spawn()
         .expect("spawn");
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually_blocking(Duration::from_secs(10), || {
             cli(&server, &["XLEN", "ticks"]).parse::<u64>().unwrap_or(0) >= 3
         }),
         "the good schedule keeps firing"
@@ -124,7 +124,7 @@ fn a_target_that_is_not_a_stream_stops_only_its_schedule_and_keeps_its_tick() {
     // Fix the key: the waiting tick goes out.
     cli(&server, &["DEL", "strkey"]);
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually_blocking(Duration::from_secs(10), || {
             cli(&server, &["XLEN", "strkey"])
                 .parse::<u64>()
                 .unwrap_or(0)
@@ -166,7 +166,7 @@ fn ends_when_stdout_closes(server: &RedisServer, args: &[&str], first: &str) {
     drop(out);
     let mut status = None;
     assert!(
-        eventually(Duration::from_secs(10), || {
+        eventually_blocking(Duration::from_secs(10), || {
             status = child.try_wait().expect("wait");
             status.is_some()
         }),
@@ -630,7 +630,7 @@ fn sigterm_while_still_connecting_exits_130() {
         .expect("spawn");
     let status = format!("/proc/{}/status", child.id());
     // Wait until the process runs main (its SIGTERM handler is in place).
-    assert!(eventually(Duration::from_secs(5), || {
+    assert!(eventually_blocking(Duration::from_secs(5), || {
         std::fs::read_to_string(&status)
             .ok()
             .and_then(|s| {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::BIN;
-use streamkeeper_testkit::{eventually, RedisCluster};
+use streamkeeper_testkit::{eventually_blocking, RedisCluster};
 
 /// Logs `SK_STREAM ID` per run, answers `ack`; 2 ms per entry.
 const WORKER: &str = r#"
@@ -131,7 +131,7 @@ fn slow_slot_migrations_under_shared_consumers_run_nothing_twice() {
     let chunks = producer.join().expect("producer");
     let total = 300 + 20 * chunks;
     let started = Instant::now();
-    let all_ran = eventually(Duration::from_secs(60), || runs(&log).len() >= total);
+    let all_ran = eventually_blocking(Duration::from_secs(60), || runs(&log).len() >= total);
     for c in &consumers {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])

@@ -6,15 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command, sk};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{alive, cli, command, produce, sk, stderr, xpending};
 
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
@@ -22,28 +18,6 @@ fn lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
-    cli(server, &["XPENDING", stream, group])
-        .lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
-}
-
-fn produce(server: &RedisServer, fields: &[&str], count: u32) {
-    let mut args = vec!["produce", "jobs"];
-    for f in fields {
-        args.push("--field");
-        args.push(f);
-    }
-    let count = count.to_string();
-    args.extend(["--count", &count, "--quiet"]);
-    let o = sk(server, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// A test worker in sh: answers by the entry's `do` field and logs each
@@ -313,7 +287,9 @@ done
     .stderr(Stdio::piped())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || lines(&got).len() == 2));
+    assert!(eventually_blocking(Duration::from_secs(10), || lines(&got)
+        .len()
+        == 2));
     let t = Instant::now();
     signal(&child, "INT");
     let status = child.wait().expect("wait");
@@ -333,17 +309,6 @@ done
     assert_eq!(cli(&server, &["ZCARD", "{jobs}:retry"]), "0");
 }
 
-fn alive(pid: &str) -> bool {
-    // A zombie has exited; only its parent (init here) has not reaped it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 #[test]
 fn sigkilled_consumer_leaves_no_worker_behind() {
     let server = RedisServer::start().expect("redis");
@@ -358,12 +323,12 @@ fn sigkilled_consumer_leaves_no_worker_behind() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(eventually_blocking(Duration::from_secs(10), || {
         !lines(&pidfile).is_empty()
     }));
     let pid = lines(&pidfile)[0].trim().to_string();
     assert!(
-        eventually(Duration::from_secs(5), || std::fs::read_to_string(format!(
+        eventually_blocking(Duration::from_secs(5), || std::fs::read_to_string(format!(
             "/proc/{pid}/cmdline"
         ))
         .is_ok_and(|c| c.starts_with("sleep"))),
@@ -372,7 +337,7 @@ fn sigkilled_consumer_leaves_no_worker_behind() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     assert!(
-        eventually(Duration::from_secs(5), || !alive(&pid)),
+        eventually_blocking(Duration::from_secs(5), || !alive(&pid)),
         "worker {pid} outlived its consumer"
     );
 }
@@ -475,7 +440,9 @@ fn the_worker_never_holds_more_than_concurrency_unanswered() {
     .stderr(Stdio::null())
     .spawn()
     .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || lines(&got).len() >= 3));
+    assert!(eventually_blocking(Duration::from_secs(10), || lines(&got)
+        .len()
+        >= 3));
     // Absence can only be checked by waiting a while.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(lines(&got).len(), 3);

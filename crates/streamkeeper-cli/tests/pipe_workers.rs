@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use streamkeeper_testkit::{eventually, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command, sk};
+use common::{alive, cli, command, produce, stderr, xpending};
 
 /// The test worker: answers by the entry's `do` field, logging `run N`
 /// when it gets entry N and `ack N` when it acks it, `start` when it
@@ -102,22 +102,6 @@ impl Worker {
     }
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn produce(server: &RedisServer, fields: &[&str], count: u32) {
-    let mut args = vec!["produce", "jobs"];
-    for f in fields {
-        args.push("--field");
-        args.push(f);
-    }
-    let count = count.to_string();
-    args.extend(["--count", &count, "--quiet"]);
-    let o = sk(server, &args);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
 fn consumer(server: &RedisServer, w: &Worker, env: &[(&str, &str)], extra: &[&str]) -> Command {
     let mut args = vec![
         "consume",
@@ -159,16 +143,6 @@ fn run_within(mut c: Command, limit: Duration) -> Output {
     }
 }
 
-fn xpending(server: &RedisServer) -> u64 {
-    cli(server, &["XPENDING", "jobs", "g"])
-        .lines()
-        .next()
-        .unwrap_or("0")
-        .trim()
-        .parse()
-        .expect("count")
-}
-
 fn dlq(server: &RedisServer) -> (usize, String) {
     let len = cli(server, &["XLEN", "{jobs}:dlq"]).parse().expect("len");
     (len, cli(server, &["XRANGE", "{jobs}:dlq", "-", "+"]))
@@ -208,7 +182,7 @@ fn a_worker_killed_by_one_entry_gets_only_that_entry_dead_lettered() {
     // Charged twice, so run at most twice alone plus once in the crowd.
     let runs = w.per_entry("run");
     assert!(runs["poison"] <= 3, "poison runs: {}", runs["poison"]);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
 }
 
 #[test]
@@ -232,7 +206,7 @@ fn poison_entries_left_alone_at_the_end_reach_the_dead_letter_queue() {
     let (dead, dump) = dlq(&server);
     assert_eq!(dead, 2, "{dump}");
     each_acked_once(&w, "a", 18);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
 }
 
 #[test]
@@ -252,7 +226,7 @@ fn a_recycling_worker_is_restarted_at_once_and_charges_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(dlq(&server).0, 0, "{}", dlq(&server).1);
     each_acked_once(&w, "a", 1000);
-    assert_eq!(xpending(&server), 0);
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
     assert!(w.starts() >= 20, "recycled {} times", w.starts());
 }
 
@@ -415,7 +389,7 @@ fn exec_timeout_kills_the_command_and_fails_the_attempt() {
     assert!(dump.contains("timed out after 1s"), "{dump}");
     let pid = std::fs::read_to_string(&pidfile).expect("pid");
     assert!(
-        eventually(Duration::from_secs(5), || !alive(pid.trim())),
+        eventually_blocking(Duration::from_secs(5), || !alive(pid.trim())),
         "the timed-out command's child {pid} survived"
     );
 }
@@ -458,17 +432,6 @@ fn a_fail_answer_keeps_the_workers_reason_in_the_dead_letter() {
     assert!(dump.contains("card declined"), "{dump}");
 }
 
-fn alive(pid: &str) -> bool {
-    // A zombie has exited; only its parent has not reaped it yet.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 fn spawn_with_helper(server: &RedisServer, w: &Worker, pidfile: &Path) -> Child {
     let spawn = pidfile.to_str().expect("utf-8 path");
     let mut c = consumer(server, w, &[("SPAWN", spawn)], &[]);
@@ -478,7 +441,7 @@ fn spawn_with_helper(server: &RedisServer, w: &Worker, pidfile: &Path) -> Child 
         .spawn()
         .expect("spawn");
     assert!(
-        eventually(Duration::from_secs(15), || std::fs::read_to_string(pidfile)
+        eventually_blocking(Duration::from_secs(15), || std::fs::read_to_string(pidfile)
             .is_ok_and(|p| !p.trim().is_empty())),
         "the worker never started its helper"
     );
@@ -503,7 +466,7 @@ fn a_helper_in_its_own_session_dies_with_the_consumer() {
         assert!(status.success());
         let out = child.wait_with_output().expect("wait");
         assert!(
-            eventually(Duration::from_secs(5), || !alive(helper)),
+            eventually_blocking(Duration::from_secs(5), || !alive(helper)),
             "SIG{sig}: helper {helper} (setsid) outlived the consumer ({:?})",
             out.status
         );

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
-use streamkeeper_testkit::{eventually, free_port, RedisServer};
+use streamkeeper_testkit::{eventually_blocking, free_port, RedisServer};
 
 /// A raw HTTP/1.1 GET; returns the status code (0 when nothing answers).
 fn status(port: u16, path: &str, bearer: Option<&str>) -> u16 {
@@ -69,7 +69,7 @@ fn serve_with_a_token_requires_it_and_ends_on_a_signal() {
     .spawn()
     .expect("spawn");
     assert!(
-        eventually(Duration::from_secs(10), || status(
+        eventually_blocking(Duration::from_secs(10), || status(
             port,
             "/healthz",
             Some("t0ken")
@@ -85,7 +85,7 @@ fn serve_with_a_token_requires_it_and_ends_on_a_signal() {
     );
     assert_eq!(status(port, "/metrics", Some("t0ken")), 200);
     assert!(
-        eventually(Duration::from_secs(5), || cli(
+        eventually_blocking(Duration::from_secs(5), || cli(
             &server,
             &["XLEN", "{streamkeeper}:history"]
         ) == "1"),

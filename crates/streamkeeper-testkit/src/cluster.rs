@@ -45,7 +45,7 @@ fn cli_port(port: u16, args: &[&str]) -> String {
 }
 
 fn wait(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<(), StartError> {
-    if crate::eventually(timeout, &mut cond) {
+    if crate::eventually_blocking(timeout, &mut cond) {
         Ok(())
     } else {
         Err(StartError(format!(

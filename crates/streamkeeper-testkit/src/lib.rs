@@ -12,9 +12,11 @@
 //! ```
 
 mod cluster;
+mod eventually;
 mod sentinel;
 
 pub use cluster::{RedisCluster, NODE_TIMEOUT};
+pub use eventually::{eventually, eventually_blocking};
 pub use sentinel::{SentinelTopology, MASTER_NAME};
 
 use std::io::{Read, Write};
@@ -355,21 +357,6 @@ fn ping(socket: &Path) -> std::io::Result<()> {
     } else {
         // LOADING and friends: not ready yet.
         Err(std::io::Error::other("not ready"))
-    }
-}
-
-/// Polls `cond` every 20 ms until it returns true or `timeout` passes.
-/// Returns whether the condition became true. Use it instead of sleeping.
-pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

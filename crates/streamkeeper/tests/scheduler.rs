@@ -2,13 +2,14 @@
 //! a restart, due times that survive restarts, edits while running.
 
 mod common;
-use common::setup;
+use common::{cmd, setup};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use streamkeeper::retry::now_ms;
 use streamkeeper::scheduler::{Missed, Schedule, Scheduler};
 use streamkeeper::{Connector, StreamId, StreamKey};
+use streamkeeper_testkit::RedisServer;
 use tokio_util::sync::CancellationToken;
 
 /// (schedule, due ms, emitted ms) of every tick in `stream`.
@@ -319,4 +320,45 @@ fn start_two_step(
         stop,
         tokio::spawn(async move { s.run("two-step", token).await }),
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_step_tick_to_a_non_stream_waits_in_the_outbox_and_the_instance_runs_on() {
+    use streamkeeper::scheduler::{Schedule, Scheduler};
+    use tokio_util::sync::CancellationToken;
+    let server = RedisServer::start().expect("redis-server");
+    let redis = Connector::connect(&server.url()).await.expect("connect");
+    let scheduler = Scheduler::new(&redis, "ns").two_step(true);
+    for (name, to) in [("bad", "strkey"), ("good", "ticks")] {
+        let s = Schedule::every(name, Duration::from_millis(200), to).expect("schedule");
+        scheduler.add(&s).await.expect("add");
+    }
+    let _: () = cmd(&redis, &["SET", "strkey", "x"]).await;
+    let stop = CancellationToken::new();
+    let instance = {
+        let (s, token) = (scheduler.clone(), stop.clone());
+        tokio::spawn(async move { s.run("i1", token).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!instance.is_finished(), "the instance keeps running");
+    let good: u64 = cmd(&redis, &["XLEN", "ticks"]).await;
+    assert!(good >= 3, "the good schedule fires: {good}");
+    let waiting: u64 = cmd(&redis, &["HLEN", "{ns}:outbox"]).await;
+    assert!(waiting >= 1, "the bad schedule's ticks wait in the outbox");
+    // Fixed: the outbox recovery emits what waited.
+    let _: () = cmd(&redis, &["DEL", "strkey"]).await;
+    let t = Instant::now();
+    loop {
+        let n: u64 = cmd(&redis, &["XLEN", "strkey"]).await;
+        if n >= waiting {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "only {n} of {waiting}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    instance.await.expect("join").expect("run");
 }

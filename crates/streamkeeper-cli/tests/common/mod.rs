@@ -3,6 +3,10 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+mod run;
+#[allow(unused_imports)] // not every test file runs the binary this way
+pub use run::{sk_at, Run, Sk};
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -58,22 +62,50 @@ pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
 
 /// Runs the CLI against `url` (a Sentinel or Cluster URL, say).
 pub fn sk_url(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
+    sk_at(url, args).run().output
 }
 
 /// Stdout of a CLI run against `url` that must succeed.
 pub fn ok_url(url: &str, args: &[&str]) -> String {
-    let o = sk_url(url, args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    sk_at(url, args).ok()
+}
+
+/// stderr, lossily decoded.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// How many entries `group` has pending on `stream` (0 when it has none).
+pub fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
+    cli(server, &["XPENDING", stream, group])
+        .lines()
+        .next()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .expect("count")
+}
+
+/// Produces `count` entries with `fields` (`k=v` each) into `jobs`.
+pub fn produce(server: &RedisServer, fields: &[&str], count: u32) {
+    let mut args = vec!["produce", "jobs"];
+    for f in fields {
+        args.push("--field");
+        args.push(f);
+    }
+    let count = count.to_string();
+    args.extend(["--count", &count, "--quiet"]);
+    sk_at(&server.url(), &args).ok();
+}
+
+/// Whether process `pid` is running (a zombie has exited: only its parent
+/// has not reaped it yet).
+pub fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }

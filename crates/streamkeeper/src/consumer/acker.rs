@@ -396,3 +396,159 @@ impl AckScript<'_> {
         invocation.invoke_async(conn).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a real redis-server, in real time: the connection's response
+    //! timeout would fire spuriously under a paused clock.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use streamkeeper_testkit::{eventually, RedisServer};
+
+    use super::Acker;
+    use crate::conn::Connector;
+    use crate::consumer::in_flight::InFlight;
+    use crate::keys::StreamKeys;
+    use crate::types::{GroupName, StreamId, StreamKey};
+
+    const NEVER: Duration = Duration::from_secs(3600);
+
+    struct Setup {
+        server: RedisServer,
+        stream: StreamKey,
+        ids: Vec<StreamId>,
+        acker: Acker,
+        in_flight: Arc<InFlight>,
+    }
+
+    /// A group with `n` entries read (so pending) and an acker for it.
+    async fn setup(n: usize, max_batch: usize, interval: Duration) -> Setup {
+        let server = RedisServer::start().expect("redis-server");
+        let stream = StreamKey::new("orders").expect("key");
+        let group = GroupName::new("g").expect("group");
+        cli(
+            &server,
+            &["XGROUP", "CREATE", "orders", "g", "$", "MKSTREAM"],
+        );
+        let ids = (0..n)
+            .map(|_| {
+                cli(&server, &["XADD", "orders", "*", "k", "v"])
+                    .trim()
+                    .parse::<StreamId>()
+                    .expect("id")
+            })
+            .collect();
+        cli(
+            &server,
+            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "orders", ">"],
+        );
+        cli(&server, &["CONFIG", "RESETSTAT"]);
+        let connector = Connector::connect(&server.url()).await.expect("connect");
+        let in_flight = Arc::new(InFlight::default());
+        let (acker, _task) = Acker::spawn(
+            connector,
+            stream.clone(),
+            group,
+            max_batch,
+            interval,
+            None,
+            in_flight.clone(),
+        );
+        Setup {
+            server,
+            stream,
+            ids,
+            acker,
+            in_flight,
+        }
+    }
+
+    fn cli(server: &RedisServer, args: &[&str]) -> String {
+        server.cli(args).expect("redis-cli")
+    }
+
+    fn pending(server: &RedisServer) -> u64 {
+        let reply = cli(server, &["XPENDING", "orders", "g"]);
+        reply
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("XPENDING count")
+    }
+
+    /// Calls of `command` since the setup reset the statistics.
+    fn calls(server: &RedisServer, command: &str) -> u64 {
+        let stats = cli(server, &["INFO", "commandstats"]);
+        let prefix = format!("cmdstat_{command}:calls=");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_sent_as_one_xack() {
+        let s = setup(3, 3, NEVER).await;
+        for id in &s.ids {
+            s.acker.ack(*id);
+        }
+        let done = eventually(Duration::from_secs(5), || async { pending(&s.server) == 0 }).await;
+        assert!(
+            done,
+            "a full batch goes out without waiting for the interval"
+        );
+        assert_eq!(calls(&s.server, "xack"), 1);
+        assert_eq!(s.acker.acked(), 3);
+    }
+
+    #[tokio::test]
+    async fn queued_acks_go_out_at_the_interval() {
+        let s = setup(2, 100, Duration::from_millis(300)).await;
+        for id in &s.ids {
+            s.acker.ack(*id);
+        }
+        assert!(s.in_flight.contains(&s.ids[0]), "in flight until confirmed");
+        assert_eq!(pending(&s.server), 2, "nothing is sent before the interval");
+        let done = eventually(Duration::from_secs(5), || async { pending(&s.server) == 0 }).await;
+        assert!(done, "the interval flushes the queued acks");
+        assert_eq!(calls(&s.server, "xack"), 1);
+        assert!(
+            !s.in_flight.contains(&s.ids[0]),
+            "confirmed acks leave InFlight"
+        );
+    }
+
+    #[tokio::test]
+    async fn close_sends_what_is_queued() {
+        let s = setup(2, 100, NEVER).await;
+        for id in &s.ids {
+            s.acker.ack(*id);
+        }
+        s.acker.close().await.expect("close");
+        assert_eq!(pending(&s.server), 0);
+        assert_eq!(calls(&s.server, "xack"), 1);
+        assert_eq!(s.acker.acked(), 2);
+    }
+
+    #[tokio::test]
+    async fn only_handlers_still_running_at_a_flush_get_an_attempt_mark() {
+        let s = setup(2, 100, NEVER).await;
+        let (quick, slow) = (s.ids[0], s.ids[1]);
+        s.acker.started(quick);
+        s.acker.started(slow);
+        s.acker.ack(quick);
+        s.acker.flush().await.expect("flush");
+        let attempts = StreamKeys::attempts(&s.stream);
+        let marks = cli(&s.server, &["HKEYS", &attempts]);
+        assert!(marks.contains(&slow.to_string()), "marks: {marks:?}");
+        assert!(!marks.contains(&quick.to_string()), "marks: {marks:?}");
+        s.acker.ack(slow);
+        s.acker.close().await.expect("close");
+        assert_eq!(cli(&s.server, &["HLEN", &attempts]).trim(), "0");
+        assert_eq!(pending(&s.server), 0);
+    }
+}

@@ -103,3 +103,83 @@ impl Budget {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Budget;
+
+    /// Whether `spent()` resolves within a minute of (paused) test time.
+    async fn spent_within_a_minute(budget: &Budget) -> bool {
+        tokio::time::timeout(Duration::from_secs(60), budget.spent())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_limit_every_reservation_is_granted_and_never_spent() {
+        let budget = Budget::new(None);
+        assert_eq!(budget.reserve(500), 500);
+        budget.settle(500, 0);
+        assert!(!budget.exhausted());
+        assert!(!budget.is_shared());
+        assert!(!spent_within_a_minute(&budget).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_takes_at_most_what_is_left() {
+        let budget = Budget::new(Some(5));
+        assert_eq!(budget.reserve(3), 3);
+        assert_eq!(budget.reserve(3), 2);
+        assert_eq!(budget.reserve(3), 0, "nothing is left while both reads run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_a_read_did_not_get_is_given_back() {
+        let budget = Budget::new(Some(5));
+        assert_eq!(budget.reserve(5), 5);
+        budget.settle(5, 2);
+        assert!(!budget.exhausted());
+        assert_eq!(budget.reserve(10), 3, "the 3 unread come back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn spent_resolves_only_once_the_last_reservation_is_settled() {
+        let budget = Budget::new(Some(2));
+        assert_eq!(budget.reserve(2), 2);
+        // Nothing left, but the read in progress may give some back.
+        assert!(!budget.exhausted());
+        assert!(!spent_within_a_minute(&budget).await);
+        budget.settle(2, 2);
+        assert!(budget.exhausted());
+        assert!(spent_within_a_minute(&budget).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_limit_is_spent_from_the_start() {
+        let budget = Budget::new(Some(0));
+        assert_eq!(budget.reserve(1), 0);
+        assert!(budget.exhausted());
+        assert!(spent_within_a_minute(&budget).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sharers_each_take_an_even_share_of_what_is_left() {
+        let budget = Budget::shared(Some(10), 3);
+        assert!(budget.is_shared());
+        // ceil(10 / 3) = 4, then ceil(6 / 3) = 2, then ceil(4 / 3) = 2.
+        assert_eq!(budget.reserve(100), 4);
+        assert_eq!(budget.reserve(100), 2);
+        assert_eq!(budget.reserve(100), 2);
+        let clone = budget.clone();
+        assert_eq!(clone.reserve(100), 1, "clones draw from the same budget");
+        assert_eq!(budget.reserve(100), 1);
+        assert_eq!(budget.reserve(100), 0);
+        for got in [4, 2, 2, 1, 1] {
+            budget.settle(got, got);
+        }
+        assert!(clone.exhausted());
+        assert!(spent_within_a_minute(&clone).await);
+    }
+}

@@ -123,3 +123,62 @@ impl Drop for Guard {
         self.in_flight.remove(&self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::InFlight;
+    use crate::types::StreamId;
+
+    const A: StreamId = StreamId::new(1, 0);
+    const B: StreamId = StreamId::new(2, 0);
+
+    #[test]
+    fn an_id_is_held_once_until_removed() {
+        let in_flight = InFlight::default();
+        assert!(in_flight.insert(A));
+        assert!(!in_flight.insert(A), "a held entry is not handed out twice");
+        assert!(in_flight.is_held(&A) && in_flight.contains(&A));
+        in_flight.remove(&A);
+        assert!(!in_flight.contains(&A));
+        assert!(in_flight.insert(A));
+    }
+
+    #[test]
+    fn an_entry_whose_ack_is_on_its_way_is_not_handed_out_again() {
+        let in_flight = InFlight::default();
+        assert!(in_flight.insert(A));
+        in_flight.ack_queued(A);
+        in_flight.remove(&A);
+        assert!(!in_flight.is_held(&A));
+        assert!(in_flight.contains(&A), "still pending until Redis confirms");
+        assert!(!in_flight.insert(A), "a re-read must not run it twice");
+        in_flight.acks_done(&[A]);
+        assert!(!in_flight.contains(&A));
+        assert!(in_flight.insert(A), "a given-up ack makes it pending again");
+    }
+
+    #[test]
+    fn snapshot_keeps_held_and_acking_entries_fresh() {
+        let in_flight = InFlight::default();
+        assert!(in_flight.insert(A));
+        in_flight.ack_queued(B);
+        let mut ids = in_flight.snapshot();
+        ids.sort();
+        assert_eq!(ids, vec![A, B]);
+        in_flight.remove(&A);
+        in_flight.acks_done(&[B]);
+        assert!(in_flight.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_lost_entry_is_reported_once_and_forgotten_on_remove() {
+        let in_flight = InFlight::default();
+        assert!(!in_flight.take_lost(&A), "nothing lost yet");
+        in_flight.mark_lost(A);
+        in_flight.mark_lost(B);
+        assert!(in_flight.take_lost(&A));
+        assert!(!in_flight.take_lost(&A), "reported once");
+        in_flight.remove(&B);
+        assert!(!in_flight.take_lost(&B), "remove forgets a lost entry");
+    }
+}

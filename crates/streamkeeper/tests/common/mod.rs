@@ -1,9 +1,8 @@
 //! Helpers shared by the library's integration tests: a private server
-//! with a connector, typed names, and an async `eventually`.
+//! with a connector, typed names, and the testkit's async `eventually`.
 
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use streamkeeper::{fields, Connector, GroupName, Producer, StreamKey};
@@ -26,24 +25,9 @@ pub fn group(s: &str) -> GroupName {
     GroupName::new(s).expect("group")
 }
 
-/// Polls the async `cond` every 20 ms until it holds or `timeout` passes;
-/// returns whether it held. Use it instead of sleeping.
-pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// The testkit's polling helper (async): use it instead of sleeping.
+#[allow(unused_imports)] // not every test file waits
+pub use streamkeeper_testkit::eventually;
 
 /// Where a matrix test runs (see [`on_every_topology!`]).
 #[derive(Debug, Clone, Copy)]
@@ -147,4 +131,69 @@ pub async fn write_load(
         slowest = slowest.max(t.elapsed());
     }
     (acked, slowest)
+}
+
+/// Where one entry is, read atomically (MULTI): pending in the group, in
+/// the retry set, dead, or appended and not yet delivered (group lag).
+pub async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64, u64) {
+    let mut conn = redis.shared();
+    let (pending, retries, dead, groups): (
+        (u64, redis::Value, redis::Value, redis::Value),
+        u64,
+        u64,
+        redis::Value,
+    ) = redis::pipe()
+        .atomic()
+        .cmd("XPENDING")
+        .arg(s)
+        .arg(g)
+        .cmd("ZCARD")
+        .arg(streamkeeper::keys::StreamKeys::retry(s))
+        .cmd("XLEN")
+        .arg(streamkeeper::keys::StreamKeys::dlq(s))
+        .cmd("XINFO")
+        .arg("GROUPS")
+        .arg(s)
+        .query_async(&mut conn)
+        .await
+        .expect("snapshot");
+    let lag = match groups {
+        redis::Value::Array(gs) => gs
+            .into_iter()
+            .find_map(|gv| {
+                let redis::Value::Array(kv) = gv else {
+                    return None;
+                };
+                let mut it = kv.into_iter();
+                let mut name = None;
+                let mut lag = None;
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    match (k, v) {
+                        (redis::Value::BulkString(k), redis::Value::BulkString(v))
+                            if k == b"name" =>
+                        {
+                            name = Some(String::from_utf8_lossy(&v).into_owned())
+                        }
+                        (redis::Value::BulkString(k), redis::Value::Int(v)) if k == b"lag" => {
+                            lag = Some(v as u64)
+                        }
+                        _ => {}
+                    }
+                }
+                (name.as_deref() == Some(g)).then_some(lag.unwrap_or(0))
+            })
+            .unwrap_or(0),
+        _ => 0,
+    };
+    (pending.0, retries, dead, lag)
+}
+
+/// Runs one Redis command on the shared connection (panics on an error).
+pub async fn cmd<T: redis::FromRedisValue>(redis: &Connector, args: &[&str]) -> T {
+    let mut conn = redis.shared();
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query_async(&mut conn).await.expect("command")
 }

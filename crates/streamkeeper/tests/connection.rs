@@ -1,9 +1,14 @@
-//! Library behaviour under odd settings (issue 10), against a real server.
+//! The connection under odd settings, against a real server: a blocking
+//! read longer than the I/O timeout, Redis errors as one line, and URL
+//! secrets that never reach `Debug` output or errors.
 
 use std::time::{Duration, Instant};
 
 use streamkeeper::{Connector, Reader, StartFrom, StreamKey};
 use streamkeeper_testkit::RedisServer;
+
+mod common;
+use common::cmd;
 
 #[tokio::test]
 async fn a_reader_following_with_a_long_block_waits_the_whole_block() {
@@ -32,56 +37,6 @@ async fn a_reader_following_with_a_long_block_waits_the_whole_block() {
     let t = Instant::now();
     let page = reader.next_page().await.expect("no timeout while blocking");
     assert_eq!(page.len(), 1, "after {:?}", t.elapsed());
-}
-
-async fn cmd<T: redis::FromRedisValue>(redis: &Connector, args: &[&str]) -> T {
-    let mut conn = redis.shared();
-    let mut c = redis::cmd(args[0]);
-    for a in &args[1..] {
-        c.arg(*a);
-    }
-    c.query_async(&mut conn).await.expect("command")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_two_step_tick_to_a_non_stream_waits_in_the_outbox_and_the_instance_runs_on() {
-    use streamkeeper::scheduler::{Schedule, Scheduler};
-    use tokio_util::sync::CancellationToken;
-    let server = RedisServer::start().expect("redis-server");
-    let redis = Connector::connect(&server.url()).await.expect("connect");
-    let scheduler = Scheduler::new(&redis, "ns").two_step(true);
-    for (name, to) in [("bad", "strkey"), ("good", "ticks")] {
-        let s = Schedule::every(name, Duration::from_millis(200), to).expect("schedule");
-        scheduler.add(&s).await.expect("add");
-    }
-    let _: () = cmd(&redis, &["SET", "strkey", "x"]).await;
-    let stop = CancellationToken::new();
-    let instance = {
-        let (s, token) = (scheduler.clone(), stop.clone());
-        tokio::spawn(async move { s.run("i1", token).await })
-    };
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    assert!(!instance.is_finished(), "the instance keeps running");
-    let good: u64 = cmd(&redis, &["XLEN", "ticks"]).await;
-    assert!(good >= 3, "the good schedule fires: {good}");
-    let waiting: u64 = cmd(&redis, &["HLEN", "{ns}:outbox"]).await;
-    assert!(waiting >= 1, "the bad schedule's ticks wait in the outbox");
-    // Fixed: the outbox recovery emits what waited.
-    let _: () = cmd(&redis, &["DEL", "strkey"]).await;
-    let t = Instant::now();
-    loop {
-        let n: u64 = cmd(&redis, &["XLEN", "strkey"]).await;
-        if n >= waiting {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "only {n} of {waiting}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.cancel();
-    instance.await.expect("join").expect("run");
 }
 
 #[tokio::test]

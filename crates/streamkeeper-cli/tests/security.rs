@@ -1,15 +1,14 @@
-//! Least privilege (docs/design.md §6): a user granted only `+@stream
-//! +@connection +ping +info +evalsha +eval +script|load` on its keys runs
-//! every everyday command through the real binary; checks that need more
-//! say "unknown" instead of refusing the work.
+//! Security through the real binary (docs/design.md §6). Least privilege: a
+//! user granted only `+@stream +@connection +ping +info +evalsha +eval
+//! +script|load` on its keys runs every everyday command; checks that need
+//! more say "unknown" instead of refusing the work. Secrets in the
+//! connection URL never reach the user's screen, with debug logging on.
 
-use std::process::{Command, Output};
-
-use streamkeeper_testkit::RedisServer;
+use streamkeeper_testkit::{free_port, RedisServer};
 
 mod common;
 
-use common::{cli, BIN};
+use common::{cli, sk_at, Run};
 
 /// A server with the user `worker` (password `pw`) holding exactly the
 /// grants docs/design.md §6 names, on every key; returns the URL that logs in
@@ -41,26 +40,9 @@ fn limited_server() -> (RedisServer, String) {
     (server, url)
 }
 
-fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--redis")
-        .arg(url)
-        .args(args)
-        .env_remove("STREAMKEEPER_REDIS")
-        .output()
-        .expect("run")
-}
-
 /// Runs `args` as the limited user; it must succeed.
 fn works(url: &str, args: &[&str]) -> String {
-    let o = run(url, args);
-    assert!(
-        o.status.success(),
-        "{args:?} refused for the limited user (exit {:?}): {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    sk_at(url, args).ok()
 }
 
 #[test]
@@ -112,23 +94,14 @@ fn a_user_with_only_stream_grants_runs_the_health_and_upkeep_commands() {
     assert!(stat.contains("\"group\":\"billing\""), "{stat}");
     // Without names stat must find the streams (SCAN is not granted): it
     // either lists them or says it could not look, never 0 with none.
-    let all = run(&url, &["stat"]);
-    let listed = String::from_utf8_lossy(&all.stdout).contains("orders");
+    let all = sk_at(&url, &["stat"]).run();
     assert!(
-        listed || all.status.code() == Some(2),
-        "exit {:?}: {}",
-        all.status.code(),
-        String::from_utf8_lossy(&all.stderr)
+        all.stdout().contains("orders") || all.code() == Some(2),
+        "{all}"
     );
-    let doctor = run(&url, &["doctor"]);
-    assert_ne!(
-        doctor.status.code(),
-        Some(2),
-        "doctor could not run: {}",
-        String::from_utf8_lossy(&doctor.stderr)
-    );
-    let report = String::from_utf8_lossy(&doctor.stdout);
-    assert!(report.contains("unknown"), "{report}");
+    let doctor = sk_at(&url, &["doctor"]).run();
+    assert_ne!(doctor.code(), Some(2), "doctor could not run:\n{doctor}");
+    doctor.stdout_contains("unknown");
     works(&url, &["janitor", "orders", "--once"]);
     assert_eq!(
         cli(&server, &["XLEN", "orders"]),
@@ -142,12 +115,46 @@ fn a_user_with_only_stream_grants_runs_the_health_and_upkeep_commands() {
 fn the_servers_wrongtype_still_protects_a_key_of_another_type() {
     let (server, url) = limited_server();
     cli(&server, &["SET", "orders", "not a stream"]);
-    let o = run(&url, &["produce", "orders", "--field", "n=1"]);
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = sk_at(&url, &["produce", "orders", "--field", "n=1"]).fails(2);
+    let err = o.stderr();
     assert!(
         err.contains("WRONGTYPE") || err.contains("not a stream"),
         "{err}"
     );
     assert_eq!(cli(&server, &["GET", "orders"]), "not a stream");
+}
+
+const SECRET: &str = "hunter2";
+
+/// The CLI against `url` with every log level on.
+fn run(url: &str, args: &[&str]) -> Run {
+    sk_at(url, args).env("STREAMKEEPER_LOG", "trace").run()
+}
+
+#[test]
+fn connection_errors_never_show_a_urls_secrets() {
+    let port = free_port().expect("port");
+    for url in [
+        format!("redis+sentinel://127.0.0.1:{port}/m?sentinel_password={SECRET}"),
+        format!("redis+sentinel://u:{SECRET}@127.0.0.1:{port}/m?sentinel_username=s&sentinel_password={SECRET}"),
+        format!("redis://u:{SECRET}@127.0.0.1:{port}/0?auth_token={SECRET}"),
+        format!("redis+cluster://:{SECRET}@127.0.0.1:{port}/?password={SECRET}"),
+        format!("redis+unix:///nonexistent/sk.sock?pass={SECRET}"),
+        format!("redis://u:{SECRET}@127.0.0.1:{port}/not-a-db"),
+    ] {
+        run(&url, &["stat"]).fails(2).never_shows(SECRET);
+    }
+}
+
+#[test]
+fn working_commands_never_show_a_urls_secrets() {
+    let server = RedisServer::start().expect("redis-server");
+    // redis-rs ignores query parameters it does not know: the URL works.
+    let url = format!("{}?sentinel_password={SECRET}&token={SECRET}", server.url());
+    let produced = run(&url, &["produce", "s", "--field", "k=v"]);
+    produced.ok();
+    produced.never_shows(SECRET);
+    for args in [&["stat"][..], &["doctor"], &["tail", "s"]] {
+        run(&url, args).never_shows(SECRET);
+    }
 }
