@@ -27,6 +27,7 @@ check:
 	$(CARGO) clippy --workspace --all-targets --quiet -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 	scripts/check-doc-paths.sh
+	python3 scripts/import-cycles.py
 
 test: deps check
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

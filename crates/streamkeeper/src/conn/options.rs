@@ -13,7 +13,7 @@ pub const FAILOVER_PAUSE_MAX: Duration = Duration::from_secs(10);
 /// before it declares the server unresponsive.
 pub const BLOCK_MARGIN: Duration = Duration::from_secs(3);
 
-/// Timeouts and retry settings of a [`Connector`].
+/// Timeouts and retry settings of a [`Connector`](super::Connector).
 #[derive(Debug, Clone)]
 pub struct ConnectorOptions {
     /// How long one connection attempt may take.
@@ -26,14 +26,14 @@ pub struct ConnectorOptions {
     pub reconnect_timeout: Option<Duration>,
     /// Opt-in (`None` by default; the CLI's `produce --hold-writes`):
     /// after following a Sentinel failover, how long writers
-    /// ([`Connector::writable`]) may wait for the new master to have a
+    /// ([`Connector::writable`](super::Connector::writable)) may wait for the new master to have a
     /// replica in sync before they write anyway. Off, writes resume as soon
     /// as the switch is followed (availability first, docs/design.md §6); on,
     /// a second failover before a replica synced cannot erase them, at the
     /// price of seconds without writes (with one replica, until Sentinel
     /// has turned the old master into one: ~15 s). Writes pause from a
     /// failover's start to the switch either way.
-    /// See [`writable`](Connector::writable).
+    /// See [`writable`](super::Connector::writable).
     pub replica_hold: Option<Duration>,
 }
 
