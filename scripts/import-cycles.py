@@ -62,6 +62,9 @@ def edges(mods):
         # A file named foo.rs that is not mod.rs: its `self` is itself;
         # `super` is its parent module.
         text = strip_comments(open(path, encoding="utf-8").read())
+        # A file's own test module (at its end) names items relative to
+        # itself (`use super::X` is the file, not its parent).
+        text = re.split(r"#\[cfg\(test\)\]\s*mod tests", text)[0]
         refs = []
         for g in GROUP.finditer(text):
             head, prefix, inner = g.group(1), g.group(2), g.group(3)
