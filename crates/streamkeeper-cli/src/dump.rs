@@ -160,28 +160,20 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     // A sharded stream: a line goes back to the shard it names (a dump of
     // a sharded stream names each entry's shard); other lines go
     // round-robin, or are refused with --keep-ids (IDs are per shard).
-    let shard_keys: Vec<streamkeeper::StreamKey> = ShardLayout::open(&redis, &stream)
-        .await?
-        .as_ref()
-        .map(ShardLayout::shards)
-        .unwrap_or_default();
-    let targets: Vec<streamkeeper::StreamKey> = if shard_keys.is_empty() {
-        vec![stream.clone()]
-    } else {
-        shard_keys.clone()
-    };
+    let targets = ShardLayout::keys_of(&redis, &stream).await?;
+    let sharded = targets != [stream.clone()];
     let route = |p: &wire::ParsedLine, round_robin: &mut usize| -> Option<usize> {
-        if shard_keys.is_empty() {
+        if !sharded {
             return Some(0);
         }
         let named = p
             .stream
             .as_deref()
-            .and_then(|s| shard_keys.iter().position(|k| k.as_str() == s));
+            .and_then(|s| targets.iter().position(|k| k.as_str() == s));
         named.or_else(|| {
             (!args.keep_ids).then(|| {
                 *round_robin += 1;
-                *round_robin % shard_keys.len()
+                *round_robin % targets.len()
             })
         })
     };

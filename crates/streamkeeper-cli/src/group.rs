@@ -18,32 +18,23 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
         } => {
             let redis = global.connect().await?;
             // A sharded stream: the group exists on every shard.
-            if let Some(layout) = ShardLayout::open(&redis, &stream).await? {
-                crate::append::check_all_streams(&redis, &layout.shards()).await?;
-                let mut created = 0;
-                for shard in layout.shards() {
-                    created += u32::from(group::create_group(&redis, &shard, &g, from).await?);
-                }
-                if global.json {
-                    output::json_line(&serde_json::json!({
-                        "stream": stream.as_str(), "group": g.as_str(),
-                        "created": created > 0, "shards": layout.count(),
-                    }));
-                } else {
-                    println!(
-                        "group {g} on {} shards of {stream} ({created} created now) from {}",
-                        layout.count(),
-                        from.as_arg()
-                    );
-                }
-                return Ok(Exit::Ok);
-            }
-            let created = group::create_group(&redis, &stream, &g, from).await?;
+            let done = group::create_on_every_key(&redis, &stream, &g, from).await?;
             if global.json {
-                output::json_line(
-                    &serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "created": created}),
+                let mut line = serde_json::json!({
+                    "stream": stream.as_str(), "group": g.as_str(), "created": done.changed > 0,
+                });
+                if done.sharded {
+                    line["shards"] = done.keys.into();
+                }
+                output::json_line(&line);
+            } else if done.sharded {
+                println!(
+                    "group {g} on {} shards of {stream} ({} created now) from {}",
+                    done.keys,
+                    done.changed,
+                    from.as_arg()
                 );
-            } else if created {
+            } else if done.changed > 0 {
                 println!("created group {g} on {stream} from {}", from.as_arg());
             } else {
                 println!("group {g} already exists on {stream} (unchanged)");
@@ -51,17 +42,10 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
         }
         GroupAction::Destroy { stream, group: g } => {
             let redis = global.connect().await?;
-            let destroyed = match ShardLayout::open(&redis, &stream).await? {
-                Some(layout) => {
-                    crate::append::check_all_streams(&redis, &layout.shards()).await?;
-                    let mut any = false;
-                    for shard in layout.shards() {
-                        any |= group::destroy_group(&redis, &shard, &g).await?;
-                    }
-                    any
-                }
-                None => group::destroy_group(&redis, &stream, &g).await?,
-            };
+            let destroyed = group::destroy_on_every_key(&redis, &stream, &g)
+                .await?
+                .changed
+                > 0;
             if global.json {
                 output::json_line(
                     &serde_json::json!({"stream": stream.as_str(), "group": g.as_str(), "destroyed": destroyed}),

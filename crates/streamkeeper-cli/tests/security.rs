@@ -4,11 +4,13 @@
 //! more say "unknown" instead of refusing the work. Secrets in the
 //! connection URL never reach the user's screen, with debug logging on.
 
+use std::process::Command;
+
 use streamkeeper_testkit::{free_port, RedisServer};
 
 mod common;
 
-use common::{cli, sk_at, Run};
+use common::{cli, json_lines, sk_at, stderr, Run};
 
 /// A server with the user `worker` (password `pw`) holding exactly the
 /// grants docs/design.md §6 names, on every key; returns the URL that logs in
@@ -157,4 +159,98 @@ fn working_commands_never_show_a_urls_secrets() {
     for args in [&["stat"][..], &["doctor"], &["tail", "s"]] {
         run(&url, args).never_shows(SECRET);
     }
+}
+
+#[test]
+fn a_user_without_memory_permission_sees_memory_as_unknown() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tcp_port: Some(0),
+        ..Default::default()
+    })
+    .expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    cli(
+        &server,
+        &[
+            "ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@all", "-memory",
+        ],
+    );
+    let url = server
+        .tcp_url()
+        .expect("tcp")
+        .replace("redis://", "redis://reader:pw@");
+    let run = |args: &[&str]| {
+        Command::new(common::BIN)
+            .arg("--redis")
+            .arg(&url)
+            .args(args)
+            .env_remove("STREAMKEEPER_REDIS")
+            .output()
+            .expect("run")
+    };
+    let o = run(&["--json", "stat", "s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&o);
+    assert_eq!(rows[0]["memory_bytes"], serde_json::Value::Null, "{rows:?}");
+    assert_eq!(rows[0]["group"], "g");
+    let o = run(&["stat", "s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("unknown"));
+    let o = run(&["group", "consumers", "s", "g"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Wrong password: a credentials problem, not a server that is down.
+    let bad = url.replace(":pw@", ":nope@");
+    let o = Command::new(common::BIN)
+        .args(["--redis", &bad, "stat"])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("is redis-server running"), "{err}");
+    assert!(!err.contains("pw"), "no password in messages: {err}");
+}
+
+#[test]
+fn a_user_who_may_not_run_scripts_is_told_so_before_consuming() {
+    let server = RedisServer::start_with(streamkeeper_testkit::ServerConfig {
+        tcp_port: Some(0),
+        ..Default::default()
+    })
+    .expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "s", "g", "0"]);
+    cli(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "noscripts",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@scripting",
+        ],
+    );
+    let url = server
+        .tcp_url()
+        .expect("tcp")
+        .replace("redis://", "redis://noscripts:pw@");
+    let o = Command::new(common::BIN)
+        .args([
+            "--redis", &url, "consume", "s", "-g", "g", "--exec", "exit 1",
+        ])
+        .env_remove("STREAMKEEPER_REDIS")
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("+evalsha"), "{err}");
+    // Nothing was read: the entry is not pending for anyone.
+    assert!(cli(&server, &["XPENDING", "s", "g"]).starts_with('0'));
 }

@@ -161,13 +161,12 @@ async fn targets(state: &AppState) -> streamkeeper::Result<Vec<Vec<u8>>> {
         // the row summing them).
         let mut out = Vec::new();
         for name in wanted {
-            let layout = match StreamKey::new(name.as_str()) {
-                Ok(k) => ShardLayout::open(state.redis(), &k).await.ok().flatten(),
-                Err(_) => None,
-            };
-            match layout {
-                Some(l) => out.extend(l.shards().iter().map(|k| k.as_str().as_bytes().to_vec())),
-                None => out.push(name.as_bytes().to_vec()),
+            match StreamKey::new(name.as_str()) {
+                Ok(k) => match ShardLayout::keys_of(state.redis(), &k).await {
+                    Ok(keys) => out.extend(keys.iter().map(|k| k.as_str().as_bytes().to_vec())),
+                    Err(_) => out.push(name.as_bytes().to_vec()),
+                },
+                Err(_) => out.push(name.as_bytes().to_vec()),
             }
         }
         return Ok(out);

@@ -265,6 +265,15 @@ impl Error {
         }
     }
 
+    /// True when this wraps a server error saying the key's slot is moving;
+    /// see [`slot_in_motion`].
+    pub fn slot_in_motion(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Redis { source, .. } => slot_in_motion(source),
+            _ => false,
+        }
+    }
+
     /// The Redis error code (`NOGROUP`, `WRONGTYPE`, …), when this wraps one.
     pub fn server_code(&self) -> Option<String> {
         match self {
@@ -337,10 +346,18 @@ pub fn redis_is_retryable(e: &redis::RedisError) -> bool {
     if error_code(e).is_some_and(|c| RETRYABLE_CODES.contains(&c.as_str())) {
         return true;
     }
-    // A script that reached a node while its slot was moving (its keys
-    // split between the two nodes, or the `ASK` target not yet the owner):
-    // the same script succeeds once the slot has settled.
-    redis_text(e).contains("non local key")
+    slot_in_motion(e)
+}
+
+/// True when `e` says the key's slot is moving between nodes: a redirect
+/// (`MOVED`, `ASK`), `TRYAGAIN` (a multi-key command while the keys are
+/// split between two nodes), `CLUSTERDOWN`, or a script that reached a
+/// node while its slot was moving ("non local key"). The same command
+/// succeeds once the slot has settled; asking again is cheap.
+pub fn slot_in_motion(e: &redis::RedisError) -> bool {
+    error_code(e)
+        .is_some_and(|c| matches!(c.as_str(), "MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN"))
+        || redis_text(e).contains("non local key")
 }
 
 /// The server error code (`WRONGTYPE`, `NOGROUP`, …) of an error, also when

@@ -113,7 +113,11 @@ async fn lost(redis: &Connector, s: &StreamKey, acked: &[streamkeeper::StreamId]
     .into_iter()
     .map(|e| e.id)
     .collect();
-    acked.iter().filter(|id| !present.contains(id)).count()
+    let gone: Vec<_> = acked.iter().filter(|id| !present.contains(id)).collect();
+    if let (Some(first), Some(last)) = (gone.first(), gone.last()) {
+        eprintln!("lost IDs from {first} to {last} (milliseconds since the epoch)");
+    }
+    gone.len()
 }
 
 async fn topology(replicas: usize) -> SentinelTopology {

@@ -109,3 +109,15 @@ pub fn alive(pid: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Exit 2, one line on stderr, no panic.
+pub fn refused(o: &std::process::Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "{needle:?} not in {err:?}"
+    );
+}

@@ -12,9 +12,9 @@ use crate::error::Error;
 /// this often.
 const CLUSTER_MAX: Duration = Duration::from_secs(1);
 
-/// The longest wait while a slot is in motion (`MOVED`, `ASK`,
-/// `TRYAGAIN`, `CLUSTERDOWN`): asking again is cheap and finds the new
-/// owner soon.
+/// The longest wait while a slot is in motion
+/// ([`crate::error::slot_in_motion`]): asking again is cheap and finds the
+/// new owner soon.
 const SLOT_IN_MOTION_MAX: Duration = Duration::from_millis(250);
 
 /// Jittered exponential backoff between reconnect attempts (100 ms → 5 s).
@@ -36,10 +36,7 @@ impl Backoff {
     /// error says a slot is in motion.
     pub(crate) fn after(&mut self, topology: &Topology, error: &Error) -> Duration {
         let delay = self.next();
-        if matches!(
-            error.server_code().as_deref(),
-            Some("MOVED" | "ASK" | "TRYAGAIN" | "CLUSTERDOWN")
-        ) {
+        if error.slot_in_motion() {
             return delay.min(SLOT_IN_MOTION_MAX);
         }
         match topology {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::conn::Connector;
+use crate::conn::{Connector, SharedConn};
 use crate::error::{Error, Result};
 use crate::scripts;
 use crate::types::{GroupName, StreamId, StreamKey};
@@ -227,12 +227,7 @@ impl AckTarget {
             .connector
             .retrying("XACK", |mut conn| async move {
                 let r = if fence.is_none() && clear.is_empty() && running.is_empty() {
-                    redis::cmd("XACK")
-                        .arg(stream)
-                        .arg(group)
-                        .arg(ids)
-                        .query_async::<u64>(&mut conn)
-                        .await
+                    plain_xack(&mut conn, stream, group, ids).await
                 } else {
                     let ack = AckScript {
                         stream,
@@ -251,17 +246,12 @@ impl AckTarget {
                         // The acks cannot wait that long (their entries
                         // would look idle to peers): plain XACK, one key,
                         // goes through; the marks wait for a later flush.
-                        Err(e) if fence.is_none() && slot_moving(&e) => {
+                        Err(e) if fence.is_none() && crate::error::slot_in_motion(&e) => {
                             deferred.store(true, Ordering::SeqCst);
                             if ids.is_empty() {
                                 return Ok(0);
                             }
-                            redis::cmd("XACK")
-                                .arg(stream)
-                                .arg(group)
-                                .arg(ids)
-                                .query_async::<u64>(&mut conn)
-                                .await
+                            plain_xack(&mut conn, stream, group, ids).await
                         }
                         r => r,
                     }
@@ -303,11 +293,20 @@ impl AckTarget {
     }
 }
 
-/// A script refused because its slot is migrating (`TRYAGAIN`, or a key
-/// reached on the wrong node).
-fn slot_moving(e: &redis::RedisError) -> bool {
-    crate::error::error_code(e).as_deref() == Some("TRYAGAIN")
-        || crate::error::redis_text(e).contains("non local key")
+/// `XACK stream group ids…`: one key, so it goes through while a slot
+/// migration splits the stream from its attempts hash.
+async fn plain_xack(
+    conn: &mut SharedConn,
+    stream: &StreamKey,
+    group: &GroupName,
+    ids: &[StreamId],
+) -> redis::RedisResult<u64> {
+    redis::cmd("XACK")
+        .arg(stream)
+        .arg(group)
+        .arg(ids)
+        .query_async(conn)
+        .await
 }
 
 async fn ack_loop(
