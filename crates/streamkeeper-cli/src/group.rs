@@ -18,7 +18,8 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
         } => {
             let redis = global.connect().await?;
             // A sharded stream: the group exists on every shard.
-            let done = group::create_on_every_key(&redis, &stream, &g, from).await?;
+            let done =
+                streamkeeper::shard::groups::create_on_every_key(&redis, &stream, &g, from).await?;
             if global.json {
                 let mut line = serde_json::json!({
                     "stream": stream.as_str(), "group": g.as_str(), "created": done.changed > 0,
@@ -42,7 +43,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
         }
         GroupAction::Destroy { stream, group: g } => {
             let redis = global.connect().await?;
-            let destroyed = group::destroy_on_every_key(&redis, &stream, &g)
+            let destroyed = streamkeeper::shard::groups::destroy_on_every_key(&redis, &stream, &g)
                 .await?
                 .changed
                 > 0;

@@ -1,6 +1,6 @@
 //! Consumer group administration: create, destroy, list, reset, remove a
-//! consumer. [`create_on_every_key`] and [`destroy_on_every_key`] take a
-//! logical stream: a plain stream, or every shard of a sharded one.
+//! consumer, on one stream key ([`crate::shard::groups`] acts on every
+//! shard of a sharded stream).
 //!
 //! Creating from a time resolves the time to an ID on the client (Redis
 //! accepts only IDs); a group that already exists is not an error for
@@ -77,78 +77,6 @@ pub async fn destroy_group(
         Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => Ok(false),
         Err(e) => Err(explain::explain(&mut conn, stream, "XGROUP DESTROY", e).await),
     }
-}
-
-/// What a group command on a logical stream did: on how many stream keys
-/// (1 for a plain stream, every shard of a sharded one) and on how many of
-/// them it changed something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OnEveryKey {
-    /// The stream is sharded (its keys are its shards).
-    pub sharded: bool,
-    /// Stream keys acted on.
-    pub keys: u32,
-    /// Keys where something changed (a group created, or destroyed).
-    pub changed: u32,
-}
-
-/// [`create_group`] on every key of `stream`: its shards when it is a
-/// sharded stream. Every key is checked first (a key of another type
-/// writes nothing), so the group never ends up on some shards only.
-///
-/// ```no_run
-/// # async fn f(redis: &streamkeeper::Connector) -> streamkeeper::Result<()> {
-/// use streamkeeper::{group, GroupName, StartFrom, StreamKey};
-/// let done = group::create_on_every_key(
-///     redis, &StreamKey::new("orders")?, &GroupName::new("billing")?, StartFrom::Beginning,
-/// ).await?;
-/// println!("created on {} of {} keys", done.changed, done.keys);
-/// # Ok(()) }
-/// ```
-pub async fn create_on_every_key(
-    connector: &Connector,
-    stream: &StreamKey,
-    group: &GroupName,
-    from: StartFrom,
-) -> Result<OnEveryKey> {
-    let keys = every_key(connector, stream).await?;
-    let mut done = OnEveryKey {
-        sharded: keys != [stream.clone()],
-        keys: keys.len() as u32,
-        changed: 0,
-    };
-    for key in &keys {
-        done.changed += u32::from(create_group(connector, key, group, from).await?);
-    }
-    Ok(done)
-}
-
-/// [`destroy_group`] on every key of `stream` (its shards when sharded),
-/// after checking every key is a stream.
-pub async fn destroy_on_every_key(
-    connector: &Connector,
-    stream: &StreamKey,
-    group: &GroupName,
-) -> Result<OnEveryKey> {
-    let keys = every_key(connector, stream).await?;
-    let mut done = OnEveryKey {
-        sharded: keys != [stream.clone()],
-        keys: keys.len() as u32,
-        changed: 0,
-    };
-    for key in &keys {
-        done.changed += u32::from(destroy_group(connector, key, group).await?);
-    }
-    Ok(done)
-}
-
-/// The keys of a logical stream, each checked to be a stream (or absent).
-async fn every_key(connector: &Connector, stream: &StreamKey) -> Result<Vec<StreamKey>> {
-    let keys = crate::shard::ShardLayout::keys_of(connector, stream).await?;
-    if keys != [stream.clone()] {
-        crate::inspect::check_streams(connector, &keys).await?;
-    }
-    Ok(keys)
 }
 
 fn is_no_such_key(e: &redis::RedisError) -> bool {

@@ -83,11 +83,6 @@ script!(
     "shard_create.lua"
 );
 script!(
-    /// Append a chunk of entries (one reply per entry, as EXEC).
-    APPEND,
-    "append.lua"
-);
-script!(
     /// Append at most once per dedupe key.
     SEND_ONCE,
     "send_once.lua"

@@ -17,8 +17,14 @@ use crate::error::{Error, Result};
 use crate::redact::redact;
 use crate::replica_hold::replica_in_sync;
 
-/// Asks each sentinel in turn for the master's address; the first answer
-/// wins. Returns a client for the master and its `host:port`.
+/// Asks every sentinel (at once) for the master's address and takes the
+/// answer with the highest config epoch. Right after a failover only the
+/// leader knows the new master; the others learn it within seconds and
+/// name the deposed one meanwhile, which still says `role:master` until
+/// it is turned into a replica: taking the first answer would move a
+/// connector that already followed the switch back to it, and what it
+/// acknowledges there is erased. Returns a client for the master and its
+/// `host:port`.
 pub(super) async fn resolve_master(
     sentinels: &[String],
     master: &str,
@@ -26,44 +32,77 @@ pub(super) async fn resolve_master(
     sentinel_auth: Option<&(Option<String>, String)>,
     options: &ConnectorOptions,
 ) -> Result<(redis::Client, String)> {
-    let mut last_error = String::from("no sentinel answered");
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.connect_timeout));
-    for sentinel in sentinels {
-        let client = match sentinel_client(sentinel, sentinel_auth) {
-            Ok(c) => c,
-            Err(e) => {
-                last_error = format!("{sentinel}: {e}");
-                continue;
-            }
-        };
-        let answer: redis::RedisResult<Option<(String, u16)>> = async {
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            redis::cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(master)
-                .query_async(&mut conn)
-                .await
-        }
-        .await;
+    let asks = sentinels
+        .iter()
+        .map(|sentinel| ask_sentinel(sentinel, master, sentinel_auth, &config));
+    let answers = futures::future::join_all(asks).await;
+    let mut best: Option<(u64, String)> = None;
+    let mut last_error = String::from("no sentinel answered");
+    for answer in answers {
         match answer {
-            Ok(Some((host, port))) => {
-                let addr = format!("{host}:{port}");
-                return Ok((master_client(&addr, userinfo)?, addr));
+            Ok((epoch, addr)) => {
+                if best.as_ref().is_none_or(|(e, _)| epoch > *e) {
+                    best = Some((epoch, addr));
+                }
             }
-            Ok(None) => {
-                last_error = format!("sentinel {sentinel} does not know a master named {master:?}")
-            }
-            Err(e) => last_error = format!("sentinel {sentinel}: {e}"),
+            Err(e) => last_error = e,
         }
     }
-    Err(Error::NoMaster {
-        master: master.to_string(),
-        cause: last_error,
-    })
+    match best {
+        Some((_, addr)) => Ok((master_client(&addr, userinfo)?, addr)),
+        None => Err(Error::NoMaster {
+            master: master.to_string(),
+            cause: last_error,
+        }),
+    }
+}
+
+/// One sentinel's view of `master`: its config epoch and `host:port`
+/// (`SENTINEL MASTER`; a sentinel that refuses it is asked
+/// `get-master-addr-by-name`, epoch 0). The error is a line naming the
+/// sentinel.
+async fn ask_sentinel(
+    sentinel: &str,
+    master: &str,
+    sentinel_auth: Option<&(Option<String>, String)>,
+    config: &AsyncConnectionConfig,
+) -> std::result::Result<(u64, String), String> {
+    let client =
+        sentinel_client(sentinel, sentinel_auth).map_err(|e| format!("{sentinel}: {e}"))?;
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(config)
+        .await
+        .map_err(|e| format!("sentinel {sentinel}: {e}"))?;
+    let view: redis::RedisResult<std::collections::HashMap<String, String>> =
+        redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(master)
+            .query_async(&mut conn)
+            .await;
+    if let Ok(view) = view {
+        if let (Some(ip), Some(port)) = (view.get("ip"), view.get("port")) {
+            let epoch = view
+                .get("config-epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0);
+            return Ok((epoch, format!("{ip}:{port}")));
+        }
+    }
+    let answer: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(master)
+        .query_async(&mut conn)
+        .await;
+    match answer {
+        Ok(Some((host, port))) => Ok((0, format!("{host}:{port}"))),
+        Ok(None) => Err(format!(
+            "sentinel {sentinel} does not know a master named {master:?}"
+        )),
+        Err(e) => Err(format!("sentinel {sentinel}: {e}")),
+    }
 }
 
 /// A client for the master at `addr` with the URL's credentials.

@@ -1,5 +1,5 @@
-//! One chunk of appends, written once: the script call that writes it
-//! ([`AppendChunk`], `lua/append.lua`), the `WAIT` that confirms it on the
+//! One chunk of appends, written once: the pipeline of XADDs that writes
+//! it ([`AppendChunk`]), the `WAIT` that confirms it on the
 //! node that took it, and the parsing of its per-entry replies. The one
 //! write path of [`Producer`](super::Producer), and through it of the
 //! CLI's `produce` and `restore` and of [`ShardedProducer`](crate::shard::ShardedProducer).
@@ -42,12 +42,15 @@ pub struct Wait {
     pub timeout: Duration,
 }
 
-/// A chunk of XADDs to one stream sent as one script (`lua/append.lua`):
-/// written in one step like `MULTI`/`EXEC`, but needing only stream
-/// commands and `EVALSHA` (a user not granted `MULTI` can run it,
-/// docs/design.md §6). Its reply has one value per entry: the new ID, or
-/// the server's error for that entry (the others still ran), as `EXEC`'s
-/// does.
+/// A chunk of XADDs to one stream sent as one pipeline: one round trip,
+/// needing only `XADD` (a least-privilege user without `MULTI` or
+/// scripts can run it, docs/design.md §6). Its reply has one value per
+/// entry: the new ID, or the server's error for that entry (the others
+/// still ran), as `EXEC`'s does. It is not a transaction: another
+/// client's entries may land between its own (which only matters for
+/// explicit IDs), and a failover or slot move part way is a
+/// [`retryable`](crate::Error::is_retryable) error of the whole chunk,
+/// sent again (at least once, never lost).
 #[derive(Debug, Clone)]
 pub struct AppendChunk<'a> {
     stream: &'a StreamKey,
@@ -76,23 +79,36 @@ impl<'a> AppendChunk<'a> {
         &self,
         conn: &mut C,
     ) -> redis::RedisResult<Vec<Value>> {
-        let mut call = crate::scripts::APPEND.key(self.stream.as_str());
-        match self.cap {
-            Some(Cap::MaxLen(n)) => call.arg("MAXLEN").arg(n),
-            Some(Cap::MinId(id)) => call.arg("MINID").arg(id.to_string()),
-            None => call.arg("").arg(""),
-        };
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for (id, fields) in &self.entries {
-            match id {
-                Some(id) => call.arg(id.to_string()),
-                None => call.arg("*"),
+            let xadd = pipe.cmd("XADD").arg(self.stream);
+            match self.cap {
+                Some(Cap::MaxLen(n)) => xadd.arg("MAXLEN").arg("~").arg(n),
+                Some(Cap::MinId(id)) => xadd.arg("MINID").arg("~").arg(id.to_string()),
+                None => xadd,
             };
-            call.arg(fields.len());
+            match id {
+                Some(id) => xadd.arg(id.to_string()),
+                None => xadd.arg("*"),
+            };
             for (k, v) in fields.iter() {
-                call.arg(k.as_slice()).arg(v.as_slice());
+                xadd.arg(k.as_slice()).arg(v.as_slice());
             }
         }
-        call.invoke_async(conn).await
+        let replies: Vec<Value> = pipe.query_async(conn).await?;
+        // A redirect, a demoted master or a slot in motion refuses the
+        // rest of the chunk (and may have let a part through): the whole
+        // chunk is an error to send again, never a refused entry.
+        for v in &replies {
+            if let Value::ServerError(e) = v {
+                let e = redis::RedisError::from(e.clone());
+                if crate::error::redis_is_retryable(&e) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(replies)
     }
 }
 

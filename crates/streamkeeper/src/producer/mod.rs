@@ -6,7 +6,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `chunk.rs` | `AppendChunk` (the `append.lua` call), `Cap`, `Wait`, sending a chunk and its `WAIT` on one node, reading its per-entry replies |
+//! | `chunk.rs` | `AppendChunk` (one pipeline of XADDs), `Cap`, `Wait`, sending a chunk and its `WAIT` on one node, reading its per-entry replies |
 //! | `single.rs` | `Producer`: chunking, retrying through failovers, pinning the slot's primary on a cluster |
 //! | `batched.rs` | `BatchedProducer` and `BatchOptions` |
 

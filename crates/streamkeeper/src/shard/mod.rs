@@ -23,6 +23,7 @@
 //! |---|---|
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`: create (atomic, refuses a plain stream), open, shard keys |
+//! | `groups.rs` | `create_on_every_key`, `destroy_on_every_key`: group commands on every shard |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
 //! | `consumer.rs` | `ShardedConsumer`: the one builder for plain, shared and ordered consuming |
 //! | `member.rs` | `Member`: the group member the two modes' runners take |
@@ -30,6 +31,7 @@
 //! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
 mod consumer;
+pub mod groups;
 mod layout;
 mod member;
 mod ordered;
