@@ -40,12 +40,7 @@ pub async fn create_on_every_key(
     group: &GroupName,
     from: StartFrom,
 ) -> Result<OnEveryKey> {
-    let keys = every_key(connector, stream).await?;
-    let mut done = OnEveryKey {
-        sharded: keys != [stream.clone()],
-        keys: keys.len() as u32,
-        changed: 0,
-    };
+    let (keys, mut done) = every_key(connector, stream).await?;
     for key in &keys {
         done.changed += u32::from(group::create_group(connector, key, group, from).await?);
     }
@@ -59,23 +54,31 @@ pub async fn destroy_on_every_key(
     stream: &StreamKey,
     group: &GroupName,
 ) -> Result<OnEveryKey> {
-    let keys = every_key(connector, stream).await?;
-    let mut done = OnEveryKey {
-        sharded: keys != [stream.clone()],
-        keys: keys.len() as u32,
-        changed: 0,
-    };
+    let (keys, mut done) = every_key(connector, stream).await?;
     for key in &keys {
         done.changed += u32::from(group::destroy_group(connector, key, group).await?);
     }
     Ok(done)
 }
 
-/// The keys of a logical stream, each checked to be a stream (or absent).
-async fn every_key(connector: &Connector, stream: &StreamKey) -> Result<Vec<StreamKey>> {
-    let keys = ShardLayout::keys_of(connector, stream).await?;
-    if keys != [stream.clone()] {
-        crate::inspect::check_streams(connector, &keys).await?;
-    }
-    Ok(keys)
+/// The keys of a logical stream, each checked to be a stream (or absent),
+/// and a tally with nothing changed yet.
+async fn every_key(
+    connector: &Connector,
+    stream: &StreamKey,
+) -> Result<(Vec<StreamKey>, OnEveryKey)> {
+    let keys = match ShardLayout::open(connector, stream).await? {
+        Some(layout) => {
+            let shards = layout.shards();
+            crate::inspect::check_streams(connector, &shards).await?;
+            shards
+        }
+        None => vec![stream.clone()],
+    };
+    let done = OnEveryKey {
+        sharded: keys.len() > 1 || keys[0] != *stream,
+        keys: keys.len() as u32,
+        changed: 0,
+    };
+    Ok((keys, done))
 }
