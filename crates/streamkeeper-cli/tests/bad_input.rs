@@ -1,11 +1,15 @@
 //! Bad input gets a one-line error that says what and how to fix, exit 2,
-//! and nothing written; no panic. The real binary against a real redis-server.
+//! and nothing written; no panic: options, IDs, JSON on stdin, schedules,
+//! a group that does not exist, a bad or unreachable `--redis` URL. The
+//! real binary against a real redis-server.
+
+use std::process::Command;
 
 use streamkeeper_testkit::RedisServer;
 
 mod common;
 
-use common::{cli, refused, sk, stderr};
+use common::{assert_one_line_error, cli, refused, sk, sk_stdin, stderr, BIN};
 
 #[test]
 fn schedules_that_never_fire_are_refused_and_ls_never_panics() {
@@ -122,4 +126,68 @@ fn produce_refuses_odd_input_and_writes_nothing() {
         range.contains("{i}=0") && range.contains("{i}=1"),
         "{range}"
     );
+}
+
+#[test]
+fn malformed_json_on_stdin_writes_nothing() {
+    let server = RedisServer::start().expect("redis");
+    let o = sk_stdin(
+        &server,
+        &["produce", "s"],
+        "{\"ok\":\"1\"}\n{not json\n{\"ok\":\"3\"}\n".as_bytes(),
+    );
+    assert_one_line_error(&o, "stdin line 2");
+    assert_eq!(cli(&server, &["EXISTS", "s"]), "0");
+}
+
+#[test]
+fn bad_ids_and_options_are_rejected() {
+    let server = RedisServer::start().expect("redis");
+    assert_one_line_error(
+        &sk(&server, &["tail", "s", "--from", "12-ab"]),
+        "for '--from",
+    );
+    assert_one_line_error(
+        &sk(
+            &server,
+            &["group", "create", "s", "g", "--from", "nonsense"],
+        ),
+        "for '--from",
+    );
+    assert_eq!(cli(&server, &["EXISTS", "s"]), "0");
+    let o = sk(&server, &["produce", "s", "--field", "novalue"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(cli(&server, &["EXISTS", "s"]), "0");
+}
+
+#[test]
+fn missing_group_without_create_is_an_error() {
+    let server = RedisServer::start().expect("redis");
+    cli(&server, &["XADD", "s", "*", "k", "v"]);
+    let o = sk(&server, &["consume", "s", "--group", "nope"]);
+    assert_one_line_error(&o, "--create");
+    assert_eq!(cli(&server, &["XINFO", "GROUPS", "s"]), "");
+}
+
+#[test]
+fn unreachable_server_and_bad_urls_say_how_to_fix() {
+    let port = streamkeeper_testkit::free_port().expect("port");
+    let url = format!("redis://127.0.0.1:{port}");
+    let o = Command::new(BIN)
+        .args(["--redis", &url, "tail", "s"])
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "cannot connect to Redis at");
+    assert!(stderr(&o).contains("--redis"), "{}", stderr(&o));
+    let o = Command::new(BIN)
+        .args(["--redis", "localhost:6379", "tail", "s"])
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "invalid Redis URL");
+    let o = Command::new(BIN)
+        .env("STREAMKEEPER_REDIS", "http://x")
+        .args(["tail", "s"])
+        .output()
+        .expect("run");
+    assert_one_line_error(&o, "unknown scheme");
 }

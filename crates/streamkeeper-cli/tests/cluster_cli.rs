@@ -1,5 +1,8 @@
 //! Every command takes a `redis+cluster://h:p,…` URL, with streams spread
-//! over the cluster's three primaries.
+//! over the cluster's three primaries: one test per command family, then
+//! sharded streams (create, per-key order and what every shard sums to,
+//! dead letters, ordered mode, dump → restore), TLS, a failover during
+//! `produce` and a primary down. Each test starts its own cluster.
 
 mod common;
 
@@ -29,12 +32,11 @@ fn sk(url: &str, args: &[&str]) -> std::process::Output {
     common::sk_url(url, args)
 }
 
-#[test]
-fn every_command_works_on_a_cluster() {
-    let cluster = RedisCluster::start().expect("cluster");
+/// Three streams whose slots live on three different primaries, each with
+/// 5 entries, readable with `tail` and consumed (acknowledged) by group `g`.
+fn three_streams_on_three_primaries(cluster: &RedisCluster) -> [&'static str; 3] {
     let url = cluster.url();
     let ok = |args: &[&str]| common::ok_url(&url, args);
-    // Three streams whose slots live on three different primaries.
     let names = ["a", "b", "c"];
     let owners: std::collections::HashSet<u16> = names
         .iter()
@@ -52,19 +54,14 @@ fn every_command_works_on_a_cluster() {
             5
         );
     }
-    // stat finds every stream, whichever primary holds it.
-    let stat = ok(&["stat", "--json"]);
-    for s in names {
-        assert!(
-            stat.contains(&format!("\"stream\":\"{s}\"")),
-            "{s} in {stat}"
-        );
-    }
-    assert!(ok(&["janitor", "a", "--once", "--json"]).contains("\"trimmed\":5"));
-    // A poison entry: --exec fails, max-deliveries 1 → the DLQ of b.
-    ok(&["produce", "b", "--field", "poison=1", "-q"]);
+    names
+}
+
+/// A poison entry in `b`: `--exec` fails, max-deliveries 1 → the DLQ of b.
+fn dead_letter_a_poison_entry_of_b(url: &str) {
+    common::ok_url(url, &["produce", "b", "--field", "poison=1", "-q"]);
     let o = sk(
-        &url,
+        url,
         &[
             "consume",
             "b",
@@ -79,8 +76,40 @@ fn every_command_works_on_a_cluster() {
         ],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn produce_tail_group_and_consume_reach_every_primary_and_stat_finds_every_stream() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let names = three_streams_on_three_primaries(&cluster);
+    // stat finds every stream, whichever primary holds it.
+    let stat = common::ok_url(&url, &["stat", "--json"]);
+    for s in names {
+        assert!(
+            stat.contains(&format!("\"stream\":\"{s}\"")),
+            "{s} in {stat}"
+        );
+    }
+}
+
+#[test]
+fn the_janitor_trims_and_the_dlq_keeps_poison_entries_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
+    three_streams_on_three_primaries(&cluster);
+    assert!(ok(&["janitor", "a", "--once", "--json"]).contains("\"trimmed\":5"));
+    dead_letter_a_poison_entry_of_b(&url);
     assert!(ok(&["dlq", "ls", "b"]).contains("poison"));
-    // dump → restore into another slot is lossless.
+}
+
+#[test]
+fn dump_then_restore_into_another_slot_is_lossless_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
+    three_streams_on_three_primaries(&cluster);
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("c.jsonl");
     ok(&["dump", "c", "-o", file.to_str().expect("path")]);
@@ -95,6 +124,13 @@ fn every_command_works_on_a_cluster() {
         ok(&["dump", "c"]).replace("\"c\"", "\"c2\""),
         ok(&["dump", "c2"])
     );
+}
+
+#[test]
+fn schedule_ticks_reach_a_target_in_another_slot_on_a_cluster() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     // The scheduler's ticks reach a target in another slot (two-step emit).
     ok(&["schedule", "add", "hb", "--every", "1s", "--to", "ticks"]);
     assert!(ok(&["schedule", "ls"]).contains("hb"));
@@ -111,7 +147,14 @@ fn every_command_works_on_a_cluster() {
     let _ = run.kill();
     let _ = run.wait();
     assert!(fired, "the schedule fired into another slot");
-    // The dashboard's API sees the streams of every primary.
+}
+
+#[test]
+fn the_dashboard_api_sees_streams_dead_letters_and_memory_of_every_primary() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let names = three_streams_on_three_primaries(&cluster);
+    dead_letter_a_poison_entry_of_b(&url);
     let port = streamkeeper_testkit::free_port().expect("port");
     let mut serve = Command::new(BIN)
         .args([
@@ -155,6 +198,12 @@ fn every_command_works_on_a_cluster() {
     let _ = serve.wait();
     assert!(listed, "the dashboard lists a, b and c: {body}");
     assert!(counted, "dead letters and memory on a cluster: {overview}");
+}
+
+#[test]
+fn doctor_reports_every_node_with_its_role_slots_link_and_round_trip() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
     // doctor reports every node: 3 primaries with their slots, 3 replicas
     // with their link, each with its round trip from here.
     let doctor = sk(&url, &["--json", "doctor"]);
@@ -180,16 +229,39 @@ fn every_command_works_on_a_cluster() {
     eprintln!("{}", String::from_utf8_lossy(&sk(&url, &["doctor"]).stdout));
 }
 
+/// The sharded stream `ev` (6 shards): 8 customers × 25 entries, keyed by
+/// customer, `seq` counting per customer.
+fn produce_keyed_customers(url: &str) {
+    let ok = |args: &[&str]| common::ok_url(url, args);
+    ok(&["shard", "create", "ev", "--shards", "6"]);
+    for c in 0..8 {
+        let key = format!("customer-{c}");
+        let field = format!("c={c}");
+        ok(&[
+            "produce", "ev", "--key", &key, "--field", &field, "--field", "seq={i}", "--count",
+            "25", "-q",
+        ]);
+    }
+}
+
+/// Creates group `g` on `ev` from the start and consumes (acknowledges)
+/// everything; returns what consume printed.
+fn consume_all_of_ev(url: &str) -> String {
+    common::ok_url(url, &["group", "create", "ev", "g", "--from", "-"]);
+    common::ok_url(url, &["consume", "ev", "-g", "g", "--idle-exit", "2s"])
+}
+
 #[test]
-fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
+fn shard_create_is_idempotent_and_mismatched_shard_options_are_refused_with_nothing_written() {
     let cluster = RedisCluster::start().expect("cluster");
     let url = cluster.url();
     let run = |args: &[&str]| sk(&url, args);
     let ok = |args: &[&str]| common::ok_url(&url, args);
     ok(&["shard", "create", "ev", "--shards", "6"]);
-    ok(&["shard", "create", "ev", "--shards", "6"]); // idempotent
-                                                     // Refused, with nothing written: another count, a plain stream, --key
-                                                     // on a plain stream.
+    // Idempotent.
+    ok(&["shard", "create", "ev", "--shards", "6"]);
+    // Refused, with nothing written: another count, a plain stream, --key
+    // on a plain stream, --ordered on a plain stream.
     assert_eq!(
         run(&["shard", "create", "ev", "--shards", "4"])
             .status
@@ -210,17 +282,21 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
         Some(2)
     );
     assert_eq!(ok(&["tail", "plain", "--json"]).lines().count(), 1);
-    // 8 customers × 25 entries, keyed by customer; seq counts per customer.
-    for c in 0..8 {
-        let key = format!("customer-{c}");
-        let field = format!("c={c}");
-        ok(&[
-            "produce", "ev", "--key", &key, "--field", &field, "--field", "seq={i}", "--count",
-            "25", "-q",
-        ]);
-    }
-    ok(&["group", "create", "ev", "g", "--from", "-"]);
-    let out = ok(&["consume", "ev", "-g", "g", "--idle-exit", "2s"]);
+    assert_eq!(
+        run(&["consume", "plain", "-g", "x", "--create", "--ordered"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn keyed_entries_stay_in_order_on_one_shard_and_every_shard_is_counted_dumped_and_trimmed() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
+    produce_keyed_customers(&url);
+    let out = consume_all_of_ev(&url);
     let mut shard_of: std::collections::HashMap<String, String> = Default::default();
     let mut last_seq: std::collections::HashMap<String, i64> = Default::default();
     let mut seen = 0;
@@ -282,6 +358,16 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
         })
         .sum();
     assert_eq!(trimmed, 200);
+}
+
+#[test]
+fn dead_letters_of_every_shard_are_listed_and_replayed_into_their_shard_by_the_logical_name() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let run = |args: &[&str]| sk(&url, args);
+    let ok = |args: &[&str]| common::ok_url(&url, args);
+    produce_keyed_customers(&url);
+    consume_all_of_ev(&url);
     // Dead letters of every shard, under the logical name.
     ok(&[
         "produce",
@@ -327,6 +413,13 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
         run(&["dlq", "replay", "ev", "--id", "1-1"]).status.code(),
         Some(2)
     );
+}
+
+#[test]
+fn two_ordered_consumers_split_the_shards_and_handle_each_key_in_order_once() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     // Ordered mode: two consumers split the shards; each key's entries are
     // handled by one of them, in order; every entry once.
     ok(&["shard", "create", "ov", "--shards", "4"]);
@@ -383,12 +476,17 @@ fn a_sharded_stream_spreads_over_the_primaries_and_keeps_order_per_key() {
         }
     }
     assert_eq!(handled.len(), 120, "every entry of ov handled");
-    assert_eq!(
-        run(&["consume", "plain", "-g", "x", "--create", "--ordered"])
-            .status
-            .code(),
-        Some(2)
-    );
+}
+
+#[test]
+fn dump_then_restore_of_a_sharded_stream_is_lossless_and_refuses_used_or_stray_ids() {
+    let cluster = RedisCluster::start().expect("cluster");
+    let url = cluster.url();
+    let run = |args: &[&str]| sk(&url, args);
+    let ok = |args: &[&str]| common::ok_url(&url, args);
+    produce_keyed_customers(&url);
+    let dump = ok(&["dump", "ev"]);
+    assert_eq!(dump.lines().count(), 200);
     // restore puts each line back into the shard it names, IDs kept:
     // dump → restore of a sharded stream is lossless.
     ok(&["shard", "create", "ev3", "--shards", "6"]);
@@ -501,6 +599,33 @@ fn a_tls_cluster_checks_certificates_unless_told_not_to() {
     assert_eq!(cluster.cli(primary, &["XLEN", "t"]).trim(), "1");
 }
 
+/// How many of `acked` (the JSON lines `produce --json` printed for
+/// `stream`) are missing from the primaries that own their keys now.
+fn acknowledged_entries_missing(
+    cluster: &RedisCluster,
+    stream: &str,
+    acked: &[serde_json::Value],
+) -> usize {
+    let mut present = std::collections::HashSet::new();
+    let keys: std::collections::BTreeSet<String> = acked
+        .iter()
+        .map(|v| v["stream"].as_str().unwrap_or(stream).to_string())
+        .collect();
+    for key in keys {
+        let port = cluster.primary_for_key(&key).expect("owner");
+        for id in cluster.cli(port, &["XRANGE", &key, "-", "+"]).lines() {
+            present.insert((key.clone(), id.trim().to_string()));
+        }
+    }
+    acked
+        .iter()
+        .filter(|v| {
+            let key = v["stream"].as_str().unwrap_or(stream).to_string();
+            !present.contains(&(key, v["id"].as_str().expect("id").to_string()))
+        })
+        .count()
+}
+
 /// `produce` running through a manual failover of its stream's primary
 /// keeps going (it used to exit 2 at the first `MOVED` inside its
 /// `MULTI`/`EXEC`), and loses no acknowledged entry, with `--wait 1` and
@@ -580,24 +705,7 @@ fn produce_keeps_going_through_a_failover_and_loses_nothing_acknowledged() {
             "{stream}: nothing acknowledged after the failover"
         );
         // Every acknowledged ID is there (read from the new primaries).
-        let mut present = std::collections::HashSet::new();
-        let keys: std::collections::BTreeSet<String> = acked
-            .iter()
-            .map(|v| v["stream"].as_str().unwrap_or(stream).to_string())
-            .collect();
-        for key in keys {
-            let port = cluster.primary_for_key(&key).expect("owner");
-            for id in cluster.cli(port, &["XRANGE", &key, "-", "+"]).lines() {
-                present.insert((key.clone(), id.trim().to_string()));
-            }
-        }
-        let lost = acked
-            .iter()
-            .filter(|v| {
-                let key = v["stream"].as_str().unwrap_or(stream).to_string();
-                !present.contains(&(key, v["id"].as_str().expect("id").to_string()))
-            })
-            .count();
+        let lost = acknowledged_entries_missing(&cluster, stream, &acked);
         assert_eq!(
             lost,
             0,

@@ -1,5 +1,6 @@
-//! Operations commands against a real server: stat, janitor, group reset
-//! and consumers, dump/restore, doctor.
+//! Operations commands against a real server: stat, janitor, group
+//! create/ls/destroy, reset and consumers, dlq ls/replay/purge,
+//! dump/restore, doctor.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -8,7 +9,7 @@ use streamkeeper_testkit::{RedisServer, ServerConfig};
 
 mod common;
 
-use common::{cli, json_lines, sk, sk_stdin};
+use common::{assert_one_line_error, cli, json_lines, sk, sk_stdin, stderr, stdout};
 
 /// XPENDING count and the number of entries after the group's
 /// last-delivered ID, counted by hand with XRANGE.
@@ -384,4 +385,92 @@ fn doctor_flags_a_server_without_aof() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+}
+
+#[test]
+fn group_commands_create_list_and_destroy() {
+    let server = RedisServer::start().expect("redis");
+    let o = sk(
+        &server,
+        &["group", "create", "s", "g", "--from", "-", "--json"],
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        r#"{"stream":"s","group":"g","created":true}"#
+    );
+    let o = sk(&server, &["group", "create", "s", "g", "--json"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        r#"{"stream":"s","group":"g","created":false}"#
+    );
+    let o = sk(&server, &["group", "ls", "s", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["group"], "g");
+    assert_eq!(v["pending"], 0);
+    let o = sk(&server, &["group", "destroy", "s", "g"]);
+    assert!(o.status.success());
+    assert_eq!(cli(&server, &["XINFO", "GROUPS", "s"]), "");
+}
+
+#[test]
+fn dlq_commands_list_replay_and_purge() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "k={i}", "--count", "3", "-q"]
+    )
+    .status
+    .success());
+    let o = sk(
+        &server,
+        &[
+            "consume",
+            "s",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--exec",
+            "exit 3",
+            "--max-deliveries",
+            "1",
+            "--retry-backoff",
+            "100ms",
+            "--idle-exit",
+            "2s",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = sk(&server, &["dlq", "ls", "s", "--json"]);
+    let dead: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(dead.len(), 3);
+    assert_eq!(dead[0]["stream"], "{s}:dlq");
+    assert_eq!(dead[0]["fields"]["sk-group"], "g");
+    // One failed attempt, the most --max-deliveries 1 allows.
+    assert_eq!(dead[0]["fields"]["sk-deliveries"], "1");
+
+    let first = dead[0]["id"].as_str().expect("id").to_string();
+    let o = sk(&server, &["dlq", "replay", "s", "--id", &first, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["dead_id"], first.as_str());
+    assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "2");
+    // Replaying it again is an error: it is not there any more.
+    assert_one_line_error(
+        &sk(&server, &["dlq", "replay", "s", "--id", &first]),
+        "no dead letter",
+    );
+    // The replayed entry is processed by the group that gave up on it.
+    let o = sk(&server, &["consume", "s", "-g", "g", "--count", "1"]);
+    let got: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(got["fields"]["k"], "0");
+    assert_eq!(got["fields"]["sk-retry-group"], "g");
+
+    let o = sk(&server, &["dlq", "purge", "s", "--json"]);
+    assert_eq!(stdout(&o).trim(), r#"{"stream":"s","purged":2}"#);
+    assert_eq!(cli(&server, &["EXISTS", "{s}:dlq"]), "0");
 }

@@ -1,11 +1,12 @@
 //! What commands print: non-UTF-8 names escaped, one naming for JSON fields
-//! everywhere, one entry on one line, paging in order.
+//! everywhere, one entry on one line, paging in order, `tail`'s last
+//! entries and ranges.
 
 use streamkeeper_testkit::RedisServer;
 
 mod common;
 
-use common::{cli, json_lines, refused, sk, stderr};
+use common::{cli, json_lines, refused, sk, stderr, stdout};
 
 fn raw(server: &RedisServer) -> redis::Connection {
     redis::Client::open(server.url())
@@ -154,4 +155,27 @@ fn tail_count_pages_through_more_than_one_page_in_order() {
     let o = sk(&server, &["--json", "tail", "empty", "--count", "5"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn tail_prints_last_entries_and_ranges() {
+    let server = RedisServer::start().expect("redis");
+    let o = sk(
+        &server,
+        &["produce", "s", "--field", "n={i}", "--count", "20"],
+    );
+    let ids: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+    let o = sk(&server, &["tail", "s", "--count", "3", "--json"]);
+    let got: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got, ids[17..].to_vec());
+    let o = sk(&server, &["tail", "s", "--from", &ids[5], "--count", "2"]);
+    assert_eq!(stdout(&o), format!("{}  n=5\n{}  n=6\n", ids[5], ids[6]));
 }

@@ -9,7 +9,7 @@ use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{cli, command, json_lines, refused, sk, stderr};
+use common::{assert_one_line_error, cli, command, json_lines, refused, sk, stderr};
 
 fn unsafe_terminate(pid: u32) {
     let _ = Command::new("kill")
@@ -278,4 +278,20 @@ fn doctor_through_a_sentinel_url_says_sentinel_mode() {
             .is_some_and(|v| v.contains("sentinel")),
         "{mode}"
     );
+}
+
+#[test]
+fn wrongtype_key_is_named_and_left_alone() {
+    let server = RedisServer::start().expect("redis");
+    cli(&server, &["SET", "k", "x"]);
+    assert_one_line_error(
+        &sk(&server, &["produce", "k", "--field", "a=b"]),
+        "holds a string",
+    );
+    assert_one_line_error(
+        &sk(&server, &["consume", "k", "-g", "g", "--create"]),
+        "holds a string",
+    );
+    assert_one_line_error(&sk(&server, &["tail", "k"]), "holds a string");
+    assert_eq!(cli(&server, &["GET", "k"]), "x");
 }

@@ -5,12 +5,14 @@
 //! server shows no action buttons and answers the page's POST with 403; a
 //! token-protected one refuses requests until the login form is used; a
 //! banner shows while Redis is down and goes away by itself.
-//! It writes screenshots to `target/tmp/` (`CARGO_TARGET_TMPDIR`), and to
-//! `docs/dashboard.png` with `STREAMKEEPER_UPDATE_SCREENSHOT=1`
-//! (`make screenshot`).
+//! Every view renders, also dark and at phone width. Each test starts its
+//! own seeded redis-server, dashboards and Chromium (about 1.5 s).
+//! They write screenshots to `target/tmp/` (`CARGO_TARGET_TMPDIR`), and the
+//! live-update test to `docs/dashboard.png` with
+//! `STREAMKEEPER_UPDATE_SCREENSHOT=1` (`make screenshot`).
 //!
-//! Without chromium the test fails and says how to install it; set
-//! `SK_SKIP_BROWSER=1` to skip it on purpose (it then says it was skipped).
+//! Without chromium the tests fail and say how to install it; set
+//! `SK_SKIP_BROWSER=1` to skip them on purpose (each then says it was skipped).
 
 mod cdp;
 
@@ -162,52 +164,107 @@ async fn seed(server: &RedisServer, redis: &Connector) {
     }
 }
 
-#[test]
-fn dashboard_works_in_a_real_browser() {
-    if std::env::var_os("SK_SKIP_BROWSER").is_some_and(|v| v == "1") {
-        eprintln!("\n*** SKIPPED dashboard_works_in_a_real_browser: SK_SKIP_BROWSER=1 ***\n");
-        return;
+/// One test's world: a seeded redis-server, the runtime that serves
+/// dashboards over it, and a headless Chromium with the CSP probe
+/// installed. Fields drop in order: the browser first, Redis last.
+struct Dashboard {
+    b: cdp::Browser,
+    _profile: tempfile::TempDir,
+    redis: Connector,
+    rt: tokio::runtime::Runtime,
+    server: RedisServer,
+}
+
+impl Dashboard {
+    /// Starts it all, or `None` when `SK_SKIP_BROWSER=1` (said so on
+    /// stderr). Without chromium it fails and says how to install it.
+    fn start(test: &str) -> Option<Self> {
+        if std::env::var_os("SK_SKIP_BROWSER").is_some_and(|v| v == "1") {
+            eprintln!("\n*** SKIPPED {test}: SK_SKIP_BROWSER=1 ***\n");
+            return None;
+        }
+        let Some(chromium) = cdp::find_chromium() else {
+            panic!(
+                "chromium is not installed: install it (`make deps` or `apt-get install chromium`), \
+                 point $CHROMIUM at it, or set SK_SKIP_BROWSER=1 to skip this test"
+            );
+        };
+        let server = RedisServer::start().expect("redis-server");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // As `serve` connects: reconnecting forever, so the page recovers.
+        let redis = rt
+            .block_on(Connector::connect_with(
+                &server.url(),
+                streamkeeper::ConnectorOptions {
+                    reconnect_timeout: None,
+                    ..Default::default()
+                },
+            ))
+            .expect("connect");
+        rt.block_on(seed(&server, &redis));
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut b = cdp::Browser::launch(&chromium, profile.path(), 1280, 800).expect("chromium");
+        b.before_each_page(CSP_PROBE).expect("probe");
+        Some(Self {
+            b,
+            _profile: profile,
+            redis,
+            rt,
+            server,
+        })
     }
-    let Some(chromium) = cdp::find_chromium() else {
-        panic!(
-            "chromium is not installed: install it (`make deps` or `apt-get install chromium`), \
-             point $CHROMIUM at it, or set SK_SKIP_BROWSER=1 to skip this test"
-        );
-    };
-    let started = std::time::Instant::now();
-    let mut server = RedisServer::start().expect("redis-server");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    // As `serve` connects: reconnecting forever, so the page recovers.
-    let redis = rt
-        .block_on(Connector::connect_with(
-            &server.url(),
-            streamkeeper::ConnectorOptions {
-                reconnect_timeout: None,
-                ..Default::default()
-            },
-        ))
-        .expect("connect");
-    rt.block_on(seed(&server, &redis));
-    let rw = serve(
-        &rt,
-        &redis,
-        Config {
+
+    /// Serves `config` on a loopback port; returns the base URL.
+    fn serve(&self, config: Config) -> String {
+        serve(&self.rt, &self.redis, config)
+    }
+
+    /// A dashboard with actions on and lag thresholds (20 entries, 10 min).
+    fn serve_read_write(&self) -> String {
+        self.serve(Config {
             allow_actions: true,
             max_lag: Some(20),
             max_time_lag: Some(Duration::from_secs(600)),
             ..Default::default()
-        },
-    );
-    let ro = serve(&rt, &redis, Config::default());
-    let profile = tempfile::tempdir().expect("profile dir");
-    let mut b = cdp::Browser::launch(&chromium, profile.path(), 1280, 800).expect("chromium");
-    b.before_each_page(CSP_PROBE).expect("probe");
+        })
+    }
 
-    // The overview loads, coloured from the thresholds.
+    /// The length of `orders`' dead-letter stream, as redis-cli says it.
+    fn dlq_len(&self) -> String {
+        self.server
+            .cli(&["XLEN", "{orders}:dlq"])
+            .expect("xlen")
+            .trim()
+            .to_string()
+    }
+
+    /// No CSP violation and no console error on any page opened so far.
+    fn assert_no_csp_violation_or_console_error(&mut self) {
+        let csp: serde_json::Value = self.b.eval("window.__csp").expect("csp");
+        assert_eq!(csp, json!([]), "CSP violations");
+        let errors = self.b.errors();
+        assert!(errors.is_empty(), "console errors: {errors:#?}");
+    }
+}
+
+/// Where screenshots for review go (`target/tmp/`).
+fn pictures() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+}
+
+#[test]
+fn the_overview_colours_lag_from_the_thresholds_sums_shards_and_draws_sparklines() {
+    let Some(mut d) = Dashboard::start(
+        "the_overview_colours_lag_from_the_thresholds_sums_shards_and_draws_sparklines",
+    ) else {
+        return;
+    };
+    let rw = d.serve_read_write();
+    let b = &mut d.b;
     b.open(&format!("{rw}/#/")).expect("overview");
     b.wait_for(
         "!!document.querySelector('#overview tr[data-stream=\"orders\"][data-group=\"shipping\"] td.h-bad')",
@@ -226,7 +283,18 @@ fn dashboard_works_in_a_real_browser() {
         json!(true),
         "sparklines from the history stream"
     );
+    d.assert_no_csp_violation_or_console_error();
+}
 
+#[test]
+fn entry_values_stay_text_and_the_filter_says_how_much_it_scanned() {
+    let Some(mut d) =
+        Dashboard::start("entry_values_stay_text_and_the_filter_says_how_much_it_scanned")
+    else {
+        return;
+    };
+    let rw = d.serve_read_write();
+    let b = &mut d.b;
     // Entry values are text: the <script> value is shown, not run.
     b.open(&format!("{rw}/#/stream?s=orders"))
         .expect("stream page");
@@ -247,14 +315,24 @@ fn dashboard_works_in_a_real_browser() {
         Duration::from_secs(5),
     )
     .expect("filter says how much it scanned");
+    d.assert_no_csp_violation_or_console_error();
+}
 
-    // A live update: an XADD shows on the overview within 2 s, no reload.
-    b.open(&format!("{rw}/#/")).expect("overview again");
+/// Also writes the README's screenshot (see the file's doc).
+#[test]
+fn an_xadd_shows_on_the_overview_within_2_s_without_a_reload() {
+    let Some(mut d) = Dashboard::start("an_xadd_shows_on_the_overview_within_2_s_without_a_reload")
+    else {
+        return;
+    };
+    let rw = d.serve_read_write();
+    let b = &mut d.b;
+    b.open(&format!("{rw}/#/")).expect("overview");
     b.eval("window.__marker = 1").expect("marker");
     let len_cell =
         "document.querySelector('#overview tr[data-stream=\"payments\"] td.len').textContent";
     assert_eq!(b.eval(len_cell).expect("len"), json!("12"));
-    server
+    d.server
         .cli(&["XADD", "payments", "*", "amount", "1"])
         .expect("xadd");
     let seen = b
@@ -269,65 +347,89 @@ fn dashboard_works_in_a_real_browser() {
 
     let png = b.screenshot().expect("screenshot");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let pictures = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::write(pictures.join("dashboard.png"), &png).expect("write dashboard.png");
+    std::fs::write(pictures().join("dashboard.png"), &png).expect("write dashboard.png");
     if std::env::var_os("STREAMKEEPER_UPDATE_SCREENSHOT").is_some() {
         std::fs::write(root.join("docs/dashboard.png"), &png).expect("write docs/dashboard.png");
     }
+    d.assert_no_csp_violation_or_console_error();
+}
 
-    // An action end to end: replay one dead letter through the page.
-    let dlq_len = || {
-        server
-            .cli(&["XLEN", "{orders}:dlq"])
-            .expect("xlen")
-            .trim()
-            .to_string()
+#[test]
+fn a_dead_letter_replayed_through_the_page_after_a_confirmation_changes_redis() {
+    let Some(mut d) = Dashboard::start(
+        "a_dead_letter_replayed_through_the_page_after_a_confirmation_changes_redis",
+    ) else {
+        return;
     };
-    assert_eq!(dlq_len(), "2");
-    b.open(&format!("{rw}/#/stream?s=orders&tab=dlq"))
+    let rw = d.serve_read_write();
+    assert_eq!(d.dlq_len(), "2");
+    d.b.open(&format!("{rw}/#/stream?s=orders&tab=dlq"))
         .expect("dlq page");
-    b.wait_for(
+    d.b.wait_for(
         "document.querySelectorAll('#dlq button.replay[data-action=\"dlq-replay\"]').length === 2",
         Duration::from_secs(5),
     )
     .expect("replay buttons");
-    b.eval("document.querySelector('#dlq button.replay').click()")
+    d.b.eval("document.querySelector('#dlq button.replay').click()")
         .expect("click");
-    b.wait_for(
+    d.b.wait_for(
         "document.getElementById('confirm').open",
         Duration::from_secs(2),
     )
     .expect("asks first");
-    assert_eq!(dlq_len(), "2", "nothing happens before the confirmation");
-    b.eval("document.getElementById('confirm-yes').click()")
+    assert_eq!(d.dlq_len(), "2", "nothing happens before the confirmation");
+    d.b.eval("document.getElementById('confirm-yes').click()")
         .expect("confirm");
     assert!(
-        streamkeeper_testkit::eventually_blocking(Duration::from_secs(3), || dlq_len() == "1"),
+        streamkeeper_testkit::eventually_blocking(Duration::from_secs(3), || d.dlq_len() == "1"),
         "the dead letter left the DLQ"
     );
-    let last = server
+    let last = d
+        .server
         .cli(&["XREVRANGE", "orders", "+", "-", "COUNT", "1"])
         .expect("xrevrange");
     assert!(
         last.contains("sk-retry-group") && last.contains("billing"),
         "{last}"
     );
-    b.wait_for(
+    d.b.wait_for(
         "(document.querySelector('#dlq-total') || {}).textContent?.startsWith('1 dead letter')",
         Duration::from_secs(3),
     )
     .expect("the page shows the new state");
+    d.assert_no_csp_violation_or_console_error();
+}
 
-    // Schedules are listed with their state.
-    b.open(&format!("{rw}/#/schedules")).expect("schedules");
-    b.wait_for(
+#[test]
+fn the_schedules_page_lists_every_schedule() {
+    let Some(mut d) = Dashboard::start("the_schedules_page_lists_every_schedule") else {
+        return;
+    };
+    let rw = d.serve_read_write();
+    d.b.open(&format!("{rw}/#/schedules")).expect("schedules");
+    d.b.wait_for(
         "document.querySelectorAll('#schedules tr[data-schedule]').length === 2",
         Duration::from_secs(5),
     )
     .expect("two schedules");
+    d.assert_no_csp_violation_or_console_error();
+}
 
-    // Every view renders (a picture of each lands in target/tmp/ for review),
-    // also dark and at phone width.
+/// A picture of each view lands in target/tmp/ for review.
+#[test]
+fn every_view_renders_also_dark_and_at_phone_width() {
+    let Some(mut d) = Dashboard::start("every_view_renders_also_dark_and_at_phone_width") else {
+        return;
+    };
+    let rw = d.serve_read_write();
+    every_view_renders(&mut d.b, &rw);
+    dark_mode_follows_the_system(&mut d.b, &rw);
+    the_overview_fits_a_phone(&mut d.b, &rw);
+    d.assert_no_csp_violation_or_console_error();
+}
+
+/// Each view renders with no error and no stray null/undefined/NaN.
+fn every_view_renders(b: &mut cdp::Browser, rw: &str) {
     b.open(&format!("{rw}/#/stream?s=orders")).expect("stream");
     let id = b
         .eval("document.querySelector('#entries tr[data-id]').dataset.id")
@@ -355,8 +457,12 @@ fn dashboard_works_in_a_real_browser() {
             "{name} shows a stray null/undefined"
         );
         let png = b.screenshot().expect("screenshot");
-        std::fs::write(pictures.join(format!("dashboard-{name}.png")), png).expect("write");
+        std::fs::write(pictures().join(format!("dashboard-{name}.png")), png).expect("write");
     }
+}
+
+/// Dark mode follows prefers-color-scheme (and stays on).
+fn dark_mode_follows_the_system(b: &mut cdp::Browser, rw: &str) {
     b.call(
         "Emulation.setEmulatedMedia",
         json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
@@ -372,10 +478,14 @@ fn dashboard_works_in_a_real_browser() {
         "dark mode follows prefers-color-scheme"
     );
     std::fs::write(
-        pictures.join("dashboard-dark.png"),
+        pictures().join("dashboard-dark.png"),
         b.screenshot().expect("png"),
     )
     .expect("write");
+}
+
+/// At phone width the overview fits (tables scroll inside).
+fn the_overview_fits_a_phone(b: &mut cdp::Browser, rw: &str) {
     b.call(
         "Emulation.setDeviceMetricsOverride",
         json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
@@ -391,52 +501,52 @@ fn dashboard_works_in_a_real_browser() {
         "the page fits a phone-width window (tables scroll inside)"
     );
     std::fs::write(
-        pictures.join("dashboard-phone.png"),
+        pictures().join("dashboard-phone.png"),
         b.screenshot().expect("png"),
     )
     .expect("write");
-    b.call(
-        "Emulation.setEmulatedMedia",
-        json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }),
-    )
-    .expect("light");
-    b.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({ "width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false }),
-    )
-    .expect("desktop");
+}
 
-    let csp: serde_json::Value = b.eval("window.__csp").expect("csp");
-    assert_eq!(csp, json!([]), "CSP violations");
-    let errors = b.errors();
-    assert!(errors.is_empty(), "console errors: {errors:#?}");
-
-    // Read-only: the same DLQ shows no buttons, and the page's POST is refused.
-    b.open(&format!("{ro}/#/stream?s=orders&tab=dlq"))
+#[test]
+fn a_read_only_dashboard_shows_no_action_buttons_and_refuses_the_pages_post() {
+    let Some(mut d) = Dashboard::start(
+        "a_read_only_dashboard_shows_no_action_buttons_and_refuses_the_pages_post",
+    ) else {
+        return;
+    };
+    let ro = d.serve(Config::default());
+    assert_eq!(d.dlq_len(), "2");
+    d.b.open(&format!("{ro}/#/stream?s=orders&tab=dlq"))
         .expect("read-only dlq");
-    b.wait_for("!!document.querySelector('#dlq')", Duration::from_secs(5))
+    d.b.wait_for("!!document.querySelector('#dlq')", Duration::from_secs(5))
         .expect("dlq table");
     assert_eq!(
-        b.eval("document.querySelectorAll('button[data-action]').length")
+        d.b.eval("document.querySelectorAll('button[data-action]').length")
             .expect("eval"),
         json!(0)
     );
-    let status = b
+    let status = d
+        .b
         .eval("fetch('/api/actions/dlq-purge', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify({stream: 'orders'})}).then((r) => r.status)")
         .expect("post");
     assert_eq!(status, json!(403));
-    assert_eq!(dlq_len(), "1", "a refused purge purged nothing");
+    assert_eq!(d.dlq_len(), "2", "a refused purge purged nothing");
+}
 
-    // With a token: the page sends people to the login form, requests
-    // without the token are refused, and the form's cookie lets them in.
-    let guarded = serve(
-        &rt,
-        &redis,
-        Config {
-            token: Some("s3cret".into()),
-            ..Default::default()
-        },
-    );
+/// The page sends people to the login form, requests without the token
+/// are refused, and the form's cookie lets them in.
+#[test]
+fn a_token_protected_dashboard_lets_people_in_through_the_login_form_only() {
+    let Some(mut d) =
+        Dashboard::start("a_token_protected_dashboard_lets_people_in_through_the_login_form_only")
+    else {
+        return;
+    };
+    let guarded = d.serve(Config {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    });
+    let b = &mut d.b;
     b.call("Page.navigate", json!({ "url": format!("{guarded}/") }))
         .expect("navigate");
     b.wait_for(
@@ -455,24 +565,30 @@ fn dashboard_works_in_a_real_browser() {
         Duration::from_secs(5),
     )
     .expect("logged in, the overview shows");
+}
 
-    // Redis goes away: a banner; it comes back: the banner goes by itself.
-    b.open(&format!("{ro}/#/")).expect("overview");
-    server.kill();
-    let shown = b
-        .wait_for(
+#[test]
+fn a_banner_shows_while_redis_is_down_and_goes_away_by_itself() {
+    let Some(mut d) =
+        Dashboard::start("a_banner_shows_while_redis_is_down_and_goes_away_by_itself")
+    else {
+        return;
+    };
+    let ro = d.serve(Config::default());
+    d.b.open(&format!("{ro}/#/")).expect("overview");
+    d.server.kill();
+    let shown =
+        d.b.wait_for(
             "!document.getElementById('banner').hidden",
             Duration::from_secs(6),
         )
         .expect("a banner while Redis is unreachable");
-    server.restart().expect("restart");
-    let gone = b
-        .wait_for(
+    d.server.restart().expect("restart");
+    let gone =
+        d.b.wait_for(
             "document.getElementById('banner').hidden",
             Duration::from_secs(8),
         )
         .expect("the banner goes away by itself");
     eprintln!("banner after {shown:?}, gone {gone:?} after the restart");
-    drop(b);
-    eprintln!("browser test took {:?}", started.elapsed());
 }

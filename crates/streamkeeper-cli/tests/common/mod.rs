@@ -75,6 +75,20 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// stdout, lossily decoded.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// An error run: exit 2 and exactly one line on stderr that contains
+/// `needle` as written (`refused` also checks for a panic, ignoring case).
+pub fn assert_one_line_error(o: &Output, needle: &str) {
+    assert_eq!(o.status.code(), Some(2), "stderr: {}", stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+}
+
 /// How many entries `group` has pending on `stream` (0 when it has none).
 pub fn xpending(server: &RedisServer, stream: &str, group: &str) -> u64 {
     cli(server, &["XPENDING", stream, group])

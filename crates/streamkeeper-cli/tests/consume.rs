@@ -1,0 +1,134 @@
+//! `consume` on its own against a real redis-server: `--exec` exit codes
+//! follow the protocol (retried with backoff, then dead-lettered with
+//! their provenance fields), and `--count N` reads exactly N entries and
+//! never waits for the reclaimer.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use streamkeeper_testkit::{eventually_blocking, RedisServer};
+
+mod common;
+
+use common::{cli, command, sk, stderr, stdout, xpending};
+
+#[test]
+fn exec_exit_codes_follow_the_protocol() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "k=v", "--count", "3", "--quiet"]
+    )
+    .status
+    .success());
+    // Exit 1 every time: retried after 100 ms, then 200 ms; the third
+    // delivery goes to the DLQ instead of the command.
+    let o = sk(
+        &server,
+        &[
+            "consume",
+            "s",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--exec",
+            "exit 1",
+            "--max-deliveries",
+            "2",
+            "--retry-backoff",
+            "100ms",
+            "--idle-exit",
+            "2s",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "3");
+    assert_eq!(xpending(&server, "s", "g"), 0);
+    assert_eq!(cli(&server, &["ZCARD", "{s}:retry"]), "0");
+    let dead = cli(&server, &["XRANGE", "{s}:dlq", "-", "+", "COUNT", "1"]);
+    for field in [
+        "k",
+        "sk-origin",
+        "sk-origin-id",
+        "sk-group",
+        "sk-deliveries",
+        "sk-reason",
+        "sk-dead-at",
+    ] {
+        assert!(
+            dead.lines().any(|l| l == field),
+            "{field} missing in {dead}"
+        );
+    }
+}
+
+#[test]
+fn count_reads_exactly_that_many() {
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "k={i}", "--count", "500", "--quiet"]
+    )
+    .status
+    .success());
+    let o = sk(
+        &server,
+        &[
+            "consume", "s", "-g", "g", "--create", "--from", "-", "--count", "7",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 7);
+    // Nothing beyond the 7 was taken and left pending.
+    assert_eq!(xpending(&server, "s", "g"), 0);
+    let info = cli(&server, &["XINFO", "GROUPS", "s"]);
+    assert!(info.contains("\n7\n"), "entries-read should be 7: {info}");
+}
+
+#[test]
+fn count_never_waits_for_the_reclaimer() {
+    // Regression: the reclaimer's reservation of the --count budget used to
+    // end the read loop early, leaving the rest to a reclaim an hour later.
+    let server = RedisServer::start().expect("redis");
+    assert!(sk(
+        &server,
+        &["produce", "s", "--field", "k={i}", "--count", "1000", "-q"]
+    )
+    .status
+    .success());
+    for round in 0..5 {
+        let g = format!("g{round}");
+        assert!(sk(&server, &["group", "create", "s", &g, "--from", "-"])
+            .status
+            .success());
+        let mut child = command(
+            &server,
+            &[
+                "consume",
+                "s",
+                "-g",
+                &g,
+                "--count",
+                "300",
+                "--ack",
+                "manual",
+                "--claim-after",
+                "1h",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+        let done = eventually_blocking(Duration::from_secs(20), || {
+            child.try_wait().expect("try_wait").is_some()
+        });
+        if !done {
+            let _ = child.kill();
+        }
+        assert!(done, "round {round}: consume --count 300 hung");
+        assert_eq!(xpending(&server, "s", &g), 300);
+    }
+}
