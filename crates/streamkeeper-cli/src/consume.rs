@@ -108,7 +108,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             if let Some(pipe) = pipe {
                 return pipe.handle(&d).await;
             }
-            let line = wire::entry_to_line(d.stream().as_str(), d.entry());
+            let line = wire::delivery_to_line(d.stream().as_str(), d.entry(), d.attempt());
             match exec {
                 Some(cmd) => run_exec(&cmd, &d, &group_name, &line, timeout).await,
                 None => match crate::output::json_line_str(&line) {

@@ -46,7 +46,7 @@ fn exec_exit_codes_follow_the_protocol() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(cli(&server, &["XLEN", "{s}:dlq"]), "3");
     assert_eq!(xpending(&server, "s", "g"), 0);
-    assert_eq!(cli(&server, &["ZCARD", "{s}:retry"]), "0");
+    assert_eq!(cli(&server, &["ZCARD", "{s}:retry:g"]), "0");
     let dead = cli(&server, &["XRANGE", "{s}:dlq", "-", "+", "COUNT", "1"]);
     for field in [
         "k",

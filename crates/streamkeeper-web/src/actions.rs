@@ -156,6 +156,12 @@ pub(crate) async fn dispatch(
                 .iter()
                 .find(|c| c.name == consumer)
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no consumer {consumer:?} in {group}")))?;
+            if consumer == streamkeeper::meta::RETRY_CONSUMER {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("{consumer} holds the group's parked retries; it is never removed"),
+                ));
+            }
             let removable_after = REMOVABLE_AFTER_MS
                 .min(u64::try_from(s.config().dead_after.as_millis()).unwrap_or(u64::MAX));
             if c.idle_ms < removable_after {
@@ -168,7 +174,7 @@ pub(crate) async fn dispatch(
             let heir = g
                 .consumers
                 .iter()
-                .filter(|o| o.name != consumer)
+                .filter(|o| o.name != consumer && o.name != streamkeeper::meta::RETRY_CONSUMER)
                 .min_by_key(|o| o.idle_ms);
             let heir = match (heir, c.pending) {
                 (Some(h), _) => h.name.clone(),

@@ -73,7 +73,16 @@ pub async fn destroy_group(
         .query_async(&mut conn)
         .await;
     match r {
-        Ok(n) => Ok(n > 0),
+        Ok(n) => {
+            // Its parked retries went with its pending list. Best effort:
+            // a stale set is harmless (taking an ID that is not pending
+            // does nothing), and DEL may be beyond a least-privilege user.
+            let _ = redis::cmd("DEL")
+                .arg(crate::keys::StreamKeys::retries(stream, group))
+                .query_async::<()>(&mut conn)
+                .await;
+            Ok(n > 0)
+        }
         Err(e) if e.code() == Some("NOGROUP") || is_no_such_key(&e) => Ok(false),
         Err(e) => Err(explain::explain(&mut conn, stream, "XGROUP DESTROY", e).await),
     }
@@ -219,7 +228,9 @@ pub async fn reset_group(
 }
 
 /// Hands every pending entry of `from` to `to` and deletes `from`, in one
-/// script (nothing is dropped). Returns how many entries moved.
+/// script (nothing is dropped). Returns how many entries moved. The
+/// reserved consumer `sk-retry` (the group's parked retries) is neither
+/// removed nor an heir.
 pub async fn remove_consumer(
     connector: &Connector,
     stream: &StreamKey,
@@ -227,6 +238,12 @@ pub async fn remove_consumer(
     from: &ConsumerName,
     to: &ConsumerName,
 ) -> Result<u64> {
+    if *from == crate::meta::RETRY_CONSUMER || *to == crate::meta::RETRY_CONSUMER {
+        return Err(Error::InvalidInput(format!(
+            "{} holds the group's parked retries: it is neither removed nor given other entries",
+            crate::meta::RETRY_CONSUMER
+        )));
+    }
     Handoff {
         stream,
         group,

@@ -28,9 +28,25 @@ impl StreamKeys {
         stream.derived("dlq")
     }
 
-    /// `{S}:retry`: the zset of entries waiting for a delayed retry.
+    /// `{S}:retry`: the zset of entries waiting for a delayed retry,
+    /// written by streamkeeper before 0.19 (payload copies re-appended to
+    /// the stream when due). Only drained now: see [`retries`](Self::retries).
     pub fn retry(stream: &StreamKey) -> String {
         stream.derived("retry")
+    }
+
+    /// `{S}:retry:<group>`: the group's parked retries, a zset of entry IDs
+    /// (score = due ms). The entries stay pending in the group, held by the
+    /// reserved consumer [`meta::RETRY_CONSUMER`](crate::meta::RETRY_CONSUMER).
+    ///
+    /// ```
+    /// use streamkeeper::{keys::StreamKeys, GroupName, StreamKey};
+    /// let s = StreamKey::new("orders").unwrap();
+    /// let g = GroupName::new("billing").unwrap();
+    /// assert_eq!(StreamKeys::retries(&s, &g), "{orders}:retry:billing");
+    /// ```
+    pub fn retries(stream: &StreamKey, group: &crate::types::GroupName) -> String {
+        stream.derived(&format!("retry:{group}"))
     }
 
     /// `{S}:janitor`: the janitor lease (SET NX PX).

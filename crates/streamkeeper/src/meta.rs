@@ -23,6 +23,9 @@ pub const DEAD_AT: &str = "sk-dead-at";
 pub const RETRY_GROUP: &str = "sk-retry-group";
 /// A re-appended retry: failed attempts before this one.
 pub const ATTEMPT: &str = "sk-attempt";
+/// The reserved consumer of every group that holds the group's parked
+/// retries (`lua/retry_store.lua`); no worker may take this name.
+pub const RETRY_CONSUMER: &str = "sk-retry";
 /// A schedule tick: the schedule's name.
 pub const SCHEDULE: &str = "sk-schedule";
 /// A schedule tick: the due time it stands for, ms since the Unix epoch.

@@ -1,18 +1,28 @@
-//! Delayed retries: a pending entry is stored in `{S}:retry` (score = due
-//! ms) and acked in one script; a mover re-appends due entries to `S` in
-//! another, so a crash between the steps loses or duplicates nothing.
+//! Delayed retries, seen by the failing group only.
 //!
-//! A re-appended entry carries `sk-origin-id` (its first ID),
-//! `sk-retry-group` (the group that asked for the retry: other groups of
-//! the stream skip it) and `sk-attempt` (deliveries before this one, which
-//! count towards `max_deliveries`).
+//! A failed entry is *parked*, not acked (`lua/retry_store.lua`): it stays
+//! pending in its group under the reserved consumer `sk-retry`, and its ID
+//! enters the group's retry set `{S}:retry:<group>` (score = due ms). When
+//! it is due, a consumer of the group takes it (`lua/retry_take.lua`) and
+//! runs it again under the same ID. So other groups of the stream (plain
+//! redis-py or Go clients included) never see a retry as a new entry, an
+//! entry keeps one identity across its attempts, the trim point holds it
+//! while it waits, and `stat` counts it as outstanding. The reclaim
+//! (`lua/reclaim.lua`) leaves parked entries alone until they are due.
+//!
+//! Before 0.19 a retry was acked and re-appended to the stream as a new
+//! entry carrying `sk-origin-id`, `sk-retry-group` and `sk-attempt`; the
+//! old retry set `{S}:retry` is still drained that way (`mover_loop`),
+//! so retries stored by an older version are not lost on upgrade.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
+use crate::keys::StreamKeys;
+use crate::meta;
 use crate::scripts;
-use crate::types::{Entry, GroupName, StreamId, StreamKey};
+use crate::types::{ConsumerName, Entry, GroupName, StreamId, StreamKey};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
@@ -33,9 +43,8 @@ pub enum Stored {
     Deleted,
 }
 
-/// Stores the pending entry `id` of `group` for a retry at `due_ms` and
-/// acks it, atomically. `attempts` is its failed attempts so far, this
-/// one included.
+/// Parks the pending entry `id` of `group` until `due_ms` (see the module
+/// doc). `attempts` is its failed attempts so far, this one included.
 pub async fn store(
     connector: &Connector,
     stream: &StreamKey,
@@ -74,7 +83,7 @@ pub(crate) struct RetryStore<'a> {
 }
 
 impl RetryStore<'_> {
-    /// What the script did: `1` stored, `-1` deleted from the stream, else
+    /// What the script did: `1` parked, `-1` deleted from the stream, else
     /// not pending.
     pub async fn invoke(&self, connector: &Connector) -> Result<Stored> {
         let mut conn = connector.shared();
@@ -85,12 +94,13 @@ impl RetryStore<'_> {
         )
         .key(self.stream);
         invocation
-            .key(crate::keys::StreamKeys::retry(self.stream))
-            .key(crate::keys::StreamKeys::attempts(self.stream))
+            .key(StreamKeys::retries(self.stream, self.group))
+            .key(StreamKeys::attempts(self.stream))
             .arg(self.group)
             .arg(self.id)
             .arg(self.due_ms)
-            .arg(self.attempts);
+            .arg(self.attempts)
+            .arg(meta::RETRY_CONSUMER);
         scripts::add_fence(&mut invocation, self.fence);
         match invocation.invoke_async::<i64>(&mut conn).await {
             Ok(1) => {
@@ -109,7 +119,82 @@ impl RetryStore<'_> {
     }
 }
 
-/// Re-appends up to `max` retries of `stream` that are due now. Returns how
+/// `lua/retry_take.lua`: hands up to `max` of the group's due retries to
+/// `consumer`, which then holds them pending; replies the entries.
+pub(crate) struct TakeDue<'a> {
+    pub stream: &'a StreamKey,
+    pub group: &'a GroupName,
+    pub consumer: &'a ConsumerName,
+    pub max: usize,
+}
+
+impl TakeDue<'_> {
+    pub(crate) async fn invoke(&self, connector: &Connector) -> Result<Vec<Entry>> {
+        let mut conn = connector.shared();
+        let r: redis::RedisResult<redis::Value> = scripts::RETRY_TAKE
+            .key(self.stream)
+            .key(StreamKeys::retries(self.stream, self.group))
+            .key(StreamKeys::attempts(self.stream))
+            .arg(self.group)
+            .arg(self.consumer)
+            .arg(now_ms())
+            .arg(self.max)
+            .invoke_async(&mut conn)
+            .await;
+        match r {
+            Ok(v) => Ok(crate::reply::entries(v, "retry take")?.0),
+            Err(e) => Err(crate::explain::explain_group(
+                &mut conn,
+                self.stream,
+                self.group,
+                "retry take",
+                e,
+            )
+            .await),
+        }
+    }
+}
+
+/// One parked retry of a group: [`parked`] lists them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Parked {
+    /// The entry's ID (the one it was first appended with).
+    pub id: StreamId,
+    /// When it is due, ms since the Unix epoch.
+    pub due_ms: u64,
+}
+
+/// The group's parked retries, soonest due first, at most `max`.
+pub async fn parked(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    max: usize,
+) -> Result<Vec<Parked>> {
+    let mut conn = connector.shared();
+    let stop = isize::try_from(max).unwrap_or(isize::MAX).saturating_sub(1);
+    let pairs: Vec<(String, f64)> = redis::cmd("ZRANGE")
+        .arg(StreamKeys::retries(stream, group))
+        .arg(0)
+        .arg(stop)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis("ZRANGE retry set", e))?;
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(id, due)| {
+            Some(Parked {
+                id: id.parse().ok()?,
+                // Scores are whole milliseconds, written by retry_store.lua.
+                due_ms: due as u64,
+            })
+        })
+        .collect())
+}
+
+/// Re-appends up to `max` retries of the old retry set `{S}:retry` that
+/// are due now (retries stored before 0.19). Returns how
 /// many moved. Safe to run from any number of processes at once.
 pub async fn move_due(connector: &Connector, stream: &StreamKey, max: usize) -> Result<u64> {
     MoveDue {
@@ -133,7 +218,7 @@ impl MoveDue<'_> {
         let mut conn = connector.shared();
         scripts::RETRY_MOVE
             .key(self.stream)
-            .key(crate::keys::StreamKeys::retry(self.stream))
+            .key(StreamKeys::retry(self.stream))
             .arg(self.now_ms)
             .arg(self.max)
             .invoke_async(&mut conn)
@@ -142,14 +227,19 @@ impl MoveDue<'_> {
     }
 }
 
-/// How many retries wait in `{S}:retry`.
-pub async fn waiting(connector: &Connector, stream: &StreamKey) -> Result<u64> {
+/// How many retries of `group` wait for their time (parked, plus any an
+/// older version stored in `{S}:retry`).
+pub async fn waiting(connector: &Connector, stream: &StreamKey, group: &GroupName) -> Result<u64> {
     let mut conn = connector.shared();
-    redis::cmd("ZCARD")
-        .arg(crate::keys::StreamKeys::retry(stream))
+    let (parked, legacy): (u64, u64) = redis::pipe()
+        .cmd("ZCARD")
+        .arg(StreamKeys::retries(stream, group))
+        .cmd("ZCARD")
+        .arg(StreamKeys::retry(stream))
         .query_async(&mut conn)
         .await
-        .map_err(|e| Error::redis("ZCARD retry set", e))
+        .map_err(|e| Error::redis("ZCARD retry set", e))?;
+    Ok(parked + legacy)
 }
 
 /// The retry bookkeeping of an entry: which group it is meant for and how
@@ -171,6 +261,17 @@ pub fn origin_id(entry: &Entry) -> StreamId {
         .unwrap_or(entry.id)
 }
 
+/// How many entries the old retry set still holds; `None` when Redis could
+/// not say.
+async fn legacy_left(connector: &Connector, stream: &StreamKey) -> Option<u64> {
+    let mut conn = connector.shared();
+    redis::cmd("ZCARD")
+        .arg(StreamKeys::retry(stream))
+        .query_async(&mut conn)
+        .await
+        .ok()
+}
+
 /// Exponential backoff after the `n`-th failed attempt: `base × 2^(n-1)`,
 /// at most `max`.
 pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
@@ -178,10 +279,11 @@ pub fn backoff(n: u64, base: Duration, max: Duration) -> Duration {
     base.saturating_mul(1u32 << exp).min(max)
 }
 
-/// Moves due retries of one stream while holding its mover lease. Every
-/// consumer of the stream runs this beside its read loop; the lease makes
-/// one of them the mover at a time, and another takes over within a few
-/// polls when it stops.
+/// Drains the old retry set `{S}:retry` (retries stored before 0.19) while
+/// holding its mover lease, and stops once it is empty. Every consumer of
+/// the stream runs this beside its read loop; the lease makes one of them
+/// the mover at a time, and another takes over within a few polls when it
+/// stops.
 pub(crate) async fn mover_loop(
     connector: Connector,
     stream: StreamKey,
@@ -194,12 +296,8 @@ pub(crate) async fn mover_loop(
     // Long enough to survive a few slow polls, short enough that another
     // consumer takes over soon after this one stops.
     let ttl = (every * 10).max(Duration::from_secs(2));
-    let lease = crate::lease::Lease::plain(
-        &connector,
-        crate::keys::StreamKeys::retry_mover(&stream),
-        holder,
-        ttl,
-    );
+    let lease =
+        crate::lease::Lease::plain(&connector, StreamKeys::retry_mover(&stream), holder, ttl);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => {
@@ -208,6 +306,9 @@ pub(crate) async fn mover_loop(
                 return;
             }
             _ = tick.tick() => {}
+        }
+        if legacy_left(&connector, &stream).await == Some(0) {
+            return;
         }
         match lease.acquire().await {
             Ok(true) => {}

@@ -33,9 +33,19 @@ script!(
     "dead_letter.lua"
 );
 script!(
-    /// Store a pending entry in `{S}:retry` and ack it.
+    /// Park a pending entry of a group until its retry is due.
     RETRY_STORE,
     "retry_store.lua"
+);
+script!(
+    /// Hand a group's due parked retries to one consumer.
+    RETRY_TAKE,
+    "retry_take.lua"
+);
+script!(
+    /// `XAUTOCLAIM` that leaves parked retries alone.
+    RECLAIM,
+    "reclaim.lua"
 );
 script!(
     /// Re-append due retries to `S`.

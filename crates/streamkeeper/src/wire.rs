@@ -74,6 +74,27 @@ pub fn entry_to_json(stream: &str, entry: &Entry) -> Value {
     Value::Object(m)
 }
 
+/// A delivery as one JSON line: [`entry_to_line`] plus `"attempt":N`, the
+/// handler run this is (1 the first time; a retry keeps the entry's ID and
+/// counts on), for `consume`'s output and `--pipe` workers.
+///
+/// ```
+/// # use streamkeeper::{Entry, StreamId, wire};
+/// let e = Entry { id: StreamId::new(1, 0), fields: vec![(b"k".to_vec(), b"v".to_vec())] };
+/// assert_eq!(
+///     wire::delivery_to_line("s", &e, 2),
+///     r#"{"stream":"s","id":"1-0","fields":{"k":"v"},"attempt":2}"#
+/// );
+/// ```
+pub fn delivery_to_line(stream: &str, entry: &Entry, attempt: u64) -> String {
+    let mut line = entry_to_line(stream, entry);
+    line.pop();
+    line.push_str(",\"attempt\":");
+    line.push_str(&attempt.to_string());
+    line.push('}');
+    line
+}
+
 /// An entry as one JSON line (no trailing newline): the same text as
 /// `entry_to_json(…).to_string()`, written straight into one buffer (the
 /// `consume --pipe` feed writes one per entry).

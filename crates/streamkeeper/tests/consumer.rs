@@ -253,10 +253,10 @@ async fn run_acks_successes_and_stores_failures_for_retry(redis: Connector) {
     assert_eq!(stats.delivered, 100);
     assert_eq!(stats.acked, 80);
     assert_eq!(stats.retried, 20);
-    // Failures are acked and wait in {jobs}:retry (backoff 1 s), not pending.
-    assert_eq!(pending_count(&redis, &s, "g").await, 0);
+    // Failures stay pending, parked for their retry (backoff 1 s).
+    assert_eq!(pending_count(&redis, &s, "g").await, 20);
     assert_eq!(
-        streamkeeper::retry::waiting(&redis, &s)
+        streamkeeper::retry::waiting(&redis, &s, &group("g"))
             .await
             .expect("ZCARD"),
         20

@@ -378,7 +378,7 @@ async fn a_zombie_owner_cannot_ack_retry_or_dead_letter() {
         .expect("xlen");
     assert_eq!(dlq, 0);
     let retries: u64 = redis::cmd("ZCARD")
-        .arg(streamkeeper::keys::StreamKeys::retry(&shard))
+        .arg(streamkeeper::keys::StreamKeys::retries(&shard, &group("g")))
         .query_async(&mut conn)
         .await
         .expect("zcard");
@@ -547,7 +547,7 @@ async fn a_panicking_handler_is_retried_in_place_and_the_shard_waits() {
             .cmd("XLEN")
             .arg(shard.as_str())
             .cmd("ZCARD")
-            .arg(streamkeeper::keys::StreamKeys::retry(&shard))
+            .arg(streamkeeper::keys::StreamKeys::retries(&shard, &group("g")))
             .cmd("XPENDING")
             .arg(shard.as_str())
             .arg("g")

@@ -1,5 +1,6 @@
 //! Retries and dead letters against a real server: poison entries, retry
-//! delays, the retry mover, and the same policy on every way of consuming.
+//! delays, parked retries seen by their group only, retries stored by an
+//! older version, and the same policy on every way of consuming.
 //! (Exactly-once effects: `exactly_once.rs`.)
 
 mod common;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use streamkeeper::{
-    deadletter, fields, retry, Connector, GroupConsumer, Outcome, Producer, StartFrom,
+    deadletter, fields, retry, Connector, GroupConsumer, Outcome, Producer, Source, StartFrom,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -136,8 +137,8 @@ async fn retry_redelivers_after_the_delay_not_before(redis: Connector) {
         .send(&fields([("k", "v")]))
         .await
         .expect("send");
-    /// When it was handled, its delivery count, its `sk-attempt`.
-    type Seen = Arc<Mutex<Vec<(Instant, u64, Option<String>)>>>;
+    /// When it was handled, its attempt, its ID and where it came from.
+    type Seen = Arc<Mutex<Vec<(Instant, u64, streamkeeper::StreamId, Source)>>>;
     let seen: Seen = Arc::default();
     let stop = CancellationToken::new();
     let task = {
@@ -150,11 +151,7 @@ async fn retry_redelivers_after_the_delay_not_before(redis: Connector) {
                         let (seen, stop) = (seen.clone(), stop2.clone());
                         async move {
                             let mut seen = seen.lock().expect("lock");
-                            seen.push((
-                                Instant::now(),
-                                d.attempt(),
-                                d.entry().get_str("sk-attempt").map(str::to_string),
-                            ));
+                            seen.push((Instant::now(), d.attempt(), d.id(), d.source()));
                             if seen.len() == 1 {
                                 Ok::<_, String>(Outcome::Retry {
                                     after: Some(Duration::from_secs(2)),
@@ -180,17 +177,14 @@ async fn retry_redelivers_after_the_delay_not_before(redis: Connector) {
     assert_eq!(seen.len(), 2);
     let gap = seen[1].0 - seen[0].0;
     assert!(gap >= Duration::from_secs(2), "redelivered after {gap:?}");
-    assert_eq!((seen[0].1, seen[1].1), (1, 2), "delivery counts");
-    assert_eq!(
-        seen[1].2.as_deref(),
-        Some("1"),
-        "attempt counter on the retried entry"
-    );
+    assert_eq!((seen[0].1, seen[1].1), (1, 2), "attempts");
+    assert_eq!(seen[1].2, seen[0].2, "a retry keeps the entry's ID");
+    assert_eq!((seen[0].3, seen[1].3), (Source::New, Source::Retry));
     assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
 }
 
 #[tokio::test]
-async fn crash_between_retry_store_and_reappend_loses_nothing() {
+async fn a_crash_while_a_retry_is_parked_loses_nothing() {
     let (_server, redis) = setup().await;
     let s = key("jobs");
     let id = Producer::new(&redis, s.clone())
@@ -209,7 +203,7 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
             .expect("retry"),
         streamkeeper::Settled::RetryScheduled
     );
-    // The process dies right after storing: nothing runs its mover.
+    // The process dies right after parking it: nobody takes it when due.
     drop(d);
     drop(first);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -217,7 +211,7 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
     assert_eq!((p, dead, lag), (0, 0, 0));
     assert_eq!(r, 1, "the retry waits in the set");
 
-    // Any consumer of the stream moves it back when it is due.
+    // Any consumer of the group takes it when it is due.
     let mut second = GroupConsumer::new(&redis, s.clone(), group("g"))
         .start()
         .await
@@ -227,7 +221,8 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
         .expect("redelivered")
         .expect("item")
         .expect("delivery");
-    assert_eq!(retry::origin_id(again.entry()), id);
+    assert_eq!(again.id(), id, "the same entry, not a copy");
+    assert_eq!(again.source(), Source::Retry);
     assert_eq!(again.attempt(), 2);
     again.ack();
     second.close().await.expect("close");
@@ -235,7 +230,7 @@ async fn crash_between_retry_store_and_reappend_loses_nothing() {
 }
 
 #[tokio::test]
-async fn other_groups_skip_a_retry_meant_for_one_group() {
+async fn other_groups_never_see_a_retry_of_one_group() {
     let (_server, redis) = setup().await;
     let s = key("events");
     for g in ["a", "b"] {
@@ -243,7 +238,7 @@ async fn other_groups_skip_a_retry_meant_for_one_group() {
             .await
             .expect("group");
     }
-    Producer::new(&redis, s.clone())
+    let id = Producer::new(&redis, s.clone())
         .send(&fields([("n", "1")]))
         .await
         .expect("send");
@@ -258,17 +253,24 @@ async fn other_groups_skip_a_retry_meant_for_one_group() {
         .expect("retry back")
         .expect("item")
         .expect("delivery");
-    assert_eq!(d2.entry().get_str("sk-retry-group"), Some("a"));
+    assert_eq!((d2.id(), d2.source()), (id, Source::Retry));
     d2.ack();
     a.close().await.expect("close a");
+    let mut conn = redis.shared();
+    let len: u64 = redis::cmd("XLEN")
+        .arg(&s)
+        .query_async(&mut conn)
+        .await
+        .expect("XLEN");
+    assert_eq!(len, 1, "a retry appends nothing to the stream");
 
-    // Group b sees the original once, and never the retry meant for a.
+    // Group b sees the entry once, and nothing of a's retry.
     let mut b = GroupConsumer::new(&redis, s.clone(), group("b"))
         .start()
         .await
         .expect("b");
     let first = b.next().await.expect("item").expect("delivery");
-    assert_eq!(first.entry().get_str("sk-retry-group"), None);
+    assert_eq!((first.id(), first.source()), (id, Source::New));
     first.ack();
     let more = tokio::time::timeout(Duration::from_millis(700), b.next()).await;
     assert!(more.is_err(), "group b got the retry of group a: {more:?}");
@@ -337,54 +339,264 @@ async fn the_deliveries_stream_meets_the_same_poison_policy_as_run(redis: Connec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_retry_mover_per_stream() {
+async fn a_retry_stored_by_an_older_version_is_delivered_once_after_an_upgrade() {
     let (_server, redis) = setup().await;
     let s = key("jobs");
+    streamkeeper::group::create_group(&redis, &s, &group("g"), StartFrom::End)
+        .await
+        .expect("group");
+    // What 0.18's retry_store.lua left in {S}:retry: a msgpack member
+    // {group, origin id, attempts, fields, id}, due now.
+    let mut conn = redis.shared();
+    let _: () = redis::cmd("EVAL")
+        .arg("redis.call('ZADD', KEYS[1], 0, cmsgpack.pack({'g', '5-0', 1, {'k', 'old'}, '5-0'}))")
+        .arg(1)
+        .arg(streamkeeper::keys::StreamKeys::retry(&s))
+        .query_async(&mut conn)
+        .await
+        .expect("seed an old retry");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (redis, s, seen, stop) = (redis.clone(), s.clone(), seen.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            GroupConsumer::new(&redis, s, group("g"))
+                .consumer_name(streamkeeper::ConsumerName::new(format!("c{i}")).expect("n"))
+                .run(
+                    move |d| {
+                        let seen = seen.clone();
+                        async move {
+                            seen.lock()
+                                .expect("lock")
+                                .push((retry::origin_id(d.entry()), d.attempt()));
+                            Ok::<_, String>(Outcome::Ack)
+                        }
+                    },
+                    1,
+                    stop,
+                )
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.cancel();
+    for t in tasks {
+        t.await.expect("join").expect("run");
+    }
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec![(streamkeeper::StreamId::new(5, 0), 2)],
+        "handled once, its earlier attempt counted"
+    );
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(streamkeeper::keys::StreamKeys::retry(&s))
+        .query_async(&mut conn)
+        .await
+        .expect("ZCARD");
+    assert_eq!(left, 0);
+}
+
+/// Reads what a plain client's group (redis-py, Go) gets: `XREADGROUP >`
+/// until nothing is left, acking each; returns the IDs.
+async fn plain_client_reads(redis: &Connector, s: &streamkeeper::StreamKey) -> Vec<String> {
+    let mut conn = redis.shared();
+    let mut ids = Vec::new();
+    loop {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("analytics")
+            .arg("py")
+            .arg("COUNT")
+            .arg(100)
+            .arg("STREAMS")
+            .arg(s)
+            .arg(">")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let got: Vec<String> = reply
+            .keys
+            .into_iter()
+            .flat_map(|k| k.ids.into_iter().map(|e| e.id))
+            .collect();
+        if got.is_empty() {
+            return ids;
+        }
+        for id in &got {
+            let _: u64 = redis::cmd("XACK")
+                .arg(s)
+                .arg("analytics")
+                .arg(id)
+                .query_async(&mut conn)
+                .await
+                .expect("XACK");
+        }
+        ids.extend(got);
+    }
+}
+
+on_every_topology!(a_plain_group_sees_each_entry_once_through_retries_and_a_group_reset);
+async fn a_plain_group_sees_each_entry_once_through_retries_and_a_group_reset(redis: Connector) {
+    let s = key("orders");
+    for g in ["billing", "analytics"] {
+        streamkeeper::group::create_group(&redis, &s, &group(g), StartFrom::End)
+            .await
+            .expect("group");
+    }
+    let producer = Producer::new(&redis, s.clone());
+    let mut sent = Vec::new();
+    for n in 0..10 {
+        let order = if n == 3 { "poison" } else { "ok" };
+        sent.push(
+            producer
+                .send(&fields([("order", order)]))
+                .await
+                .expect("send")
+                .to_string(),
+        );
+    }
+    // billing fails the poison order 3 times (2 retries), then dead-letters it.
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let run_billing = |runs: Arc<Mutex<Vec<(streamkeeper::StreamId, u64)>>>| {
+        let (redis, s) = (redis.clone(), s.clone());
+        async move {
+            let stop = CancellationToken::new();
+            let stopper = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                stopper.cancel();
+            });
+            GroupConsumer::new(&redis, s, group("billing"))
+                .max_deliveries(3)
+                .retry_backoff(Duration::from_millis(20), Duration::from_millis(40))
+                .run(
+                    move |d| {
+                        let runs = runs.clone();
+                        async move {
+                            runs.lock().expect("lock").push((d.id(), d.attempt()));
+                            if d.entry().get_str("order") == Some("poison") {
+                                Err("card declined")
+                            } else {
+                                Ok(Outcome::Ack)
+                            }
+                        }
+                    },
+                    2,
+                    stop,
+                )
+                .await
+                .expect("run billing")
+        }
+    };
+    let stats = run_billing(runs.clone()).await;
+    assert_eq!(stats.dead_lettered, 1);
+    let poison: streamkeeper::StreamId = sent[3].parse().expect("id");
+    let poison_runs: Vec<u64> = runs
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(id, _)| *id == poison)
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(poison_runs, vec![1, 2, 3], "one ID through every attempt");
+    assert_eq!(
+        plain_client_reads(&redis, &s).await,
+        sent,
+        "analytics saw each once"
+    );
+
+    // A replay of billing from the start: each entry once more for
+    // billing, one more dead letter, nothing new for analytics.
+    streamkeeper::group::reset_group(
+        &redis,
+        &s,
+        &group("billing"),
+        streamkeeper::StreamId::MIN,
+        false,
+    )
+    .await
+    .expect("reset");
+    let again = Arc::new(Mutex::new(Vec::new()));
+    run_billing(again.clone()).await;
+    let handled: Vec<String> = again
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = handled.iter().collect();
+    assert_eq!(distinct.len(), 10, "each entry of the stream");
+    assert!(distinct.iter().all(|id| sent.contains(id)), "and no copies");
+    assert_eq!(
+        handled.len(),
+        12,
+        "10 entries, 2 retries of the poison order"
+    );
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    assert_eq!(dead.len(), 2, "the poison order once per pass");
+    assert!(dead
+        .iter()
+        .all(|d| d.get_str("sk-origin-id") == Some(sent[3].as_str())));
+    assert!(
+        plain_client_reads(&redis, &s).await.is_empty(),
+        "analytics saw nothing new"
+    );
+}
+
+on_every_topology!(a_parked_retry_is_not_reclaimed_before_it_is_due);
+async fn a_parked_retry_is_not_reclaimed_before_it_is_due(redis: Connector) {
+    let s = key("jobs");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
     streamkeeper::group::create_group(&redis, &s, &group("g"), StartFrom::Beginning)
         .await
         .expect("group");
-    let mut consumers = Vec::new();
-    for i in 0..3 {
-        consumers.push(
-            GroupConsumer::new(&redis, s.clone(), group("g"))
-                .consumer_name(streamkeeper::ConsumerName::new(format!("c{i}")).expect("n"))
-                .start()
-                .await
-                .expect("start"),
-        );
-    }
-    let mut conn = redis.shared();
-    let holder = |conn: &mut streamkeeper::SharedConn| {
-        let mut conn = conn.clone();
-        let lease = streamkeeper::keys::StreamKeys::retry_mover(&s);
-        async move {
-            redis::cmd("GET")
-                .arg(lease)
-                .query_async::<Option<String>>(&mut conn)
-                .await
-                .expect("GET")
-        }
+    let consumer = |name: &str| {
+        GroupConsumer::new(&redis, s.clone(), group("g"))
+            .consumer_name(streamkeeper::ConsumerName::new(name).expect("name"))
+            .claim_after(Duration::from_millis(1000))
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let first = holder(&mut conn)
-        .await
-        .expect("a consumer holds the mover lease");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        holder(&mut conn).await.as_deref(),
-        Some(first.as_str()),
-        "one mover, steadily"
+    let mut a = consumer("a").start().await.expect("a");
+    let d = a.next().await.expect("item").expect("delivery");
+    let parked_at = Instant::now();
+    d.retry(Some(Duration::from_secs(4))).await.expect("retry");
+    drop(d);
+    // b reclaims anything idle for 1 s: the parked entry is
+    // idle for 4 s, and must still wait for its due time.
+    let mut b = consumer("b").start().await.expect("b");
+    let back = tokio::time::timeout(Duration::from_secs(10), async {
+        tokio::select! {
+            d = a.next() => d,
+            d = b.next() => d,
+        }
+    })
+    .await
+    .expect("the retry came back")
+    .expect("item")
+    .expect("delivery");
+    let waited = parked_at.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "ran after {waited:?}, before its due time"
     );
-    // Its holder stops: another takes over.
-    let i = consumers
-        .iter()
-        .position(|c| c.consumer().as_str() == first)
-        .expect("holder is one of ours");
-    consumers.remove(i).close().await.expect("close");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let second = holder(&mut conn).await.expect("taken over");
-    assert_ne!(second, first);
-    for c in consumers {
-        c.close().await.expect("close");
-    }
+    assert_eq!(
+        (back.id(), back.source(), back.attempt()),
+        (id, Source::Retry, 2)
+    );
+    back.ack();
+    drop(back);
+    let twice = tokio::time::timeout(Duration::from_millis(1500), async {
+        tokio::select! {
+            d = a.next() => d,
+            d = b.next() => d,
+        }
+    })
+    .await;
+    assert!(twice.is_err(), "handed out twice: {twice:?}");
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
 }

@@ -136,7 +136,7 @@ impl Pipe {
     /// The handler of one delivery: feed it, wait, ack on `ack`, release
     /// on [`Answer::Released`], map the answer with [`outcome`].
     pub async fn handle(&self, d: &Delivery) -> Result<Outcome, String> {
-        let line = wire::entry_to_line(d.stream().as_str(), d.entry());
+        let line = wire::delivery_to_line(d.stream().as_str(), d.entry(), d.attempt());
         let answer = self.ask(d.id().to_string(), line).await;
         match &answer {
             Answer::Ack => d.ack(),

@@ -159,6 +159,12 @@ impl GroupConsumer {
     /// [`Error::GroupMissing`] or [`Error::WrongType`] before reading
     /// anything.
     pub async fn start(mut self) -> Result<Deliveries> {
+        if self.consumer == crate::meta::RETRY_CONSUMER {
+            return Err(Error::InvalidInput(format!(
+                "the consumer name {} is reserved: it holds every group's parked retries; pick another",
+                crate::meta::RETRY_CONSUMER
+            )));
+        }
         if let Some(d) = self.options.claim_after.filter(|d| *d < MIN_CLAIM_AFTER) {
             tracing::warn!(claim_after = ?d, min = ?MIN_CLAIM_AFTER, "claim_after raised to its minimum");
             self.options.claim_after = Some(MIN_CLAIM_AFTER);
@@ -220,6 +226,12 @@ impl GroupConsumer {
         // With NOACK nothing is pending: nothing to reclaim, keep fresh or retry.
         if shared.options.ack_mode != AckMode::None {
             tasks.push(tokio::spawn(reclaim::reclaim_loop(
+                shared.clone(),
+                tx.clone(),
+                in_flight.clone(),
+                cancel.clone(),
+            )));
+            tasks.push(tokio::spawn(reclaim::retry_loop(
                 shared.clone(),
                 tx,
                 in_flight.clone(),

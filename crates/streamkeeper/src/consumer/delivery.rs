@@ -23,10 +23,7 @@ pub(crate) struct Held {
 
 impl Held {
     pub(crate) fn new(entry: Entry, source: Source, in_flight: &Arc<InFlight>) -> Self {
-        let guard = Guard {
-            id: entry.id,
-            in_flight: in_flight.clone(),
-        };
+        let guard = Guard::new(entry.id, in_flight.clone());
         Held {
             entry,
             source,
@@ -48,7 +45,7 @@ impl Held {
                 released: std::sync::atomic::AtomicBool::new(false),
                 source,
                 shared,
-                _guard: guard,
+                guard,
             }),
         }
     }
@@ -62,7 +59,7 @@ struct Inner {
     released: std::sync::atomic::AtomicBool,
     source: Source,
     shared: Arc<Shared>,
-    _guard: Guard,
+    guard: Guard,
 }
 
 /// One entry handed to this consumer's handler.
@@ -247,7 +244,12 @@ impl Delivery {
                 .await?;
                 s.acker.settled(self.inner.entry.id);
                 Ok(match stored {
-                    crate::retry::Stored::Scheduled => Settled::RetryScheduled,
+                    crate::retry::Stored::Scheduled => {
+                        // Parked: when due it may come back to this very
+                        // consumer while this delivery still lives.
+                        self.inner.guard.let_go();
+                        Settled::RetryScheduled
+                    }
                     crate::retry::Stored::Deleted | crate::retry::Stored::NotPending => {
                         Settled::NotPending
                     }

@@ -112,15 +112,37 @@ impl InFlight {
     }
 }
 
-/// Keeps an ID in the held set for as long as it lives.
+/// Keeps an ID in the held set for as long as it lives, or until it is
+/// let go of.
 pub(crate) struct Guard {
-    pub(super) id: StreamId,
-    pub(super) in_flight: Arc<InFlight>,
+    id: StreamId,
+    in_flight: Arc<InFlight>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Guard {
+    pub(crate) fn new(id: StreamId, in_flight: Arc<InFlight>) -> Self {
+        Guard {
+            id,
+            in_flight,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// The entry is not this holder's any more (a parked retry): the ID
+    /// leaves the held set now, so the same entry can be handed out again
+    /// while this delivery still lives, and the later drop leaves the new
+    /// holder's claim alone.
+    pub(crate) fn let_go(&self) {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.in_flight.remove(&self.id);
+        }
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.in_flight.remove(&self.id);
+        self.let_go();
     }
 }
 
@@ -168,6 +190,23 @@ mod tests {
         in_flight.remove(&A);
         in_flight.acks_done(&[B]);
         assert!(in_flight.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_guard_let_go_of_leaves_the_next_holder_alone() {
+        let in_flight = std::sync::Arc::new(InFlight::default());
+        assert!(in_flight.insert(A));
+        let old = super::Guard::new(A, in_flight.clone());
+        old.let_go();
+        assert!(
+            in_flight.insert(A),
+            "handed out again while the old guard lives"
+        );
+        drop(old);
+        assert!(
+            in_flight.is_held(&A),
+            "the old guard's drop took the new claim"
+        );
     }
 
     #[test]

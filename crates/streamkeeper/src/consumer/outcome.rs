@@ -55,6 +55,9 @@ pub enum Source {
     /// An entry reclaimed from a consumer that stopped keeping it fresh
     /// (it crashed, or was frozen for longer than `claim_after`).
     Claimed,
+    /// A delayed retry that fell due: the same entry, same ID, after a
+    /// failed attempt (see [`Delivery::retry`](crate::Delivery::retry)).
+    Retry,
 }
 
 /// What became of a delivery that was settled.

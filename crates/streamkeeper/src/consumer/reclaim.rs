@@ -1,8 +1,12 @@
-//! Reclaiming the work of crashed consumers with `XAUTOCLAIM`.
+//! Reclaiming the work of crashed consumers (`XAUTOCLAIM` in
+//! `lua/reclaim.lua`), and taking the group's retries that fell due.
 //!
 //! Every `claim_interval`, entries of this group idle longer than
 //! `claim_after` move to this consumer and are delivered with
-//! [`Source::Claimed`](crate::consumer::Source::Claimed). It runs on the
+//! [`Source::Claimed`](crate::consumer::Source::Claimed); parked retries
+//! (idle by design, see `retry.rs`) are left alone. Every `retry_poll`,
+//! the group's due retries move to this consumer and are delivered with
+//! [`Source::Retry`](crate::consumer::Source::Retry). It runs on the
 //! shared connection (XAUTOCLAIM never blocks), beside the blocking read,
 //! so a quiet stream does not delay reclaiming. Live consumers keep what
 //! they hold fresh (`keepalive.rs`), so only the entries of a consumer
@@ -94,15 +98,19 @@ async fn claim_once(
     count: usize,
 ) -> Result<(StreamId, Vec<Held>)> {
     let mut conn = shared.connector.shared();
-    let r: redis::RedisResult<Value> = redis::cmd("XAUTOCLAIM")
-        .arg(&shared.stream)
+    let r: redis::RedisResult<Value> = crate::scripts::RECLAIM
+        .key(&shared.stream)
+        .key(crate::keys::StreamKeys::retries(
+            &shared.stream,
+            &shared.group,
+        ))
         .arg(&shared.group)
         .arg(&shared.consumer)
         .arg(u64::try_from(claim_after.as_millis()).unwrap_or(u64::MAX))
         .arg(cursor)
-        .arg("COUNT")
         .arg(count)
-        .query_async(&mut conn)
+        .arg(crate::meta::RETRY_CONSUMER)
+        .invoke_async(&mut conn)
         .await;
     let v = match r {
         Ok(v) => v,
@@ -139,4 +147,80 @@ async fn claim_once(
         .map(|e| Held::new(e, Source::Claimed, in_flight))
         .collect();
     Ok((next, deliveries))
+}
+
+/// Hands this consumer the group's retries that fell due, every
+/// `retry_poll`, as [`Source::Retry`] deliveries.
+pub(crate) async fn retry_loop(
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Result<Held>>,
+    in_flight: Arc<InFlight>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(shared.options.retry_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Taken while the delivery of its failed run was still alive (a
+    // handler holding a clone, a zero delay): handed out once it is gone.
+    let mut later: Vec<crate::types::Entry> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = shared.budget.spent() => return,
+            _ = tick.tick() => {}
+        }
+        let mut ready = std::mem::take(&mut later);
+        loop {
+            let want = shared.budget.reserve(shared.options.batch);
+            if want == 0 {
+                break;
+            }
+            let take = crate::retry::TakeDue {
+                stream: &shared.stream,
+                group: &shared.group,
+                consumer: &shared.consumer,
+                max: want,
+            };
+            let round = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = take.invoke(&shared.connector) => r,
+            };
+            let got = round.as_ref().map(Vec::len).unwrap_or(0);
+            shared.budget.settle(want, got);
+            match round {
+                Ok(entries) => {
+                    crate::metrics::delivered(entries.len(), true);
+                    ready.extend(entries);
+                    if got < want {
+                        break;
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "taking due retries failed; reconnecting, will retry next poll");
+                    if let Err(e) = shared.connector.recover().await {
+                        tracing::warn!(error = %e, "no server to reconnect to yet");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        for e in ready {
+            // Taken from the retry set, it is this consumer's now: a
+            // keepalive that saw it parked (owned by sk-retry) may have
+            // called it lost; it is not.
+            in_flight.take_lost(&e.id);
+            if !in_flight.insert(e.id) {
+                later.push(e);
+                continue;
+            }
+            let held = Held::new(e, Source::Retry, &in_flight);
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                sent = tx.send(Ok(held)) => if sent.is_err() { return },
+            }
+        }
+    }
 }

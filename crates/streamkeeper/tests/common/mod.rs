@@ -133,13 +133,24 @@ pub async fn write_load(
     (acked, slowest)
 }
 
-/// Where one entry is, read atomically (MULTI): pending in the group, in
-/// the retry set, dead, or appended and not yet delivered (group lag).
+/// Where entries are, read atomically (MULTI): pending in the group and
+/// running (or waiting to run), parked for a retry, dead, or appended and
+/// not yet delivered (group lag). A parked entry is pending under the
+/// group's `sk-retry` consumer *and* in the group's retry set; it counts
+/// once, as a retry. A retry-set member that is not parked counts twice
+/// (as a retry and wherever it really is), so an invariant "in exactly one
+/// place" catches it.
 pub async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64, u64) {
     let mut conn = redis.shared();
-    let (pending, retries, dead, groups): (
-        (u64, redis::Value, redis::Value, redis::Value),
-        u64,
+    let gn = streamkeeper::GroupName::new(g).expect("group");
+    /// XPENDING's summary: count, smallest, largest, per consumer.
+    type Summary = (u64, redis::Value, redis::Value, redis::Value);
+    /// XPENDING's extended form: ID, consumer, idle ms, deliveries.
+    type Pending = Vec<(String, String, u64, u64)>;
+    let (pending, held_parked, in_set, dead, groups): (
+        Summary,
+        Pending,
+        Vec<String>,
         u64,
         redis::Value,
     ) = redis::pipe()
@@ -147,8 +158,17 @@ pub async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64
         .cmd("XPENDING")
         .arg(s)
         .arg(g)
-        .cmd("ZCARD")
-        .arg(streamkeeper::keys::StreamKeys::retry(s))
+        .cmd("XPENDING")
+        .arg(s)
+        .arg(g)
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .arg(streamkeeper::meta::RETRY_CONSUMER)
+        .cmd("ZRANGE")
+        .arg(streamkeeper::keys::StreamKeys::retries(s, &gn))
+        .arg(0)
+        .arg(-1)
         .cmd("XLEN")
         .arg(streamkeeper::keys::StreamKeys::dlq(s))
         .cmd("XINFO")
@@ -157,6 +177,8 @@ pub async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64
         .query_async(&mut conn)
         .await
         .expect("snapshot");
+    let parked = held_parked.iter().filter(|p| in_set.contains(&p.0)).count() as u64;
+    let retries = in_set.len() as u64;
     let lag = match groups {
         redis::Value::Array(gs) => gs
             .into_iter()
@@ -185,7 +207,7 @@ pub async fn places(redis: &Connector, s: &StreamKey, g: &str) -> (u64, u64, u64
             .unwrap_or(0),
         _ => 0,
     };
-    (pending.0, retries, dead, lag)
+    (pending.0 - parked, retries, dead, lag)
 }
 
 /// Runs one Redis command on the shared connection (panics on an error).
