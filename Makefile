@@ -42,7 +42,7 @@ bench: deps
 
 # Regenerates docs/dashboard.png (the README's screenshot) from the browser test.
 screenshot: deps
-	STREAMKEEPER_UPDATE_SCREENSHOT=1 $(CARGO) test -p streamkeeper-web --test browser -- --nocapture
+	STREAMKEEPER_UPDATE_SCREENSHOT=1 $(CARGO) test -p streamkeeper-web --test browser an_xadd_shows_on_the_overview -- --nocapture
 
 # A local 3-primary Redis Cluster on 127.0.0.1:7101-7106; prints its URL.
 cluster: deps
