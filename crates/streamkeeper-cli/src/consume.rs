@@ -60,7 +60,7 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         claim_after: Some(args.claim_after),
         create,
         limit: args.count,
-        max_deliveries: args.max_deliveries,
+        max_deliveries: args.max_deliveries.0,
         max_age: args.max_age,
         retry_backoff: args.retry_backoff,
         ..ConsumerOptions::default()
@@ -252,9 +252,13 @@ async fn run_exec(
         // The name before attempts were counted; same value.
         .env("SK_DELIVERIES", &attempt)
         .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run --exec command: {e}"))?;
+    // Its stderr still reaches ours, line by line; the tail is kept for
+    // the failure (and a dead letter's reason says why).
+    let stderr_tail = child.stderr.take().map(|e| tokio::spawn(forward_stderr(e)));
     if let Some(mut stdin) = child.stdin.take() {
         // A command that does not read its stdin closes the pipe early;
         // that is not an error of the entry.
@@ -278,14 +282,65 @@ async fn run_exec(
         None => child.wait().await,
     };
     let status = waited.map_err(|e| format!("--exec command failed: {e}"))?;
+    let said = match stderr_tail {
+        // The command may have left a child holding its stderr open.
+        Some(t) => tokio::time::timeout(Duration::from_millis(200), t)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    let failed = |what: String| {
+        if said.is_empty() {
+            Err(what)
+        } else {
+            Err(format!("{what}: {said}"))
+        }
+    };
     match status.code() {
         Some(0) => Ok(Outcome::Ack),
         Some(EXIT_RETRY) => Ok(Outcome::Retry { after: None }),
-        Some(code) if code > 128 => Err(format!(
+        Some(code) if code > 128 => failed(format!(
             "--exec command was killed by signal {}",
             code - 128
         )),
-        Some(code) => Err(format!("--exec command exited with {code}")),
-        None => Err("--exec command was killed by a signal".into()),
+        Some(code) => failed(format!("--exec command exited with {code}")),
+        None => failed("--exec command was killed by a signal".into()),
+    }
+}
+
+/// The most of a failing `--exec` command's stderr a failure keeps.
+const STDERR_TAIL: usize = 400;
+
+/// Copies an `--exec` command's stderr to ours and returns its last
+/// non-empty lines, at most [`STDERR_TAIL`] bytes, joined by ` | `.
+async fn forward_stderr(from: tokio::process::ChildStderr) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(from).split(b'\n');
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    let mut size = 0;
+    while let Ok(Some(line)) = lines.next_segment().await {
+        {
+            use std::io::Write;
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&line);
+            let _ = err.write_all(b"\n");
+        }
+        let text = String::from_utf8_lossy(&line).trim().to_string();
+        if text.is_empty() {
+            continue;
+        }
+        size += text.len();
+        tail.push_back(text);
+        while size > STDERR_TAIL && tail.len() > 1 {
+            size -= tail.pop_front().map_or(0, |l| l.len());
+        }
+    }
+    let joined = Vec::from(tail).join(" | ");
+    match joined.char_indices().rev().nth(STDERR_TAIL) {
+        // One line longer than the limit: keep its end.
+        Some((cut, _)) => format!("…{}", &joined[cut..]),
+        None => joined,
     }
 }

@@ -72,7 +72,7 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
                 let r = janitor::run_once(&redis, s, &options).await?;
                 report(global.json, &r, options.dry_run);
             }
-            if args.once {
+            if args.once || args.dry_run {
                 return Ok(());
             }
             tokio::select! {

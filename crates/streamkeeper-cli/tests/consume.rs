@@ -132,3 +132,71 @@ fn count_never_waits_for_the_reclaimer() {
         assert_eq!(xpending(&server, "s", &g), 300);
     }
 }
+
+#[test]
+fn a_dead_letter_says_what_the_exec_command_and_the_pipe_worker_said() {
+    let server = RedisServer::start().expect("redis");
+    let ok = |args: &[&str]| {
+        let o = sk(&server, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    ok(&["produce", "orders", "--field", "n=7", "--quiet"]);
+    ok(&["produce", "payments", "--field", "n=8", "--quiet"]);
+    // --exec: the tail of its stderr, on the attempt that used up the limit.
+    let o = ok(&[
+        "consume",
+        "orders",
+        "-g",
+        "billing",
+        "--create",
+        "--from",
+        "-",
+        "--exec",
+        "echo \"card declined (attempt $SK_ATTEMPT)\" >&2; exit 3",
+        "--max-deliveries",
+        "2",
+        "--retry-backoff",
+        "50ms",
+        "--idle-exit",
+        "1s",
+    ]);
+    assert!(
+        stderr(&o).contains("card declined (attempt 1)"),
+        "stderr still reaches ours"
+    );
+    let dead: serde_json::Value =
+        serde_json::from_str(stdout(&ok(&["--json", "dlq", "ls", "orders"])).trim())
+            .expect("one dead letter");
+    let reason = dead["fields"]["sk-reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("failed 2 attempts (max 2)")
+            && reason.contains("exited with 3")
+            && reason.contains("card declined (attempt 2)"),
+        "{reason}"
+    );
+    // --pipe: the worker's `fail ID REASON`.
+    ok(&[
+        "consume",
+        "payments",
+        "-g",
+        "billing",
+        "--create",
+        "--from",
+        "-",
+        "--pipe",
+        r#"while read -r l; do id=$(printf '%s' "$l" | sed 's/.*"id":"\([^"]*\)".*/\1/'); echo "fail $id InvalidOperation: no such account"; done"#,
+        "--max-deliveries",
+        "1",
+        "--idle-exit",
+        "1s",
+    ]);
+    let dead: serde_json::Value =
+        serde_json::from_str(stdout(&ok(&["--json", "dlq", "ls", "payments"])).trim())
+            .expect("one dead letter");
+    let reason = dead["fields"]["sk-reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("InvalidOperation: no such account"),
+        "{reason}"
+    );
+}

@@ -161,10 +161,8 @@ fn janitor_command_trims_only_what_every_group_acked() {
             .status
             .success()
     );
-    let dry = json_lines(&sk(
-        &server,
-        &["janitor", "s", "--once", "--dry-run", "--json"],
-    ));
+    // --dry-run alone is one run: it reports and exits.
+    let dry = json_lines(&sk(&server, &["janitor", "s", "--dry-run", "--json"]));
     assert_eq!(dry[0]["trimmed"], 40);
     assert_eq!(cli(&server, &["XLEN", "s"]), "100");
     let run = json_lines(&sk(&server, &["janitor", "s", "--once", "--json"]));

@@ -6,9 +6,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use streamkeeper::{ConsumerName, GroupName, StartFrom, StreamKey};
 
+pub use super::values::MaxDeliveries;
 use super::values::{
-    parse_claim_after, parse_consumer, parse_duration, parse_group, parse_lease, parse_positive,
-    parse_positive_duration, parse_positive_usize, parse_start, parse_stream_key,
+    parse_claim_after, parse_consumer, parse_duration, parse_group, parse_lease,
+    parse_max_deliveries, parse_positive, parse_positive_duration, parse_positive_usize,
+    parse_start, parse_stream_key,
 };
 
 /// Ack modes on the command line.
@@ -115,9 +117,11 @@ pub struct ConsumeArgs {
     /// starts when it is the oldest unanswered one.
     #[arg(long, value_parser = parse_positive_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
-    /// Dead-letter an entry when this many attempts (handler runs) failed.
-    #[arg(long, value_name = "N", value_parser = parse_positive)]
-    pub max_deliveries: Option<u64>,
+    /// Dead-letter an entry when this many attempts (handler runs that
+    /// failed or were cut off by a crash) are used up; `unlimited` retries
+    /// for ever (not with --ordered: a shard would wait behind one entry).
+    #[arg(long, value_name = "N|unlimited", default_value = "5", value_parser = parse_max_deliveries)]
+    pub max_deliveries: MaxDeliveries,
     /// Reclaim the entries of a consumer that stopped for this long
     /// (crash-detection time; live consumers keep theirs fresh). At least
     /// 250ms: below that, ordinary scheduling delays look like a crash.

@@ -54,7 +54,8 @@ pub struct JanitorArgs {
     /// One run, then exit.
     #[arg(long)]
     pub once: bool,
-    /// Report what would be trimmed; trim nothing.
+    /// Report what would be trimmed, trim nothing, and exit (one run, as
+    /// with --once).
     #[arg(long)]
     pub dry_run: bool,
     /// Time between runs.

@@ -11,6 +11,7 @@ use streamkeeper::janitor::Archive;
 use streamkeeper::scheduler::Missed;
 use streamkeeper::{StartFrom, StreamId};
 
+use super::consume::MaxDeliveries;
 use super::{
     AckArg, BenchMode, Cli, Command, DlqAction, GroupAction, ScheduleAction, ShardAction,
     BUILTIN_WORKER,
@@ -359,7 +360,7 @@ mod consume {
         assert_eq!(c.stop_timeout, Duration::from_secs(10));
         assert_eq!(
             (c.timeout, c.max_deliveries, c.max_age, c.idle_exit),
-            (None, None, None, None)
+            (None, MaxDeliveries(Some(5)), None, None)
         );
         assert_eq!(c.claim_after, Duration::from_secs(60));
         assert_eq!(c.retry_backoff, Duration::from_secs(1));
@@ -420,6 +421,24 @@ mod consume {
         refused(
             &["consume", "s", "-g", "g", "--max-deliveries", "0"],
             "at least 1",
+        );
+        refused(
+            &["consume", "s", "-g", "g", "--max-deliveries", "many"],
+            "or `unlimited`",
+        );
+        let Command::Consume(c) = ok(&["consume", "s", "-g", "g", "--max-deliveries", "unlimited"])
+        else {
+            panic!("consume")
+        };
+        assert_eq!(c.max_deliveries, MaxDeliveries(None));
+        let help = Cli::command()
+            .find_subcommand_mut("consume")
+            .expect("consume")
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("[default: 5]"),
+            "the default is shown: {help}"
         );
         refused(&["consume", "s", "-g", "g", "--ack", "sometimes"], "--ack");
     }

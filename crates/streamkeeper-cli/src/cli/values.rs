@@ -120,6 +120,20 @@ pub fn parse_positive(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `--max-deliveries`: a limit, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxDeliveries(pub Option<u64>);
+
+/// `N` (at least 1) or `unlimited`.
+pub fn parse_max_deliveries(s: &str) -> Result<MaxDeliveries, String> {
+    match s {
+        "unlimited" => Ok(MaxDeliveries(None)),
+        n => parse_positive(n)
+            .map(|n| MaxDeliveries(Some(n)))
+            .map_err(|e| format!("{e} (or `unlimited`)")),
+    }
+}
+
 /// [`parse_positive`] for sizes.
 pub fn parse_positive_usize(s: &str) -> Result<usize, String> {
     parse_positive(s).and_then(|n| usize::try_from(n).map_err(|_| format!("{s} is too large")))

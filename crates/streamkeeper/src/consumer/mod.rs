@@ -61,7 +61,7 @@ pub use crate::lease::Fence;
 pub(crate) use budget::Budget;
 pub use builder::{Deliveries, GroupConsumer};
 pub use delivery::Delivery;
-pub use options::{ConsumerOptions, MIN_CLAIM_AFTER};
+pub use options::{ConsumerOptions, DEFAULT_MAX_DELIVERIES, MIN_CLAIM_AFTER};
 pub use outcome::{AckMode, Outcome, Settled, Source};
 pub(crate) use policy::{AfterFailure, Policy};
 pub use run::RunStats;

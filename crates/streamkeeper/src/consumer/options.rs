@@ -7,6 +7,10 @@ use super::outcome::AckMode;
 use crate::lease::Fence;
 use crate::types::StartFrom;
 
+/// Attempts per entry before it is dead-lettered, unless told otherwise
+/// (the library, `consume` and `consume --ordered` alike).
+pub const DEFAULT_MAX_DELIVERIES: u64 = 5;
+
 /// The smallest `claim_after`: a live consumer refreshes what it holds
 /// every third of it, and below this, ordinary scheduling and network
 /// delays would make live consumers look crashed (their entries taken and
@@ -45,6 +49,7 @@ pub struct ConsumerOptions {
     /// that never reached a handler do not count, and a graceful stop
     /// never pushes an entry towards the dead-letter queue. Applies to
     /// [`Deliveries::next`](super::Deliveries::next) and [`GroupConsumer::run`](super::GroupConsumer::run) alike.
+    /// Default [`DEFAULT_MAX_DELIVERIES`]; `None` retries for ever.
     pub max_deliveries: Option<u64>,
     /// An entry older than this (by the time in its first ID) goes to the
     /// dead-letter stream instead of a handler.
@@ -74,7 +79,7 @@ impl Default for ConsumerOptions {
             claim_after: Some(Duration::from_secs(60)),
             create: None,
             limit: None,
-            max_deliveries: None,
+            max_deliveries: Some(DEFAULT_MAX_DELIVERIES),
             max_age: None,
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(300),

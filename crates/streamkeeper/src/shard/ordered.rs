@@ -78,8 +78,9 @@ impl Default for OrderedOptions {
     }
 }
 
-/// Attempts of an entry in ordered mode when `max_deliveries` is `None`.
-pub const ORDERED_MAX_DELIVERIES: u64 = 5;
+/// Attempts of an entry in ordered mode when `max_deliveries` is `None`
+/// (a shard cannot wait for ever behind one entry).
+pub const ORDERED_MAX_DELIVERIES: u64 = crate::consumer::DEFAULT_MAX_DELIVERIES;
 
 /// The member rendezvous hashing gives shard `i` among `members`.
 pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
