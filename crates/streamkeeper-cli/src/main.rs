@@ -20,6 +20,7 @@ mod output;
 mod pipe;
 mod produce;
 mod reaper;
+mod retry;
 mod schedule;
 mod schedule_io;
 mod serve;
@@ -181,6 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
         Command::Dlq(args) => dlq::run(&global, args).await,
+        Command::Retry(args) => retry::run(&global, args).await,
         Command::Shard(args) => shard::run(&global, args).await,
         Command::Stat(args) => stat::run(&global, args).await,
         Command::Janitor(args) => janitor::run(&global, args).await,

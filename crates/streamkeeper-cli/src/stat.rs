@@ -263,6 +263,11 @@ fn print_human(
 fn violations(stats: &[StreamStat], args: &StatArgs) -> Vec<String> {
     let mut out = Vec::new();
     for s in stats {
+        for wanted in &args.groups {
+            if !s.groups.iter().any(|g| g.group == wanted.as_str()) {
+                out.push(format!("{} has no group {wanted}", s.stream));
+            }
+        }
         for g in &s.groups {
             if let Some(max) = args.max_lag.filter(|m| g.outstanding > *m) {
                 out.push(format!(
@@ -299,7 +304,13 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
     let mut previous: HashMap<(String, String), (StreamStat, GroupStat, std::time::Instant)> =
         HashMap::new();
     loop {
-        let stats = collect_with(&redis, &args.streams, &options, args.shards).await?;
+        let mut stats = collect_with(&redis, &args.streams, &options, args.shards).await?;
+        if !args.groups.is_empty() {
+            for s in &mut stats {
+                s.groups
+                    .retain(|g| args.groups.iter().any(|w| g.group == w.as_str()));
+            }
+        }
         let mut trends = HashMap::new();
         let mut rates = HashMap::new();
         let now = std::time::Instant::now();
@@ -317,7 +328,9 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
                 previous.insert(key, (s.clone(), g.clone(), now));
             }
         }
-        if global.json {
+        if global.quiet && !global.json {
+            // -q: the exit code (and a failed check's line) says it all.
+        } else if global.json {
             for mut row in json_rows(&stats, &trends) {
                 let key = (
                     row["stream"].as_str().unwrap_or("").to_string(),

@@ -472,3 +472,105 @@ fn dlq_commands_list_replay_and_purge() {
     assert_eq!(stdout(&o).trim(), r#"{"stream":"s","purged":2}"#);
     assert_eq!(cli(&server, &["EXISTS", "{s}:dlq"]), "0");
 }
+
+#[test]
+fn an_entry_waiting_for_a_retry_counts_as_outstanding_and_retry_ls_shows_it() {
+    let server = RedisServer::start().expect("redis");
+    let ok = |args: &[&str]| {
+        let o = sk(&server, args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let id = ok(&["produce", "jobs", "--field", "n=1"])
+        .trim()
+        .to_string();
+    // Exit 75: retry later (the backoff: one hour).
+    ok(&[
+        "consume",
+        "jobs",
+        "-g",
+        "g",
+        "--create",
+        "--from",
+        "-",
+        "--exec",
+        "exit 75",
+        "--retry-backoff",
+        "1h",
+        "--count",
+        "1",
+    ]);
+    let stat = json_lines(&sk(&server, &["--json", "stat", "jobs"]));
+    assert_eq!(stat[0]["outstanding"], 1, "{stat:?}");
+    assert_eq!(stat[0]["undelivered"], 0);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let stat = json_lines(&sk(&server, &["--json", "stat", "jobs"]));
+    assert!(
+        stat[0]["time_lag_ms"].as_u64().unwrap_or(0) >= 50,
+        "{stat:?}"
+    );
+    // The lag check sees it: work is stuck, not done.
+    let o = sk(&server, &["stat", "jobs", "--max-lag", "0"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A probe of another service is not failed by g's stuck work; a probe
+    // of a group the stream lacks fails; -q prints nothing.
+    ok(&["group", "create", "jobs", "billing", "--from", "$"]);
+    let o = sk(
+        &server,
+        &["-q", "stat", "jobs", "-g", "billing", "--max-lag", "0"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.stdout.is_empty(), "-q silences the table");
+    let o = sk(
+        &server,
+        &["stat", "jobs", "-g", "billing", "-g", "g", "--max-lag", "0"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let o = sk(&server, &["stat", "jobs", "-g", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no group nope"));
+    let parked = json_lines(&sk(&server, &["--json", "retry", "ls", "jobs"]));
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0]["id"], id.as_str());
+    assert_eq!(parked[0]["group"], "g");
+    assert_eq!(parked[0]["attempts"], 1);
+    assert!(
+        parked[0]["due_ms"].as_u64().unwrap_or(0)
+            > id.split('-')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(u64::MAX)
+    );
+    // Looking took nothing; the reserved consumer name is refused.
+    assert_eq!(
+        json_lines(&sk(&server, &["--json", "retry", "ls", "jobs"])).len(),
+        1
+    );
+    let o = sk(
+        &server,
+        &[
+            "consume", "jobs", "-g", "g", "-c", "sk-retry", "--count", "1",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reserved"));
+}

@@ -366,7 +366,10 @@ async fn group_stat(
                         _ => {}
                     }
                 }
-                stat.dead = stat.pending > 0 && stat.idle_ms > dead_ms;
+                // `sk-retry` holds parked retries: idle by design, never dead.
+                stat.dead = stat.pending > 0
+                    && stat.idle_ms > dead_ms
+                    && stat.name != crate::meta::RETRY_CONSUMER;
                 stat
             })
             .collect(),

@@ -162,6 +162,8 @@ pub struct Parked {
     pub id: StreamId,
     /// When it is due, ms since the Unix epoch.
     pub due_ms: u64,
+    /// Its attempts so far (failed, or cut off by a crash).
+    pub attempts: u64,
 }
 
 /// The group's parked retries, soonest due first, at most `max`.
@@ -181,13 +183,31 @@ pub async fn parked(
         .query_async(&mut conn)
         .await
         .map_err(|e| Error::redis("ZRANGE retry set", e))?;
+    let mut marks = redis::cmd("HMGET");
+    marks.arg(StreamKeys::attempts(stream));
+    for (id, _) in &pairs {
+        let mut field = group.as_str().as_bytes().to_vec();
+        field.push(0);
+        field.extend_from_slice(id.as_bytes());
+        marks.arg(field);
+    }
+    let attempts: Vec<Option<u64>> = if pairs.is_empty() {
+        Vec::new()
+    } else {
+        marks
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("HMGET attempt marks", e))?
+    };
     Ok(pairs
         .into_iter()
-        .filter_map(|(id, due)| {
+        .zip(attempts.into_iter().chain(std::iter::repeat(None)))
+        .filter_map(|((id, due), attempts)| {
             Some(Parked {
                 id: id.parse().ok()?,
                 // Scores are whole milliseconds, written by retry_store.lua.
                 due_ms: due as u64,
+                attempts: attempts.unwrap_or(0),
             })
         })
         .collect())

@@ -114,6 +114,32 @@ pub struct DlqArgs {
     pub action: DlqAction,
 }
 
+/// `retry`: entries waiting for a delayed retry.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(subcommand)]
+    pub action: RetryAction,
+}
+
+/// `retry` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum RetryAction {
+    /// List the entries of S waiting for a delayed retry (they stay
+    /// pending in their group, held by the consumer `sk-retry`), soonest
+    /// due first: group, ID, when due, attempts so far. Takes nothing.
+    Ls {
+        /// The stream (a sharded stream: every shard).
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// Only this group's.
+        #[arg(long, short = 'g', value_parser = parse_group)]
+        group: Option<GroupName>,
+        /// At most this many per group.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        count: usize,
+    },
+}
+
 /// `dlq` sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {

@@ -23,7 +23,9 @@ use streamkeeper::Connector;
 pub use bench::{BenchArgs, BenchMode, DemoArgs, BUILTIN_WORKER};
 pub use consume::{AckArg, ConsumeArgs};
 pub use entries::{DumpArgs, ProduceArgs, RestoreArgs, TailArgs};
-pub use groups::{DlqAction, DlqArgs, GroupAction, GroupArgs, ShardAction, ShardArgs};
+pub use groups::{
+    DlqAction, DlqArgs, GroupAction, GroupArgs, RetryAction, RetryArgs, ShardAction, ShardArgs,
+};
 pub use ops::{JanitorArgs, ServeArgs, StatArgs};
 pub use schedule::{ScheduleAction, ScheduleArgs};
 
@@ -89,6 +91,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Dead-letter queue: list, replay, purge.
     Dlq(DlqArgs),
+    /// Entries waiting for a delayed retry: list them.
+    Retry(RetryArgs),
     /// Sharded logical streams: create one, list its shards.
     Shard(ShardArgs),
     /// Periodic ticks into streams: add, ls, rm, pause, resume, run.

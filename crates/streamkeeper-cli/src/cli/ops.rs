@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 use streamkeeper::janitor::Archive;
-use streamkeeper::StreamKey;
+use streamkeeper::{GroupName, StreamKey};
 
-use super::values::{parse_archive, parse_duration, parse_positive_duration, parse_stream_key};
+use super::values::{
+    parse_archive, parse_duration, parse_group, parse_positive_duration, parse_stream_key,
+};
 
 /// `stat` arguments.
 #[derive(Debug, Args)]
@@ -22,6 +24,10 @@ pub struct StatArgs {
     /// Print again every INTERVAL, with the trend of each group.
     #[arg(long, value_parser = parse_positive_duration, value_name = "INTERVAL")]
     pub watch: Option<Duration>,
+    /// Only this group (repeatable): a service's health check is not failed
+    /// by another service's lag, and a stream without the group fails it.
+    #[arg(long = "group", short = 'g', value_name = "GROUP", value_parser = parse_group)]
+    pub groups: Vec<GroupName>,
     /// Exit 1 when a group has more outstanding entries than this.
     #[arg(long, value_name = "N")]
     pub max_lag: Option<u64>,
