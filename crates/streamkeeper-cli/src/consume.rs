@@ -24,6 +24,9 @@ use crate::Exit;
 pub const EXIT_RETRY: i32 = 75;
 
 pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
+    if args.peek {
+        return peek(global, &args).await;
+    }
     let stream = args.stream.clone();
     let group = args.group.clone();
     let consumer = match &args.consumer {
@@ -129,10 +132,11 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     // A plain or sharded stream, shared or ordered mode: the library's
     // one builder (a sharded stream runs a consumer per shard, all in this
     // process and under one name).
-    let mut consuming = streamkeeper::shard::ShardedConsumer::new(&redis, stream, group)
-        .consumer_name(consumer)
-        .options(options)
-        .concurrency(concurrency);
+    let mut consuming =
+        streamkeeper::shard::ShardedConsumer::new(&redis, stream.clone(), group.clone())
+            .consumer_name(consumer.clone())
+            .options(options)
+            .concurrency(concurrency);
     if args.ordered {
         consuming = consuming.ordered(streamkeeper::shard::OrderedOptions {
             heartbeat: args.lease / 5,
@@ -162,11 +166,80 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
         dead_lettered = stats.dead_lettered,
         "consumer stopped"
     );
+    if args.consumer.is_none() {
+        forget_generated_name(&redis, &stream, &group, &consumer).await;
+    }
     Ok(if interrupted.get() {
         Exit::Interrupted
     } else {
         Exit::Ok
     })
+}
+
+/// `--peek`: the next entries the group would get (after its last
+/// delivered ID, on every key of the stream), read with XRANGE: nothing is
+/// taken.
+async fn peek(global: &Global, args: &ConsumeArgs) -> anyhow::Result<Exit> {
+    let redis = global.connect().await?;
+    let count = usize::try_from(args.count.unwrap_or(10)).unwrap_or(usize::MAX);
+    let mut shown = 0;
+    for key in streamkeeper::shard::ShardLayout::keys_of(&redis, &args.stream).await? {
+        let groups = streamkeeper::group::list_groups(&redis, &key).await?;
+        let Some(g) = groups.iter().find(|g| g.name == args.group) else {
+            return Err(streamkeeper::Error::GroupMissing {
+                stream: key,
+                group: args.group.clone(),
+            }
+            .into());
+        };
+        let next = streamkeeper::reader::range(
+            &redis,
+            &key,
+            g.last_delivered.next(),
+            streamkeeper::StreamId::MAX,
+            count - shown,
+        )
+        .await?;
+        for e in &next {
+            crate::output::entry(true, key.as_str(), e)?;
+        }
+        shown += next.len();
+        if shown >= count {
+            break;
+        }
+    }
+    if shown == 0 && !global.quiet {
+        eprintln!("nothing new for group {} on {}", args.group, args.stream);
+    }
+    Ok(Exit::Ok)
+}
+
+/// A clean exit leaves no generated consumer name behind (each run would
+/// add one to `group consumers` for good): it is deleted from every key of
+/// the stream where it holds nothing. One holding entries stays, so they
+/// can be reclaimed. Best effort: a failure is only logged.
+async fn forget_generated_name(
+    redis: &streamkeeper::Connector,
+    stream: &streamkeeper::StreamKey,
+    group: &streamkeeper::GroupName,
+    consumer: &ConsumerName,
+) {
+    let keys = match streamkeeper::shard::ShardLayout::keys_of(redis, stream).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list the stream's keys; the consumer name stays");
+            return;
+        }
+    };
+    for key in keys {
+        match streamkeeper::group::forget_consumer(redis, &key, group, consumer).await {
+            Ok(true) => tracing::debug!(%key, %consumer, "generated consumer name removed"),
+            Ok(false) => {
+                tracing::info!(%key, %consumer, "the consumer still holds entries; its name stays")
+            }
+            Err(e) => tracing::debug!(%key, error = %e, "could not remove the consumer name"),
+        }
+    }
 }
 
 /// What `--idle-exit` watches: handlers running now, and when the last

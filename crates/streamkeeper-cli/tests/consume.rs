@@ -200,3 +200,54 @@ fn a_dead_letter_says_what_the_exec_command_and_the_pipe_worker_said() {
         "{reason}"
     );
 }
+
+#[test]
+fn peek_takes_nothing_and_a_clean_exit_leaves_no_generated_consumer_name() {
+    let server = RedisServer::start().expect("redis");
+    let ok = |args: &[&str]| {
+        let o = sk(&server, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&[
+        "produce", "orders", "--field", "n={i}", "--count", "5", "--quiet",
+    ]);
+    ok(&["group", "create", "orders", "billing", "--from", "-"]);
+    let peeked = ok(&["consume", "orders", "-g", "billing", "--peek", "-n", "2"]);
+    assert_eq!(peeked.lines().count(), 2, "{peeked}");
+    assert!(peeked.contains("\"n\":\"0\"") && peeked.contains("\"n\":\"1\""));
+    // Nothing was taken: no pending entry, no consumer, and the group still
+    // gets those two first.
+    assert_eq!(xpending(&server, "orders", "billing"), 0);
+    assert_eq!(
+        cli(&server, &["XINFO", "CONSUMERS", "orders", "billing"]),
+        ""
+    );
+    let taken = ok(&["consume", "orders", "-g", "billing", "--count", "2"]);
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["id"].to_string())
+            .collect()
+    };
+    assert_eq!(ids(&taken), ids(&peeked));
+    // That run's generated name is gone; a name given with -c stays.
+    assert_eq!(
+        cli(&server, &["XINFO", "CONSUMERS", "orders", "billing"]),
+        ""
+    );
+    ok(&[
+        "consume", "orders", "-g", "billing", "-c", "worker-1", "--count", "1",
+    ]);
+    assert!(cli(&server, &["XINFO", "CONSUMERS", "orders", "billing"]).contains("worker-1"));
+    // A generated name that still holds entries stays (--ack manual: read,
+    // never acked), so they can be reclaimed.
+    ok(&[
+        "consume", "orders", "-g", "billing", "--ack", "manual", "--count", "1",
+    ]);
+    let consumers = cli(&server, &["XINFO", "CONSUMERS", "orders", "billing"]);
+    assert_eq!(consumers.matches("name").count(), 2, "{consumers}");
+    // Peeking a missing group is a clear error.
+    let o = sk(&server, &["consume", "orders", "-g", "nope", "--peek"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}

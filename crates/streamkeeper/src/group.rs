@@ -227,6 +227,30 @@ pub async fn reset_group(
     Ok(preview)
 }
 
+/// Deletes `consumer` from the group if it holds no pending entry (one
+/// script); `Ok(false)` when it holds some (they stay, to be re-read or
+/// reclaimed). For names generated per process, on a clean exit.
+pub async fn forget_consumer(
+    connector: &Connector,
+    stream: &StreamKey,
+    group: &GroupName,
+    consumer: &ConsumerName,
+) -> Result<bool> {
+    let mut conn = connector.shared();
+    let r: redis::RedisResult<i64> = crate::scripts::FORGET_CONSUMER
+        .key(stream)
+        .arg(group)
+        .arg(consumer)
+        .invoke_async(&mut conn)
+        .await;
+    match r {
+        Ok(n) => Ok(n == 1),
+        Err(e) => {
+            Err(explain::explain_group(&mut conn, stream, group, "forgetting a consumer", e).await)
+        }
+    }
+}
+
 /// Hands every pending entry of `from` to `to` and deletes `from`, in one
 /// script (nothing is dropped). Returns how many entries moved. The
 /// reserved consumer `sk-retry` (the group's parked retries) is neither

@@ -117,6 +117,11 @@ script!(
     HANDOFF,
     "handoff.lua"
 );
+script!(
+    /// Delete a consumer that holds nothing.
+    FORGET_CONSUMER,
+    "forget_consumer.lua"
+);
 
 fenced_script!(
     /// `ACK` for a fenced (ordered-mode) consumer.
