@@ -1,5 +1,9 @@
 //! `streamkeeper doctor`: the server settings that matter for streams,
-//! each with what it means. Exit 1 when something needs attention.
+//! each with what it means. A finding is ok, a warning (worth fixing, the
+//! work goes on: no AOF, a Sentinel master without replicas) or a failure
+//! (the work cannot go on safely: a replica, a sentinel, Redis < 7, an
+//! eviction policy that may drop streams, a node down). Exit 1 only on a
+//! failure, so a probe is not failed for ever by a warning.
 
 use std::collections::HashMap;
 
@@ -7,12 +11,40 @@ use crate::cli::Global;
 use crate::output;
 use crate::Exit;
 
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Ok,
+    /// Worth fixing; not a failed check.
+    Warn,
+    /// A failed check: exit 1.
+    Fail,
+}
+
+impl Level {
+    fn unless(ok: bool, otherwise: Level) -> Level {
+        if ok {
+            Level::Ok
+        } else {
+            otherwise
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "fail",
+        }
+    }
+}
+
 /// One finding.
 struct Check {
     name: &'static str,
     /// The node checked, when the deployment has several.
     node: Option<String>,
-    ok: bool,
+    level: Level,
     value: String,
     meaning: String,
 }
@@ -59,21 +91,27 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
                 Err(e) => checks.push(Check {
                     name: "settings",
                     node: Some(addr.clone()),
-                    ok: false,
+                    level: Level::Fail,
                     value: "unknown".into(),
                     meaning: format!("could not be read: {e:#}"),
                 }),
             }
         }
     }
-    bad += checks.iter().filter(|c| !c.ok).count();
+    bad += checks.iter().filter(|c| c.level == Level::Fail).count();
     for c in &checks {
         if global.json {
             output::json_line(&serde_json::json!({
-                "check": c.name, "node": c.node, "ok": c.ok, "value": c.value, "meaning": c.meaning
+                "check": c.name, "node": c.node, "ok": c.level == Level::Ok,
+                "level": c.level.label(), "value": c.value, "meaning": c.meaning
             }));
         } else {
-            let status = if c.ok { "ok" } else { "WARN" };
+            let status = c.level.label().to_uppercase();
+            let status = if c.level == Level::Ok {
+                "ok"
+            } else {
+                status.as_str()
+            };
             match &c.node {
                 Some(n) => println!(
                     "{status:4} {n:<21} {:<17} {:<28} {}",
@@ -121,7 +159,7 @@ async fn server_checks(
     let mut checks = vec![Check {
         node: None,
         name: "version",
-        ok: major >= 7,
+        level: Level::unless(major >= 7, Level::Fail),
         value: version.clone(),
         meaning: if major >= 7 {
             "XAUTOCLAIM, XINFO lag and XADD NOMKSTREAM are available (XTRIM … ACKED needs 8.2)"
@@ -134,7 +172,7 @@ async fn server_checks(
     checks.push(Check {
         node: None,
         name: "role",
-        ok: role == "master",
+        level: Level::unless(role == "master", Level::Fail),
         value: role.clone(),
         meaning: if role == "master" {
             format!("writable master with {} connected replica(s)", get("connected_slaves"))
@@ -146,7 +184,7 @@ async fn server_checks(
     checks.push(Check {
         node: None,
         name: "persistence",
-        ok: aof,
+        level: Level::unless(aof, Level::Warn),
         value: format!("aof={}", if aof { "on" } else { "off" }),
         meaning: if aof {
             "append-only file on: acknowledged entries and consumer-group state survive a restart (up to the fsync policy)".into()
@@ -161,7 +199,7 @@ async fn server_checks(
             checks.push(Check {
                 node: None,
                 name: "maxmemory-policy",
-                ok: !evicts_any,
+                level: Level::unless(!evicts_any, Level::Fail),
                 value: format!("{p} (maxmemory {})", get("maxmemory_human")),
                 meaning: if evicts_any {
                     "Redis may evict whole streams under memory pressure; use noeviction so writes fail loudly instead".into()
@@ -175,7 +213,7 @@ async fn server_checks(
         None => checks.push(Check {
             node: None,
             name: "maxmemory-policy",
-            ok: true,
+            level: Level::Ok,
             value: "unknown (CONFIG GET is not allowed)".into(),
             meaning: "check with your provider that streams cannot be evicted".into(),
         }),
@@ -197,10 +235,24 @@ async fn server_checks(
     } else {
         "standalone".to_string()
     };
+    if through_sentinel.is_some() {
+        let replicas: u64 = get("connected_slaves").parse().unwrap_or(0);
+        checks.push(Check {
+            node: None,
+            name: "replicas",
+            level: Level::unless(replicas > 0, Level::Warn),
+            value: replicas.to_string(),
+            meaning: if replicas > 0 {
+                "a failover has a replica to promote".into()
+            } else {
+                "Sentinel manages a master with no replica: a failover has nothing to promote, and --wait cannot be met; add a replica".into()
+            },
+        });
+    }
     checks.push(Check {
         node: None,
         name: "mode",
-        ok: true,
+        level: Level::unless(mode != "sentinel", Level::Fail),
         value: mode.clone(),
         meaning: match mode.as_str() {
             "cluster" => "Redis Cluster: each stream lives on the primary of its hash slot (shard a stream to spread it)".into(),

@@ -278,6 +278,21 @@ fn doctor_through_a_sentinel_url_says_sentinel_mode() {
             .is_some_and(|v| v.contains("sentinel")),
         "{mode}"
     );
+    // A Sentinel-managed master says how many replicas it has (0 would
+    // be a warning: a failover would have nothing to promote).
+    let replicas = rows
+        .iter()
+        .find(|r| r["check"] == "replicas")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    let n: u64 = replicas["value"]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .expect("count");
+    assert_eq!(
+        replicas["level"],
+        if n == 0 { "warn" } else { "ok" },
+        "{replicas}"
+    );
 }
 
 #[test]
