@@ -269,25 +269,32 @@ fn violations(stats: &[StreamStat], args: &StatArgs) -> Vec<String> {
             }
         }
         for g in &s.groups {
-            if let Some(max) = args.max_lag.filter(|m| g.outstanding > *m) {
-                out.push(format!(
-                    "{} group {}: {} outstanding > --max-lag {max}",
-                    s.stream, g.group, g.outstanding
-                ));
-            }
-            if let Some(max) = args
-                .max_time_lag
-                .filter(|m| g.time_lag_ms > m.as_millis() as u64)
-            {
-                out.push(format!(
-                    "{} group {}: time lag {} > --max-time-lag {}",
-                    s.stream,
-                    g.group,
-                    ms(g.time_lag_ms),
-                    humantime::format_duration(max)
-                ));
-            }
+            out.extend(group_violations(s, g, args));
         }
+    }
+    out
+}
+
+/// The thresholds one group exceeds, one line each.
+fn group_violations(s: &StreamStat, g: &GroupStat, args: &StatArgs) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(max) = args.max_lag.filter(|m| g.outstanding > *m) {
+        out.push(format!(
+            "{} group {}: {} outstanding > --max-lag {max}",
+            s.stream, g.group, g.outstanding
+        ));
+    }
+    if let Some(max) = args
+        .max_time_lag
+        .filter(|m| g.time_lag_ms > m.as_millis() as u64)
+    {
+        out.push(format!(
+            "{} group {}: time lag {} > --max-time-lag {}",
+            s.stream,
+            g.group,
+            ms(g.time_lag_ms),
+            humantime::format_duration(max)
+        ));
     }
     out
 }
@@ -339,6 +346,21 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
                 if let Some((rate_in, rate_out)) = rates.get(&key) {
                     row["rate_in"] = (rate_in.round()).into();
                     row["rate_out"] = (rate_out.round()).into();
+                }
+                if args.max_lag.is_some() || args.max_time_lag.is_some() {
+                    // A health check's verdict per group, for scripts.
+                    let args = &args;
+                    let failed = stats
+                        .iter()
+                        .filter(|s| s.stream == key.0)
+                        .flat_map(|s| {
+                            s.groups
+                                .iter()
+                                .filter(|g| g.group == key.1)
+                                .flat_map(move |g| group_violations(s, g, args))
+                        })
+                        .count();
+                    row["check"] = if failed == 0 { "pass" } else { "fail" }.into();
                 }
                 output::json_line(&row);
             }

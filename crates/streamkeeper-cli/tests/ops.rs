@@ -565,6 +565,14 @@ fn an_entry_waiting_for_a_retry_counts_as_outstanding_and_retry_ls_shows_it() {
         &["stat", "jobs", "-g", "billing", "-g", "g", "--max-lag", "0"],
     );
     assert_eq!(o.status.code(), Some(1));
+    let rows = json_lines(&sk(&server, &["--json", "stat", "jobs", "--max-lag", "0"]));
+    let verdict = |g: &str| {
+        rows.iter()
+            .find(|r| r["group"] == g)
+            .map(|r| r["check"].clone())
+    };
+    assert_eq!(verdict("g"), Some("fail".into()), "{rows:?}");
+    assert_eq!(verdict("billing"), Some("pass".into()), "{rows:?}");
     let o = sk(&server, &["stat", "jobs", "-g", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no group nope"));

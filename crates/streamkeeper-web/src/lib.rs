@@ -324,8 +324,39 @@ async fn login(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
     r
 }
 
-/// 200 `ok` when Redis answers `PING`, 503 otherwise.
-async fn healthz(State(s): State<AppState>) -> Response {
+/// `/healthz` parameters: with none it only checks Redis; with a
+/// threshold it is a lag probe (of one stream and group, or every one).
+#[derive(Debug, serde::Deserialize)]
+struct HealthQuery {
+    stream: Option<String>,
+    group: Option<String>,
+    #[serde(rename = "max-lag")]
+    max_lag: Option<u64>,
+    #[serde(rename = "max-time-lag")]
+    max_time_lag: Option<String>,
+}
+
+/// 200 `ok` when Redis answers `PING` (and, with `max-lag` or
+/// `max-time-lag`, when no group checked exceeds them: `stream` and
+/// `group` narrow the check to one service), 503 with the reasons
+/// otherwise, 400 for a bad parameter. No token needed: load balancers
+/// and orchestrators probe it.
+async fn healthz(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<HealthQuery>,
+) -> Response {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    let max_time_lag = match q.max_time_lag.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("max-time-lag: {e} (e.g. 30s, 5m)\n"),
+            )
+                .into_response()
+        }
+    };
     let mut conn = s.redis().shared();
     let ping = tokio::time::timeout(
         Duration::from_secs(2),
@@ -333,16 +364,71 @@ async fn healthz(State(s): State<AppState>) -> Response {
     )
     .await;
     match ping {
-        Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("redis unreachable: {e}\n"),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "redis unreachable: no answer within 2 s\n",
-        )
-            .into_response(),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return unavailable(format!("redis unreachable: {e}\n")),
+        Err(_) => return unavailable("redis unreachable: no answer within 2 s\n".into()),
     }
+    if q.max_lag.is_none() && max_time_lag.is_none() {
+        return (StatusCode::OK, "ok\n").into_response();
+    }
+    match lag_failures(s.redis(), &q, max_time_lag).await {
+        Ok(failed) if failed.is_empty() => (StatusCode::OK, "ok\n").into_response(),
+        Ok(failed) => unavailable(failed.join("\n") + "\n"),
+        Err(e) => unavailable(format!("could not check the lag: {e}\n")),
+    }
+}
+
+/// The groups over the probe's thresholds, one line each.
+async fn lag_failures(
+    redis: &Connector,
+    q: &HealthQuery,
+    max_time_lag: Option<Duration>,
+) -> streamkeeper::Result<Vec<String>> {
+    let options = streamkeeper::inspect::InspectOptions {
+        memory: false,
+        ..Default::default()
+    };
+    let streams = match &q.stream {
+        Some(name) => vec![streamkeeper::StreamKey::new(name.clone())?],
+        None => streamkeeper::inspect::list_streams(redis).await?,
+    };
+    let mut failed = Vec::new();
+    for stream in streams {
+        let keys = streamkeeper::shard::ShardLayout::keys_of(redis, &stream).await?;
+        let mut shards = Vec::new();
+        for key in &keys {
+            shards.push(streamkeeper::inspect::shard_stat(redis, key, &options).await?);
+        }
+        let stat = if keys.len() == 1 && keys[0] == stream {
+            shards.remove(0)
+        } else {
+            streamkeeper::inspect::sum_shards(stream.as_str(), &shards)
+        };
+        if let Some(g) = &q.group {
+            if !stat.groups.iter().any(|x| &x.group == g) {
+                failed.push(format!("{stream} has no group {g}"));
+            }
+        }
+        for g in stat
+            .groups
+            .iter()
+            .filter(|g| q.group.as_ref().is_none_or(|w| &g.group == w))
+        {
+            if let Some(max) = q.max_lag.filter(|m| g.outstanding > *m) {
+                failed.push(format!(
+                    "{stream} group {}: {} outstanding > max-lag {max}",
+                    g.group, g.outstanding
+                ));
+            }
+            if let Some(max) = max_time_lag.filter(|m| u128::from(g.time_lag_ms) > m.as_millis()) {
+                failed.push(format!(
+                    "{stream} group {}: time lag {} ms > max-time-lag {}",
+                    g.group,
+                    g.time_lag_ms,
+                    humantime::format_duration(max)
+                ));
+            }
+        }
+    }
+    Ok(failed)
 }

@@ -1125,3 +1125,61 @@ async fn the_config_api_never_shows_a_urls_secrets() {
     assert!(!config.contains("hunter2"), "a secret was shown: {config}");
     assert!(config.contains("sentinel_password=***"), "{config}");
 }
+
+#[tokio::test]
+async fn healthz_applies_lag_thresholds_to_one_service_or_all() {
+    let (_server, redis, _state, app) = setup(Config::default()).await;
+    let mut conn = redis.shared();
+    for n in 0..3 {
+        redis::cmd("XADD")
+            .arg("orders")
+            .arg("*")
+            .arg("n")
+            .arg(n)
+            .query_async::<String>(&mut conn)
+            .await
+            .expect("xadd");
+    }
+    // billing has read nothing (3 outstanding); analytics is caught up.
+    for (group, from) in [("billing", "0"), ("analytics", "$")] {
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("orders")
+            .arg(group)
+            .arg(from)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("group");
+    }
+    let probe = |q: &str| {
+        let app = app.clone();
+        let path = format!("/healthz?{q}");
+        async move { get(&app, &path).await }
+    };
+    assert_eq!(
+        probe("").await.0,
+        StatusCode::OK,
+        "no threshold: Redis only"
+    );
+    let (status, body) = probe("max-lag=2").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body.contains("orders group billing: 3 outstanding > max-lag 2"),
+        "{body}"
+    );
+    assert_eq!(
+        probe("stream=orders&group=analytics&max-lag=0").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        probe("stream=orders&group=billing&max-lag=3").await.0,
+        StatusCode::OK
+    );
+    let (status, body) = probe("stream=orders&group=nope&max-lag=0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("has no group nope"), "{body}");
+    let (status, body) = probe("stream=orders&group=billing&max-time-lag=1h").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = probe("max-time-lag=soon").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
