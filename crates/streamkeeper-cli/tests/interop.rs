@@ -45,7 +45,7 @@ fn entries_written_by_redis_cli_are_consumed_as_json_lines() {
     assert_eq!(
         stdout(&o),
         format!(
-            "{{\"stream\":\"s\",\"id\":\"{id1}\",\"fields\":{{\"user\":\"ann\",\"qty\":\"2\"}}}}\n"
+            "{{\"stream\":\"s\",\"id\":\"{id1}\",\"fields\":{{\"user\":\"ann\",\"qty\":\"2\"}},\"attempt\":1}}\n"
         )
     );
     let o = sk(
@@ -57,7 +57,7 @@ fn entries_written_by_redis_cli_are_consumed_as_json_lines() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        format!("{{\"stream\":\"s2\",\"id\":\"{id2}\",\"fields\":{{\"blob\":{{\"b64\":\"/wBvaw==\"}}}}}}\n")
+        format!("{{\"stream\":\"s2\",\"id\":\"{id2}\",\"fields\":{{\"blob\":{{\"b64\":\"/wBvaw==\"}}}},\"attempt\":1}}\n")
     );
     assert_eq!(xpending(&server, "s", "g"), 0);
     assert_eq!(xpending(&server, "s2", "g"), 0);

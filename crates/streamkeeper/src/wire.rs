@@ -231,12 +231,14 @@ pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
         )));
     };
     let parsed = if let Some(f) = m.get("fields") {
+        // `attempt` is what a `consume` line adds ([`delivery_to_line`]):
+        // its output can be fed back; the count itself is not an entry's.
         if let Some(k) = m
             .keys()
-            .find(|k| !["stream", "id", "fields"].contains(&k.as_str()))
+            .find(|k| !["stream", "id", "fields", "attempt"].contains(&k.as_str()))
         {
             return Err(Error::InvalidInput(format!(
-                "{hint}: unknown key {k:?} in an entry object (it has only stream, id and fields)"
+                "{hint}: unknown key {k:?} in an entry object (it has only stream, id and fields, and attempt in consume's output)"
             )));
         }
         let stream = match m.get("stream") {
@@ -345,6 +347,20 @@ impl<'de> serde::de::Visitor<'de> for NoRepeatedKeysVisitor {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_consume_line_with_its_attempt_reads_back_as_the_entry() {
+        let e = Entry {
+            id: StreamId::new(5, 1),
+            fields: vec![(b"k".to_vec(), b"v".to_vec())],
+        };
+        let line = delivery_to_line("s", &e, 3);
+        let back = parse_line(&line, "line 1").expect("a consume line is an entry line");
+        assert_eq!(
+            back,
+            parse_line(&entry_to_line("s", &e), "line 1").expect("entry line")
+        );
+    }
 
     #[test]
     fn repeated_keys_and_unknown_entry_keys_are_refused() {
