@@ -19,11 +19,16 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
         output::json_line(&serde_json::to_value(r).unwrap_or_default());
     } else {
         let verb = if dry_run { "would trim" } else { "trimmed" };
-        let to = r
-            .trim_to
-            .map_or("no group: nothing is ack-trimmed".to_string(), |t| {
-                format!("trim point {t}")
-            });
+        let to = match (r.trim_to, &r.held_by) {
+            (None, _) => "no group: nothing is ack-trimmed".to_string(),
+            (Some(t), Some(g)) if r.held_by_pending => {
+                format!("trim point {t}, held by group {g}: its oldest pending entry")
+            }
+            (Some(t), Some(g)) => {
+                format!("trim point {t}, held by group {g}: entries it has not read yet")
+            }
+            (Some(t), None) => format!("trim point {t}"),
+        };
         let mut line = format!("{}: {verb} {} ({to})", r.stream, r.trimmed);
         if r.dropped_unacked > 0 {
             line.push_str(&format!(
@@ -35,8 +40,33 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
     }
 }
 
+/// The keys to clean this run: the named streams (a sharded stream shard
+/// by shard: each has its own groups' trim point and its own lease), or
+/// with `--all` every stream that has a consumer group now.
+async fn targets(
+    redis: &streamkeeper::Connector,
+    args: &JanitorArgs,
+) -> anyhow::Result<Vec<StreamKey>> {
+    let mut keys = Vec::new();
+    if args.all {
+        for s in streamkeeper::inspect::list_streams(redis).await? {
+            if !streamkeeper::group::list_groups(redis, &s)
+                .await?
+                .is_empty()
+            {
+                keys.push(s);
+            }
+        }
+    } else {
+        for s in &args.streams {
+            keys.extend(ShardLayout::keys_of(redis, s).await?);
+        }
+    }
+    Ok(keys)
+}
+
 pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
-    let archive = args.archive;
+    let archive = args.archive.clone();
     if (args.max_len.is_some() || args.max_age.is_some()) && archive.is_none() {
         anyhow::bail!("--max-len/--max-age need --archive FILE|stream:KEY: unacknowledged entries are archived before a cap drops them");
     }
@@ -47,23 +77,32 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
         archive,
     };
     let redis = global.connect().await?;
-    // A sharded stream is cleaned shard by shard (each has its own groups'
-    // trim point and its own lease).
-    let mut streams: Vec<StreamKey> = Vec::new();
-    for s in &args.streams {
-        streams.extend(ShardLayout::keys_of(&redis, s).await?);
-    }
     let me = streamkeeper::ConsumerName::unique();
     // The lease outlives a few missed renewals but not a dead janitor for long.
     let ttl = (args.interval * 3).max(Duration::from_secs(5));
-    let leases: Vec<Lease> = streams
-        .iter()
-        .map(|s| janitor::lease(&redis, s, &me, ttl))
-        .collect();
+    let mut streams: Vec<StreamKey> = Vec::new();
+    let mut leases: Vec<Lease> = Vec::new();
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
     let result: anyhow::Result<()> = async {
         loop {
+            let now = targets(&redis, &args).await?;
+            if now != streams {
+                for lease in &leases {
+                    // Streams gone from the list hand their lease on.
+                    let kept = now
+                        .iter()
+                        .any(|s| streamkeeper::keys::StreamKeys::janitor_lease(s) == lease.key());
+                    if !kept {
+                        let _ = lease.release().await;
+                    }
+                }
+                streams = now;
+                leases = streams
+                    .iter()
+                    .map(|s| janitor::lease(&redis, s, &me, ttl))
+                    .collect();
+            }
             for (s, lease) in streams.iter().zip(&leases) {
                 if !options.dry_run && !lease.acquire().await? {
                     tracing::info!(stream = %s, "another janitor holds the lease; standing by");

@@ -164,6 +164,9 @@ fn janitor_command_trims_only_what_every_group_acked() {
     // --dry-run alone is one run: it reports and exits.
     let dry = json_lines(&sk(&server, &["janitor", "s", "--dry-run", "--json"]));
     assert_eq!(dry[0]["trimmed"], 40);
+    // It says who holds the trim point, and how: slow has not read on.
+    assert_eq!(dry[0]["held_by"], "slow");
+    assert_eq!(dry[0]["held_by_pending"], false);
     assert_eq!(cli(&server, &["XLEN", "s"]), "100");
     let run = json_lines(&sk(&server, &["janitor", "s", "--once", "--json"]));
     assert_eq!(run[0]["trimmed"], 40);
@@ -606,4 +609,48 @@ fn an_entry_waiting_for_a_retry_counts_as_outstanding_and_retry_ls_shows_it() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("reserved"));
+}
+
+#[test]
+fn janitor_all_cleans_every_stream_with_a_group_and_refuses_caps() {
+    let server = RedisServer::start().expect("redis");
+    for s in ["a", "b", "loose"] {
+        assert!(sk(
+            &server,
+            &["produce", s, "--field", "n={i}", "--count", "4", "-q"]
+        )
+        .status
+        .success());
+    }
+    for s in ["a", "b"] {
+        assert!(sk(
+            &server,
+            &["consume", s, "-g", "g", "--create", "--from", "-", "--count", "4"]
+        )
+        .status
+        .success());
+    }
+    let rows = json_lines(&sk(&server, &["--json", "janitor", "--all", "--once"]));
+    let mut cleaned: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["stream"].as_str().unwrap_or("").to_string(),
+                r["trimmed"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    cleaned.sort();
+    assert_eq!(cleaned, vec![("a".into(), 4), ("b".into(), 4)], "{rows:?}");
+    assert_eq!(
+        cli(&server, &["XLEN", "loose"]),
+        "4",
+        "a stream without a group is left alone"
+    );
+    let o = sk(
+        &server,
+        &["janitor", "--all", "--max-len", "1", "--archive", "/tmp/x"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(cli(&server, &["XLEN", "loose"]), "4");
 }

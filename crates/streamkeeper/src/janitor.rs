@@ -71,6 +71,12 @@ pub struct TrimReport {
     pub trim_to: Option<StreamId>,
     /// Unacknowledged entries a cap removed (archived first).
     pub dropped_unacked: u64,
+    /// The group that holds the trim point (its bound is the lowest), when
+    /// there is one: the group to look at when the stream does not shrink.
+    pub held_by: Option<String>,
+    /// Whether that group holds it with a pending entry (not yet acked,
+    /// or parked for a retry) rather than entries it has not read yet.
+    pub held_by_pending: bool,
 }
 
 /// One group's bound on the ack-based trim point: `min(oldest pending,
@@ -171,8 +177,9 @@ pub async fn run_once(
     let TrimPointReply {
         mut trimmed,
         trim_to,
-        ..
+        bounds,
     } = trim_point(connector, stream, options.dry_run).await?;
+    let holder = trim_to.and_then(|t| bounds.into_iter().find(|b| b.bound == t));
     if options.dry_run {
         if let Some(t) = trim_to {
             trimmed = crate::reader::span(connector, stream, StreamId::MIN, t.prev())
@@ -187,6 +194,8 @@ pub async fn run_once(
         trimmed,
         trim_to,
         dropped_unacked: 0,
+        held_by_pending: holder.as_ref().is_some_and(|h| h.pending),
+        held_by: holder.map(|h| h.group),
     };
     if options.max_len.is_some() || options.max_age.is_some() {
         apply_caps(connector, stream, options, &mut report).await?;

@@ -55,8 +55,13 @@ One janitor works per stream (lease {S}:janitor); others stand by."
 )]
 pub struct JanitorArgs {
     /// Streams to clean.
-    #[arg(required = true, value_parser = parse_stream_key)]
+    #[arg(required_unless_present = "all", value_parser = parse_stream_key)]
     pub streams: Vec<StreamKey>,
+    /// Every stream of the database that has a consumer group, listed
+    /// again every run (new streams are picked up). Not with caps: name
+    /// the streams to cap.
+    #[arg(long, conflicts_with_all = ["streams", "max_len", "max_age"])]
+    pub all: bool,
     /// One run, then exit.
     #[arg(long)]
     pub once: bool,
