@@ -318,10 +318,21 @@ fn print_reset(
         let verb = if dry_run { "would move" } else { "moved" };
         println!(
             "{verb} {g} on {stream} from {} to {}: {what}{range}",
-            p.from, p.to
+            with_time(p.from),
+            with_time(p.to)
         );
     }
     Ok(())
+}
+
+/// An ID with the time it stands for, `1700000000000-0 (2023-11-14T22:13:20Z)`
+/// (the start of the stream, `0-0`, has none).
+fn with_time(id: StreamId) -> String {
+    if id == StreamId::MIN {
+        return id.to_string();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(id.ms);
+    format!("{id} ({})", humantime::format_rfc3339_seconds(t))
 }
 
 /// The consumers of `g` on one stream key, after removing the idle ones

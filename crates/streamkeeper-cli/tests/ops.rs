@@ -234,6 +234,18 @@ fn group_reset_previews_and_moves_and_consumers_hand_off_pending() {
         ],
     ));
     assert_eq!(preview[0]["redelivered"], 10);
+    // A relative time, as people type it; the answer says when that is.
+    let o = sk(
+        &server,
+        &["group", "reset", "s", "g", "--to", "-1h", "--dry-run"],
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        said.contains("10 entries will be delivered again"),
+        "{said}"
+    );
+    assert!(said.contains("Z)"), "the target is shown as a time: {said}");
     assert!(
         cli(&server, &["XINFO", "GROUPS", "s"]).contains("entries-read\n10"),
         "a dry run changed nothing"

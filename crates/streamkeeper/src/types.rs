@@ -328,7 +328,8 @@ impl StartFrom {
 impl FromStr for StartFrom {
     type Err = Error;
 
-    /// `$`, `-`/`0`, an ID, an RFC 3339 time or a relative time (`10m ago`).
+    /// `$`, `-`/`0`, an ID, an RFC 3339 time or a relative time (`10m ago`,
+    /// `-10m`, `now-10m`; `now` is this instant).
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
         match s {
@@ -338,6 +339,19 @@ impl FromStr for StartFrom {
         }
         if let Ok(id) = s.parse::<StreamId>() {
             return Ok(StartFrom::After(id));
+        }
+        if s == "now" {
+            return Ok(StartFrom::Time(SystemTime::now()));
+        }
+        if let Some(back) = s.strip_prefix("now-").or_else(|| s.strip_prefix('-')) {
+            let d = humantime::parse_duration(back.trim()).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "invalid relative time {s:?}: {e} (e.g. `-10m` or `now-1h`)"
+                ))
+            })?;
+            return Ok(StartFrom::Time(
+                SystemTime::now().checked_sub(d).unwrap_or(UNIX_EPOCH),
+            ));
         }
         if let Some(ago) = s.strip_suffix("ago") {
             let d = humantime::parse_duration(ago.trim()).map_err(|e| {
@@ -351,7 +365,7 @@ impl FromStr for StartFrom {
             return Ok(StartFrom::Time(t));
         }
         Err(Error::InvalidInput(format!(
-            "invalid start {s:?}: use $, -, an ID like 1700000000000-0, an RFC 3339 time or `10m ago`"
+            "invalid start {s:?}: use $, -, an ID like 1700000000000-0, an RFC 3339 time, `10m ago` or `-10m`"
         )))
     }
 }
@@ -470,5 +484,19 @@ mod tests {
             StartFrom::Time(_)
         ));
         assert!("yesterday".parse::<StartFrom>().is_err());
+        // `-10m`, `now-10m` and `10m ago` are the same instant, give or
+        // take the time between the parses.
+        let at = |s: &str| match s.parse::<StartFrom>().expect(s) {
+            StartFrom::Time(t) => t,
+            other => panic!("{s}: {other:?}"),
+        };
+        let ago = at("10m ago");
+        for s in ["-10m", "now-10m", "- 10m"] {
+            let d = at(s).duration_since(ago).unwrap_or_default();
+            assert!(d < std::time::Duration::from_secs(5), "{s}: {d:?}");
+        }
+        assert!(at("now") > ago);
+        assert!("-soon".parse::<StartFrom>().is_err());
+        assert!("now-".parse::<StartFrom>().is_err());
     }
 }

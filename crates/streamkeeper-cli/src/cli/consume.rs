@@ -74,7 +74,8 @@ pub struct ConsumeArgs {
         default_value = "$",
         value_parser = parse_start,
         requires = "create",
-        value_name = "ID|$|TIME"
+        value_name = "ID|$|TIME",
+        allow_hyphen_values = true
     )]
     pub from: StartFrom,
     /// End after N entries.

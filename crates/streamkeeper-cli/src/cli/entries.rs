@@ -73,7 +73,7 @@ pub struct TailArgs {
     /// Start at an ID (inclusive), `-` (the beginning), `$` (only new
     /// entries), an RFC 3339 time or a relative time (`10m ago`).
     /// Without it: the last --count entries (default 10).
-    #[arg(long, value_name = "ID|$|-|TIME", value_parser = parse_start)]
+    #[arg(long, value_name = "ID|$|-|TIME", value_parser = parse_start, allow_hyphen_values = true)]
     pub from: Option<StartFrom>,
     /// How many entries to print (with --follow: before following).
     #[arg(long, short = 'n')]

@@ -59,7 +59,7 @@ pub enum GroupAction {
         #[arg(value_parser = parse_group)]
         group: GroupName,
         /// Where the group starts: `$` (new entries only), `-` (all), an ID or a time.
-        #[arg(long, default_value = "$", value_name = "ID|$|TIME", value_parser = parse_start)]
+        #[arg(long, default_value = "$", value_name = "ID|$|TIME", value_parser = parse_start, allow_hyphen_values = true)]
         from: StartFrom,
     },
     /// Destroy a group (its pending list is dropped; the stream stays).
@@ -85,8 +85,10 @@ pub enum GroupAction {
         /// The group.
         #[arg(value_parser = parse_group)]
         group: GroupName,
-        /// The new last-delivered ID or a time (entries after it are delivered next).
-        #[arg(long, value_name = "ID|TIME", value_parser = parse_start)]
+        /// The new last-delivered ID or a time (entries after it are
+        /// delivered next): an ID, `-` (the start), an RFC 3339 time,
+        /// `10m ago`, `-10m` or `now-10m`.
+        #[arg(long, value_name = "ID|TIME", value_parser = parse_start, allow_hyphen_values = true)]
         to: StartFrom,
         /// Only show how many entries would be re-delivered or skipped.
         #[arg(long)]

@@ -345,6 +345,26 @@ mod consume {
     use super::*;
 
     #[test]
+    fn relative_times_with_a_leading_dash_are_values_not_flags() {
+        let Command::Group(g) = ok(&["group", "reset", "s", "g", "--to", "-10m"]) else {
+            panic!("group")
+        };
+        assert!(matches!(
+            g.action,
+            GroupAction::Reset {
+                to: StartFrom::Time(_),
+                ..
+            }
+        ));
+        let Command::Consume(c) = ok(&["consume", "s", "-g", "g", "--create", "--from", "now-1h"])
+        else {
+            panic!("consume")
+        };
+        assert!(matches!(c.from, StartFrom::Time(_)));
+        refused(&["group", "reset", "s", "g", "--to", "-soon"], "-10m");
+    }
+
+    #[test]
     fn consume_defaults() {
         let Command::Consume(c) = ok(&["consume", "s", "-g", "g"]) else {
             panic!("consume")
