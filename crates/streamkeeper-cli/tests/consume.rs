@@ -251,3 +251,47 @@ fn peek_takes_nothing_and_a_clean_exit_leaves_no_generated_consumer_name() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_consumer_with_count_takes_a_retry_that_falls_due() {
+    let server = RedisServer::start().expect("redis");
+    let ok = |args: &[&str]| {
+        let o = sk(&server, args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    ok(&["produce", "jobs", "--field", "n=1", "--quiet"]);
+    // Exit 75: retry after the backoff (1 s); parked meanwhile.
+    ok(&[
+        "consume",
+        "jobs",
+        "-g",
+        "g",
+        "--create",
+        "--from",
+        "-",
+        "--exec",
+        "exit 75",
+        "--retry-backoff",
+        "1s",
+        "--count",
+        "1",
+    ]);
+    assert_eq!(cli(&server, &["ZCARD", "{jobs}:retry:g"]), "1");
+    let mut child = command(&server, &["consume", "jobs", "-g", "g", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let done = eventually_blocking(Duration::from_secs(10), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !done {
+        let _ = child.kill();
+    }
+    assert!(done, "a --count 1 consumer never took the due retry");
+    let out = child.wait_with_output().expect("wait");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.contains("\"attempt\":2"), "{line}");
+    assert_eq!(xpending(&server, "jobs", "g"), 0);
+}

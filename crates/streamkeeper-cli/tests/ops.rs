@@ -492,6 +492,10 @@ fn dlq_commands_list_replay_and_purge() {
     assert_eq!(dead[0]["fields"]["sk-deliveries"], "1");
 
     let first = dead[0]["id"].as_str().expect("id").to_string();
+    let first_origin = dead[0]["fields"]["sk-origin-id"]
+        .as_str()
+        .expect("origin")
+        .to_string();
     let o = sk(&server, &["dlq", "replay", "s", "--id", &first, "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
@@ -502,11 +506,14 @@ fn dlq_commands_list_replay_and_purge() {
         &sk(&server, &["dlq", "replay", "s", "--id", &first]),
         "no dead letter",
     );
-    // The replayed entry is processed by the group that gave up on it.
+    // The replayed entry is processed by the group that gave up on it,
+    // under its own ID (it went back into the group's pending list).
+    assert_eq!(v["id"], first_origin.as_str());
     let o = sk(&server, &["consume", "s", "-g", "g", "--count", "1"]);
     let got: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert_eq!(got["fields"]["k"], "0");
-    assert_eq!(got["fields"]["sk-retry-group"], "g");
+    assert_eq!(got["id"], first_origin.as_str());
+    assert_eq!(got["fields"]["sk-retry-group"], serde_json::Value::Null);
 
     let o = sk(&server, &["dlq", "purge", "s", "--json"]);
     assert_eq!(stdout(&o).trim(), r#"{"stream":"s","purged":2}"#);

@@ -14,7 +14,7 @@ use streamkeeper_testkit::{eventually_blocking, RedisServer};
 
 mod common;
 
-use common::{alive, cli, command, produce, stderr, xpending};
+use common::{alive, cli, command, produce, sk, stderr, xpending};
 
 /// The test worker: answers by the entry's `do` field, logging `run N`
 /// when it gets entry N and `ack N` when it acks it, `start` when it
@@ -517,4 +517,55 @@ fn memory_stays_bounded_with_10kb_entries_and_a_busy_worker() {
     // 8,000 × 10 KB = 80 MB went through; --concurrency (64) entries of
     // 10 KB are what it may hold.
     assert!(peak < 60 * 1024, "peak RSS {} MiB", peak / 1024);
+}
+
+#[test]
+fn sigkilling_the_consumer_charges_no_entry_its_worker_never_read() {
+    let server = RedisServer::start().expect("redis");
+    let w = worker();
+    // A worker slow to start: all ten entries wait in its input, unread.
+    assert!(sk(
+        &server,
+        &["produce", "jobs", "--field", "n=q{i}", "--count", "10", "-q"]
+    )
+    .status
+    .success());
+    for round in 0..3 {
+        let mut c = consumer(
+            &server,
+            &w,
+            &[("START_MS", "60000")],
+            &["-c", "c1", "--max-deliveries", "1", "--claim-after", "1s"],
+        );
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        // Long enough for the lazy attempt marks of every queued entry.
+        std::thread::sleep(Duration::from_millis(1500));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let (dead, _) = dlq(&server);
+        assert_eq!(dead, 0, "round {round}: dead-lettered without a run");
+    }
+    assert!(
+        !w.lines().iter().any(|l| l.starts_with("run ")),
+        "the slow worker read nothing"
+    );
+    // A worker that answers: the never-read entries are acked once each.
+    let healthy = worker();
+    let o = run_within(
+        consumer(
+            &server,
+            &healthy,
+            &[],
+            &["-c", "c1", "--max-deliveries", "1", "--idle-exit", "2s"],
+        ),
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    each_acked_once(&healthy, "q", 10);
+    let (dead, letters) = dlq(&server);
+    assert_eq!(dead, 0, "{letters}");
 }

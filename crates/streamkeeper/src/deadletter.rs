@@ -142,36 +142,80 @@ pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Re
     crate::reader::range(connector, &dlq, StreamId::MIN, StreamId::MAX, count).await
 }
 
-/// Moves one dead letter back to `stream` (atomically: XADD + XDEL in one
-/// script). Only the group that gave up on it processes it again; its
-/// delivery count starts afresh. Returns the new ID, or `None` when there
-/// is no dead letter with that ID.
+/// Gives one dead letter back to the group that gave up on it, in one
+/// script. When its original entry is still in `stream`, it goes back into
+/// the group's pending list under its own ID, parked for a retry due now:
+/// no other group of the stream (plain clients included) sees it again.
+/// When the original was trimmed, it is appended anew with
+/// `sk-retry-group` (other streamkeeper groups skip it; plain clients see
+/// it). Its attempt count starts afresh. Returns the entry's ID in the
+/// stream (its own, or the new one), or `None` when there is no dead
+/// letter with that ID.
 pub async fn replay(
     connector: &Connector,
     stream: &StreamKey,
     id: StreamId,
 ) -> Result<Option<StreamId>> {
-    Replay { stream, id }.invoke(connector).await
+    let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
+    let letter = crate::reader::range(connector, &dlq, id, id, 1).await?;
+    let Some(letter) = letter.first().map(DeadLetter::from) else {
+        return Ok(None);
+    };
+    Replay {
+        stream,
+        id,
+        group: letter.group.and_then(|g| GroupName::new(g).ok()),
+        origin: letter.origin_id,
+    }
+    .invoke(connector)
+    .await
 }
 
 /// `lua/dlq_replay.lua`: its KEYS and ARGV, and its reply.
 struct Replay<'a> {
     stream: &'a StreamKey,
     id: StreamId,
+    /// The dead letter's group and first ID, as read before the script
+    /// (which checks they still are).
+    group: Option<GroupName>,
+    origin: Option<StreamId>,
 }
 
 impl Replay<'_> {
-    /// The new ID in the stream, or `None` when there was no such letter.
+    /// The entry's ID in the stream, or `None` when there was no such letter.
     async fn invoke(&self, connector: &Connector) -> Result<Option<StreamId>> {
         let mut conn = connector.shared();
+        // Without a group the retry-set key is never touched; it only has
+        // to be in the stream's slot.
+        let retries = match &self.group {
+            Some(g) => crate::keys::StreamKeys::retries(self.stream, g),
+            None => crate::keys::StreamKeys::retry(self.stream),
+        };
         let r: redis::RedisResult<Value> = scripts::DLQ_REPLAY
             .key(crate::keys::StreamKeys::dlq(self.stream))
             .key(self.stream)
+            .key(retries)
+            .key(crate::keys::StreamKeys::attempts(self.stream))
             .arg(self.id)
+            .arg(self.group.as_ref().map_or("", GroupName::as_str))
+            .arg(self.origin.map(|o| o.to_string()).unwrap_or_default())
+            .arg(
+                self.origin
+                    .map(|o| o.prev().to_string())
+                    .unwrap_or_default(),
+            )
+            .arg(crate::retry::now_ms())
+            .arg(meta::RETRY_CONSUMER)
             .invoke_async(&mut conn)
             .await;
         match r {
-            Ok(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(&b)?)),
+            Ok(Value::Array(parts)) => match parts.get(1) {
+                Some(Value::BulkString(b)) => Ok(Some(StreamId::from_bytes(b)?)),
+                _ => Err(crate::Error::Protocol {
+                    command: "dead-letter replay",
+                    detail: format!("{parts:?}"),
+                }),
+            },
             Ok(_) => Ok(None),
             Err(e) => Err(explain::explain(&mut conn, self.stream, "dead-letter replay", e).await),
         }

@@ -43,7 +43,7 @@
 //! | [`janitor`] | ack-aware trimming (one script), caps with archive, the per-stream lease |
 //! | [`lease`] | the one `Lease` (plain, or fenced with an epoch token) and its `Fence`: janitor, retry mover, ordered owners, dashboard history writer |
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
-//! | [`retry`] | delayed retries: `{S}:retry` store and mover scripts, backoff |
+//! | [`retry`] | delayed retries: parked in the group (`{S}:retry:<group>`), taken when due, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
 //! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |

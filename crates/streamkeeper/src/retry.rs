@@ -139,6 +139,7 @@ impl TakeDue<'_> {
             .arg(self.consumer)
             .arg(now_ms())
             .arg(self.max)
+            .arg(meta::RETRY_CONSUMER)
             .invoke_async(&mut conn)
             .await;
         match r {
@@ -153,6 +154,22 @@ impl TakeDue<'_> {
             .await),
         }
     }
+}
+
+/// Whether a parked retry of `group` is due now (false when Redis could
+/// not say).
+pub(crate) async fn any_due(connector: &Connector, stream: &StreamKey, group: &GroupName) -> bool {
+    let mut conn = connector.shared();
+    redis::cmd("ZRANGEBYSCORE")
+        .arg(StreamKeys::retries(stream, group))
+        .arg("-inf")
+        .arg(now_ms())
+        .arg("LIMIT")
+        .arg(0)
+        .arg(1)
+        .query_async::<Vec<String>>(&mut conn)
+        .await
+        .is_ok_and(|v| !v.is_empty())
 }
 
 /// One parked retry of a group: [`parked`] lists them.

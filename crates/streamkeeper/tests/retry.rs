@@ -108,26 +108,33 @@ async fn poison_entry_is_delivered_max_times_then_dead_lettered_once(redis: Conn
     assert!(dead_at >= id.ms);
     assert_eq!(places(&redis, &s, "g").await, (0, 0, 1, 0));
 
-    // Replay puts it back once, for group g only, with a fresh count.
+    // Replay puts it back once, for group g only, under its own ID, with
+    // a fresh count: parked for a retry due now (nothing is appended).
     let back = deadletter::replay(&redis, &s, d.id)
         .await
         .expect("replay")
         .expect("replayed");
+    assert_eq!(back, id, "the original entry, not a copy");
     assert!(deadletter::replay(&redis, &s, d.id)
         .await
         .expect("replay again")
         .is_none());
-    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 1));
-    let entries = streamkeeper::reader::range(&redis, &s, back, back, 1)
+    assert_eq!(places(&redis, &s, "g").await, (0, 1, 0, 0));
+    let mut again = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .start()
         .await
-        .expect("range");
-    assert_eq!(entries[0].get_str("order"), Some("poison"));
-    assert_eq!(
-        entries[0].get_str("sk-origin-id"),
-        Some(id.to_string().as_str())
-    );
-    assert_eq!(entries[0].get_str("sk-retry-group"), Some("g"));
-    assert_eq!(entries[0].get_str("sk-reason"), None);
+        .expect("start");
+    let d2 = tokio::time::timeout(Duration::from_secs(5), again.next())
+        .await
+        .expect("handed out again")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!((d2.id(), d2.attempt(), d2.source()), (id, 1, Source::Retry));
+    assert_eq!(d2.entry().get_str("order"), Some("poison"));
+    d2.ack();
+    drop(d2);
+    again.close().await.expect("close");
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
 }
 
 on_every_topology!(retry_redelivers_after_the_delay_not_before);
@@ -597,6 +604,83 @@ async fn a_parked_retry_is_not_reclaimed_before_it_is_due(redis: Connector) {
     .await;
     assert!(twice.is_err(), "handed out twice: {twice:?}");
     a.close().await.expect("close a");
+    b.close().await.expect("close b");
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_replayed_dead_letter_whose_original_was_trimmed_is_appended_for_its_group() {
+    let (_server, redis) = setup().await;
+    let s = key("orders");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("order", "poison")]))
+        .await
+        .expect("send");
+    let mut c = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let d = c.next().await.expect("item").expect("delivery");
+    d.dead_letter("bad").await.expect("dead letter");
+    drop(d);
+    c.close().await.expect("close");
+    // The janitor (or anyone) trimmed the original away.
+    let _: u64 = common::cmd(&redis, &["XDEL", s.as_str(), &id.to_string()]).await;
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    let back = deadletter::replay(&redis, &s, dead[0].id)
+        .await
+        .expect("replay")
+        .expect("replayed");
+    assert_ne!(back, id, "appended anew");
+    let entries = streamkeeper::reader::range(&redis, &s, back, back, 1)
+        .await
+        .expect("range");
+    assert_eq!(entries[0].get_str("order"), Some("poison"));
+    assert_eq!(
+        entries[0].get_str("sk-origin-id"),
+        Some(id.to_string().as_str())
+    );
+    assert_eq!(entries[0].get_str("sk-retry-group"), Some("g"));
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 1));
+}
+
+#[tokio::test]
+async fn a_group_reset_while_an_entry_is_parked_runs_it_once_not_twice() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let consumer = |name: &str| {
+        GroupConsumer::new(&redis, s.clone(), group("g"))
+            .consumer_name(streamkeeper::ConsumerName::new(name).expect("name"))
+            .create_group(StartFrom::Beginning)
+    };
+    let mut a = consumer("a").start().await.expect("a");
+    let d = a.next().await.expect("item").expect("delivery");
+    d.retry(Some(Duration::from_secs(2))).await.expect("retry");
+    drop(d);
+    a.close().await.expect("close a");
+    // The operator replays the group from the start while it is parked.
+    streamkeeper::group::reset_group(&redis, &s, &group("g"), streamkeeper::StreamId::MIN, false)
+        .await
+        .expect("reset");
+    let mut b = consumer("b").start().await.expect("b");
+    let again = tokio::time::timeout(Duration::from_secs(5), b.next())
+        .await
+        .expect("replayed")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!(again.id(), id);
+    // Its retry falls due while this run goes on: it is being run, and is
+    // not handed out a second time.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    again.ack();
+    drop(again);
+    let twice = tokio::time::timeout(Duration::from_secs(3), b.next()).await;
+    assert!(twice.is_err(), "run a second time: {twice:?}");
     b.close().await.expect("close b");
     assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
 }

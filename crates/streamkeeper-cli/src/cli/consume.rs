@@ -30,8 +30,10 @@ pub enum AckArg {
     after_help = "With --exec, CMD runs via `sh -c` once per entry with the entry's JSON \
 line on stdin and SK_STREAM, SK_ID, SK_GROUP, SK_ATTEMPT (1 for the first run) in its \
 environment. Exit 0 acks the entry; exit 75 asks for a retry later; any other exit is a \
-failed attempt. Either way the entry is acked and stored in {S}:retry, then re-appended \
-for this group after --retry-backoff (doubling per attempt); when the failed attempt was \
+failed attempt (a failing command's last stderr lines end up in a dead letter's reason). \
+Either way the entry stays pending in this group, parked (held by the consumer sk-retry, \
+listed by `streamkeeper retry ls`), and runs again under the same ID after \
+--retry-backoff (doubling per attempt); other groups never see it again. When the failed attempt was \
 the --max-deliveries-th it is moved to the dead-letter stream {S}:dlq instead (see \
 `streamkeeper dlq`). Attempts are handler runs that failed or were cut off by a crash: \
 entries read ahead and never run do not count, and a graceful stop never moves an entry \

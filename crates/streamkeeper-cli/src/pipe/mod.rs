@@ -136,6 +136,12 @@ impl Pipe {
     /// The handler of one delivery: feed it, wait, ack on `ack`, release
     /// on [`Answer::Released`], map the answer with [`outcome`].
     pub async fn handle(&self, d: &Delivery) -> Result<Outcome, String> {
+        // The worker reads its input in order; which entry it is on is
+        // unknown here, so a crash of this process charges none of them
+        // (the supervisor charges worker failures to the entry at fault).
+        if let Err(e) = d.queued().await {
+            tracing::warn!(id = %d.id(), error = %e, "could not take back the attempt mark");
+        }
         let line = wire::delivery_to_line(d.stream().as_str(), d.entry(), d.attempt());
         let answer = self.ask(d.id().to_string(), line).await;
         match &answer {

@@ -34,6 +34,10 @@ enum Msg {
     /// The entry is handed back unsettled: forget it; the reply says
     /// whether its mark was written (and must be taken back).
     Release(StreamId, oneshot::Sender<bool>),
+    /// The entry only waits in a queue (a `--pipe` worker's input): no
+    /// lazy mark for it; the reply says whether its mark was written
+    /// already (and must be taken back). It stays in flight.
+    Queued(StreamId, oneshot::Sender<bool>),
     Flush(oneshot::Sender<Result<()>>),
     Close(oneshot::Sender<Result<()>>),
 }
@@ -123,6 +127,16 @@ impl Acker {
         rx.await.unwrap_or(true)
     }
 
+    /// The entry waits in a queue, its run not begun: no lazy mark; true
+    /// when its mark exists in Redis (and must be taken back).
+    pub(crate) async fn queued(&self, id: StreamId) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Queued(id, tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
     /// Sends everything queued now.
     pub(crate) async fn flush(&self) -> Result<()> {
         let (tx, rx) = oneshot::channel();
@@ -196,6 +210,12 @@ impl AckTarget {
                 None
             }
             Msg::Release(id, reply) => {
+                let written = !self.started.remove(&id) && self.marked.remove(&id);
+                let _ = reply.send(written);
+                None
+            }
+            Msg::Queued(id, reply) => {
+                // Its ack then has no mark to remove: the caller takes it back.
                 let written = !self.started.remove(&id) && self.marked.remove(&id);
                 let _ = reply.send(written);
                 None

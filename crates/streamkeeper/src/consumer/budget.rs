@@ -82,8 +82,9 @@ impl Budget {
     }
 
     /// True when other consumers draw from this budget too.
-    pub(crate) fn is_shared(&self) -> bool {
-        self.0.as_ref().is_some_and(|b| b.sharers > 1)
+    /// Whether there is a limit at all.
+    pub(crate) fn is_limited(&self) -> bool {
+        self.0.is_some()
     }
 
     /// Resolves once the budget is used up for good; never without a limit.
@@ -123,7 +124,7 @@ mod tests {
         assert_eq!(budget.reserve(500), 500);
         budget.settle(500, 0);
         assert!(!budget.exhausted());
-        assert!(!budget.is_shared());
+        assert!(!budget.is_limited());
         assert!(!spent_within_a_minute(&budget).await);
     }
 
@@ -167,7 +168,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sharers_each_take_an_even_share_of_what_is_left() {
         let budget = Budget::shared(Some(10), 3);
-        assert!(budget.is_shared());
+        assert!(budget.is_limited());
         // ceil(10 / 3) = 4, then ceil(6 / 3) = 2, then ceil(4 / 3) = 2.
         assert_eq!(budget.reserve(100), 4);
         assert_eq!(budget.reserve(100), 2);

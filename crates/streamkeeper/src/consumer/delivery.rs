@@ -200,6 +200,22 @@ impl Delivery {
         Ok(())
     }
 
+    /// Says the entry only waits in a queue, its run not begun: the
+    /// handler hands entries to a worker that works through its input in
+    /// order (`consume --pipe`), and this process cannot tell which one the
+    /// worker is on. A crash of this process before the entry is settled
+    /// then counts no attempt of it (its mark, if one was written when it
+    /// came back after a crash, is taken back); failures the handler
+    /// reports (`fail`, `retry`, a timeout) still count. Without this, a
+    /// crash would charge every queued entry an attempt, and entries the
+    /// worker never read could reach the dead-letter queue.
+    pub async fn queued(&self) -> Result<()> {
+        if self.inner.shared.acker.queued(self.id()).await {
+            super::attempts::unmark(&self.inner.shared, self.id()).await?;
+        }
+        Ok(())
+    }
+
     /// Leaves the entry pending as it is, its attempts counted (unlike
     /// [`release`](Self::release), no attempt mark is taken back): for an
     /// entry this consumer may no longer run, such as an ordered-mode

@@ -26,9 +26,10 @@ pub enum AckMode {
 pub enum Outcome {
     /// Done: acknowledge it.
     Ack,
-    /// This attempt failed; try again later. The entry is acked and stored
-    /// in `{S}:retry` (atomically), then re-appended for this group when
-    /// `after` has passed — or, once `max_deliveries` attempts have
+    /// This attempt failed; try again later. The entry stays pending in
+    /// its group, parked (`{S}:retry:<group>`, one script), and is handed
+    /// out again under the same ID when `after` has passed — or, once
+    /// `max_deliveries` attempts have
     /// failed, moved to the dead-letter queue. Handler errors and panics
     /// are `Retry { after: None }`.
     Retry {
@@ -66,7 +67,7 @@ pub enum Source {
 pub enum Settled {
     /// Acknowledgement queued (sent with the next batch).
     Acked,
-    /// Acked and stored in `{S}:retry` for another attempt later.
+    /// Parked in its group (`{S}:retry:<group>`) for another attempt later.
     RetryScheduled,
     /// Moved to the dead-letter stream; the dead letter's ID.
     DeadLettered(StreamId),

@@ -84,9 +84,10 @@ pub(crate) async fn read_loop(
         };
         let got = step.as_ref().map(Vec::len).unwrap_or(0);
         shared.budget.settle(want, got);
-        if got == 0 && shared.budget.is_shared() {
-            // Let the other shards' readers, polling for budget, have what
-            // this empty read gave back before reserving it again.
+        if got == 0 && shared.budget.is_limited() {
+            // Let the other shards' readers and this consumer's retry taker,
+            // polling for budget, have what this empty read gave back before
+            // reserving it again.
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}

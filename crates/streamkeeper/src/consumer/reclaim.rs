@@ -169,9 +169,31 @@ pub(crate) async fn retry_loop(
             _ = tick.tick() => {}
         }
         let mut ready = std::mem::take(&mut later);
+        // With a limit (`--count N`) the read loop holds the budget during
+        // its short blocking reads and gives it back between them: wait
+        // for a share for up to one poll, or due retries would starve.
+        let mut waited = std::time::Duration::ZERO;
+        let mut due: Option<bool> = None;
         loop {
             let want = shared.budget.reserve(shared.options.batch);
             if want == 0 {
+                if shared.budget.exhausted() || waited >= shared.options.retry_poll {
+                    break;
+                }
+                if due.is_none() {
+                    due = Some(
+                        crate::retry::any_due(&shared.connector, &shared.stream, &shared.group)
+                            .await,
+                    );
+                }
+                if due == Some(true) {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                    }
+                    waited += std::time::Duration::from_millis(5);
+                    continue;
+                }
                 break;
             }
             let take = crate::retry::TakeDue {

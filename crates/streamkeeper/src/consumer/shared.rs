@@ -29,7 +29,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Drops (and acks) retries that another group of the stream asked
-    /// for: a re-appended retry is meant for one group only.
+    /// for: a re-appended retry (a dead letter replayed after its original
+    /// was trimmed, or a retry stored before 0.19) is meant for one group.
     pub(crate) fn admit(&self, entries: Vec<Entry>) -> Vec<Entry> {
         entries
             .into_iter()

@@ -1,14 +1,29 @@
--- Moves one dead letter back to its stream, atomically (XADD + XDEL).
+-- Gives one dead letter back to the group that gave up on it, atomically.
 --
 -- KEYS[1]  the dead-letter stream {S}:dlq
 -- KEYS[2]  the stream S
+-- KEYS[3]  the group's retry set {S}:retry:<group>
+-- KEYS[4]  the attempt marks {S}:attempts
 -- ARGV[1]  the dead letter's ID
+-- ARGV[2]  its group (sk-group), as the caller read it ('' when none)
+-- ARGV[3]  its first ID (sk-origin-id), as the caller read it ('' when none)
+-- ARGV[4]  the ID just below that one
+-- ARGV[5]  now, in ms
+-- ARGV[6]  the reserved consumer that holds parked entries (sk-retry)
 --
--- The dead-letter metadata is dropped; sk-origin-id is kept and
--- sk-retry-group names the group that gave up, so only that group
--- processes it again (other groups of S skip it). Its delivery count
--- starts afresh.
--- Returns the new ID in S, or false when there is no such dead letter.
+-- When the original entry is still in S and not pending in the group, it
+-- is put back into the group's pending list under its own ID, parked for
+-- a retry due now (XGROUP SETID just below it, XREADGROUP COUNT 1 as
+-- sk-retry, SETID back with the group's ENTRIESREAD): no other group of
+-- S sees anything. When the group has not reached it yet (a reset moved
+-- it back) or holds it pending already, the dead letter just goes:
+-- 'in-group'.
+-- Otherwise (the original was trimmed) the entry is appended anew with
+-- sk-origin-id and sk-retry-group, so only that group processes it again
+-- (other streamkeeper groups skip it; plain clients do see it).
+-- The attempt count starts afresh.
+-- Returns {how, id}: 'parked' or 'in-group' with the original ID, or
+-- 'appended' with the new one; false when there is no such dead letter.
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return false
@@ -29,6 +44,45 @@ for i = 1, #f, 2 do
     args[#args + 1] = f[i + 1]
   end
 end
+if group and origin and group == ARGV[2] and origin == ARGV[3] then
+  local info = nil
+  local groups = redis.pcall('XINFO', 'GROUPS', KEYS[2])
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local m = {}
+      for i = 1, #g, 2 do m[g[i]] = g[i + 1] end
+      if m['name'] == group then info = m end
+    end
+  end
+  local still = #redis.call('XRANGE', KEYS[2], origin, origin) == 1
+  if info and still then
+    redis.call('HDEL', KEYS[4], group .. '\0' .. origin)
+    local pending = redis.call('XPENDING', KEYS[2], group, origin, origin, 1)
+    local last = info['last-delivered-id']
+    -- Has the group read past it? Its last-delivered ID sorts at or
+    -- after the original: XRANGE last..origin holds the original only
+    -- when last <= origin.
+    local behind = #redis.call('XRANGE', KEYS[2], last, origin, 'COUNT', 1) > 0
+      and last ~= origin
+    if behind or #pending > 0 then
+      -- The group reads it again anyway, or holds it already.
+      redis.call('XDEL', KEYS[1], ARGV[1])
+      return {'in-group', origin}
+    end
+    do
+      redis.call('XGROUP', 'SETID', KEYS[2], group, ARGV[4])
+      redis.call('XREADGROUP', 'GROUP', group, ARGV[6], 'COUNT', 1, 'STREAMS', KEYS[2], '>')
+      if info['entries-read'] then
+        redis.call('XGROUP', 'SETID', KEYS[2], group, last, 'ENTRIESREAD', info['entries-read'])
+      else
+        redis.call('XGROUP', 'SETID', KEYS[2], group, last)
+      end
+      redis.call('ZADD', KEYS[3], ARGV[5], origin)
+      redis.call('XDEL', KEYS[1], ARGV[1])
+      return {'parked', origin}
+    end
+  end
+end
 if origin then
   args[#args + 1] = 'sk-origin-id'
   args[#args + 1] = origin
@@ -39,4 +93,4 @@ if group then
 end
 local id = redis.call('XADD', unpack(args))
 redis.call('XDEL', KEYS[1], ARGV[1])
-return id
+return {'appended', id}

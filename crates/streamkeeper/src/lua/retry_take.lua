@@ -11,20 +11,37 @@
 -- ARGV[3]  now, in ms
 -- ARGV[4]  most entries to take
 --
+-- ARGV[5]  the reserved consumer that holds parked entries (sk-retry)
+--
 -- Returns the entries taken, as XCLAIM replies them ({id, {field, value,
--- ...}} each, in due order). An ID no longer pending (acked by hand, group
--- destroyed) or deleted from the stream leaves the set and its mark goes.
+-- ...}} each, in due order). Only an entry still held by sk-retry is
+-- taken: one a consumer holds already (a `group reset` delivered it
+-- again) is being run; one no longer pending (acked by hand, group
+-- destroyed) is done with, and its mark goes. Either way its ID leaves
+-- the set. An entry deleted from the stream is dropped by XCLAIM.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 if #due == 0 then
   return {}
 end
 redis.call('ZREM', KEYS[2], unpack(due))
-local taken = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(due))
+local parked = {}
+for _, id in ipairs(due) do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if #p == 1 and p[1][2] == ARGV[5] then
+    parked[#parked + 1] = id
+  elseif #p == 0 then
+    redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. id)
+  end
+end
+if #parked == 0 then
+  return {}
+end
+local taken = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(parked))
 local got = {}
 for _, e in ipairs(taken) do
   got[e[1]] = true
 end
-for _, id in ipairs(due) do
+for _, id in ipairs(parked) do
   if not got[id] then
     redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. id)
   end
