@@ -19,7 +19,7 @@ pub async fn run(global: &Global, args: RetryArgs) -> anyhow::Result<Exit> {
     let now = retry::now_ms();
     let mut table = Table::new();
     table.load_preset(comfy_table::presets::NOTHING);
-    table.set_header(["stream", "group", "id", "due", "attempts"]);
+    table.set_header(["stream", "group", "id", "due", "attempts", "last error"]);
     let mut rows = 0;
     for key in ShardLayout::keys_of(&redis, &stream).await? {
         let groups = match &only {
@@ -40,6 +40,7 @@ pub async fn run(global: &Global, args: RetryArgs) -> anyhow::Result<Exit> {
                         "id": p.id.to_string(),
                         "due_ms": p.due_ms,
                         "attempts": p.attempts,
+                        "last_error": p.last_error,
                     }));
                 } else {
                     table.add_row([
@@ -48,6 +49,7 @@ pub async fn run(global: &Global, args: RetryArgs) -> anyhow::Result<Exit> {
                         p.id.to_string(),
                         due(p.due_ms, now),
                         p.attempts.to_string(),
+                        p.last_error.clone().unwrap_or_default(),
                     ]);
                 }
             }

@@ -79,6 +79,7 @@ pub async fn destroy_group(
             // does nothing), and DEL may be beyond a least-privilege user.
             let _ = redis::cmd("DEL")
                 .arg(crate::keys::StreamKeys::retries(stream, group))
+                .arg(crate::keys::StreamKeys::retry_reasons(stream, group))
                 .query_async::<()>(&mut conn)
                 .await;
             Ok(n > 0)

@@ -49,6 +49,12 @@ impl StreamKeys {
         stream.derived(&format!("retry:{group}"))
     }
 
+    /// `{S}:retry-why:<group>`: why each parked retry of the group failed
+    /// last (hash: entry ID → the handler's error), until it is taken.
+    pub fn retry_reasons(stream: &StreamKey, group: &crate::types::GroupName) -> String {
+        stream.derived(&format!("retry-why:{group}"))
+    }
+
     /// `{S}:janitor`: the janitor lease (SET NX PX).
     pub fn janitor_lease(stream: &StreamKey) -> String {
         stream.derived("janitor")

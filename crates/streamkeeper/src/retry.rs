@@ -59,6 +59,7 @@ pub async fn store(
         id,
         due_ms,
         attempts,
+        reason: None,
         fence: None,
     }
     .invoke(connector)
@@ -78,6 +79,8 @@ pub(crate) struct RetryStore<'a> {
     pub due_ms: u64,
     /// Failed attempts so far, this one included.
     pub attempts: u64,
+    /// Why this attempt failed, when the handler said.
+    pub reason: Option<&'a str>,
     /// Ordered mode: refused (`Error::Fenced`) unless still held.
     pub fence: Option<&'a crate::lease::Fence>,
 }
@@ -96,11 +99,13 @@ impl RetryStore<'_> {
         invocation
             .key(StreamKeys::retries(self.stream, self.group))
             .key(StreamKeys::attempts(self.stream))
+            .key(StreamKeys::retry_reasons(self.stream, self.group))
             .arg(self.group)
             .arg(self.id)
             .arg(self.due_ms)
             .arg(self.attempts)
-            .arg(meta::RETRY_CONSUMER);
+            .arg(meta::RETRY_CONSUMER)
+            .arg(self.reason.unwrap_or(""));
         scripts::add_fence(&mut invocation, self.fence);
         match invocation.invoke_async::<i64>(&mut conn).await {
             Ok(1) => {
@@ -120,7 +125,8 @@ impl RetryStore<'_> {
 }
 
 /// `lua/retry_take.lua`: hands up to `max` of the group's due retries to
-/// `consumer`, which then holds them pending; replies the entries.
+/// `consumer`, which then holds them pending; replies the entries, each
+/// with the error its last attempt failed with (when one was given).
 pub(crate) struct TakeDue<'a> {
     pub stream: &'a StreamKey,
     pub group: &'a GroupName,
@@ -129,12 +135,16 @@ pub(crate) struct TakeDue<'a> {
 }
 
 impl TakeDue<'_> {
-    pub(crate) async fn invoke(&self, connector: &Connector) -> Result<Vec<Entry>> {
+    pub(crate) async fn invoke(
+        &self,
+        connector: &Connector,
+    ) -> Result<Vec<(Entry, Option<String>)>> {
         let mut conn = connector.shared();
         let r: redis::RedisResult<redis::Value> = scripts::RETRY_TAKE
             .key(self.stream)
             .key(StreamKeys::retries(self.stream, self.group))
             .key(StreamKeys::attempts(self.stream))
+            .key(StreamKeys::retry_reasons(self.stream, self.group))
             .arg(self.group)
             .arg(self.consumer)
             .arg(now_ms())
@@ -143,7 +153,31 @@ impl TakeDue<'_> {
             .invoke_async(&mut conn)
             .await;
         match r {
-            Ok(v) => Ok(crate::reply::entries(v, "retry take")?.0),
+            Ok(redis::Value::Array(mut parts)) if parts.len() == 2 => {
+                let errors = parts.pop().unwrap_or(redis::Value::Nil);
+                let taken = parts.pop().unwrap_or(redis::Value::Nil);
+                let entries = crate::reply::entries(taken, "retry take")?.0;
+                let errors: Vec<Option<String>> = match errors {
+                    redis::Value::Array(e) => e
+                        .iter()
+                        .map(|v| match v {
+                            redis::Value::BulkString(b) => {
+                                Some(String::from_utf8_lossy(b).into_owned())
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Ok(entries
+                    .into_iter()
+                    .zip(errors.into_iter().chain(std::iter::repeat(None)))
+                    .collect())
+            }
+            Ok(other) => Err(Error::Protocol {
+                command: "retry take",
+                detail: format!("{other:?}"),
+            }),
             Err(e) => Err(crate::explain::explain_group(
                 &mut conn,
                 self.stream,
@@ -181,6 +215,8 @@ pub struct Parked {
     pub due_ms: u64,
     /// Its attempts so far (failed, or cut off by a crash).
     pub attempts: u64,
+    /// The error its last attempt failed with, when the handler said.
+    pub last_error: Option<String>,
 }
 
 /// The group's parked retries, soonest due first, at most `max`.
@@ -208,23 +244,35 @@ pub async fn parked(
         field.extend_from_slice(id.as_bytes());
         marks.arg(field);
     }
-    let attempts: Vec<Option<u64>> = if pairs.is_empty() {
-        Vec::new()
+    let mut why = redis::cmd("HMGET");
+    why.arg(StreamKeys::retry_reasons(stream, group));
+    for (id, _) in &pairs {
+        why.arg(id);
+    }
+    let (attempts, why): (Vec<Option<u64>>, Vec<Option<String>>) = if pairs.is_empty() {
+        (Vec::new(), Vec::new())
     } else {
-        marks
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("HMGET attempt marks", e))?
+        (
+            marks
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("HMGET attempt marks", e))?,
+            why.query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("HMGET retry reasons", e))?,
+        )
     };
     Ok(pairs
         .into_iter()
         .zip(attempts.into_iter().chain(std::iter::repeat(None)))
-        .filter_map(|((id, due), attempts)| {
+        .zip(why.into_iter().chain(std::iter::repeat(None)))
+        .filter_map(|(((id, due), attempts), last_error)| {
             Some(Parked {
                 id: id.parse().ok()?,
                 // Scores are whole milliseconds, written by retry_store.lua.
                 due_ms: due as u64,
                 attempts: attempts.unwrap_or(0),
+                last_error,
             })
         })
         .collect())

@@ -684,3 +684,57 @@ async fn a_group_reset_while_an_entry_is_parked_runs_it_once_not_twice() {
     b.close().await.expect("close b");
     assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_retry_keeps_its_last_error_for_the_next_run_retry_ls_and_the_dead_letter() {
+    let (_server, redis) = setup().await;
+    let s = key("payments");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("n", "1")]))
+        .await
+        .expect("send");
+    let consumer = |max: u64| {
+        GroupConsumer::new(&redis, s.clone(), group("g"))
+            .create_group(StartFrom::Beginning)
+            .max_deliveries(max)
+            .retry_backoff(Duration::from_millis(300), Duration::from_millis(300))
+    };
+    let mut c = consumer(5).start().await.expect("start");
+    let d = c.next().await.expect("item").expect("delivery");
+    assert_eq!(d.last_error(), None);
+    d.fail("card declined").await.expect("fail");
+    drop(d);
+    let parked = retry::parked(&redis, &s, &group("g"), 10)
+        .await
+        .expect("parked");
+    assert_eq!(parked.len(), 1);
+    assert_eq!((parked[0].id, parked[0].attempts), (id, 1));
+    assert_eq!(parked[0].last_error.as_deref(), Some("card declined"));
+    let d = tokio::time::timeout(Duration::from_secs(5), c.next())
+        .await
+        .expect("due")
+        .expect("item")
+        .expect("delivery");
+    assert_eq!(
+        d.last_error(),
+        Some("card declined"),
+        "the next run knows why"
+    );
+    d.fail("card expired").await.expect("fail again");
+    drop(d);
+    c.close().await.expect("close");
+    // A consumer allowing 2 attempts dead-letters it before a third run,
+    // saying why the last one failed.
+    let mut strict = consumer(2).start().await.expect("start");
+    let next = tokio::time::timeout(Duration::from_secs(2), strict.next()).await;
+    assert!(next.is_err(), "handed out a third time: {next:?}");
+    strict.close().await.expect("close");
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0].get_str("sk-reason").unwrap_or("");
+    assert!(reason.contains("last error: card expired"), "{reason}");
+    assert!(retry::parked(&redis, &s, &group("g"), 10)
+        .await
+        .expect("parked")
+        .is_empty());
+}

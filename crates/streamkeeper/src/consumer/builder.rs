@@ -340,7 +340,11 @@ impl Deliveries {
                 return Some(Ok(held.into_delivery(retried, shared.clone())));
             }
             let earlier = retried + cut_off;
-            if let Some(reason) = shared.policy.before_run(&held.entry, earlier) {
+            if let Some(reason) =
+                shared
+                    .policy
+                    .before_run_after(&held.entry, earlier, held.last_error.as_deref())
+            {
                 let dead = crate::deadletter::DeadLetterMove {
                     stream: &shared.stream,
                     group: &shared.group,

@@ -18,6 +18,8 @@ use crate::types::{Entry, GroupName, StreamId, StreamKey};
 pub(crate) struct Held {
     pub(crate) entry: Entry,
     pub(crate) source: Source,
+    /// A retry: the error its last attempt failed with.
+    pub(crate) last_error: Option<String>,
     guard: Guard,
 }
 
@@ -27,8 +29,15 @@ impl Held {
         Held {
             entry,
             source,
+            last_error: None,
             guard,
         }
+    }
+
+    /// A retry, with the error its last attempt failed with.
+    pub(crate) fn with_last_error(mut self, last_error: Option<String>) -> Self {
+        self.last_error = last_error;
+        self
     }
 
     /// Hands the entry out; `earlier` is its attempts before this one.
@@ -36,6 +45,7 @@ impl Held {
         let Held {
             entry,
             source,
+            last_error,
             guard,
         } = self;
         Delivery {
@@ -44,6 +54,7 @@ impl Held {
                 attempt: std::sync::atomic::AtomicU64::new(earlier + 1),
                 released: std::sync::atomic::AtomicBool::new(false),
                 source,
+                last_error,
                 shared,
                 guard,
             }),
@@ -58,6 +69,7 @@ struct Inner {
     /// Set by [`Delivery::release`]: the handler's `Ack` writes nothing.
     released: std::sync::atomic::AtomicBool,
     source: Source,
+    last_error: Option<String>,
     shared: Arc<Shared>,
     guard: Guard,
 }
@@ -139,6 +151,13 @@ impl Delivery {
         if let Err(e) = super::attempts::bump(&self.inner.shared, self.id()).await {
             tracing::warn!(id = %self.id(), error = %e, "could not mark the re-run");
         }
+    }
+
+    /// A delayed retry ([`Source::Retry`]): the error its last attempt
+    /// failed with, when the handler said (asynq's and BullMQ's "last
+    /// error").
+    pub fn last_error(&self) -> Option<&str> {
+        self.inner.last_error.as_deref()
     }
 
     /// Whether the entry is new, re-read from this consumer's pending list,
@@ -254,6 +273,7 @@ impl Delivery {
                     id: self.inner.entry.id,
                     due_ms: due,
                     attempts: self.attempt(),
+                    reason: error,
                     fence: s.options.fence.as_ref(),
                 }
                 .invoke(&s.connector)

@@ -47,10 +47,23 @@ impl Policy {
     /// had (failed, or cut off by a crash); reads that never reached a
     /// handler are not among them.
     pub(crate) fn before_run(&self, entry: &Entry, earlier: u64) -> Option<String> {
+        self.before_run_after(entry, earlier, None)
+    }
+
+    /// [`before_run`](Self::before_run) for a retry whose last attempt
+    /// failed with `last_error` (the dead letter says so; without it, the
+    /// last attempt was cut off by a crash).
+    pub(crate) fn before_run_after(
+        &self,
+        entry: &Entry,
+        earlier: u64,
+        last_error: Option<&str>,
+    ) -> Option<String> {
         if let Some(max) = self.max_attempts.filter(|m| earlier >= *m) {
-            return Some(format!(
-                "had {earlier} attempts (max {max}), the last cut off by a crash"
-            ));
+            return Some(match last_error {
+                Some(e) => format!("had {earlier} attempts (max {max}); last error: {e}"),
+                None => format!("had {earlier} attempts (max {max}), the last cut off by a crash"),
+            });
         }
         let max = self.max_age?;
         let first = crate::retry::origin_id(entry);
@@ -108,6 +121,10 @@ mod tests {
         assert_eq!(p.before_run(&fresh_entry(), 0), None);
         assert_eq!(p.before_run(&fresh_entry(), 2), None);
         assert!(p.before_run(&fresh_entry(), 3).is_some());
+        assert_eq!(
+            p.before_run_after(&fresh_entry(), 3, Some("card declined")),
+            Some("had 3 attempts (max 3); last error: card declined".into())
+        );
         assert_eq!(
             p.after_failure(1, None),
             AfterFailure::Retry(Duration::from_secs(1))

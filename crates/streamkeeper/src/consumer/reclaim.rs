@@ -161,7 +161,7 @@ pub(crate) async fn retry_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Taken while the delivery of its failed run was still alive (a
     // handler holding a clone, a zero delay): handed out once it is gone.
-    let mut later: Vec<crate::types::Entry> = Vec::new();
+    let mut later: Vec<(crate::types::Entry, Option<String>)> = Vec::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -229,16 +229,16 @@ pub(crate) async fn retry_loop(
                 }
             }
         }
-        for e in ready {
+        for (e, last_error) in ready {
             // Taken from the retry set, it is this consumer's now: a
             // keepalive that saw it parked (owned by sk-retry) may have
             // called it lost; it is not.
             in_flight.take_lost(&e.id);
             if !in_flight.insert(e.id) {
-                later.push(e);
+                later.push((e, last_error));
                 continue;
             }
-            let held = Held::new(e, Source::Retry, &in_flight);
+            let held = Held::new(e, Source::Retry, &in_flight).with_last_error(last_error);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 sent = tx.send(Ok(held)) => if sent.is_err() { return },

@@ -9,11 +9,13 @@
 -- KEYS[1]  the stream S
 -- KEYS[2]  the group's retry set {S}:retry:<group> (zset of IDs, score = due ms)
 -- KEYS[3]  the attempt marks {S}:attempts
+-- KEYS[4]  the group's last errors {S}:retry-why:<group> (hash: ID -> error)
 -- ARGV[1]  consumer group
 -- ARGV[2]  entry ID
 -- ARGV[3]  due time, in ms
 -- ARGV[4]  failed attempts so far, this one included
 -- ARGV[5]  the reserved consumer that holds parked entries (sk-retry)
+-- ARGV[6]  why the attempt failed ('' when the handler did not say)
 --
 -- The entry's attempt mark becomes ARGV[4]: the next run's mark counts on
 -- from it (`lua/attempt_start.lua`), so failed runs and runs cut off by a
@@ -32,6 +34,11 @@ if #found == 0 then
   return -1
 end
 redis.call('HSET', KEYS[3], mark, ARGV[4])
+if ARGV[6] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[2], ARGV[6])
+else
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[5], 0, ARGV[2], 'JUSTID')
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
