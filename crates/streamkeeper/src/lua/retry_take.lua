@@ -42,6 +42,9 @@ for _, id in ipairs(due) do
   end
 end
 if #parked == 0 then
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[5]) == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[5])
+  end
   return {{}, {}}
 end
 local taken = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(parked))
@@ -53,6 +56,11 @@ for _, id in ipairs(parked) do
   if not got[id] then
     redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. id)
   end
+end
+-- The reserved consumer goes once it holds nothing (retry_store.lua
+-- brings it back), so `group ls` counts only real consumers.
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[5]) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[5])
 end
 local errors = {}
 for i, e in ipairs(taken) do
