@@ -204,11 +204,8 @@ fn a_dead_letter_says_what_the_exec_command_and_the_pipe_worker_said() {
 #[test]
 fn peek_takes_nothing_and_a_clean_exit_leaves_no_generated_consumer_name() {
     let server = RedisServer::start().expect("redis");
-    let ok = |args: &[&str]| {
-        let o = sk(&server, args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let url = server.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     ok(&[
         "produce", "orders", "--field", "n={i}", "--count", "5", "--quiet",
     ]);
@@ -255,11 +252,8 @@ fn peek_takes_nothing_and_a_clean_exit_leaves_no_generated_consumer_name() {
 #[test]
 fn a_consumer_with_count_takes_a_retry_that_falls_due() {
     let server = RedisServer::start().expect("redis");
-    let ok = |args: &[&str]| {
-        let o = sk(&server, args);
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
+    let url = server.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     ok(&["produce", "jobs", "--field", "n=1", "--quiet"]);
     // Exit 75: retry after the backoff (1 s); parked meanwhile.
     ok(&[

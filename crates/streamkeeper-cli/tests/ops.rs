@@ -523,15 +523,8 @@ fn dlq_commands_list_replay_and_purge() {
 #[test]
 fn an_entry_waiting_for_a_retry_counts_as_outstanding_and_retry_ls_shows_it() {
     let server = RedisServer::start().expect("redis");
-    let ok = |args: &[&str]| {
-        let o = sk(&server, args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let url = server.url();
+    let ok = |args: &[&str]| common::ok_url(&url, args);
     let id = ok(&["produce", "jobs", "--field", "n=1"])
         .trim()
         .to_string();
