@@ -254,3 +254,42 @@ fn a_user_who_may_not_run_scripts_is_told_so_before_consuming() {
     // Nothing was read: the entry is not pending for anyone.
     assert!(cli(&server, &["XPENDING", "s", "g"]).starts_with('0'));
 }
+
+#[test]
+fn a_user_with_only_stream_grants_keeps_consuming_past_a_failing_handler() {
+    let (server, url) = limited_server();
+    works(
+        &url,
+        &["produce", "jobs", "--field", "n={i}", "--count", "3"],
+    );
+    // The retry set is a sorted set this user may not use: the consumer
+    // says so and goes on (before, it stopped at its first poll).
+    let o = sk_at(
+        &url,
+        &[
+            "consume",
+            "jobs",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--exec",
+            "read l; case \"$l\" in *'\"n\":\"1\"'*) exit 1;; esac",
+            "--idle-exit",
+            "2s",
+        ],
+    )
+    .run();
+    assert_eq!(o.code(), Some(0), "{}", o.stderr());
+    assert!(
+        o.stderr().contains("may not use the retry set"),
+        "{}",
+        o.stderr()
+    );
+    // The two healthy entries were acked; the failed one is still pending.
+    assert_eq!(
+        cli(&server, &["XPENDING", "jobs", "g"]).lines().next(),
+        Some("1")
+    );
+}

@@ -233,6 +233,13 @@ impl Error {
         }
     }
 
+    /// True when the server refused a command to this user (ACL): a
+    /// least-privilege user (docs/design.md §6) may run stream commands
+    /// and scripts of them, nothing else.
+    pub fn is_noperm(&self) -> bool {
+        matches!(self, Error::Redis { source, .. } if is_noperm(source))
+    }
+
     /// True when the same operation may succeed if retried after a
     /// reconnect: I/O errors, timeouts, and the server errors a failover or
     /// restart produces (`UNBLOCKED`, `READONLY`, `LOADING`, `MASTERDOWN`,

@@ -346,15 +346,13 @@ pub fn origin_id(entry: &Entry) -> StreamId {
         .unwrap_or(entry.id)
 }
 
-/// How many entries the old retry set still holds; `None` when Redis could
-/// not say.
-async fn legacy_left(connector: &Connector, stream: &StreamKey) -> Option<u64> {
+/// How many entries the old retry set still holds.
+async fn legacy_left(connector: &Connector, stream: &StreamKey) -> redis::RedisResult<u64> {
     let mut conn = connector.shared();
     redis::cmd("ZCARD")
         .arg(StreamKeys::retry(stream))
         .query_async(&mut conn)
         .await
-        .ok()
 }
 
 /// Exponential backoff after the `n`-th failed attempt: `base × 2^(n-1)`,
@@ -392,8 +390,11 @@ pub(crate) async fn mover_loop(
             }
             _ = tick.tick() => {}
         }
-        if legacy_left(&connector, &stream).await == Some(0) {
-            return;
+        match legacy_left(&connector, &stream).await {
+            Ok(0) => return,
+            // A least-privilege user cannot have stored any.
+            Err(e) if crate::error::is_noperm(&e) => return,
+            _ => {}
         }
         match lease.acquire().await {
             Ok(true) => {}

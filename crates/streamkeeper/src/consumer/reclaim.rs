@@ -112,6 +112,23 @@ async fn claim_once(
         .arg(crate::meta::RETRY_CONSUMER)
         .invoke_async(&mut conn)
         .await;
+    let r = match r {
+        // A least-privilege user may not read the retry set (a sorted
+        // set): plain XAUTOCLAIM then (it cannot have parked anything).
+        Err(e) if crate::error::is_noperm(&e) => {
+            redis::cmd("XAUTOCLAIM")
+                .arg(&shared.stream)
+                .arg(&shared.group)
+                .arg(&shared.consumer)
+                .arg(u64::try_from(claim_after.as_millis()).unwrap_or(u64::MAX))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await
+        }
+        r => r,
+    };
     let v = match r {
         Ok(v) => v,
         Err(e) => {
@@ -215,6 +232,14 @@ pub(crate) async fn retry_loop(
                     if got < want {
                         break;
                     }
+                }
+                Err(e) if e.is_noperm() => {
+                    // A least-privilege user (stream commands only) cannot
+                    // park retries either: a failed entry stays pending
+                    // and is reclaimed after claim_after instead.
+                    tracing::warn!(stream = %shared.stream, error = %e,
+                        "this user may not use the retry set (sorted sets); failed entries are retried by the reclaim after claim_after");
+                    return;
                 }
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "taking due retries failed; reconnecting, will retry next poll");

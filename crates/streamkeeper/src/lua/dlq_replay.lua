@@ -56,7 +56,10 @@ if group and origin and group == ARGV[2] and origin == ARGV[3] then
   end
   local still = #redis.call('XRANGE', KEYS[2], origin, origin) == 1
   if info and still then
-    redis.call('HDEL', KEYS[4], group .. '\0' .. origin)
+    -- pcall: a least-privilege user (stream commands only) may not touch
+    -- the hash or the sorted set; the entry is then reclaimed after
+    -- claim_after instead of taken when due.
+    redis.pcall('HDEL', KEYS[4], group .. '\0' .. origin)
     local pending = redis.call('XPENDING', KEYS[2], group, origin, origin, 1)
     local last = info['last-delivered-id']
     -- Has the group read past it? Its last-delivered ID sorts at or
@@ -77,7 +80,7 @@ if group and origin and group == ARGV[2] and origin == ARGV[3] then
       else
         redis.call('XGROUP', 'SETID', KEYS[2], group, last)
       end
-      redis.call('ZADD', KEYS[3], ARGV[5], origin)
+      redis.pcall('ZADD', KEYS[3], ARGV[5], origin)
       redis.call('XDEL', KEYS[1], ARGV[1])
       return {'parked', origin}
     end
