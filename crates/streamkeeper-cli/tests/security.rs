@@ -278,6 +278,8 @@ fn a_user_with_only_stream_grants_keeps_consuming_past_a_failing_handler() {
             "read l; case \"$l\" in *'\"n\":\"1\"'*) exit 1;; esac",
             "--idle-exit",
             "2s",
+            "--max-deliveries",
+            "1",
         ],
     )
     .run();
@@ -287,9 +289,35 @@ fn a_user_with_only_stream_grants_keeps_consuming_past_a_failing_handler() {
         "{}",
         o.stderr()
     );
-    // The two healthy entries were acked; the failed one is still pending.
+    // The two healthy entries were acked, the failed one dead-lettered.
     assert_eq!(
         cli(&server, &["XPENDING", "jobs", "g"]).lines().next(),
-        Some("1")
+        Some("0")
+    );
+    assert_eq!(cli(&server, &["XLEN", "{jobs}:dlq"]), "1");
+    // Slow handlers' acks go through without the attempt marks.
+    works(
+        &url,
+        &["produce", "slow", "--field", "n={i}", "--count", "3"],
+    );
+    works(
+        &url,
+        &[
+            "consume",
+            "slow",
+            "-g",
+            "g",
+            "--create",
+            "--from",
+            "-",
+            "--exec",
+            "sleep 0.2",
+            "--count",
+            "3",
+        ],
+    );
+    assert_eq!(
+        cli(&server, &["XPENDING", "slow", "g"]).lines().next(),
+        Some("0")
     );
 }

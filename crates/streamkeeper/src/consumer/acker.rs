@@ -78,6 +78,7 @@ impl Acker {
                 clear: Vec::new(),
                 started: HashSet::new(),
                 marked: HashSet::new(),
+                marks_refused: false,
             },
             rx,
             max_batch.max(1),
@@ -179,6 +180,9 @@ struct AckTarget {
     started: HashSet<StreamId>,
     /// Entries whose mark exists in Redis.
     marked: HashSet<StreamId>,
+    /// The user may not write the attempt marks (a least-privilege user
+    /// with stream commands only): acks go as plain XACK, no marks.
+    marks_refused: bool,
 }
 
 impl AckTarget {
@@ -229,6 +233,10 @@ impl AckTarget {
     /// failover (every part is idempotent) until the connector's
     /// `reconnect_timeout`. An ack lost here means a redelivery, not a loss.
     async fn send(&mut self, with_marks: bool) -> Result<()> {
+        if self.marks_refused {
+            self.started.clear();
+            self.clear.clear();
+        }
         let marks: Vec<StreamId> = if with_marks {
             self.started.drain().collect()
         } else {
@@ -240,6 +248,8 @@ impl AckTarget {
         let (stream, group, attempts) = (&self.stream, &self.group, &self.attempts);
         let deferred = std::sync::atomic::AtomicBool::new(false);
         let deferred = &deferred;
+        let refused = std::sync::atomic::AtomicBool::new(false);
+        let refused = &refused;
         let (ids, clear, running): (&[StreamId], &[StreamId], &[StreamId]) =
             (&self.ids, &self.clear, &marks);
         let fence = self.fence.as_ref();
@@ -273,6 +283,15 @@ impl AckTarget {
                             }
                             plain_xack(&mut conn, stream, group, ids).await
                         }
+                        // A user granted stream commands only (docs/design.md
+                        // §6): the marks hash is beyond it; the acks are not.
+                        Err(e) if fence.is_none() && crate::error::is_noperm(&e) => {
+                            refused.store(true, Ordering::SeqCst);
+                            if ids.is_empty() {
+                                return Ok(0);
+                            }
+                            plain_xack(&mut conn, stream, group, ids).await
+                        }
                         r => r,
                     }
                 };
@@ -285,6 +304,11 @@ impl AckTarget {
         let n = self.ids.len();
         self.in_flight.acks_done(&self.ids);
         self.ids.clear();
+        if refused.load(Ordering::SeqCst) && !self.marks_refused {
+            tracing::warn!(stream = %self.stream,
+                "this user may not write attempt marks ({{S}}:attempts, a hash): acks go without them, and runs cut off by a crash are not counted");
+            self.marks_refused = true;
+        }
         if r.is_ok() && deferred.load(Ordering::SeqCst) {
             // Acked by plain XACK: the marks to write and to clear wait
             // for a flush after the slot settled.

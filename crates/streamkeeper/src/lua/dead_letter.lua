@@ -16,7 +16,8 @@ local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if #pending == 0 then
   return false
 end
-redis.call('HDEL', KEYS[3], ARGV[1] .. '\0' .. ARGV[2])
+-- pcall: a least-privilege user (stream commands only) has no marks.
+redis.pcall('HDEL', KEYS[3], ARGV[1] .. '\0' .. ARGV[2])
 local args = {KEYS[2], '*'}
 local origin = ARGV[2]
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
