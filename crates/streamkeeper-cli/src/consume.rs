@@ -176,9 +176,9 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// `--peek`: the next entries the group would get (after its last
-/// delivered ID, on every key of the stream), read with XRANGE: nothing is
-/// taken.
+/// `--peek`: the next entries the group would get (its retries that fell
+/// due, then what follows its last delivered ID, on every key of the
+/// stream), read with XRANGE: nothing is taken.
 async fn peek(global: &Global, args: &ConsumeArgs) -> anyhow::Result<Exit> {
     let redis = global.connect().await?;
     let count = usize::try_from(args.count.unwrap_or(10)).unwrap_or(usize::MAX);
@@ -192,6 +192,20 @@ async fn peek(global: &Global, args: &ConsumeArgs) -> anyhow::Result<Exit> {
             }
             .into());
         };
+        // Retries that fell due come first, as a consumer takes them.
+        let now = streamkeeper::retry::now_ms();
+        for p in streamkeeper::retry::parked(&redis, &key, &args.group, count - shown).await? {
+            if p.due_ms > now || shown >= count {
+                break;
+            }
+            for e in streamkeeper::reader::range(&redis, &key, p.id, p.id, 1).await? {
+                crate::output::entry(true, key.as_str(), &e)?;
+                shown += 1;
+            }
+        }
+        if shown >= count {
+            break;
+        }
         let next = streamkeeper::reader::range(
             &redis,
             &key,

@@ -357,8 +357,15 @@ async fn consumers(
     let mut consumers = gs.consumers.clone();
     if let Some(idle) = remove_idle {
         let idle_ms = idle.as_millis() as u64;
-        let (stale, live): (Vec<_>, Vec<_>) =
-            consumers.iter().cloned().partition(|c| c.idle_ms > idle_ms);
+        // `sk-retry` holds the parked retries: idle by design, never
+        // removed and never an heir.
+        let reserved =
+            |c: &streamkeeper::inspect::ConsumerStat| c.name == streamkeeper::meta::RETRY_CONSUMER;
+        let (stale, live): (Vec<_>, Vec<_>) = consumers
+            .iter()
+            .filter(|c| !reserved(c))
+            .cloned()
+            .partition(|c| c.idle_ms > idle_ms);
         let heir = live
             .iter()
             .min_by_key(|c| c.idle_ms)
@@ -396,6 +403,7 @@ async fn consumers(
             }
         }
         consumers = live;
+        consumers.extend(gs.consumers.iter().filter(|c| reserved(c)).cloned());
     }
     Ok(consumers)
 }

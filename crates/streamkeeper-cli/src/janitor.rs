@@ -16,7 +16,9 @@ use crate::Exit;
 
 fn report(json: bool, r: &TrimReport, dry_run: bool) {
     if json {
-        output::json_line(&serde_json::to_value(r).unwrap_or_default());
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        v["dry_run"] = dry_run.into();
+        output::json_line(&v);
     } else {
         let verb = if dry_run { "would trim" } else { "trimmed" };
         let to = match (r.trim_to, &r.held_by) {

@@ -21,14 +21,28 @@ pub async fn run(global: &Global, args: RetryArgs) -> anyhow::Result<Exit> {
     table.load_preset(comfy_table::presets::NOTHING);
     table.set_header(["stream", "group", "id", "due", "attempts", "last error"]);
     let mut rows = 0;
-    for key in ShardLayout::keys_of(&redis, &stream).await? {
+    let keys = ShardLayout::keys_of(&redis, &stream).await?;
+    if keys == [stream.clone()] {
+        // A missing stream is an error (exit 2), not "nothing waits".
+        let look = streamkeeper::inspect::InspectOptions {
+            memory: false,
+            ..Default::default()
+        };
+        streamkeeper::inspect::stream_stat(&redis, &stream, &look).await?;
+    }
+    for key in keys {
+        // So is a missing group.
+        let all = group::list_groups(&redis, &key).await?;
         let groups = match &only {
-            Some(g) => vec![g.clone()],
-            None => group::list_groups(&redis, &key)
-                .await?
-                .into_iter()
-                .map(|g| g.name)
-                .collect(),
+            Some(g) if all.iter().any(|x| &x.name == g) => vec![g.clone()],
+            Some(g) => {
+                return Err(streamkeeper::Error::GroupMissing {
+                    stream: key,
+                    group: g.clone(),
+                }
+                .into())
+            }
+            None => all.into_iter().map(|g| g.name).collect(),
         };
         for g in groups {
             for p in retry::parked(&redis, &key, &g, count).await? {

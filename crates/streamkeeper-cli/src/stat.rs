@@ -360,7 +360,14 @@ pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {
                                 .flat_map(move |g| group_violations(s, g, args))
                         })
                         .count();
-                    row["check"] = if failed == 0 { "pass" } else { "fail" }.into();
+                    // A row without the group asked for (`-g G`) is a failed check.
+                    let missing = !args.groups.is_empty() && key.1.is_empty();
+                    row["check"] = if failed == 0 && !missing {
+                        "pass"
+                    } else {
+                        "fail"
+                    }
+                    .into();
                 }
                 output::json_line(&row);
             }

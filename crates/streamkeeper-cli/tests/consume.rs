@@ -272,6 +272,11 @@ fn a_consumer_with_count_takes_a_retry_that_falls_due() {
         "1",
     ]);
     assert_eq!(cli(&server, &["ZCARD", "{jobs}:retry:g"]), "1");
+    // Once due, a peek shows it first (and takes nothing).
+    std::thread::sleep(Duration::from_millis(1100));
+    let peeked = stdout(&sk(&server, &["consume", "jobs", "-g", "g", "--peek"]));
+    assert!(peeked.contains("\"n\":\"1\""), "{peeked}");
+    assert_eq!(cli(&server, &["ZCARD", "{jobs}:retry:g"]), "1");
     let mut child = command(&server, &["consume", "jobs", "-g", "g", "--count", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

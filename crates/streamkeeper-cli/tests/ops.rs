@@ -167,6 +167,7 @@ fn janitor_command_trims_only_what_every_group_acked() {
     // It says who holds the trim point, and how: slow has not read on.
     assert_eq!(dry[0]["held_by"], "slow");
     assert_eq!(dry[0]["held_by_pending"], false);
+    assert_eq!(dry[0]["dry_run"], true);
     assert_eq!(cli(&server, &["XLEN", "s"]), "100");
     let run = json_lines(&sk(&server, &["janitor", "s", "--once", "--json"]));
     assert_eq!(run[0]["trimmed"], 40);
@@ -588,6 +589,29 @@ fn an_entry_waiting_for_a_retry_counts_as_outstanding_and_retry_ls_shows_it() {
     };
     assert_eq!(verdict("g"), Some("fail".into()), "{rows:?}");
     assert_eq!(verdict("billing"), Some("pass".into()), "{rows:?}");
+    let rows = json_lines(&sk(
+        &server,
+        &["--json", "stat", "jobs", "-g", "nope", "--max-lag", "5"],
+    ));
+    assert!(
+        rows.iter().all(|r| r["check"] == "fail"),
+        "a missing group passes nothing: {rows:?}"
+    );
+    // retry ls of what is not there is an error, not "nothing waits".
+    assert_eq!(
+        sk(&server, &["retry", "ls", "nothing"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        sk(&server, &["retry", "ls", "jobs", "-g", "nope"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // Removing idle consumers spares sk-retry (idle by design) and succeeds.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    ok(&["group", "consumers", "jobs", "g", "--remove-idle", "10ms"]);
+    assert!(cli(&server, &["XINFO", "CONSUMERS", "jobs", "g"]).contains("sk-retry"));
     let o = sk(&server, &["stat", "jobs", "-g", "nope"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("has no group nope"));

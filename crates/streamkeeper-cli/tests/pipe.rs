@@ -115,6 +115,8 @@ fn pipe_worker_answers_ack_retry_fail_and_dead() {
     assert!(dead.contains("max 2"), "{dead}");
     assert_eq!(xpending(&server, "jobs", "g"), 0);
     assert_eq!(lines(&dir.path().join("answers.starts")).len(), 1);
+    // Settled entries leave no attempt mark behind (the retried one too).
+    assert_eq!(cli(&server, &["HLEN", "{jobs}:attempts"]), "0");
 }
 
 #[test]

@@ -395,13 +395,21 @@ async fn lag_failures(
     let mut failed = Vec::new();
     for stream in streams {
         let keys = streamkeeper::shard::ShardLayout::keys_of(redis, &stream).await?;
-        let mut shards = Vec::new();
-        for key in &keys {
-            shards.push(streamkeeper::inspect::shard_stat(redis, key, &options).await?);
-        }
         let stat = if keys.len() == 1 && keys[0] == stream {
-            shards.remove(0)
+            // A probe of a stream that is not there fails: a typo must
+            // not pass by not looking.
+            match streamkeeper::inspect::stream_stat(redis, &stream, &options).await {
+                Err(streamkeeper::Error::StreamMissing { .. }) => {
+                    failed.push(format!("no stream {stream}"));
+                    continue;
+                }
+                r => r?,
+            }
         } else {
+            let mut shards = Vec::new();
+            for key in &keys {
+                shards.push(streamkeeper::inspect::shard_stat(redis, key, &options).await?);
+            }
             streamkeeper::inspect::sum_shards(stream.as_str(), &shards)
         };
         if let Some(g) = &q.group {

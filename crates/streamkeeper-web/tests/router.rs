@@ -1180,6 +1180,13 @@ async fn healthz_applies_lag_thresholds_to_one_service_or_all() {
     assert!(body.contains("has no group nope"), "{body}");
     let (status, body) = probe("stream=orders&group=billing&max-time-lag=1h").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = probe("stream=ordres&max-lag=5").await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a typo must not pass: {body}"
+    );
+    assert!(body.contains("no stream ordres"), "{body}");
     let (status, body) = probe("max-time-lag=soon").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -150,7 +150,8 @@ pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Re
 /// `sk-retry-group` (other streamkeeper groups skip it; plain clients see
 /// it). Its attempt count starts afresh. Returns the entry's ID in the
 /// stream (its own, or the new one), or `None` when there is no dead
-/// letter with that ID.
+/// letter with that ID; [`Error::GroupMissing`](crate::Error::GroupMissing)
+/// when its group no longer exists (nothing is changed).
 pub async fn replay(
     connector: &Connector,
     stream: &StreamKey,
@@ -161,6 +162,17 @@ pub async fn replay(
     let Some(letter) = letter.first().map(DeadLetter::from) else {
         return Ok(None);
     };
+    // Its group is gone: a replay would reach nobody (a copy for it would
+    // be skipped by every other group for good).
+    if let Some(g) = letter.group.as_deref() {
+        let groups = crate::group::list_groups(connector, stream).await?;
+        if !groups.iter().any(|x| x.name == g) {
+            return Err(crate::Error::GroupMissing {
+                stream: stream.clone(),
+                group: GroupName::new(g)?,
+            });
+        }
+    }
     Replay {
         stream,
         id,

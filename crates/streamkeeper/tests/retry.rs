@@ -738,3 +738,36 @@ async fn a_retry_keeps_its_last_error_for_the_next_run_retry_ls_and_the_dead_let
         .expect("parked")
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_dead_letter_of_a_destroyed_group_is_not_replayed() {
+    let (_server, redis) = setup().await;
+    let s = key("orders");
+    Producer::new(&redis, s.clone())
+        .send(&fields([("order", "poison")]))
+        .await
+        .expect("send");
+    let mut c = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let d = c.next().await.expect("item").expect("delivery");
+    d.dead_letter("bad").await.expect("dead letter");
+    drop(d);
+    c.close().await.expect("close");
+    streamkeeper::group::destroy_group(&redis, &s, &group("g"))
+        .await
+        .expect("destroy");
+    let dead = deadletter::list(&redis, &s, 10).await.expect("list");
+    let r = deadletter::replay(&redis, &s, dead[0].id).await;
+    assert!(
+        matches!(r, Err(streamkeeper::Error::GroupMissing { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        deadletter::list(&redis, &s, 10).await.expect("list").len(),
+        1,
+        "kept"
+    );
+}

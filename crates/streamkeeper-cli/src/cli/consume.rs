@@ -83,8 +83,8 @@ pub struct ConsumeArgs {
     /// End after N entries.
     #[arg(long, short = 'n', value_parser = parse_positive)]
     pub count: Option<u64>,
-    /// Look, do not take: print the next entries the group would get (at
-    /// most --count, default 10) and exit. Nothing is read as the group,
+    /// Look, do not take: print the next entries the group would get
+    /// (retries that fell due first; at most --count, default 10) and exit. Nothing is read as the group,
     /// acked or left pending, and no consumer is created.
     #[arg(long, conflicts_with_all = ["exec", "pipe", "ordered", "create"])]
     pub peek: bool,

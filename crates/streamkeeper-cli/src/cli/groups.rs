@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use streamkeeper::{GroupName, StartFrom, StreamId, StreamKey};
 
 use super::values::{
-    parse_bound, parse_duration, parse_group, parse_start, parse_stream_id, parse_stream_key,
+    parse_bound, parse_duration, parse_group, parse_positive_usize, parse_start, parse_stream_id,
+    parse_stream_key,
 };
 
 /// `shard` arguments.
@@ -137,7 +138,7 @@ pub enum RetryAction {
         #[arg(long, short = 'g', value_parser = parse_group)]
         group: Option<GroupName>,
         /// At most this many per group.
-        #[arg(long, short = 'n', default_value_t = 100)]
+        #[arg(long, short = 'n', default_value = "100", value_parser = parse_positive_usize)]
         count: usize,
     },
 }

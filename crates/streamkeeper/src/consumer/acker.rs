@@ -219,8 +219,9 @@ impl AckTarget {
                 None
             }
             Msg::Queued(id, reply) => {
-                // Its ack then has no mark to remove: the caller takes it back.
-                let written = !self.started.remove(&id) && self.marked.remove(&id);
+                // The caller takes this run's count back; what is left of
+                // the mark (failed attempts before) goes with the ack.
+                let written = !self.started.remove(&id) && self.marked.contains(&id);
                 let _ = reply.send(written);
                 None
             }
