@@ -101,6 +101,15 @@ async fn sentinel_failover_during_blocking_read_resumes_on_the_new_master() {
 
 /// Acknowledged IDs missing from the stream on the current master.
 async fn lost(redis: &Connector, s: &StreamKey, acked: &[streamkeeper::StreamId]) -> usize {
+    lost_ids(redis, s, acked).await.len()
+}
+
+/// The acknowledged IDs that are not in the stream any more.
+async fn lost_ids(
+    redis: &Connector,
+    s: &StreamKey,
+    acked: &[streamkeeper::StreamId],
+) -> Vec<streamkeeper::StreamId> {
     let present: std::collections::HashSet<_> = streamkeeper::reader::range(
         redis,
         s,
@@ -113,11 +122,33 @@ async fn lost(redis: &Connector, s: &StreamKey, acked: &[streamkeeper::StreamId]
     .into_iter()
     .map(|e| e.id)
     .collect();
-    let gone: Vec<_> = acked.iter().filter(|id| !present.contains(id)).collect();
+    let gone: Vec<_> = acked
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
     if let (Some(first), Some(last)) = (gone.first(), gone.last()) {
         eprintln!("lost IDs from {first} to {last} (milliseconds since the epoch)");
     }
-    gone.len()
+    gone
+}
+
+/// The lost IDs as runs of writes (a gap of more than `gap_ms` starts a
+/// new run): each run's span in ms and its size.
+fn loss_windows(lost: &[streamkeeper::StreamId], gap_ms: u64) -> Vec<(u64, usize)> {
+    let mut ids: Vec<_> = lost.to_vec();
+    ids.sort();
+    let mut out: Vec<(u64, u64, usize)> = Vec::new();
+    for id in ids {
+        match out.last_mut() {
+            Some((_, end, n)) if id.ms <= *end + gap_ms => {
+                *end = id.ms;
+                *n += 1;
+            }
+            _ => out.push((id.ms, id.ms, 1)),
+        }
+    }
+    out.into_iter().map(|(a, b, n)| (b - a, n)).collect()
 }
 
 async fn topology(replicas: usize) -> SentinelTopology {
@@ -198,17 +229,31 @@ async fn without_wait_losses_stay_within_the_switch_window() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.cancel();
     let (acked, slowest) = writer.await.expect("join");
-    let lost = lost(&redis, &s, &acked).await;
+    let gone = lost_ids(&redis, &s, &acked).await;
+    let windows = loss_windows(&gone, 1_000);
     eprintln!(
-        "no WAIT: {} acknowledged, {lost} lost across 2 failovers; slowest send {slowest:?}",
-        acked.len()
+        "no WAIT: {} acknowledged, {} lost across 2 failovers in windows (span ms, writes) {windows:?}; slowest send {slowest:?}",
+        acked.len(),
+        gone.len()
     );
-    // The contract allows the promotion → +switch-master window, about
-    // 1.5 s of writes (300 at 200/s) per failover. Writes are held from
-    // the leader's `+failover-state-send-slaveof-noone` on, so only a batch
-    // or two in flight at that moment may be lost (measured without that
-    // hold: 320 of 990; with it: 0 of 670).
-    assert!(lost <= 50, "{lost} acknowledged writes lost");
+    // The contract (docs/design.md §6): without WAIT, what is lost is
+    // bounded by the promotion → +switch-master window, about 1 s per
+    // failover. So: at most one run of lost writes per failover, each
+    // within that window (1.5 s with scheduling slack on a loaded
+    // machine). Writes are held from the leader's
+    // `+failover-state-send-slaveof-noone` on, so usually only a batch or
+    // two is lost (measured: 0 of 670 on a quiet machine, 180 in 850 ms
+    // under a full CI run).
+    assert!(
+        windows.len() <= 2,
+        "losses outside the two failovers: {windows:?}"
+    );
+    for (span_ms, n) in &windows {
+        assert!(
+            *span_ms <= 1_500,
+            "a loss window of {span_ms} ms ({n} writes): {windows:?}"
+        );
+    }
     drop(topo);
 }
 
