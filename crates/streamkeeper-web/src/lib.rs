@@ -245,7 +245,9 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
         .into_response();
     }
     if let Some(token) = &s.config().token {
-        let public = path == "/login" || path.starts_with("/assets/");
+        // `/healthz` is for load balancers and orchestrators: no token (it
+        // names no stream to a caller without one).
+        let public = path == "/login" || path == "/healthz" || path.starts_with("/assets/");
         if !public && !authorized(req.headers(), token) {
             if req.method() == Method::GET && path == "/" {
                 return Redirect::to("/login").into_response();
@@ -343,8 +345,16 @@ struct HealthQuery {
 /// and orchestrators probe it.
 async fn healthz(
     State(s): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<HealthQuery>,
 ) -> Response {
+    // Without the token the answer is the status alone: the reasons name
+    // streams and groups.
+    let open = s
+        .config()
+        .token
+        .as_deref()
+        .is_none_or(|t| authorized(&headers, t));
     let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     let max_time_lag = match q.max_time_lag.as_deref().map(humantime::parse_duration) {
         None => None,
@@ -373,8 +383,13 @@ async fn healthz(
     }
     match lag_failures(s.redis(), &q, max_time_lag).await {
         Ok(failed) if failed.is_empty() => (StatusCode::OK, "ok\n").into_response(),
-        Ok(failed) => unavailable(failed.join("\n") + "\n"),
-        Err(e) => unavailable(format!("could not check the lag: {e}\n")),
+        Ok(failed) if open => unavailable(failed.join("\n") + "\n"),
+        Ok(failed) => unavailable(format!(
+            "{} lag check(s) failed (send the token to see which)\n",
+            failed.len()
+        )),
+        Err(e) if open => unavailable(format!("could not check the lag: {e}\n")),
+        Err(_) => unavailable("could not check the lag\n".into()),
     }
 }
 

@@ -298,9 +298,15 @@ async fn a_token_is_required_for_every_request() {
         ..Default::default()
     })
     .await;
-    for path in ["/api/overview", "/metrics", "/healthz", "/api/events"] {
+    for path in ["/api/overview", "/metrics", "/api/events"] {
         assert_eq!(get(&app, path).await.0, StatusCode::UNAUTHORIZED, "{path}");
     }
+    // Load balancers probe /healthz without the token; a failed lag check
+    // then says how many failed, not which stream.
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+    let (status, body) = get(&app, "/healthz?stream=secret-orders&max-lag=0").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(!body.contains("secret-orders"), "{body}");
     // The page sends people to the login form, which stays reachable.
     let (status, headers, _) = send(
         &app,
