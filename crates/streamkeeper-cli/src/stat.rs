@@ -277,26 +277,11 @@ fn violations(stats: &[StreamStat], args: &StatArgs) -> Vec<String> {
 
 /// The thresholds one group exceeds, one line each.
 fn group_violations(s: &StreamStat, g: &GroupStat, args: &StatArgs) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(max) = args.max_lag.filter(|m| g.outstanding > *m) {
-        out.push(format!(
-            "{} group {}: {} outstanding > --max-lag {max}",
-            s.stream, g.group, g.outstanding
-        ));
+    inspect::LagLimits {
+        max_lag: args.max_lag,
+        max_time_lag: args.max_time_lag,
     }
-    if let Some(max) = args
-        .max_time_lag
-        .filter(|m| g.time_lag_ms > m.as_millis() as u64)
-    {
-        out.push(format!(
-            "{} group {}: time lag {} > --max-time-lag {}",
-            s.stream,
-            g.group,
-            ms(g.time_lag_ms),
-            humantime::format_duration(max)
-        ));
-    }
-    out
+    .violations(&s.stream, g, "--")
 }
 
 pub async fn run(global: &Global, args: StatArgs) -> anyhow::Result<Exit> {

@@ -437,20 +437,11 @@ async fn lag_failures(
             .iter()
             .filter(|g| q.group.as_ref().is_none_or(|w| &g.group == w))
         {
-            if let Some(max) = q.max_lag.filter(|m| g.outstanding > *m) {
-                failed.push(format!(
-                    "{stream} group {}: {} outstanding > max-lag {max}",
-                    g.group, g.outstanding
-                ));
-            }
-            if let Some(max) = max_time_lag.filter(|m| u128::from(g.time_lag_ms) > m.as_millis()) {
-                failed.push(format!(
-                    "{stream} group {}: time lag {} ms > max-time-lag {}",
-                    g.group,
-                    g.time_lag_ms,
-                    humantime::format_duration(max)
-                ));
-            }
+            let limits = streamkeeper::inspect::LagLimits {
+                max_lag: q.max_lag,
+                max_time_lag,
+            };
+            failed.extend(limits.violations(stream.as_str(), g, ""));
         }
     }
     Ok(failed)

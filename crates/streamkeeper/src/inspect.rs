@@ -60,7 +60,7 @@ pub struct ConsumerStat {
 }
 
 /// One consumer group.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupStat {
     /// Its name.
     pub group: String,
@@ -484,6 +484,57 @@ pub async fn list_streams(connector: &Connector) -> Result<Vec<StreamKey>> {
         }
     }
     Ok(out)
+}
+
+/// Lag thresholds of a health check (`stat --max-lag`, `/healthz?max-lag=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagLimits {
+    /// Most outstanding entries (pending, parked for a retry, undelivered).
+    pub max_lag: Option<u64>,
+    /// Oldest outstanding entry's age.
+    pub max_time_lag: Option<Duration>,
+}
+
+impl LagLimits {
+    /// Whether any threshold is set.
+    pub fn any(&self) -> bool {
+        self.max_lag.is_some() || self.max_time_lag.is_some()
+    }
+
+    /// The thresholds `g` of `stream` exceeds, a line each; `flag` is how
+    /// the caller spells them (`--` on the command line, nothing in a URL).
+    ///
+    /// ```
+    /// # use streamkeeper::inspect::{GroupStat, LagLimits};
+    /// let g = GroupStat { group: "billing".into(), outstanding: 3, ..Default::default() };
+    /// let limits = LagLimits { max_lag: Some(2), max_time_lag: None };
+    /// assert_eq!(
+    ///     limits.violations("orders", &g, "--"),
+    ///     vec!["orders group billing: 3 outstanding > --max-lag 2".to_string()]
+    /// );
+    /// ```
+    pub fn violations(&self, stream: &str, g: &GroupStat, flag: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(max) = self.max_lag.filter(|m| g.outstanding > *m) {
+            out.push(format!(
+                "{stream} group {}: {} outstanding > {flag}max-lag {max}",
+                g.group, g.outstanding
+            ));
+        }
+        if let Some(max) = self
+            .max_time_lag
+            .filter(|m| u128::from(g.time_lag_ms) > m.as_millis())
+        {
+            let lag = Duration::from_millis(g.time_lag_ms);
+            out.push(format!(
+                "{stream} group {}: time lag {} > {flag}max-time-lag {}",
+                g.group,
+                humantime::format_duration(lag),
+                humantime::format_duration(max)
+            ));
+        }
+        out
+    }
 }
 
 /// Where a group is heading between two samples.

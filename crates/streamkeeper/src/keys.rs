@@ -71,6 +71,15 @@ impl StreamKeys {
         stream.derived("attempts")
     }
 
+    /// `<group> NUL <id>`: an entry's field in [`attempts`](Self::attempts)
+    /// (the Lua scripts spell it `group .. '\0' .. id`).
+    pub fn attempt_field(group: &crate::types::GroupName, id: crate::types::StreamId) -> Vec<u8> {
+        let mut field = group.as_str().as_bytes().to_vec();
+        field.push(0);
+        field.extend_from_slice(id.to_string().as_bytes());
+        field
+    }
+
     /// `{S}:retry-mover`: the lease of the one retry mover of the stream.
     pub fn retry_mover(stream: &StreamKey) -> String {
         stream.derived("retry-mover")

@@ -236,44 +236,34 @@ pub async fn parked(
         .query_async(&mut conn)
         .await
         .map_err(|e| Error::redis("ZRANGE retry set", e))?;
-    let mut marks = redis::cmd("HMGET");
-    marks.arg(StreamKeys::attempts(stream));
-    for (id, _) in &pairs {
-        let mut field = group.as_str().as_bytes().to_vec();
-        field.push(0);
-        field.extend_from_slice(id.as_bytes());
-        marks.arg(field);
-    }
-    let mut why = redis::cmd("HMGET");
-    why.arg(StreamKeys::retry_reasons(stream, group));
-    for (id, _) in &pairs {
-        why.arg(id);
-    }
-    let (attempts, why): (Vec<Option<u64>>, Vec<Option<String>>) = if pairs.is_empty() {
+    let ids: Vec<StreamId> = pairs.iter().filter_map(|(id, _)| id.parse().ok()).collect();
+    // Attempts and last errors of every one, in one round trip.
+    let (attempts, why): (Vec<Option<u64>>, Vec<Option<String>>) = if ids.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        (
-            marks
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("HMGET attempt marks", e))?,
-            why.query_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("HMGET retry reasons", e))?,
-        )
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(StreamKeys::attempts(stream));
+        for id in &ids {
+            pipe.arg(StreamKeys::attempt_field(group, *id));
+        }
+        pipe.cmd("HMGET")
+            .arg(StreamKeys::retry_reasons(stream, group))
+            .arg(&ids);
+        pipe.query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("HMGET attempt marks and retry reasons", e))?
     };
     Ok(pairs
         .into_iter()
+        .filter_map(|(id, due)| Some((id.parse().ok()?, due)))
         .zip(attempts.into_iter().chain(std::iter::repeat(None)))
         .zip(why.into_iter().chain(std::iter::repeat(None)))
-        .filter_map(|(((id, due), attempts), last_error)| {
-            Some(Parked {
-                id: id.parse().ok()?,
-                // Scores are whole milliseconds, written by retry_store.lua.
-                due_ms: due as u64,
-                attempts: attempts.unwrap_or(0),
-                last_error,
-            })
+        .map(|(((id, due), attempts), last_error)| Parked {
+            id,
+            // Scores are whole milliseconds, written by retry_store.lua.
+            due_ms: due as u64,
+            attempts: attempts.unwrap_or(0),
+            last_error,
         })
         .collect())
 }

@@ -75,12 +75,9 @@ pub(crate) async fn unmark(shared: &Shared, id: StreamId) -> Result<()> {
     Ok(())
 }
 
-/// `<group> NUL <id>`: the entry's field in `{S}:attempts`.
+/// The entry's field in `{S}:attempts`.
 fn mark_field(shared: &Shared, id: StreamId) -> Vec<u8> {
-    let mut field = shared.group.as_str().as_bytes().to_vec();
-    field.push(0);
-    field.extend_from_slice(id.to_string().as_bytes());
-    field
+    crate::keys::StreamKeys::attempt_field(&shared.group, id)
 }
 
 /// Adds `by` to the entry's mark; returns the new value.
