@@ -771,3 +771,45 @@ async fn a_dead_letter_of_a_destroyed_group_is_not_replayed() {
         "kept"
     );
 }
+
+#[tokio::test]
+async fn a_due_retry_of_an_entry_this_consumer_runs_is_not_handed_out_after_its_ack() {
+    let (_server, redis) = setup().await;
+    let s = key("jobs");
+    let id = Producer::new(&redis, s.clone())
+        .send(&fields([("k", "v")]))
+        .await
+        .expect("send");
+    let mut a = GroupConsumer::new(&redis, s.clone(), group("g"))
+        .create_group(StartFrom::Beginning)
+        .start()
+        .await
+        .expect("start");
+    let d = a.next().await.expect("item").expect("delivery");
+    // While this run goes on, the entry also shows up parked and due (as
+    // after a peer parked it and a reset handed it here): the taker
+    // claims it back to this consumer, which already runs it.
+    let sk = streamkeeper::meta::RETRY_CONSUMER;
+    let _: Vec<String> = common::cmd(
+        &redis,
+        &[
+            "XCLAIM",
+            s.as_str(),
+            "g",
+            sk,
+            "0",
+            &id.to_string(),
+            "JUSTID",
+        ],
+    )
+    .await;
+    let set = streamkeeper::keys::StreamKeys::retries(&s, &group("g"));
+    let _: u64 = common::cmd(&redis, &["ZADD", &set, "0", &id.to_string()]).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    d.ack();
+    drop(d);
+    let again = tokio::time::timeout(Duration::from_secs(2), a.next()).await;
+    assert!(again.is_err(), "run again after its ack: {again:?}");
+    a.close().await.expect("close");
+    assert_eq!(places(&redis, &s, "g").await, (0, 0, 0, 0));
+}

@@ -176,16 +176,13 @@ pub(crate) async fn retry_loop(
 ) {
     let mut tick = tokio::time::interval(shared.options.retry_poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Taken while the delivery of its failed run was still alive (a
-    // handler holding a clone, a zero delay): handed out once it is gone.
-    let mut later: Vec<(crate::types::Entry, Option<String>)> = Vec::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = shared.budget.spent() => return,
             _ = tick.tick() => {}
         }
-        let mut ready = std::mem::take(&mut later);
+        let mut ready: Vec<(crate::types::Entry, Option<String>)> = Vec::new();
         // With a limit (`--count N`) the read loop holds the budget during
         // its short blocking reads and gives it back between them: wait
         // for a share for up to one poll, or due retries would starve.
@@ -259,8 +256,11 @@ pub(crate) async fn retry_loop(
             // keepalive that saw it parked (owned by sk-retry) may have
             // called it lost; it is not.
             in_flight.take_lost(&e.id);
+            // Held here already (a reset or a reclaim handed it to this
+            // consumer, which runs it now): that run settles it. Keeping
+            // it to hand out later would run it again after its ack. (The
+            // delivery whose failure parked it let go of it then.)
             if !in_flight.insert(e.id) {
-                later.push((e, last_error));
                 continue;
             }
             let held = Held::new(e, Source::Retry, &in_flight).with_last_error(last_error);
