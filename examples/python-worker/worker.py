@@ -15,6 +15,13 @@ For each entry the worker prints one answer line on stdout (and flushes):
 
 Answers may come in any order; up to --concurrency entries are sent
 before the first answer is due. Logs go to stderr, never to stdout.
+
+Tracing: when the entry carries W3C trace context (a producer wrote a
+`traceparent` field), the line has a `traceparent` key naming this run's
+span (the consumer's `process` span, exported with --otlp-endpoint). The
+worker logs its trace id with every line about the entry, so its logs join
+the trace; with the OpenTelemetry SDK installed, continue it with
+`TraceContextTextMapPropagator().extract({"traceparent": tp})`.
 This example squares the field `n`: a negative n is poison (dead), a
 value that is not a number fails (and is retried).
 """
@@ -44,18 +51,32 @@ def fields_of(entry):
     return fields
 
 
-def handle(fields):
+def trace_of(entry):
+    """(trace id, span id) of the run's W3C traceparent, or None."""
+    parts = str(entry.get("traceparent", "")).split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    return parts[1], parts[2]
+
+
+def log(trace, text):
+    """A log line on stderr, with the trace it belongs to."""
+    where = f"trace_id={trace[0]} span_id={trace[1]} " if trace else ""
+    print(f"{where}{text}", file=sys.stderr, flush=True)
+
+
+def handle(fields, trace):
     """The work. Return to ack; raise to say otherwise."""
     n = int(fields["n"])  # ValueError: a failed attempt
     if n < 0:
         raise Poison(f"negative n ({n}) can never be processed")
-    print(f"{n} squared is {n * n}", file=sys.stderr, flush=True)
+    log(trace, f"{n} squared is {n * n}")
 
 
 def answer(entry):
     eid = entry["id"]
     try:
-        handle(fields_of(entry))
+        handle(fields_of(entry), trace_of(entry))
         return f"ack {eid}"
     except Poison as e:
         return f"dead {eid} {one_line(e)}"

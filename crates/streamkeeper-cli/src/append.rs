@@ -43,6 +43,12 @@ impl Appender {
         self
     }
 
+    /// Writes a `traceparent` into each entry (see [`streamkeeper::trace`]).
+    pub fn with_trace(mut self, trace: streamkeeper::trace::TraceSource) -> Self {
+        self.producer = self.producer.with_trace(trace);
+        self
+    }
+
     /// Entries written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -150,6 +156,16 @@ impl Appenders {
         Appenders {
             appenders: producers.into_iter().map(Appender::of).collect(),
         }
+    }
+
+    /// Writes a `traceparent` into each entry (see [`streamkeeper::trace`]).
+    pub fn with_trace(mut self, trace: streamkeeper::trace::TraceSource) -> Self {
+        self.appenders = self
+            .appenders
+            .into_iter()
+            .map(|a| a.with_trace(trace))
+            .collect();
+        self
     }
 
     /// Entries written to all targets so far.

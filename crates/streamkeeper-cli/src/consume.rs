@@ -111,7 +111,12 @@ pub async fn run(global: &Global, args: ConsumeArgs) -> anyhow::Result<Exit> {
             if let Some(pipe) = pipe {
                 return pipe.handle(&d).await;
             }
-            let line = wire::delivery_to_line(d.stream().as_str(), d.entry(), d.attempt());
+            let line = wire::traced_delivery_to_line(
+                d.stream().as_str(),
+                d.entry(),
+                d.attempt(),
+                d.trace(),
+            );
             match exec {
                 Some(cmd) => run_exec(&cmd, &d, &group_name, &line, timeout).await,
                 None => match crate::output::json_line_str(&line) {
@@ -223,7 +228,10 @@ async fn peek(global: &Global, args: &ConsumeArgs) -> anyhow::Result<Exit> {
         }
     }
     if shown == 0 && !global.quiet {
-        eprintln!("nothing new for group {} on {}", args.group, args.stream);
+        crate::logs::announce(&format!(
+            "nothing new for group {} on {}",
+            args.group, args.stream
+        ));
     }
     Ok(Exit::Ok)
 }
@@ -331,7 +339,13 @@ async fn run_exec(
     timeout: Option<Duration>,
 ) -> Result<Outcome, String> {
     let attempt = d.attempt().to_string();
-    let mut child = crate::reaper::command(cmd)
+    let mut command = crate::reaper::command(cmd);
+    // The run's trace context (W3C), for the command to continue.
+    match d.trace() {
+        Some(t) => command.env(streamkeeper::trace::ENV, t.to_string()),
+        None => command.env_remove(streamkeeper::trace::ENV),
+    };
+    let mut child = command
         .env("SK_STREAM", d.stream().as_str())
         .env("SK_ID", d.id().to_string())
         .env("SK_GROUP", group)
@@ -408,12 +422,7 @@ async fn forward_stderr(from: tokio::process::ChildStderr) -> String {
     let mut tail: std::collections::VecDeque<String> = Default::default();
     let mut size = 0;
     while let Ok(Some(line)) = lines.next_segment().await {
-        {
-            use std::io::Write;
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(&line);
-            let _ = err.write_all(b"\n");
-        }
+        crate::logs::handler_line(&line, "exec");
         let text = String::from_utf8_lossy(&line).trim().to_string();
         if text.is_empty() {
             continue;

@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use streamkeeper::producer::PIPELINE_CHUNK;
-use streamkeeper::shard::ShardLayout;
-use streamkeeper::{wire, Reader, StartFrom, StreamId};
+use streamkeeper::shard::{MergedReader, ShardLayout};
+use streamkeeper::{wire, StreamId};
 
 use crate::append::{check_is_stream, Appenders, NewEntry};
 use crate::cli::{DumpArgs, Global, RestoreArgs};
@@ -61,8 +61,9 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
     };
     let redis = global.connect().await?;
     check_is_stream(&redis, &stream).await?;
-    // A sharded stream: every shard, merged in ID order; each line names
-    // its shard (`{S:i}`), so `restore` puts it back where it was.
+    // A sharded stream: every shard, merged in ID order (the library's
+    // merged reader, as `tail`); each line names its shard (`{S:i}`), so
+    // `restore` puts it back where it was.
     let keys = ShardLayout::keys_of(&redis, &stream).await?;
     let mut conn = redis.shared();
     let mut len = 0u64;
@@ -75,52 +76,12 @@ pub async fn dump(global: &Global, args: DumpArgs) -> anyhow::Result<Exit> {
         len += n;
     }
     let bar = progress(len, "dump");
-    struct Source {
-        key: streamkeeper::StreamKey,
-        reader: Reader,
-        page: std::collections::VecDeque<streamkeeper::Entry>,
-        done: bool,
-    }
-    let mut sources = Vec::new();
-    for key in keys {
-        let reader = Reader::new(&redis, key.clone(), StartFrom::After(from.prev()))
-            .await?
-            .page_size(1000);
-        sources.push(Source {
-            key,
-            reader,
-            page: Default::default(),
-            done: false,
-        });
-    }
+    let mut merged = MergedReader::range(&redis, keys, from, to).await?;
     let mut n = 0u64;
-    loop {
-        for s in sources.iter_mut().filter(|s| s.page.is_empty() && !s.done) {
-            let page = s.reader.next_page().await?;
-            if page.is_empty() {
-                s.done = true;
-            }
-            s.page.extend(page);
-        }
-        let next = sources
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.page.front().map(|e| (e.id, i)))
-            .min();
-        let Some((id, i)) = next else {
-            break;
-        };
-        let source = &mut sources[i];
-        if id > to {
-            source.page.clear();
-            source.done = true;
-            continue;
-        }
-        if let Some(e) = source.page.pop_front() {
-            writeln!(out, "{}", wire::entry_to_line(source.key.as_str(), &e))?;
-            n += 1;
-            bar.inc(1);
-        }
+    while let Some(e) = merged.next().await? {
+        writeln!(out, "{}", wire::entry_to_line(e.shard.as_str(), &e.entry))?;
+        n += 1;
+        bar.inc(1);
     }
     out.flush()?;
     drop(out);

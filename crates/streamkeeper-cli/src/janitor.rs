@@ -21,7 +21,9 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
         output::json_line(&v);
     } else {
         let verb = if dry_run { "would trim" } else { "trimmed" };
-        let to = match (r.trim_to, &r.held_by) {
+        // Names on one line: control characters and odd bytes escaped.
+        let held_by = r.held_by.as_deref().map(|g| output::escaped(g.as_bytes()));
+        let to = match (r.trim_to, &held_by) {
             (None, _) => "no group: nothing is ack-trimmed".to_string(),
             (Some(t), Some(g)) if r.held_by_pending => {
                 format!("trim point {t}, held by group {g}: its oldest pending entry")
@@ -31,7 +33,11 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
             }
             (Some(t), None) => format!("trim point {t}"),
         };
-        let mut line = format!("{}: {verb} {} ({to})", r.stream, r.trimmed);
+        let mut line = format!(
+            "{}: {verb} {} ({to})",
+            output::escaped(r.stream.as_str().as_bytes()),
+            r.trimmed
+        );
         if r.dropped_unacked > 0 {
             line.push_str(&format!(
                 "; {} unacknowledged entries archived and dropped by a cap",

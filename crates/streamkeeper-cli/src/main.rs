@@ -2,6 +2,22 @@
 //!
 //! Exit codes: 0 ok, 1 a check failed, 2 error (one line on stderr),
 //! 130 interrupted. `--json` makes stdout JSON lines; logs go to stderr.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `cli` | the clap grammar, one file per command family, typed values |
+//! | `produce`, `append`, `tail`, `dump` | writing and reading entries (`tail` and `dump` of a sharded stream: the library's `shard::MergedReader`) |
+//! | `consume`, `pipe`, `reaper` | a group member: print, `--exec` per entry, `--pipe` worker; no descendant outlives it |
+//! | `group`, `shard`, `dlq`, `retry`, `stat`, `doctor` | admin and health |
+//! | `janitor`, `schedule`, `schedule_io` | ack-aware trimming; the scheduler and its import/export |
+//! | `serve` | the dashboard of `streamkeeper-web` |
+//! | `metrics` | `--metrics ADDR`: the process's own Prometheus `/metrics` (consume, schedule run, janitor, serve, bench) |
+//! | `otel` | `--otlp-endpoint`: span export (feature `otel`) |
+//! | `logs` | `--log-format json`: announcements and handlers' stderr as JSON events |
+//! | `bench`, `bench_kit`, `bench_e2e`, `bench_shards`, `demo` | measuring against plain redis-rs; the end-to-end demo |
+//! | `output`, `signal`, `manual` | printing, SIGINT/SIGTERM, completions and man page |
 
 mod append;
 mod bench;
@@ -16,6 +32,10 @@ mod doctor;
 mod dump;
 mod group;
 mod janitor;
+mod logs;
+mod manual;
+mod metrics;
+mod otel;
 mod output;
 mod pipe;
 mod produce;
@@ -33,7 +53,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
 
 /// What a command ended with, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +101,24 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    init_logging(cli.verbose, cli.quiet);
+    let log_format = cli.log_format;
+    init_logging(cli.verbose, cli.quiet, log_format);
+    // Spans are flushed when this guard drops, after the command.
+    // Outside the runtime: the exporter's blocking HTTP client runs its own.
+    let otel = match otel::install(cli.otlp_endpoint.as_deref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("streamkeeper: error: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     let result = runtime.block_on(async {
         tokio::select! {
             r = run(cli) => r,
             _ = signal::unhandled() => Ok(Exit::Interrupted),
         }
     });
+    drop(otel);
     // Nothing may wait on a blocking read of stdin after the end.
     runtime.shutdown_background();
     if signal::arrived() {
@@ -100,10 +131,25 @@ fn main() -> ExitCode {
         // A closed stdout (`| head -1`) is a clean end, as in ripgrep.
         Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("streamkeeper: error: {}", one_line(&e));
+            let line = one_line(&e);
+            match log_format {
+                LogFormat::Text => eprintln!("streamkeeper: error: {line}"),
+                LogFormat::Json => eprintln!("{}", json_error(&line)),
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// The final error as a log line of `--log-format json`, so a collector
+/// reading stderr gets JSON to the end (shown whatever the log filter).
+fn json_error(line: &str) -> String {
+    serde_json::json!({
+        "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "level": "ERROR",
+        "fields": { "message": format!("streamkeeper: error: {line}") },
+    })
+    .to_string()
 }
 
 /// Help and version print as clap prints them; a usage error becomes one
@@ -157,7 +203,7 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn,streamkeeper=info,streamkeeper_cli=info",
@@ -166,18 +212,30 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STREAMKEEPER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    logs::set_json(matches!(format, LogFormat::Json));
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line: timestamp, level, fields (with the message)
+        // and the spans it happened in.
+        LogFormat::Json => fmt.json().with_ansi(false).init(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     let global = cli.global();
+    // Before the command starts, so its series register with the recorder.
+    let _metrics = metrics::start(&cli.command).await?;
     match cli.command {
-        Command::Produce(args) => produce::run(&global, args).await,
+        Command::Produce(args) => {
+            let stream = args.stream.to_string();
+            otel::around_produce(&stream, produce::run(&global, args)).await
+        }
         Command::Tail(args) => tail::run(&global, args).await,
         Command::Consume(args) => consume::run(&global, args).await,
         Command::Group(args) => group::run(&global, args).await,
@@ -193,5 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Schedule(args) => schedule::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
         Command::Demo(args) => demo::run(&global, args).await,
+        Command::Completions(args) => manual::completions(&args),
+        Command::Man => manual::man(),
     }
 }

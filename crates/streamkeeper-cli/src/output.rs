@@ -99,6 +99,22 @@ pub fn entry(json: bool, stream: &str, e: &Entry) -> std::io::Result<()> {
     }
 }
 
+/// Prints an entry of a merged read of a sharded stream, naming its shard:
+/// as JSON the wire format with `"stream"` the shard's key (as `dump`
+/// writes it); for people `{S:i}  ID  k=v …`.
+pub fn shard_entry(json: bool, e: &streamkeeper::shard::ShardEntry) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            streamkeeper::wire::entry_to_line(e.shard.as_str(), &e.entry)
+        )
+    } else {
+        writeln!(out, "{}  {}", e.shard, human_entry(&e.entry))
+    }
+}
+
 /// Prints an already-encoded JSON line on stdout.
 pub fn json_line_str(line: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -136,7 +136,9 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         let router = Router::new(&redis, layout, args.maxlen, wait, &args).await?;
         return produce_sharded(global, router, args, stdin_entries, total).await;
     }
-    let mut appender = Appender::new(&redis, stream, args.maxlen).with_wait(wait);
+    let mut appender = Appender::new(&redis, stream, args.maxlen)
+        .with_wait(wait)
+        .with_trace(crate::otel::produce_source());
     let chunk = match args.rate {
         // Send about ten times a second at the given rate.
         Some(rate) => ((rate / 10.0).ceil() as usize).clamp(1, PIPELINE_CHUNK),
@@ -196,7 +198,8 @@ impl Router {
             sharded = sharded.with_wait(w);
         }
         let appenders =
-            Appenders::of((0..layout.count()).map(|i| sharded.shard_producer(i).clone()));
+            Appenders::of((0..layout.count()).map(|i| sharded.shard_producer(i).clone()))
+                .with_trace(crate::otel::produce_source());
         Ok(Router {
             layout,
             sharded,

@@ -139,7 +139,7 @@ pub async fn run(global: &Global, args: ScheduleArgs) -> anyhow::Result<Exit> {
         }
         ScheduleAction::Pause { name } => set_paused(global, &ns, &name, true).await?,
         ScheduleAction::Resume { name } => set_paused(global, &ns, &name, false).await?,
-        ScheduleAction::Run { instance } => {
+        ScheduleAction::Run { instance, .. } => {
             let redis = global
                 .connect_with(streamkeeper::ConnectorOptions {
                     reconnect_timeout: None,

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use streamkeeper::{reader, Reader, StartFrom};
+use streamkeeper::shard::{MergedReader, ShardLayout};
+use streamkeeper::{reader, Connector, Reader, StartFrom, StreamId};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, TailArgs};
@@ -18,18 +19,19 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
         other => other,
     });
     let redis = global.connect().await?;
-    // A sharded stream has no key of its own: XREAD on its name would find
-    // nothing and print nothing, which looks like an empty stream.
-    if let Some(layout) = streamkeeper::shard::ShardLayout::open(&redis, &stream).await? {
-        anyhow::bail!(
-            "{stream} is a sharded stream ({} shards): tail one shard (`streamkeeper tail {}`), or print every shard merged in ID order with `streamkeeper dump {stream}`",
-            layout.count(),
-            layout.shard(0)
-        );
-    }
     let stop = CancellationToken::new();
     let interrupted = signal::cancel_on_signal(stop.clone());
     output::cancel_when_stdout_closes(stop.clone());
+    // A sharded stream has no key of its own (XREAD on its name would find
+    // nothing, which looks like an empty stream): its shards merged.
+    if let Some(layout) = ShardLayout::open(&redis, &stream).await? {
+        sharded(global, &args, from, &redis, layout, &stop).await?;
+        return Ok(if interrupted.get() {
+            Exit::Interrupted
+        } else {
+            Exit::Ok
+        });
+    }
     let name = stream.as_str().to_string();
 
     let mut reader = match from {
@@ -105,4 +107,57 @@ pub async fn run(global: &Global, args: TailArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// `tail` of a sharded stream: its shards merged in ID order
+/// ([`MergedReader`], then with `--follow` [`MergedFollow`]), each line
+/// naming its shard. `from` is the exclusive start (as for one stream).
+///
+/// [`MergedFollow`]: streamkeeper::shard::MergedFollow
+async fn sharded(
+    global: &Global,
+    args: &TailArgs,
+    from: Option<StartFrom>,
+    redis: &Connector,
+    layout: ShardLayout,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let shards = layout.shards();
+    let (mut merged, mut left) = match from.map(|f| f.last_before()) {
+        None => {
+            let n = args.count.unwrap_or(10) as u64;
+            (MergedReader::last(redis, shards, n).await?, None)
+        }
+        // `$`: nothing old; follow from each shard's newest entry.
+        Some(None) => (MergedReader::last(redis, shards, 0).await?, None),
+        Some(Some(after)) => {
+            let left = if args.follow { None } else { args.count };
+            let merged = MergedReader::range(redis, shards, after.next(), StreamId::MAX).await?;
+            (merged, left)
+        }
+    };
+    while left != Some(0) {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            e = merged.next() => e?,
+        };
+        let Some(e) = next else {
+            break;
+        };
+        output::shard_entry(global.json, &e)?;
+        left = left.map(|l| l - 1);
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let mut follow = merged.follow(Duration::from_secs(5));
+    loop {
+        let batch = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            b = follow.next_batch() => b?,
+        };
+        for e in &batch {
+            output::shard_entry(global.json, e)?;
+        }
+    }
 }

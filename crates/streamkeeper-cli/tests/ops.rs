@@ -690,3 +690,18 @@ fn janitor_all_cleans_every_stream_with_a_group_and_refuses_caps() {
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(cli(&server, &["XLEN", "loose"]), "4");
 }
+
+#[test]
+fn janitor_lines_escape_control_characters_in_names() {
+    let server = RedisServer::start().expect("redis");
+    // A stream and a group whose names carry a CR and a newline.
+    cli(&server, &["XADD", "odd\r\nname", "*", "k", "v"]);
+    cli(&server, &["XGROUP", "CREATE", "odd\r\nname", "g\rx", "0"]);
+    let o = sk(&server, &["janitor", "--all", "--once"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!out.contains('\r'), "a raw CR in {out:?}");
+    assert_eq!(out.trim_end().lines().count(), 1, "{out:?}");
+    assert!(out.contains(r"odd\r\nname"), "{out:?}");
+    assert!(out.contains(r"g\rx"), "{out:?}");
+}

@@ -399,12 +399,36 @@ fn python_worker_example_acks_fails_and_dead_letters() {
     produce(&server, &["n={i}"], 50);
     produce(&server, &["n=-1"], 1);
     produce(&server, &["n=abc"], 1);
+    // One entry of a traced job: the worker logs with its trace id.
+    let traced = command(
+        &server,
+        &["produce", "jobs", "--field", "n=1000", "--quiet"],
+    )
+    .env(
+        "TRACEPARENT",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .output()
+    .expect("produce");
+    assert!(traced.status.success(), "{}", stderr(&traced));
     let pipe = format!("{python} {}", worker.display());
     let o = consume_pipe(&server, &pipe, &["--max-deliveries", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     // The worker logs each result on stderr: 49² = 2401.
     assert!(err.contains("49 squared is 2401"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("1000 squared is 1000000"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.starts_with("trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id="),
+        "the worker's log joins the producer's trace: {line}"
+    );
+    assert!(
+        !err.contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=00f067aa0ba902b7"),
+        "a span of its own"
+    );
     assert_eq!(xpending(&server, "jobs", "g"), 0);
     assert_eq!(cli(&server, &["XLEN", "{jobs}:dlq"]), "2");
     let dead = dlq(&server);

@@ -1,6 +1,8 @@
 //! `streamkeeper serve` as a user runs it: a non-loopback `--listen`
 //! without a token is refused before anything listens; with a token (flag
 //! or `STREAMKEEPER_TOKEN`) every request needs it; a signal ends it.
+//! Beyond loopback the token has at least 16 characters; `--tls-cert` and
+//! `--tls-key` serve HTTPS with `Secure` cookies, a bad file is named.
 
 mod common;
 
@@ -51,7 +53,8 @@ fn serve_with_a_token_requires_it_and_ends_on_a_signal() {
     let server = RedisServer::start().expect("redis");
     cli(&server, &["XADD", "orders", "*", "k", "v"]);
     let port = free_port().expect("port");
-    let listen = format!("127.0.0.1:{port}");
+    // `localhost:PORT` is the loopback address, as users write it.
+    let listen = format!("localhost:{port}");
     let mut child = command(
         &server,
         &[
@@ -98,4 +101,132 @@ fn serve_with_a_token_requires_it_and_ends_on_a_signal() {
         .expect("kill");
     let code = child.wait().expect("wait").code();
     assert_eq!(code, Some(130));
+}
+
+#[test]
+fn serve_beyond_loopback_needs_a_token_of_16_characters() {
+    let server = RedisServer::start().expect("redis");
+    let port = free_port().expect("port");
+    let listen = format!("0.0.0.0:{port}");
+    // Short, and 16 spaces (long only by its blanks).
+    for token in ["short", "                ", "  short-with-pad  "] {
+        let out = command(&server, &["serve", "--listen", &listen, "--token", token])
+            .env_remove("STREAMKEEPER_TOKEN")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{token:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("16"), "{err}");
+        assert!(!err.contains("short"), "the token is not echoed: {err}");
+        assert_eq!(status(port, "/healthz", None), 0, "nothing listens");
+    }
+    // A host name other than localhost is refused at parse time.
+    let out = command(&server, &["serve", "--listen", "example.com:80"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("IP:PORT"), "{err}");
+}
+
+#[test]
+fn serve_with_a_bad_certificate_or_key_names_the_file() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not pem\n").expect("write");
+    let missing = dir.path().join("missing-cert.pem");
+    let (missing, junk) = (
+        missing.to_str().expect("utf-8"),
+        junk.to_str().expect("utf-8"),
+    );
+    for (cert, key, named) in [(missing, junk, missing), (junk, junk, junk)] {
+        let out = command(
+            &server,
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                key,
+            ],
+        )
+        .output()
+        .expect("run");
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(named), "{err}");
+    }
+    let out = command(&server, &["serve", "--tls-cert", junk])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}
+
+#[test]
+fn serve_over_https_sets_secure_session_cookies() {
+    let server = RedisServer::start().expect("redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-subj", "/CN=localhost", "-days", "1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success());
+    let port = free_port().expect("port");
+    let listen = format!("0.0.0.0:{port}");
+    let token = "0123456789abcdef";
+    let mut child = command(
+        &server,
+        &[
+            "serve",
+            "--listen",
+            &listen,
+            "--tls-cert",
+            cert.to_str().expect("utf-8"),
+            "--tls-key",
+            key.to_str().expect("utf-8"),
+        ],
+    )
+    .env("STREAMKEEPER_TOKEN", token)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn");
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-ksS", "-i", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let url = format!("https://127.0.0.1:{port}");
+    assert!(
+        eventually_blocking(Duration::from_secs(10), || curl(&[&format!(
+            "{url}/healthz"
+        )])
+        .starts_with("HTTP/1.1 200")),
+        "serve did not come up over HTTPS"
+    );
+    let login = curl(&["-d", &format!("token={token}"), &format!("{url}/login")]);
+    let cookie = login
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("a cookie: {login}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(!cookie.contains(token), "{cookie}");
+    assert_eq!(status(port, "/healthz", None), 0, "no plain HTTP answer");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -14,7 +14,8 @@ use streamkeeper::inspect::{self, InspectOptions};
 use streamkeeper::janitor::{self, JanitorOptions};
 use streamkeeper::scheduler::Scheduler;
 
-use crate::api::{group_name, stream_id, stream_key};
+use crate::api::stream_id;
+use crate::names::{group_param, stream_param};
 use crate::{ApiError, AppState};
 
 /// Most dead letters one "replay all" moves.
@@ -22,6 +23,23 @@ const REPLAY_ALL_MAX: usize = 100_000;
 
 /// A consumer idle this long (or `dead_after`, if shorter) may be removed.
 pub(crate) const REMOVABLE_AFTER_MS: u64 = 10_000;
+
+/// The stream an action addresses: `"key"` (base64url of the raw name)
+/// wins over `"stream"`.
+fn stream_of(body: &Value) -> Result<streamkeeper::StreamKey, ApiError> {
+    stream_param(
+        body.get("key").and_then(Value::as_str),
+        body.get("stream").and_then(Value::as_str),
+    )
+}
+
+/// The group an action addresses: `"gkey"` wins over `"group"`.
+fn group_of(body: &Value) -> Result<streamkeeper::GroupName, ApiError> {
+    group_param(
+        body.get("gkey").and_then(Value::as_str),
+        body.get("group").and_then(Value::as_str),
+    )
+}
 
 fn str_field<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     body.get(name)
@@ -63,7 +81,7 @@ pub(crate) async fn dispatch(
     let redis = s.redis();
     match action.as_str() {
         "dlq-replay" => {
-            let stream = stream_key(str_field(&body, "stream")?)?;
+            let stream = stream_of(&body)?;
             let mut replayed = Vec::new();
             let mut missing = Vec::new();
             if body.get("all").and_then(Value::as_bool) == Some(true) {
@@ -99,12 +117,12 @@ pub(crate) async fn dispatch(
             Ok(Json(json!({ "replayed": replayed.len(), "new_ids": replayed, "missing": missing })))
         }
         "dlq-purge" => {
-            let stream = stream_key(str_field(&body, "stream")?)?;
+            let stream = stream_of(&body)?;
             let n = deadletter::purge(redis, &stream, None).await?;
             Ok(Json(json!({ "purged": n })))
         }
         "janitor" => {
-            let stream = stream_key(str_field(&body, "stream")?)?;
+            let stream = stream_of(&body)?;
             let r = janitor::run_once(redis, &stream, &JanitorOptions::default()).await?;
             Ok(Json(json!({ "trimmed": r.trimmed, "trim_to": r.trim_to })))
         }
@@ -123,8 +141,8 @@ pub(crate) async fn dispatch(
             Ok(Json(json!({ "name": name, "paused": paused })))
         }
         "group-reset" => {
-            let stream = stream_key(str_field(&body, "stream")?)?;
-            let group = group_name(str_field(&body, "group")?)?;
+            let stream = stream_of(&body)?;
+            let group = group_of(&body)?;
             let to = stream_id(str_field(&body, "to")?)?;
             let dry_run = body.get("dry_run").and_then(Value::as_bool) != Some(false);
             let p = streamkeeper::group::reset_group(redis, &stream, &group, to, dry_run).await?;
@@ -134,8 +152,8 @@ pub(crate) async fn dispatch(
             })))
         }
         "consumer-remove" => {
-            let stream = stream_key(str_field(&body, "stream")?)?;
-            let group = group_name(str_field(&body, "group")?)?;
+            let stream = stream_of(&body)?;
+            let group = group_of(&body)?;
             let consumer = str_field(&body, "consumer")?;
             let st = inspect::stream_stat(
                 redis,

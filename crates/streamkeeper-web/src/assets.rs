@@ -2,7 +2,7 @@
 //! login form. `include_str!` puts them in the binary: no CDN, no network,
 //! no Node step.
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -23,9 +23,20 @@ fn html(body: &'static str) -> Response {
         .into_response()
 }
 
+/// The logout button of the page's header, left out without a token.
+const LOGOUT: &str = "  <form method=\"post\" action=\"/logout\" class=\"logout\"><button type=\"submit\">Log out</button></form>\n";
+
+/// The page without the logout button (no token, nothing to log out of).
+static INDEX_OPEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| INDEX.replace(LOGOUT, ""));
+
 /// `GET /`: the page (routes live after `#`, so every view is bookmarkable).
-pub(crate) async fn index() -> Response {
-    html(INDEX)
+pub(crate) async fn index(State(s): State<crate::AppState>) -> Response {
+    if s.config().token.is_some() {
+        html(INDEX)
+    } else {
+        html(INDEX_OPEN.as_str())
+    }
 }
 
 /// `GET /login`: the token form.
@@ -49,4 +60,15 @@ pub(crate) async fn file(Path(name): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_logout_button_is_in_the_page_and_can_be_left_out() {
+        assert!(INDEX.contains(LOGOUT));
+        assert!(!INDEX_OPEN.contains("/logout"));
+    }
 }

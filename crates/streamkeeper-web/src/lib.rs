@@ -12,12 +12,16 @@
 //! | module | what |
 //! |---|---|
 //! | `lib.rs` | [`Config`], [`AppState`], [`app`], the guard (token, read-only, CSRF) and security headers |
+//! | [`auth`] | login and logout, sessions (the cookie's random id), wrong tokens throttled per address |
+//! | [`tls`] | HTTPS: the certificate and key files, a listener doing TLS handshakes concurrently |
 //! | [`overview`] | the overview: every stream and group, health colours, dead letters, memory sampled |
+//! | `collector` | one collector for every page, the API and `/metrics`: a snapshot a second while anyone looks, with rates |
+//! | [`view`] | a page of the overview: summary, filter, sort, paging on the server |
 //! | `api` | the read-only JSON API: stream pages and filter, entry detail, groups, DLQ, janitor, schedules |
 //! | `actions` | POST actions (DLQ replay/purge, janitor, schedules, group reset, consumer removal), logged |
-//! | `live` | `/api/events`: the overview as server-sent events, and the Redis-down banner |
-//! | [`history`] | the sampler writing `{N}:history` under a lease, and reading it back for charts |
-//! | [`prometheus`] | `/metrics`: gauges from a fresh inspection, the library's counters |
+//! | `live` | `/api/events`: one page as server-sent events (a page, then only what changed), and the Redis-down banner |
+//! | [`history`] | the sampler writing `{N}:history` (deflated, capped in bytes) under a lease; bounded reads for charts and sparklines |
+//! | [`prometheus`] | `/metrics`: gauges from a fresh inspection, the library's metrics; `recorder()`, the process's one Prometheus recorder (also served by the CLI's `--metrics ADDR`) |
 //! | `names` | raw key names (non-UTF-8 included): `SCAN`, escaping for display |
 //! | `assets` | the embedded HTML, CSS and JavaScript |
 
@@ -35,17 +39,20 @@ use streamkeeper::Connector;
 mod actions;
 mod api;
 mod assets;
+pub mod auth;
+mod collector;
 pub mod history;
 mod live;
 mod names;
 pub mod overview;
 pub mod prometheus;
+pub mod tls;
+pub mod view;
+
+pub use names::key_of;
 
 /// The header every action POST carries: the CSRF token of `/api/config`.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// The cookie the login form sets (HttpOnly, SameSite=Strict).
-pub const TOKEN_COOKIE: &str = "sk_token";
 
 /// The Content-Security-Policy of every response: scripts, styles and
 /// connections only from this origin, no inline script or style, no frames.
@@ -70,6 +77,16 @@ pub struct Config {
     pub dead_after: Duration,
     /// Largest number of entries one filter request scans.
     pub scan_cap: usize,
+    /// How often a history sample is written (`--history-every`).
+    pub history_every: Duration,
+    /// Bytes of history kept in `{N}:history` (`--history-max`).
+    pub history_max: u64,
+    /// Cookies carry `Secure` (the dashboard is served over HTTPS).
+    pub secure_cookies: bool,
+    /// How long a login lasts (the session cookie's `Max-Age`).
+    pub session_ttl: Duration,
+    /// How wrong tokens are throttled per client address.
+    pub throttling: auth::Throttling,
 }
 
 impl Default for Config {
@@ -83,6 +100,11 @@ impl Default for Config {
             namespace: "streamkeeper".into(),
             dead_after: Duration::from_secs(300),
             scan_cap: 10_000,
+            history_every: history::EVERY,
+            history_max: history::DEFAULT_MAX_BYTES,
+            secure_cookies: false,
+            session_ttl: Duration::from_secs(12 * 3600),
+            throttling: Default::default(),
         }
     }
 }
@@ -100,7 +122,9 @@ struct Inner {
     config: Config,
     csrf: String,
     overview: overview::Cache,
+    collector: collector::Collector,
     history: history::Cache,
+    auth: auth::Auth,
 }
 
 impl AppState {
@@ -111,11 +135,13 @@ impl AppState {
         rand::rng().fill(&mut bytes);
         AppState {
             inner: Arc::new(Inner {
+                auth: auth::Auth::new(&config),
                 redis,
                 config,
                 csrf: hex(&bytes),
                 overview: Default::default(),
-                history: Default::default(),
+                collector: Default::default(),
+                history: history::Cache::new(),
             }),
         }
     }
@@ -134,6 +160,10 @@ impl AppState {
     pub fn csrf(&self) -> &str {
         &self.inner.csrf
     }
+
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.inner.auth
+    }
 }
 
 /// The web application: pages, API, events, metrics, health.
@@ -141,7 +171,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::file))
-        .route("/login", get(assets::login).post(login))
+        .route("/login", get(assets::login).post(auth::login))
+        .route("/logout", post(auth::logout))
         .route("/healthz", get(healthz))
         .route("/metrics", get(prometheus::render))
         .route("/api/config", get(api::config))
@@ -201,24 +232,6 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|b| same_secret(b.as_bytes(), token.as_bytes())) {
-        return true;
-    }
-    let want = hex(token.as_bytes());
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='))
-        .any(|c| same_secret(c.as_bytes(), want.as_bytes()))
-}
-
 /// Whether a `Host` header names this machine by IP or `localhost`. Without
 /// a token, any other name is refused: a page of another site that rebinds
 /// its DNS name to 127.0.0.1 must not read or drive the dashboard.
@@ -234,8 +247,9 @@ fn local_host(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-/// Host (421) and token (401) first, then read-only (403), then CSRF (403).
-async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// Host (421) and token (401; 429 while the address must wait, see
+/// [`auth`]) first, then read-only (403), then CSRF (403).
+async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
     if s.config().token.is_none() && !local_host(req.headers()) {
         return ApiError(
@@ -247,8 +261,19 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     if let Some(token) = &s.config().token {
         // `/healthz` is for load balancers and orchestrators: no token (it
         // names no stream to a caller without one).
-        let public = path == "/login" || path == "/healthz" || path.starts_with("/assets/");
-        if !public && !authorized(req.headers(), token) {
+        let public = path == "/login"
+            || path == "/logout"
+            || path == "/healthz"
+            || path.starts_with("/assets/");
+        let check = s.auth().check(req.headers(), req.extensions(), token);
+        let ok = match check {
+            auth::Check::Ok => true,
+            auth::Check::Denied => false,
+            auth::Check::Throttled(answer) => return answer,
+        };
+        if ok {
+            req.extensions_mut().insert(auth::Authorized);
+        } else if !public {
             if req.method() == Method::GET && path == "/" {
                 return Redirect::to("/login").into_response();
             }
@@ -306,26 +331,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
     r
 }
 
-/// The login form's POST: a right token sets the cookie and goes home.
-async fn login(State(s): State<AppState>, body: axum::body::Bytes) -> Response {
-    let Some(token) = &s.config().token else {
-        return Redirect::to("/").into_response();
-    };
-    let sent = names::form_value(&body, "token").unwrap_or_default();
-    if !same_secret(sent.as_bytes(), token.as_bytes()) {
-        return Redirect::to("/login?failed=1").into_response();
-    }
-    let cookie = format!(
-        "{TOKEN_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        hex(token.as_bytes())
-    );
-    let mut r = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    r
-}
-
 /// `/healthz` parameters: with none it only checks Redis; with a
 /// threshold it is a lag probe (of one stream and group, or every one).
 #[derive(Debug, serde::Deserialize)]
@@ -345,16 +350,12 @@ struct HealthQuery {
 /// and orchestrators probe it.
 async fn healthz(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    authorized: Option<axum::Extension<auth::Authorized>>,
     axum::extract::Query(q): axum::extract::Query<HealthQuery>,
 ) -> Response {
     // Without the token the answer is the status alone: the reasons name
     // streams and groups.
-    let open = s
-        .config()
-        .token
-        .as_deref()
-        .is_none_or(|t| authorized(&headers, t));
+    let open = s.config().token.is_none() || authorized.is_some();
     let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     let max_time_lag = match q.max_time_lag.as_deref().map(humantime::parse_duration) {
         None => None,

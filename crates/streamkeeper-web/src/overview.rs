@@ -5,8 +5,12 @@
 //! 32 at a time), so a missing stream, a name that is not UTF-8 or a group
 //! Redis will not describe makes that row say so while the rest works.
 //! Memory is sampled at most once a minute per stream, and shown as n/a when
-//! the user may not run `MEMORY`. One overview is shared by every caller
-//! for 750 ms, so many open pages cost Redis no more than one.
+//! the user may not run `MEMORY`. The collector (`collector.rs`) takes it
+//! for every caller, so many open pages cost Redis no more than one; the
+//! view (`view.rs`) filters, sorts and pages it.
+//!
+//! A dead-letter stream whose stream is gone (`{S}:dlq` without `S`) is a
+//! row of its own, so its dead letters show somewhere.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,11 +23,9 @@ use streamkeeper::keys::StreamKeys;
 use streamkeeper::shard::ShardLayout;
 use streamkeeper::{Connector, StreamKey};
 
-use crate::names;
+use crate::names::{self, key_of};
 use crate::AppState;
 
-/// How long one overview is reused.
-const FRESH: Duration = Duration::from_millis(750);
 /// Streams inspected at once (pipelined on the shared connection).
 const CONCURRENCY: usize = 32;
 /// How long a memory sample is reused.
@@ -46,6 +48,8 @@ pub enum Health {
 pub struct GroupRow {
     /// The group's name (escaped if not UTF-8).
     pub name: String,
+    /// The group's raw name in base64url: how the page addresses it.
+    pub key: String,
     /// Delivered, not acknowledged.
     pub pending: u64,
     /// Not delivered yet.
@@ -56,6 +60,9 @@ pub struct GroupRow {
     pub time_lag_ms: u64,
     /// Age of the oldest pending entry.
     pub oldest_pending_ms: u64,
+    /// When the oldest outstanding entry was added (ms since the epoch; 0
+    /// when none): the page counts the time lag up from it between updates.
+    pub lag_since_ms: u64,
     /// The last ID delivered to the group.
     pub last_delivered: String,
     /// Entries read by the group (Redis ≥ 7).
@@ -66,6 +73,11 @@ pub struct GroupRow {
     pub dead_consumers: usize,
     /// Colour from the thresholds.
     pub health: Health,
+    /// Entries read per second over the last ~10 s (Redis ≥ 7).
+    pub rate_out: Option<f64>,
+    /// Outstanding over the last history samples (on a page's rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<Vec<u64>>,
 }
 
 /// One stream.
@@ -73,6 +85,9 @@ pub struct GroupRow {
 pub struct StreamRow {
     /// The key (escaped if not UTF-8).
     pub name: String,
+    /// The raw key in base64url: how the page and the API address it
+    /// (two names that display alike never mix).
+    pub key: String,
     /// Entries in it (`None` when the row could not be inspected).
     pub length: Option<u64>,
     /// First entry's ID.
@@ -96,6 +111,8 @@ pub struct StreamRow {
     pub shards: Option<u32>,
     /// On a shard's row: the logical stream it belongs to.
     pub shard_of: Option<String>,
+    /// Entries added per second over the last ~10 s (Redis ≥ 7).
+    pub rate_in: Option<f64>,
 }
 
 /// The whole overview.
@@ -109,10 +126,9 @@ pub struct Overview {
     pub took_ms: u64,
 }
 
-/// The shared overview and memory samples.
+/// The memory samples.
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
-    last: Mutex<Option<(Instant, std::sync::Arc<Overview>)>>,
     memory: Mutex<HashMap<String, (Instant, Option<u64>)>>,
     memory_denied: std::sync::atomic::AtomicBool,
 }
@@ -136,25 +152,9 @@ pub fn health(
     }
 }
 
-/// The overview, shared for 750 ms between callers.
-pub async fn get(state: &AppState) -> streamkeeper::Result<std::sync::Arc<Overview>> {
-    let cache = &state.inner.overview;
-    if let Ok(last) = cache.last.lock() {
-        if let Some((at, o)) = last.as_ref() {
-            if at.elapsed() < FRESH {
-                return Ok(o.clone());
-            }
-        }
-    }
-    let o = std::sync::Arc::new(collect(state).await?);
-    if let Ok(mut last) = cache.last.lock() {
-        *last = Some((Instant::now(), o.clone()));
-    }
-    Ok(o)
-}
-
-/// The raw names to show: `--streams` as given, or every stream key.
-async fn targets(state: &AppState) -> streamkeeper::Result<Vec<Vec<u8>>> {
+/// The raw names to show (`--streams` as given, or every stream key),
+/// and the dead-letter streams found by the scan.
+async fn targets(state: &AppState) -> streamkeeper::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
     let wanted = &state.config().streams;
     if !wanted.is_empty() {
         // A sharded stream named in `--streams` shows as its shards (and
@@ -169,13 +169,85 @@ async fn targets(state: &AppState) -> streamkeeper::Result<Vec<Vec<u8>>> {
                 Err(_) => out.push(name.as_bytes().to_vec()),
             }
         }
-        return Ok(out);
+        return Ok((out, Vec::new()));
     }
-    Ok(names::scan_streams(state.redis())
+    let (derived, own): (Vec<Vec<u8>>, Vec<Vec<u8>>) = names::scan_streams(state.redis())
         .await?
         .into_iter()
-        .filter(|k| std::str::from_utf8(k).map_or(true, |s| !names::is_derived(s)))
-        .collect())
+        .partition(|k| std::str::from_utf8(k).is_ok_and(names::is_derived));
+    let dlqs = derived
+        .into_iter()
+        .filter(|k| k.ends_with(b":dlq"))
+        .collect();
+    Ok((own, dlqs))
+}
+
+/// The streams a dead-letter key can belong to (`{a}:dlq` is the dead-letter
+/// stream of `a`, or of `{a}` itself, whose hash tag is `a`).
+fn dlq_owners(dlq: &str) -> Vec<String> {
+    let Some(base) = dlq.strip_suffix(":dlq") else {
+        return Vec::new();
+    };
+    match base.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+        Some(inner) if !inner.contains('{') && !inner.contains('}') => {
+            vec![inner.to_string(), base.to_string()]
+        }
+        _ => vec![base.to_string()],
+    }
+}
+
+/// A row for each dead-letter stream whose stream is gone: its letters
+/// show (and can be replayed or purged from its page).
+async fn orphan_rows(redis: &Connector, rows: &[StreamRow], dlqs: &[Vec<u8>]) -> Vec<StreamRow> {
+    let shown: std::collections::HashSet<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let orphans: Vec<(String, String)> = dlqs
+        .iter()
+        .filter_map(|k| std::str::from_utf8(k).ok())
+        .filter_map(|k| {
+            let owners = dlq_owners(k);
+            let first = owners.first()?.clone();
+            (!owners.iter().any(|o| shown.contains(o.as_str()))).then(|| (first, k.to_string()))
+        })
+        .collect();
+    let cmds = orphans
+        .iter()
+        .map(|(_, k)| {
+            let mut cmd = redis::cmd("XLEN");
+            cmd.arg(k);
+            cmd
+        })
+        .collect();
+    let lens: Vec<u64> = query_each(redis, cmds).await.unwrap_or_default();
+    orphans
+        .into_iter()
+        .zip(lens)
+        .filter(|(_, n)| *n > 0)
+        .map(|((name, _), n)| StreamRow {
+            dead_letters: n,
+            error: Some("the stream is gone; its dead letters remain".into()),
+            ..error_row(name.as_bytes(), String::new())
+        })
+        .collect()
+}
+
+/// The row of a stream that could not be inspected.
+fn error_row(raw: &[u8], error: String) -> StreamRow {
+    StreamRow {
+        name: names::escaped(raw),
+        key: key_of(raw),
+        length: None,
+        first_id: None,
+        last_id: None,
+        memory_bytes: None,
+        entries_added: None,
+        dead_letters: 0,
+        groups: Vec::new(),
+        error: Some(error),
+        health: Health::Ok,
+        shards: None,
+        shard_of: None,
+        rate_in: None,
+    }
 }
 
 /// Inspects every stream now. Fails only when Redis cannot be reached
@@ -184,16 +256,15 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
     let started = Instant::now();
     let redis = state.redis();
     let cfg = state.config();
-    let keys = targets(state).await?;
+    let (keys, dlqs) = targets(state).await?;
     let options = InspectOptions {
         memory: false,
         dead_after: cfg.dead_after,
         ..Default::default()
     };
-    let stats: Vec<(String, Result<StreamStat, String>)> = futures::stream::iter(keys.into_iter().map(|raw| {
+    let stats: Vec<(Vec<u8>, Result<StreamStat, String>)> = futures::stream::iter(keys.into_iter().map(|raw| {
         let (redis, options) = (redis.clone(), options.clone());
         async move {
-            let shown = names::escaped(&raw);
             let key = match std::str::from_utf8(&raw) {
                 Ok(s) => StreamKey::new(s).map_err(|e| e.to_string()),
                 Err(_) => Err("the key is not UTF-8; streamkeeper cannot address it (rename it with redis-cli RENAME)".to_string()),
@@ -208,7 +279,7 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
-            (shown, r)
+            (raw, r)
         }
     }))
     .buffered(CONCURRENCY)
@@ -218,16 +289,18 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
     if !stats.is_empty() && stats.iter().all(|(_, r)| r.is_err()) {
         ping(redis).await?;
     }
+    // Inspected names are UTF-8 (the others are error rows).
     let ok_names: Vec<String> = stats
         .iter()
         .filter(|(_, r)| r.is_ok())
-        .map(|(n, _)| n.clone())
+        .map(|(n, _)| names::escaped(n))
         .collect();
     let dead = dead_letters(redis, &ok_names).await;
     let memory = memory(state, &ok_names).await;
     let mut rows = Vec::with_capacity(stats.len());
     let mut shard_stats = HashMap::new();
-    for (name, r) in stats {
+    for (raw, r) in stats {
+        let name = names::escaped(&raw);
         let row = match r {
             Ok(st) => {
                 let memory = memory.get(&name).copied().flatten();
@@ -238,24 +311,13 @@ pub async fn collect(state: &AppState) -> streamkeeper::Result<Overview> {
                 }
                 row
             }
-            Err(e) => StreamRow {
-                name,
-                length: None,
-                first_id: None,
-                last_id: None,
-                memory_bytes: None,
-                entries_added: None,
-                dead_letters: 0,
-                groups: Vec::new(),
-                error: Some(e),
-                health: Health::Ok,
-                shards: None,
-                shard_of: None,
-            },
+            Err(e) => error_row(&raw, e),
         };
         rows.push(row);
     }
-    let rows = add_shard_sums(redis, rows, &shard_stats, cfg).await;
+    let mut rows = add_shard_sums(redis, rows, &shard_stats, cfg).await;
+    let orphans = orphan_rows(redis, &rows, &dlqs).await;
+    rows.extend(orphans);
     Ok(Overview {
         streams: rows,
         at_ms: streamkeeper::retry::now_ms(),
@@ -276,11 +338,15 @@ fn stat_row(
         .iter()
         .map(|g| GroupRow {
             name: g.group.clone(),
+            key: key_of(g.group.as_bytes()),
+            rate_out: None,
+            trend: None,
             pending: g.pending,
             undelivered: g.undelivered,
             outstanding: g.outstanding,
             time_lag_ms: g.time_lag_ms,
             oldest_pending_ms: g.oldest_pending_ms,
+            lag_since_ms: g.oldest_outstanding_at_ms,
             last_delivered: g.last_delivered.to_string(),
             entries_read: g.entries_read,
             consumers: g.consumers.len(),
@@ -298,9 +364,11 @@ fn stat_row(
         health: worst(groups.iter().map(|g| g.health)),
         groups,
         error: None,
+        key: key_of(name.as_bytes()),
         name,
         shards: None,
         shard_of: None,
+        rate_in: None,
     }
 }
 

@@ -119,13 +119,15 @@ async fn metrics_have_help_and_type_drop_deleted_streams_and_export_counters() {
         1.0
     );
     assert_eq!(before[r#"streamkeeper_stream_length{stream="gone"}"#], 1.0);
+    // The unlabelled process totals; `reclaimed` is per stream and group
+    // now, so it appears once a consumer runs in the process.
     for c in [
         "produced",
         "delivered",
         "acked",
         "retried",
         "dead_lettered",
-        "reclaimed",
+        "reconnects",
     ] {
         assert!(
             before.contains_key(&format!("streamkeeper_{c}_total")),
@@ -219,8 +221,10 @@ async fn odd_names_and_missing_streams_make_rows_not_errors() {
     let (status, body) = get(&app, "/api/overview").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let o: Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(o["streams"][0]["length"], 1);
-    let missing = &o["streams"][1];
+    // Rows are sorted by name: "missing" before "orders".
+    assert_eq!(o["streams"][1]["name"], "orders");
+    assert_eq!(o["streams"][1]["length"], 1);
+    let missing = &o["streams"][0];
     assert_eq!(missing["name"], "missing");
     assert!(
         missing["error"]
@@ -348,7 +352,7 @@ async fn a_token_is_required_for_every_request() {
     );
     assert!(
         !cookie.contains("s3cret"),
-        "the cookie holds the token hex-encoded (cookie safe)"
+        "the cookie holds a session id, not the token"
     );
     let pair = cookie.split(';').next().expect("pair").to_string();
     let with_cookie = Request::builder()
@@ -744,7 +748,7 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
     use futures::StreamExt;
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !seen.contains("event: overview") && Instant::now() < deadline {
+    while !seen.contains("event: page") && Instant::now() < deadline {
         let chunk = tokio::time::timeout(Duration::from_secs(5), events.next())
             .await
             .expect("an event")
@@ -753,7 +757,7 @@ async fn events_stream_the_overview_and_report_redis_down_then_recover() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(
-        seen.contains("event: overview") && seen.contains("\"name\":\"s\""),
+        seen.contains("event: page") && seen.contains("\"name\":\"s\""),
         "{seen}"
     );
 
@@ -820,11 +824,9 @@ async fn history_is_sampled_once_per_period_by_one_writer() {
             .trim(),
         "1"
     );
-    let h = get_json(&app, "/api/history").await;
-    assert_eq!(
-        h["samples"][0]["s"]["s"]["g"]["g"][0], 1,
-        "outstanding of g"
-    );
+    let h = get_json(&app, "/api/history?stream=s").await;
+    assert_eq!(h["points"][0]["g"]["g"][0], 1, "outstanding of g");
+    assert_eq!(get(&app, "/api/history").await.0, StatusCode::BAD_REQUEST);
 
     // The sampler loop writes under the lease; two loops, one writer.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -1066,8 +1068,28 @@ async fn a_sharded_stream_is_one_summed_row_followed_by_its_shards() {
         .await
         .expect("shard create");
     cli(&["XADD", "{views:1}", "*", "k", "v"]);
+    // The overview collapses a sharded stream into its summed row.
     let o = get_json(&app, "/api/overview").await;
-    let rows = o["streams"].as_array().expect("rows");
+    let top: Vec<&str> = o["streams"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(top, ["clicks", "views", "{lookalike:0}"], "{o}");
+    assert_eq!(
+        o["summary"]["streams"]["ok"], 3,
+        "a sharded stream counts once"
+    );
+    let rows_of = |o: &Value| o["streams"].as_array().expect("rows").clone();
+    let clicks_key = streamkeeper_web::key_of(b"clicks");
+    let views_key = streamkeeper_web::key_of(b"views");
+    // Opened, it is the sum followed by its shards.
+    let mut rows = rows_of(&get_json(&app, &format!("/api/overview?shards_of={clicks_key}")).await);
+    rows.extend(rows_of(
+        &get_json(&app, &format!("/api/overview?shards_of={views_key}")).await,
+    ));
+    rows.extend(rows_of(&get_json(&app, "/api/overview?q=lookalike").await));
     let names: Vec<&str> = rows
         .iter()
         .map(|r| r["name"].as_str().expect("name"))
@@ -1195,4 +1217,37 @@ async fn healthz_applies_lag_thresholds_to_one_service_or_all() {
     assert!(body.contains("no stream ordres"), "{body}");
     let (status, body) = probe("max-time-lag=soon").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn dead_letters_of_a_deleted_stream_are_a_row_of_their_own() {
+    let (server, _, _, app) = setup(Config::default()).await;
+    server.cli(&["XADD", "kept", "*", "k", "v"]).expect("xadd");
+    server
+        .cli(&["XADD", "{kept}:dlq", "*", "sk-group", "g", "k", "v"])
+        .expect("xadd");
+    for _ in 0..2 {
+        server
+            .cli(&["XADD", "{gone}:dlq", "*", "sk-group", "g", "k", "v"])
+            .expect("xadd");
+    }
+    let o = get_json(&app, "/api/overview").await;
+    let rows = o["streams"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["gone", "kept"], "{o}");
+    let gone = &rows[0];
+    assert_eq!(gone["dead_letters"], 2, "{gone}");
+    assert!(
+        gone["error"].as_str().is_some_and(|e| e.contains("gone")),
+        "{gone}"
+    );
+    assert_eq!(rows[1]["dead_letters"], 1);
+    assert_eq!(o["summary"]["total_dead_letters"], 3);
+    // Its page lists them.
+    let dlq = get_json(
+        &app,
+        &format!("/api/dlq?key={}", gone["key"].as_str().expect("key")),
+    )
+    .await;
+    assert_eq!(dlq["total"], 2, "{dlq}");
 }

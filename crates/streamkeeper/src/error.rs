@@ -209,7 +209,7 @@ pub enum Error {
     },
     /// A sharded stream exists with another shard count (the layout
     /// script's `SKCOUNT` reply).
-    #[error("{stream} is already sharded {have} ways, not {wanted}; resharding is not supported (create a new stream)")]
+    #[error("{stream} is already sharded {have} ways, not {wanted}; change the count with `streamkeeper shard resize {stream} --shards {wanted}`")]
     ShardCountMismatch {
         /// The logical stream.
         stream: StreamKey,
@@ -217,6 +217,17 @@ pub enum Error {
         have: u32,
         /// Shards asked for.
         wanted: u32,
+    },
+    /// An append went to a shard a resize sealed (docs/design.md §6
+    /// "Resharding"): the producer routed by an older layout. A
+    /// [`ShardedProducer`](crate::shard::ShardedProducer) re-reads the
+    /// layout and sends it again; anyone else should do the same.
+    #[error(
+        "{stream} was sealed by a resize: re-read the layout and append to the current shards"
+    )]
+    ShardSealed {
+        /// The sealed shard.
+        stream: StreamKey,
     },
     /// The component was shut down.
     #[error("{0} has been shut down")]
@@ -238,6 +249,17 @@ impl Error {
     /// and scripts of them, nothing else.
     pub fn is_noperm(&self) -> bool {
         matches!(self, Error::Redis { source, .. } if is_noperm(source))
+    }
+
+    /// Whether an append was refused by a shard a resize sealed (also
+    /// as the cause of [`Error::PartlyWritten`]): re-read the layout and
+    /// send the rest again.
+    pub fn is_sealed(&self) -> bool {
+        match self {
+            Error::ShardSealed { .. } => true,
+            Error::PartlyWritten { cause, .. } => cause.is_sealed(),
+            _ => false,
+        }
     }
 
     /// True when the same operation may succeed if retried after a

@@ -28,6 +28,12 @@ pub(crate) async fn explain<C: ConnectionLike + Send>(
             actual,
         };
     }
+    // The last ID a shard's seal sets leaves no room for an appended one.
+    if command == "XADD" && err.to_string().contains("exhausted the last possible ID") {
+        return Error::ShardSealed {
+            stream: stream.clone(),
+        };
+    }
     Error::redis(format!("{command} {stream}"), err)
 }
 

@@ -74,6 +74,11 @@ pub struct GroupStat {
     pub time_lag_ms: u64,
     /// Age of the oldest pending entry, in ms (0 when none).
     pub oldest_pending_ms: u64,
+    /// When the oldest outstanding entry was added (its ID's ms; 0 when
+    /// none): unlike `time_lag_ms`, it does not change while nothing
+    /// happens, so a live view can send it once and count up itself.
+    #[serde(skip)]
+    pub oldest_outstanding_at_ms: u64,
     /// The last ID delivered to the group.
     pub last_delivered: StreamId,
     /// Entries the group has read (Redis ≥ 7), for rates.
@@ -382,6 +387,7 @@ async fn group_stat(
         outstanding: pending + undelivered,
         time_lag_ms: oldest_outstanding.map_or(0, |id| now.saturating_sub(id.ms)),
         oldest_pending_ms: oldest_pending.map_or(0, |id| now.saturating_sub(id.ms)),
+        oldest_outstanding_at_ms: oldest_outstanding.map_or(0, |id| id.ms),
         last_delivered,
         entries_read: None,
         consumers,
@@ -607,6 +613,12 @@ pub fn sum_shards(stream: &str, shards: &[StreamStat]) -> StreamStat {
                 x.outstanding += g.outstanding;
                 x.time_lag_ms = x.time_lag_ms.max(g.time_lag_ms);
                 x.oldest_pending_ms = x.oldest_pending_ms.max(g.oldest_pending_ms);
+                x.oldest_outstanding_at_ms =
+                    match (x.oldest_outstanding_at_ms, g.oldest_outstanding_at_ms) {
+                        (0, b) => b,
+                        (a, 0) => a,
+                        (a, b) => a.min(b),
+                    };
                 x.last_delivered = x.last_delivered.max(g.last_delivered);
                 x.entries_read = match (x.entries_read, g.entries_read) {
                     (Some(a), Some(b)) => Some(a + b),
@@ -681,6 +693,7 @@ mod tests {
             outstanding: pending + undelivered,
             time_lag_ms: 0,
             oldest_pending_ms: 0,
+            oldest_outstanding_at_ms: 0,
             last_delivered: last.parse().expect("id"),
             entries_read: None,
             consumers: Vec::new(),

@@ -187,7 +187,7 @@ pub async fn run_once(
                 .0;
         }
     } else if trimmed > 0 {
-        metrics::counter!("streamkeeper_janitor_trimmed_total").increment(trimmed);
+        crate::metrics::trimmed(stream.as_str(), trimmed);
     }
     let mut report = TrimReport {
         stream: stream.clone(),
@@ -270,6 +270,7 @@ async fn apply_caps(
             }
         };
         report.trimmed += n;
+        crate::metrics::trimmed(stream.as_str(), n);
         tracing::warn!(%stream, dropped_unacked = report.dropped_unacked,
             "a cap removed entries that some group had not acknowledged; they are in the archive");
     }

@@ -105,16 +105,53 @@ impl StreamKeys {
         StreamKey::from_trusted(format!("{{{}:{i}}}", stream.as_str()))
     }
 
+    /// Shard `i` of layout generation `generation` (docs/design.md §6
+    /// "Resharding"): generation 0 is [`shard`](Self::shard)'s `{S:i}`,
+    /// a later one `{S:i~g}` — a slot of its own again, and never the
+    /// name of another stream's shard (those end in `:digits}`).
+    ///
+    /// ```
+    /// use streamkeeper::{keys::StreamKeys, StreamKey};
+    /// let s = StreamKey::new("orders").unwrap();
+    /// assert_eq!(StreamKeys::shard_of(&s, 0, 3).as_str(), "{orders:3}");
+    /// assert_eq!(StreamKeys::shard_of(&s, 2, 3).as_str(), "{orders:3~2}");
+    /// assert_eq!(StreamKeys::parse_shard("{orders:3~2}"), Some(("orders", 3)));
+    /// ```
+    pub fn shard_of(stream: &StreamKey, generation: u32, i: u32) -> StreamKey {
+        match generation {
+            0 => Self::shard(stream, i),
+            g => StreamKey::from_trusted(format!("{{{}:{i}~{g}}}", stream.as_str())),
+        }
+    }
+
+    /// `{S:i~g}:sealed`: the cut ID of a shard sealed by a resize (no
+    /// entry can be appended after it), in the shard's own slot.
+    pub fn sealed(shard: &StreamKey) -> String {
+        shard.derived("sealed")
+    }
+
     /// The reverse of [`shard`](Self::shard): `{S:i}` → `(S, i)`, for a
     /// name that has a shard's shape (whether `S` is sharded, and has that
     /// many shards, only its layout says).
     pub fn parse_shard(name: &str) -> Option<(&str, u32)> {
+        Self::parse_shard_of(name).map(|(s, _, i)| (s, i))
+    }
+
+    /// The reverse of [`shard_of`](Self::shard_of): `{S:i~g}` → `(S, g, i)`
+    /// (`{S:i}` → `(S, 0, i)`).
+    pub fn parse_shard_of(name: &str) -> Option<(&str, u32, u32)> {
         let inner = name.strip_prefix('{')?.strip_suffix('}')?;
-        let (stream, i) = inner.rsplit_once(':')?;
-        if stream.is_empty() || i.starts_with('+') {
+        let (stream, place) = inner.rsplit_once(':')?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        let (i, g) = match place.split_once('~') {
+            Some((i, g)) if digits(g) && !g.starts_with('0') => (i, g.parse().ok()?),
+            Some(_) => return None,
+            None => (place, 0),
+        };
+        if stream.is_empty() || !digits(i) {
             return None;
         }
-        Some((stream, i.parse().ok()?))
+        Some((stream, g, i.parse().ok()?))
     }
 
     /// `{S}:members:<group>`: ordered mode's live members of a group on

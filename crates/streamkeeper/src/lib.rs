@@ -36,7 +36,7 @@
 //! | [`cluster`] | Redis Cluster: the cluster client, `CLUSTER NODES` (`ClusterNode`), the primary of a slot, per-node commands |
 //! | [`producer`] | `Producer` (the one append path: chunks in one step, caps, WAIT on the slot's node, failover resends) and `BatchedProducer` |
 //! | [`consumer`] | `GroupConsumer`: read loop, prefetch, batched acks, reclaim, `run()` |
-//! | [`reader`] | `Reader`: plain XREAD paging and follow; `last_entries`, `range` |
+//! | [`reader`] | `Reader`: plain XREAD paging and follow (crate-private: several streams of one server in one XREAD); `last_entries`, `range` |
 //! | [`group`] | consumer group admin: create, destroy, list |
 //! | [`deadletter`] | the dead-letter queue `{S}:dlq`: move (atomic with the ack), list, replay, purge |
 //! | [`inspect`] | lag and health: pending, undelivered, time lag, memory, dead consumers |
@@ -45,12 +45,14 @@
 //! | [`pending`] | read-only views for dashboards: pending owners, pages newest first, trim-point holders |
 //! | [`retry`] | delayed retries: parked in the group (`{S}:retry:<group>`), taken when due, backoff |
 //! | [`scheduler`] | distributed interval/cron scheduler: `model` (ticks), `store` (definitions), `instance` (polling), `claim` (typed script arguments), `outbox` (two-step emit) |
-//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance) |
+//! | [`shard`] | sharded logical streams `{S:0}`…`{S:N-1}`: layout, `shard_for` routing, `ShardedProducer`, `ShardedConsumer` (plain, shared or ordered consuming of any stream), ordered mode (leases, fencing, rebalance), `MergedReader`/`MergedFollow` (every shard read as one stream in ID order: `tail`, `dump`) |
 //! | [`exactly_once`] | `ack_and_produce` and `send_once` scripts |
 //! | `scripts` | the Lua scripts of `src/lua/`, loaded with `include_str!`; each is called through a typed struct next to the module that uses it (KEYS/ARGV written, reply parsed, refusals as `Error` variants) |
+//! | [`trace`] | W3C `traceparent` in entries: the producer writes it, each handler run continues it |
+//! | `otel` | (feature `otel`) a `process` span per handler run and a `send` span for appends, through the OpenTelemetry API |
 //! | [`wire`] | the JSON-lines format of entries (docs/design.md §5) |
 //! | `reply` | parsing raw stream replies, keeping field order and bytes |
-//! | `metrics` | counters recorded through the `metrics` facade |
+//! | [`metrics`] | every metric name with its help text (`describe`), label values (`label`), and the recording helpers; the consumer's labelled series are registered once per run |
 //! | [`meta`] | the `sk-…` field names streamkeeper writes into entries |
 //! | [`keys`] | the key scheme (docs/design.md §4): `StreamKeys`, `SchedulerKeys`, `key_slot` |
 //! | `explain` | turning `WRONGTYPE`/`NOGROUP` into errors that say what to do |
@@ -68,7 +70,9 @@ pub mod janitor;
 pub mod keys;
 pub mod lease;
 pub mod meta;
-mod metrics;
+pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod pending;
 pub mod producer;
 pub mod reader;
@@ -79,6 +83,7 @@ pub mod retry;
 pub mod scheduler;
 mod scripts;
 pub mod shard;
+pub mod trace;
 pub mod types;
 pub mod wire;
 

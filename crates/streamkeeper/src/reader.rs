@@ -3,7 +3,9 @@
 //! It pages from a start (`$`, the beginning, an ID or a time) and, in
 //! follow mode, blocks for new entries on its own dedicated connection.
 //! A `$` start is resolved to the stream's last ID once, at creation, so
-//! no entry added between two reads is skipped.
+//! no entry added between two reads is skipped. Inside the crate a reader
+//! may name several streams of one server: one `XREAD` reads them all
+//! (the merged reader of a sharded stream, `shard/merged.rs`).
 
 use std::time::Duration;
 
@@ -34,8 +36,10 @@ pub struct Reader {
     /// Opened at the first read, once the builder has set the block time
     /// (the connection's response timeout depends on it).
     conn: Option<MultiplexedConnection>,
-    stream: StreamKey,
-    after: StreamId,
+    /// One stream, or (crate-private) several on the same server.
+    streams: Vec<StreamKey>,
+    /// Per stream: the ID after which its next page starts.
+    after: Vec<StreamId>,
     page: usize,
     block: Option<Duration>,
     /// Master switches (Sentinel): the connection moves with them.
@@ -52,15 +56,24 @@ impl Reader {
                 .first()
                 .map_or(StreamId::MIN, |e| e.id),
         };
-        Ok(Reader {
+        Ok(Reader::at(connector, vec![(stream, after)]))
+    }
+
+    /// A reader of several streams on one server (a cluster node serving
+    /// all their slots, or one server), each from its own position: one
+    /// `XREAD` reads them all. An empty list is not allowed (`XREAD`
+    /// needs a stream); callers pass at least one.
+    pub(crate) fn at(connector: &Connector, streams: Vec<(StreamKey, StreamId)>) -> Self {
+        let (streams, after) = streams.into_iter().unzip();
+        Reader {
             connector: connector.clone(),
             conn: None,
-            stream,
+            streams,
             after,
             page: 1000,
             block: None,
             switches: connector.switches(),
-        })
+        }
     }
 
     /// Entries per page (`COUNT`).
@@ -78,7 +91,7 @@ impl Reader {
 
     /// The ID after which the next page starts.
     pub fn position(&self) -> StreamId {
-        self.after
+        self.after.first().copied().unwrap_or(StreamId::MIN)
     }
 
     /// The next page. Empty at the end of the stream (or, in follow mode,
@@ -86,6 +99,31 @@ impl Reader {
     /// master switch or a failover error is not the end either: the reader
     /// moves to the (new) master and the page is empty.
     pub async fn next_page(&mut self) -> Result<Vec<Entry>> {
+        Ok(self
+            .next_pages()
+            .await?
+            .into_iter()
+            .flat_map(|(_, page)| page)
+            .collect())
+    }
+
+    /// [`Reader::next_pages`] without blocking, in follow mode too: what
+    /// the streams hold now. An error is logged and reads as nothing (the
+    /// positions did not move; the next read gets those entries).
+    pub(crate) async fn next_pages_now(&mut self) -> Vec<(usize, Vec<Entry>)> {
+        let block = self.block.take();
+        let pages = self.next_pages().await;
+        self.block = block;
+        pages.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "read without blocking failed; the next poll reads it");
+            Vec::new()
+        })
+    }
+
+    /// [`Reader::next_page`] of every stream the reader names, in one
+    /// `XREAD`: `(index of the stream, its page)` for each stream that had
+    /// entries (`COUNT` applies per stream).
+    pub(crate) async fn next_pages(&mut self) -> Result<Vec<(usize, Vec<Entry>)>> {
         if self.switches.has_changed().unwrap_or(false) {
             self.switches.mark_unchanged();
             self.conn = None;
@@ -96,7 +134,16 @@ impl Reader {
             cmd.arg("BLOCK")
                 .arg(u64::try_from(b.as_millis()).unwrap_or(u64::MAX).max(1));
         }
-        cmd.arg("STREAMS").arg(&self.stream).arg(self.after);
+        cmd.arg("STREAMS").arg(&self.streams).arg(&self.after);
+        // The first stream stands for all of them: they share a server.
+        let first = self
+            .streams
+            .first()
+            .cloned()
+            .ok_or_else(|| crate::Error::Protocol {
+                command: "XREAD",
+                detail: "a reader of no stream".into(),
+            })?;
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
@@ -104,7 +151,7 @@ impl Reader {
                 // generous response time as before.
                 let block = self.block.unwrap_or(Duration::from_secs(5));
                 self.conn
-                    .insert(self.connector.dedicated(&self.stream, block).await?)
+                    .insert(self.connector.dedicated(&first, block).await?)
             }
         };
         let read = tokio::select! {
@@ -114,11 +161,11 @@ impl Reader {
         let v: Value = match read {
             Some(Ok(v)) => v,
             Some(Err(e)) => {
-                let e = explain::explain(conn, &self.stream, "XREAD", e).await;
+                let e = explain::explain(conn, &first, "XREAD", e).await;
                 if self.block.is_none() || !e.is_retryable() {
                     return Err(e);
                 }
-                tracing::warn!(stream = %self.stream, error = %e, "read failed; reconnecting");
+                tracing::warn!(stream = %first, error = %e, "read failed; reconnecting");
                 self.conn = None;
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if let Err(e) = self.connector.recover().await {
@@ -132,11 +179,27 @@ impl Reader {
                 return Ok(Vec::new());
             }
         };
-        let (entries, _) = reply::read_reply(v, "XREAD")?;
-        if let Some(last) = entries.last() {
-            self.after = last.id;
+        let mut pages = Vec::new();
+        for (key, page) in reply::read_reply_by_stream(v, "XREAD")? {
+            let Some(i) = self
+                .streams
+                .iter()
+                .position(|s| s.as_str().as_bytes() == key)
+            else {
+                return Err(crate::Error::Protocol {
+                    command: "XREAD",
+                    detail: format!(
+                        "a reply for {} that was not asked for",
+                        String::from_utf8_lossy(&key)
+                    ),
+                });
+            };
+            if let Some(last) = page.last() {
+                self.after[i] = last.id;
+            }
+            pages.push((i, page));
         }
-        Ok(entries)
+        Ok(pages)
     }
 }
 
@@ -265,7 +328,7 @@ pub async fn range(
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("stream", &self.stream)
+            .field("streams", &self.streams)
             .field("after", &self.after)
             .finish()
     }

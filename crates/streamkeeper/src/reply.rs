@@ -83,8 +83,32 @@ pub(crate) fn entries(v: Value, command: &'static str) -> Result<(Vec<Entry>, Ve
 /// The entries of a one-stream `XREAD`/`XREADGROUP` reply (RESP2 array or
 /// RESP3 map). Nil (timeout) gives an empty list.
 pub(crate) fn read_reply(v: Value, command: &'static str) -> Result<(Vec<Entry>, Vec<StreamId>)> {
-    let streams: Vec<(Value, Value)> = match v {
-        Value::Nil => return Ok((Vec::new(), Vec::new())),
+    let mut all = (Vec::new(), Vec::new());
+    for (_, list) in stream_lists(v, command)? {
+        let (e, d) = entries(list, command)?;
+        all.0.extend(e);
+        all.1.extend(d);
+    }
+    Ok(all)
+}
+
+/// An `XREAD` reply of several streams, kept apart: each stream's name
+/// (bytes) and its entries, in the order of the reply.
+pub(crate) fn read_reply_by_stream(
+    v: Value,
+    command: &'static str,
+) -> Result<Vec<(Vec<u8>, Vec<Entry>)>> {
+    stream_lists(v, command)?
+        .into_iter()
+        .map(|(k, list)| Ok((bytes(k, command)?, entries(list, command)?.0)))
+        .collect()
+}
+
+/// The `(stream name, entry list)` pairs of an `XREAD`/`XREADGROUP`
+/// reply, as an array of pairs (RESP2) or a map (RESP3); nil is none.
+fn stream_lists(v: Value, command: &'static str) -> Result<Vec<(Value, Value)>> {
+    Ok(match v {
+        Value::Nil => Vec::new(),
         Value::Map(m) => m,
         other => items(other, command)?
             .into_iter()
@@ -96,14 +120,7 @@ pub(crate) fn read_reply(v: Value, command: &'static str) -> Result<(Vec<Entry>,
                 }
             })
             .collect::<Result<_>>()?,
-    };
-    let mut all = (Vec::new(), Vec::new());
-    for (_, list) in streams {
-        let (e, d) = entries(list, command)?;
-        all.0.extend(e);
-        all.1.extend(d);
-    }
-    Ok(all)
+    })
 }
 
 /// An `XAUTOCLAIM` reply: next cursor, claimed entries, IDs of entries
@@ -226,5 +243,40 @@ mod tests {
         assert_eq!(entries[0].fields, crate::fields([("b", "1"), ("a", "2")]));
         assert_eq!(deleted, vec![StreamId::new(2, 0)]);
         assert!(read_reply(Value::Nil, "XREAD").expect("nil").0.is_empty());
+    }
+
+    #[test]
+    fn a_read_of_several_streams_keeps_them_apart_in_resp2_and_resp3() {
+        let list = |id: &str| {
+            Value::Array(vec![Value::Array(vec![
+                bulk(id),
+                Value::Array(vec![bulk("k"), bulk("v")]),
+            ])])
+        };
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![bulk("{s:1}"), list("5-0")]),
+            Value::Array(vec![bulk("{s:0}"), list("7-0")]),
+        ]);
+        let resp3 = Value::Map(vec![
+            (bulk("{s:1}"), list("5-0")),
+            (bulk("{s:0}"), list("7-0")),
+        ]);
+        for v in [resp2, resp3] {
+            let got = read_reply_by_stream(v, "XREAD").expect("parse");
+            let got: Vec<(Vec<u8>, Vec<StreamId>)> = got
+                .into_iter()
+                .map(|(k, es)| (k, es.iter().map(|e| e.id).collect()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (b"{s:1}".to_vec(), vec![StreamId::new(5, 0)]),
+                    (b"{s:0}".to_vec(), vec![StreamId::new(7, 0)]),
+                ]
+            );
+        }
+        assert!(read_reply_by_stream(Value::Nil, "XREAD")
+            .expect("nil")
+            .is_empty());
     }
 }

@@ -93,6 +93,16 @@ script!(
     "shard_create.lua"
 );
 script!(
+    /// Seal a shard of an older layout generation at its cut.
+    SHARD_SEAL,
+    "shard_seal.lua"
+);
+script!(
+    /// Change the live generations of a sharded stream's layout.
+    SHARD_FLIP,
+    "shard_flip.lua"
+);
+script!(
     /// Append at most once per dedupe key.
     SEND_ONCE,
     "send_once.lua"

@@ -87,10 +87,37 @@ pub fn entry_to_json(stream: &str, entry: &Entry) -> Value {
 /// );
 /// ```
 pub fn delivery_to_line(stream: &str, entry: &Entry, attempt: u64) -> String {
+    traced_delivery_to_line(stream, entry, attempt, None)
+}
+
+/// [`delivery_to_line`] plus `"traceparent":"00-…"` when the handler run
+/// has a trace context ([`Delivery::trace`](crate::consumer::Delivery::trace)):
+/// what a `--pipe` worker reads to continue the trace.
+///
+/// ```
+/// # use streamkeeper::{Entry, StreamId, wire, trace::TraceParent};
+/// let e = Entry { id: StreamId::new(1, 0), fields: vec![] };
+/// let t: TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap();
+/// assert_eq!(
+///     wire::traced_delivery_to_line("s", &e, 1, Some(t)),
+///     r#"{"stream":"s","id":"1-0","fields":{},"attempt":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#
+/// );
+/// ```
+pub fn traced_delivery_to_line(
+    stream: &str,
+    entry: &Entry,
+    attempt: u64,
+    trace: Option<crate::trace::TraceParent>,
+) -> String {
     let mut line = entry_to_line(stream, entry);
     line.pop();
     line.push_str(",\"attempt\":");
     line.push_str(&attempt.to_string());
+    if let Some(t) = trace {
+        line.push_str(",\"traceparent\":\"");
+        line.push_str(&t.to_string());
+        line.push('"');
+    }
     line.push('}');
     line
 }
@@ -235,10 +262,10 @@ pub fn parse_line(line: &str, hint: &str) -> Result<ParsedLine> {
         // its output can be fed back; the count itself is not an entry's.
         if let Some(k) = m
             .keys()
-            .find(|k| !["stream", "id", "fields", "attempt"].contains(&k.as_str()))
+            .find(|k| !["stream", "id", "fields", "attempt", "traceparent"].contains(&k.as_str()))
         {
             return Err(Error::InvalidInput(format!(
-                "{hint}: unknown key {k:?} in an entry object (it has only stream, id and fields, and attempt in consume's output)"
+                "{hint}: unknown key {k:?} in an entry object (it has only stream, id and fields, and attempt and traceparent in consume's output)"
             )));
         }
         let stream = match m.get("stream") {

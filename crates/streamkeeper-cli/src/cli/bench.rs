@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::values::{parse_duration, parse_rate};
+use super::values::{parse_duration, parse_listen, parse_rate};
 
 /// `bench --pipe` without a command: the built-in worker (`bench
 /// ack-worker`). Here, not in the bench code, so the grammar imports no
@@ -43,6 +43,10 @@ pub enum BenchMode {
 (cargo build --release) for meaningful figures."
 )]
 pub struct BenchArgs {
+    /// Install the Prometheus recorder for the run and serve it on this
+    /// address (`GET /metrics`), to measure what recording costs.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// What to measure.
     #[arg(value_enum)]
     pub mode: BenchMode,

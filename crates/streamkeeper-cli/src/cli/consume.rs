@@ -8,7 +8,7 @@ use streamkeeper::{ConsumerName, GroupName, StartFrom, StreamKey};
 
 pub use super::values::MaxDeliveries;
 use super::values::{
-    parse_claim_after, parse_consumer, parse_duration, parse_group, parse_lease,
+    parse_claim_after, parse_consumer, parse_duration, parse_group, parse_lease, parse_listen,
     parse_max_deliveries, parse_positive, parse_positive_duration, parse_positive_usize,
     parse_start, parse_stream_key,
 };
@@ -57,6 +57,11 @@ killed when the consumer exits or dies.\n\
 SIGINT/SIGTERM stop reading, let running commands finish, flush acks and exit 130."
 )]
 pub struct ConsumeArgs {
+    /// Serve this process's own Prometheus metrics (`GET /metrics`:
+    /// entries handled, handler seconds, in flight, reclaimed, ticks,
+    /// trims) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// The stream.
     #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,

@@ -67,7 +67,8 @@ pub struct ProduceArgs {
 /// `tail` arguments.
 #[derive(Debug, Args)]
 pub struct TailArgs {
-    /// The stream.
+    /// The stream. A sharded stream's shards are merged in ID order, each
+    /// line naming its shard.
     #[arg(value_parser = parse_stream_key)]
     pub stream: StreamKey,
     /// Start at an ID (inclusive), `-` (the beginning), `$` (only new

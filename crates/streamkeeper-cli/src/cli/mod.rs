@@ -62,6 +62,28 @@ pub struct Cli {
     /// Only errors on stderr; `produce` prints no IDs.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Export spans over OTLP/HTTP protobuf to this collector (its base
+    /// URL, e.g. http://127.0.0.1:4318; spans go to URL/v1/traces):
+    /// `produce` a send span, `consume` a process span per handler run
+    /// continuing the entry's `traceparent`. Needs a build with the `otel`
+    /// feature (release builds).
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub otlp_endpoint: Option<String>,
+    /// Log lines on stderr as text, or as one JSON object per line.
+    #[arg(
+        long,
+        global = true,
+        env = "STREAMKEEPER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -101,6 +123,29 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the end-to-end demo (starts a private redis-server if no --redis).
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), every command included.
+    Man,
+}
+
+/// How log lines on stderr look (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, message and fields on one line.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
+}
+
+/// `completions` arguments.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Install, for example: streamkeeper completions bash > \
+~/.local/share/bash-completion/completions/streamkeeper")]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
 }
 
 /// Options every command sees.

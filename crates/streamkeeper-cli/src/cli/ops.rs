@@ -8,7 +8,8 @@ use streamkeeper::janitor::Archive;
 use streamkeeper::{GroupName, StreamKey};
 
 use super::values::{
-    parse_archive, parse_duration, parse_group, parse_positive_duration, parse_stream_key,
+    parse_archive, parse_duration, parse_group, parse_listen, parse_positive_duration,
+    parse_stream_key,
 };
 
 /// `stat` arguments.
@@ -54,6 +55,11 @@ say, so they need --archive: unacknowledged entries are archived before they are
 One janitor works per stream (lease {S}:janitor); others stand by."
 )]
 pub struct JanitorArgs {
+    /// Serve this process's own Prometheus metrics (`GET /metrics`:
+    /// entries handled, handler seconds, in flight, reclaimed, ticks,
+    /// trims) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Streams to clean.
     #[arg(required_unless_present = "all", value_parser = parse_stream_key)]
     pub streams: Vec<StreamKey>,
@@ -86,8 +92,15 @@ pub struct JanitorArgs {
 /// `serve` arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (loopback unless told otherwise).
-    #[arg(long, default_value = "127.0.0.1:9187")]
+    /// Serve this process's own metrics (the library's counters and
+    /// histograms) on a separate address as Prometheus `GET /metrics`,
+    /// e.g. 127.0.0.1:9464; the dashboard's `/metrics` (stream state read
+    /// from Redis) stays where it is.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Address to listen on: IP:PORT or localhost:PORT (loopback unless
+    /// told otherwise).
+    #[arg(long, default_value = "127.0.0.1:9187", value_parser = parse_listen)]
     pub listen: std::net::SocketAddr,
     /// Streams to show (default: all).
     #[arg(long, num_args = 1.., value_parser = parse_stream_key)]
@@ -96,13 +109,48 @@ pub struct ServeArgs {
     /// consumer removal); read-only without it.
     #[arg(long)]
     pub allow_actions: bool,
-    /// Every request must carry this token (required beyond loopback).
+    /// Every request must carry this token (required beyond loopback, then
+    /// at least 16 characters).
     #[arg(long, env = "STREAMKEEPER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Show a group red when it has more outstanding entries than this.
     #[arg(long, value_name = "N")]
     pub max_lag: Option<u64>,
     /// Show a group red when its oldest outstanding entry is older than this.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub max_time_lag: Option<Duration>,
+    /// How often a history sample (every stream's length and lag, for the
+    /// charts) is written to `{N}:history`.
+    #[arg(long, default_value = "10s", value_parser = parse_history_every, value_name = "DURATION")]
+    pub history_every: Duration,
+    /// Most bytes `{N}:history` may take in Redis, however many streams
+    /// there are (older samples are trimmed): e.g. 64MB, 500KB.
+    #[arg(long, default_value = "64MB", value_parser = parse_history_max, value_name = "BYTES")]
+    pub history_max: u64,
+}
+
+fn parse_history_every(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!(
+            "{s:?} is under 1s: sample at most once a second (e.g. 10s, 1m)"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_history_max(s: &str) -> Result<u64, String> {
+    let b = super::values::parse_bytes(s)?;
+    if b < 64 << 10 {
+        return Err(format!(
+            "{s:?} is under 64KB: keep room for at least a few samples (e.g. 64MB)"
+        ));
+    }
+    Ok(b)
 }

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use streamkeeper::scheduler::Missed;
 use streamkeeper::StreamKey;
 
-use super::values::{parse_duration, parse_field, parse_missed, parse_stream_key};
+use super::values::{parse_duration, parse_field, parse_listen, parse_missed, parse_stream_key};
 
 /// `schedule` arguments.
 #[derive(Debug, Args)]
@@ -87,5 +87,10 @@ pub enum ScheduleAction {
         /// A name for this instance in logs.
         #[arg(long)]
         instance: Option<String>,
+        /// Serve this process's own Prometheus metrics (`GET /metrics`:
+        /// ticks emitted and their lateness per schedule) on this
+        /// address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+        metrics: Option<std::net::SocketAddr>,
     },
 }

@@ -808,3 +808,45 @@ mod bench {
         assert_eq!(b.pipe, None);
     }
 }
+
+#[test]
+fn metrics_takes_a_socket_address_on_the_long_running_commands() {
+    let addr: std::net::SocketAddr = "127.0.0.1:9464".parse().expect("addr");
+    let with = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--metrics", "127.0.0.1:9464"]);
+        ok(&all)
+    };
+    match with(&["consume", "s", "-g", "g"]) {
+        Command::Consume(a) => assert_eq!(a.metrics, Some(addr)),
+        other => panic!("{other:?}"),
+    }
+    match with(&["janitor", "s"]) {
+        Command::Janitor(a) => assert_eq!(a.metrics, Some(addr)),
+        other => panic!("{other:?}"),
+    }
+    match with(&["serve"]) {
+        Command::Serve(a) => assert_eq!(a.metrics, Some(addr)),
+        other => panic!("{other:?}"),
+    }
+    match with(&["schedule", "run"]) {
+        Command::Schedule(a) => match a.action {
+            ScheduleAction::Run { metrics, .. } => assert_eq!(metrics, Some(addr)),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    match ok(&["consume", "s", "-g", "g"]) {
+        Command::Consume(a) => assert_eq!(a.metrics, None),
+        other => panic!("{other:?}"),
+    }
+    refused(
+        &["consume", "s", "-g", "g", "--metrics", "not-an-address"],
+        "--metrics",
+    );
+    refused(&["janitor", "s", "--metrics", "127.0.0.1"], "--metrics");
+    refused(
+        &["schedule", "ls", "--metrics", "127.0.0.1:9464"],
+        "--metrics",
+    );
+}

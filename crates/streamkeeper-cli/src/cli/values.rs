@@ -74,6 +74,48 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 500ms, 1s, 2m)"))
 }
 
+/// Parses a size in bytes: `500000`, `64MB`, `64MiB`, `1GB` (decimal and
+/// binary units alike are powers of 1024, as Redis's own config reads them).
+/// A listening address: `IP:PORT`, or `localhost:PORT` for the loopback
+/// address (other host names are refused: which address they resolve to
+/// is the DNS's choice, not the operator's).
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: the port must be a number from 0 to 65535"))?;
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "{s:?} is not an address to listen on: give IP:PORT (127.0.0.1:9187, [::1]:9187, 0.0.0.0:9187) or localhost:PORT"
+    ))
+}
+
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: use e.g. 500000, 64MB, 1GB"))?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use B, KB, MB or GB"
+            ))
+        }
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Parses a duration that must be longer than zero (intervals, timeouts):
 /// `0s` would busy-loop.
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -142,7 +142,8 @@ impl Pipe {
         if let Err(e) = d.queued().await {
             tracing::warn!(id = %d.id(), error = %e, "could not take back the attempt mark");
         }
-        let line = wire::delivery_to_line(d.stream().as_str(), d.entry(), d.attempt());
+        let line =
+            wire::traced_delivery_to_line(d.stream().as_str(), d.entry(), d.attempt(), d.trace());
         let answer = self.ask(d.id().to_string(), line).await;
         match &answer {
             Answer::Ack => d.ack(),

@@ -78,9 +78,16 @@ impl Worker {
         cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if crate::logs::json() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(crate::logs::forward(err));
+        }
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(std::io::Error::other("the worker's pipes are missing"));
         };

@@ -24,6 +24,7 @@ use super::shared::Shared;
 use crate::conn::Connector;
 use crate::error::{Error, Result};
 use crate::group;
+use crate::metrics::ConsumerMetrics;
 use crate::types::{ConsumerName, GroupName, StartFrom, StreamKey};
 
 /// A member of a consumer group on one stream.
@@ -201,7 +202,9 @@ impl GroupConsumer {
             in_flight.clone(),
         );
         let limit = self.options.limit;
+        let metrics = ConsumerMetrics::new(self.stream.as_str(), self.group.as_str());
         let shared = Arc::new(Shared {
+            metrics,
             connector: self.connector,
             stream: self.stream,
             group: self.group,
@@ -386,6 +389,11 @@ impl Deliveries {
     /// handler saw them (out of attempts, or older than `max_age`).
     pub fn dead_lettered_before_run(&self) -> u64 {
         self.shared.dead_before_run.load(Ordering::Relaxed)
+    }
+
+    /// The consumer's labelled series (for `run`).
+    pub(super) fn metrics(&self) -> &ConsumerMetrics {
+        &self.shared.metrics
     }
 
     /// The consumer's name.

@@ -48,8 +48,12 @@ impl Held {
             last_error,
             guard,
         } = self;
+        // The handler run continues the producer's trace (design §11).
+        let trace =
+            std::sync::Mutex::new(crate::trace::TraceParent::of_entry(&entry).map(|p| p.child()));
         Delivery {
             inner: Arc::new(Inner {
+                trace,
                 entry,
                 attempt: std::sync::atomic::AtomicU64::new(earlier + 1),
                 released: std::sync::atomic::AtomicBool::new(false),
@@ -64,6 +68,9 @@ impl Held {
 
 struct Inner {
     entry: Entry,
+    /// The handler run's trace context: the entry's `traceparent` with a
+    /// span id of this run (the exported span's, with `otel`).
+    trace: std::sync::Mutex<Option<crate::trace::TraceParent>>,
     /// Raised by in-place re-runs (ordered mode); shared by every clone.
     attempt: std::sync::atomic::AtomicU64,
     /// Set by [`Delivery::release`]: the handler's `Ack` writes nothing.
@@ -158,6 +165,28 @@ impl Delivery {
     /// error").
     pub fn last_error(&self) -> Option<&str> {
         self.inner.last_error.as_deref()
+    }
+
+    /// The producer's trace context: the entry's `traceparent` field, when
+    /// it holds a valid W3C one.
+    pub fn trace_parent(&self) -> Option<crate::trace::TraceParent> {
+        crate::trace::TraceParent::of_entry(&self.inner.entry)
+    }
+
+    /// This handler run's trace context, to hand on to whatever the
+    /// handler calls: the producer's trace id with the run's own span id
+    /// (with the `otel` feature, the id of the exported `process` span).
+    /// `None` when the entry carries no trace context.
+    pub fn trace(&self) -> Option<crate::trace::TraceParent> {
+        self.inner.trace.lock().ok().and_then(|t| *t)
+    }
+
+    /// Sets the run's trace context (the span the consumer started for it).
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) fn set_trace(&self, t: crate::trace::TraceParent) {
+        if let Ok(mut g) = self.inner.trace.lock() {
+            *g = Some(t);
+        }
     }
 
     /// Whether the entry is new, re-read from this consumer's pending list,
@@ -267,6 +296,10 @@ impl Delivery {
             AfterFailure::Retry(after) => {
                 let due = crate::retry::now_ms()
                     .saturating_add(u64::try_from(after.as_millis()).unwrap_or(u64::MAX));
+                // Parked with a short delay, it may be taken as a due retry
+                // before this delivery lets go of it below: the taker waits
+                // for that rather than skipping it as held.
+                let parking = super::in_flight::Parking::new(&self.inner.guard);
                 let stored = crate::retry::RetryStore {
                     stream: &s.stream,
                     group: &s.group,
@@ -284,6 +317,7 @@ impl Delivery {
                         // Parked: when due it may come back to this very
                         // consumer while this delivery still lives.
                         self.inner.guard.let_go();
+                        drop(parking);
                         Settled::RetryScheduled
                     }
                     crate::retry::Stored::Deleted | crate::retry::Stored::NotPending => {

@@ -23,6 +23,11 @@ pub(crate) struct InFlight {
     lost: Mutex<HashSet<StreamId>>,
     /// Whether `lost` may be non-empty: spares the hot path its lock.
     any_lost: std::sync::atomic::AtomicBool,
+    /// Held entries whose delivery is parking them as a retry right now:
+    /// once parked, the holder lets go, and a due retry taken meanwhile
+    /// waits for that instead of being skipped as held by a running
+    /// delivery.
+    parking: Mutex<HashSet<StreamId>>,
 }
 
 impl InFlight {
@@ -96,6 +101,11 @@ impl InFlight {
         self.lost.lock().map(|mut s| s.remove(id)).unwrap_or(false)
     }
 
+    /// Whether the holder of `id` is parking it as a retry.
+    pub(crate) fn is_parking(&self, id: &StreamId) -> bool {
+        self.parking.lock().map(|s| s.contains(id)).unwrap_or(false)
+    }
+
     pub(crate) fn remove(&self, id: &StreamId) {
         if let Ok(mut s) = self.held.lock() {
             s.remove(id);
@@ -143,6 +153,33 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.let_go();
+    }
+}
+
+/// Marks a held entry as being parked as a retry for as long as it lives
+/// (see [`InFlight::is_parking`]).
+pub(crate) struct Parking<'a> {
+    id: StreamId,
+    in_flight: &'a InFlight,
+}
+
+impl<'a> Parking<'a> {
+    pub(crate) fn new(guard: &'a Guard) -> Self {
+        if let Ok(mut s) = guard.in_flight.parking.lock() {
+            s.insert(guard.id);
+        }
+        Parking {
+            id: guard.id,
+            in_flight: &guard.in_flight,
+        }
+    }
+}
+
+impl Drop for Parking<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.in_flight.parking.lock() {
+            s.remove(&self.id);
+        }
     }
 }
 

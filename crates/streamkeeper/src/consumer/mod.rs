@@ -25,6 +25,7 @@
 //! | `delivery.rs` | `Delivery` |
 //! | `outcome.rs` | `Outcome`, `Settled`, `AckMode`, `Source` |
 //! | `run.rs` | `run(handler, concurrency)` |
+//! | `span.rs` | the span of one handler run (a `process` span with the `otel` feature) |
 //!
 //! ```no_run
 //! # async fn f(redis: streamkeeper::Connector) -> streamkeeper::Result<()> {
@@ -56,6 +57,7 @@ mod read_loop;
 mod reclaim;
 mod run;
 mod shared;
+mod span;
 
 pub use crate::lease::Fence;
 pub(crate) use budget::Budget;

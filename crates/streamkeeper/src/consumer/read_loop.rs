@@ -95,7 +95,7 @@ pub(crate) async fn read_loop(
         }
         match step {
             Ok(deliveries) => {
-                crate::metrics::delivered(deliveries.len(), false);
+                crate::metrics::delivered(deliveries.len());
                 backoff.reset();
                 failing_since = None;
                 for d in deliveries {

@@ -62,7 +62,8 @@ pub(crate) async fn reclaim_loop(
             shared.budget.settle(want, got);
             match round {
                 Ok((next, deliveries)) => {
-                    crate::metrics::delivered(deliveries.len(), true);
+                    crate::metrics::delivered(deliveries.len());
+                    shared.metrics.reclaimed(deliveries.len());
                     for d in deliveries {
                         tokio::select! {
                             _ = cancel.cancelled() => return,
@@ -224,7 +225,7 @@ pub(crate) async fn retry_loop(
             shared.budget.settle(want, got);
             match round {
                 Ok(entries) => {
-                    crate::metrics::delivered(entries.len(), true);
+                    crate::metrics::delivered(entries.len());
                     ready.extend(entries);
                     if got < want {
                         break;
@@ -260,6 +261,17 @@ pub(crate) async fn retry_loop(
             // consumer, which runs it now): that run settles it. Keeping
             // it to hand out later would run it again after its ack. (The
             // delivery whose failure parked it let go of it then.)
+            // Its holder parking it right now lets go in a moment: wait for
+            // that (bounded) rather than skip it and leave it pending
+            // until claim_after.
+            let mut waited = 0;
+            while in_flight.is_parking(&e.id) && waited < 200 {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
+                }
+                waited += 1;
+            }
             if !in_flight.insert(e.id) {
                 continue;
             }

@@ -6,6 +6,9 @@
 //! shutdown, reading stops first, handlers already running finish and are
 //! settled, and queued acks are flushed, so nothing processed is delivered
 //! again and nothing read ahead counts as an attempt.
+//!
+//! Each settled run is counted once by outcome (`ack`, `retry`, `failed`,
+//! `dead_letter`) on the consumer's series, registered once at start.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::builder::GroupConsumer;
 use super::delivery::Delivery;
 use super::outcome::{AckMode, Outcome, Settled};
+use super::span::RunSpan;
 use crate::error::Result;
+use crate::metrics::{ConsumerMetrics, Handled};
 
 /// What a finished [`GroupConsumer::run`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,7 +54,9 @@ impl GroupConsumer {
     {
         let ack_mode = self.options.ack_mode;
         let limit = self.options.limit;
+        let self_group = self.group.clone();
         let mut deliveries = self.start().await?;
+        let metrics = deliveries.metrics().clone();
         let mut stats = RunStats::default();
         let mut running = FuturesUnordered::new();
         let max_running = concurrency.max(1);
@@ -63,13 +70,20 @@ impl GroupConsumer {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((d, outcome)) = running.next(), if !running.is_empty() => {
-                    settle(&d, outcome, ack_mode, &mut stats).await;
+                    settle(&d, outcome, ack_mode, &mut stats, &metrics).await;
                 }
                 next = deliveries.next(), if reading && running.len() < max_running => match next {
                     Some(Ok(d)) => {
                         stats.delivered += 1;
+                        let span = RunSpan::start(&d, self_group.as_str());
                         let fut = AssertUnwindSafe(handler(d.clone())).catch_unwind();
-                        running.push(async move { (d, fut.await) });
+                        let run = metrics.start_run();
+                        running.push(async move {
+                            let outcome = fut.await;
+                            drop(run);
+                            span.end(&outcome);
+                            (d, outcome)
+                        });
                     }
                     Some(Err(e)) => { fatal = Some(e); break; }
                     None => break,
@@ -79,7 +93,7 @@ impl GroupConsumer {
         // Stop reading before waiting on handlers, so no new work starts.
         deliveries.cancel.cancel();
         while let Some((d, outcome)) = running.next().await {
-            settle(&d, outcome, ack_mode, &mut stats).await;
+            settle(&d, outcome, ack_mode, &mut stats, &metrics).await;
         }
         stats.dead_lettered += deliveries.dead_lettered_before_run();
         let closed = deliveries.close().await;
@@ -95,6 +109,7 @@ async fn settle<E: std::fmt::Display>(
     outcome: std::thread::Result<std::result::Result<Outcome, E>>,
     ack_mode: AckMode,
     stats: &mut RunStats,
+    metrics: &ConsumerMetrics,
 ) {
     let outcome = match outcome {
         Ok(Ok(Outcome::Ack)) if d.is_released() => {
@@ -106,39 +121,68 @@ async fn settle<E: std::fmt::Display>(
             let error = e.to_string();
             tracing::warn!(id = %d.id(), attempt = d.attempt(), %error, "handler failed");
             let settled = d.fail(&error).await;
-            record(d, settled, stats);
+            record(d, settled, Handled::Failed, stats, metrics);
             return;
         }
         Ok(Err(e)) => {
             tracing::warn!(id = %d.id(), attempt = d.attempt(), error = %e, "handler failed");
-            Outcome::Retry { after: None }
+            metrics.handled(Handled::Failed);
+            stats.retried += 1;
+            return;
         }
         Err(_) => {
             tracing::error!(id = %d.id(), attempt = d.attempt(), "handler panicked");
-            Outcome::Retry { after: None }
+            if ack_mode == AckMode::None {
+                metrics.handled(Handled::Failed);
+                stats.retried += 1;
+                return;
+            }
+            let settled = d.settle(Outcome::Retry { after: None }).await;
+            record(d, settled, Handled::Failed, stats, metrics);
+            return;
         }
+    };
+    let asked = match &outcome {
+        Outcome::Ack => Handled::Ack,
+        Outcome::Retry { .. } => Handled::Retry,
+        Outcome::DeadLetter { .. } => Handled::DeadLetter,
     };
     match outcome {
         Outcome::Ack if ack_mode != AckMode::Auto => {
             stats.acked += 1;
+            metrics.handled(Handled::Ack);
         }
         // With NOACK nothing is pending, so there is nothing to store.
-        Outcome::Retry { .. } if ack_mode == AckMode::None => stats.retried += 1,
+        Outcome::Retry { .. } if ack_mode == AckMode::None => {
+            stats.retried += 1;
+            metrics.handled(Handled::Retry);
+        }
         outcome => {
             let settled = d.settle(outcome).await;
-            record(d, settled, stats);
+            record(d, settled, asked, stats, metrics);
         }
     }
 }
 
-/// Counts what settling did (and logs a failure to settle).
-fn record(d: &Delivery, settled: Result<Settled>, stats: &mut RunStats) {
+/// Counts what settling did (and logs a failure to settle). The run is
+/// counted as the handler's `asked` outcome, or `dead_letter` when
+/// settling moved it there (the attempts limit); a failure to settle
+/// leaves it pending, which is still the outcome the handler asked for.
+fn record(
+    d: &Delivery,
+    settled: Result<Settled>,
+    asked: Handled,
+    stats: &mut RunStats,
+    metrics: &ConsumerMetrics,
+) {
     match settled {
         Ok(Settled::Acked) => stats.acked += 1,
         Ok(Settled::RetryScheduled) => stats.retried += 1,
         Ok(Settled::DeadLettered(dead_id)) => {
             stats.dead_lettered += 1;
+            metrics.handled(Handled::DeadLetter);
             tracing::warn!(id = %d.id(), %dead_id, attempt = d.attempt(), "moved to the dead-letter stream");
+            return;
         }
         Ok(_) => tracing::debug!(id = %d.id(), "not pending any more; nothing to settle"),
         // Still pending: it comes back after claim_after.
@@ -146,4 +190,5 @@ fn record(d: &Delivery, settled: Result<Settled>, stats: &mut RunStats) {
             tracing::error!(id = %d.id(), error = %e, "settling failed; the entry stays pending")
         }
     }
+    metrics.handled(asked);
 }

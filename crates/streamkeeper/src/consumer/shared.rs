@@ -1,5 +1,5 @@
 //! [`Shared`]: what the tasks of one started consumer share (its names,
-//! options, acker, budget, poison policy and held entries).
+//! options, acker, budget, poison policy, held entries and metrics).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use super::in_flight::InFlight;
 use super::options::ConsumerOptions;
 use super::policy::Policy;
 use crate::conn::Connector;
+use crate::metrics::ConsumerMetrics;
 use crate::types::{ConsumerName, Entry, GroupName, StreamKey};
 
 /// What the consumer's tasks share.
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) in_flight: Arc<InFlight>,
     /// Entries the policy dead-lettered before a handler saw them.
     pub(crate) dead_before_run: AtomicU64,
+    /// Its labelled series, registered once.
+    pub(crate) metrics: ConsumerMetrics,
 }
 
 impl Shared {

@@ -24,13 +24,15 @@
 --
 -- Returns {ticks emitted or queued, schedules claimed, outbox fields
 -- "<name> <due>" this call queued (the caller's second step), skipped
--- items as name, target type, name, target type, …}.
+-- items as name, target type, name, target type, …, the 0-based
+-- positions of the items claimed (the caller's per-schedule metrics)}.
 local i = 3
 local emitted = 0
 local claimed = 0
 local queued = {}
 local skipped = {}
-for _ = 1, tonumber(ARGV[2]) do
+local claimed_items = {}
+for k = 1, tonumber(ARGV[2]) do
   local name = ARGV[i]
   local expected = tonumber(ARGV[i + 1])
   local next_due = ARGV[i + 2]
@@ -51,6 +53,7 @@ for _ = 1, tonumber(ARGV[2]) do
   elseif current and tonumber(current) == expected then
     redis.call('ZADD', KEYS[1], next_due, name)
     claimed = claimed + 1
+    claimed_items[#claimed_items + 1] = k - 1
     for t = 0, n_ticks - 1 do
       local args = {}
       for f = 0, 2 * n_pairs - 1 do
@@ -74,4 +77,4 @@ for _ = 1, tonumber(ARGV[2]) do
     end
   end
 end
-return {emitted, claimed, queued, skipped}
+return {emitted, claimed, queued, skipped, claimed_items}

@@ -130,8 +130,10 @@ pub(crate) async fn send_confirmed<C: WaitOn>(
 ) -> std::result::Result<Vec<Value>, SendError> {
     let replies: Vec<Value> = chunk.send(conn).await.map_err(SendError::Redis)?;
     if let Some(w) = wait {
-        // Only a chunk that went through whole needs confirming.
-        if replies.iter().all(|v| !matches!(v, Value::ServerError(_))) {
+        // What went through needs confirming: a chunk refused part way
+        // (a shard sealed by a resize refuses the rest of it) is reported
+        // with the IDs written before the refusal, confirmed like any.
+        if replies.iter().any(|v| !matches!(v, Value::ServerError(_))) {
             let got = conn
                 .wait_on(chunk.stream.as_str(), w.replicas, w.timeout)
                 .await

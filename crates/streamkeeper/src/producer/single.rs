@@ -49,6 +49,7 @@ pub struct Producer {
     stream: StreamKey,
     cap: Option<Cap>,
     wait: Option<Wait>,
+    trace: crate::trace::TraceSource,
     pinned: Pinned,
 }
 
@@ -84,6 +85,7 @@ impl Producer {
             stream,
             cap: None,
             wait: None,
+            trace: crate::trace::TraceSource::Off,
             pinned: Pinned::default(),
         }
     }
@@ -107,6 +109,24 @@ impl Producer {
     /// `reconnect_timeout`. Resent chunks may leave duplicates.
     pub fn with_wait(mut self, wait: Wait) -> Self {
         self.wait = Some(wait);
+        self
+    }
+
+    /// Writes a W3C `traceparent` field into every entry that has none
+    /// (docs/design.md §11), so consumers continue the trace: a fixed
+    /// context, or the caller's current OpenTelemetry span (feature
+    /// `otel`).
+    ///
+    /// ```no_run
+    /// # async fn f(redis: streamkeeper::Connector, s: streamkeeper::StreamKey) -> streamkeeper::Result<()> {
+    /// use streamkeeper::trace::{TraceParent, TraceSource};
+    /// let caller: TraceParent = std::env::var("TRACEPARENT").unwrap_or_default().parse().unwrap_or(TraceParent::new_root(true));
+    /// let p = streamkeeper::Producer::new(&redis, s).with_trace(TraceSource::Fixed(caller));
+    /// p.send(&streamkeeper::fields([("k", "v")])).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_trace(mut self, trace: crate::trace::TraceSource) -> Self {
+        self.trace = trace;
         self
     }
 
@@ -159,6 +179,28 @@ impl Producer {
     }
 
     async fn write(&self, entries: Vec<EntryRef<'_>>) -> Result<Vec<StreamId>> {
+        // With a trace context, entries without one get a copy that has it.
+        let traced: Vec<super::chunk::NewEntry>;
+        let entries = match self.trace.now() {
+            None => entries,
+            Some(t) => {
+                let value: Bytes = t.to_string().into_bytes();
+                traced = entries
+                    .iter()
+                    .map(|(id, fields)| {
+                        let mut f = fields.to_vec();
+                        if !f
+                            .iter()
+                            .any(|(k, _)| k.as_slice() == crate::trace::FIELD.as_bytes())
+                        {
+                            f.push((crate::trace::FIELD.as_bytes().to_vec(), value.clone()));
+                        }
+                        (*id, f)
+                    })
+                    .collect();
+                traced.iter().map(|(id, f)| (*id, f.as_slice())).collect()
+            }
+        };
         let mut ids = Vec::with_capacity(entries.len());
         let mut rest = entries;
         while !rest.is_empty() {

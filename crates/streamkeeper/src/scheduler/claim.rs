@@ -55,6 +55,11 @@ impl ClaimBatch {
         self.items.len()
     }
 
+    /// The items, in the order they were added.
+    pub fn items(&self) -> &[ClaimItem] {
+        &self.items
+    }
+
     /// Runs the script (KEYS: due, state, outbox, targets…).
     pub async fn invoke<C: redis::aio::ConnectionLike + Send>(
         &self,
@@ -108,10 +113,14 @@ pub(super) struct ClaimReply {
     pub queued: HashSet<String>,
     /// Schedules skipped because their target is not a stream: (name, type).
     pub skipped: Vec<(String, String)>,
+    /// Positions in the batch of the items this call claimed (their ticks
+    /// emitted or queued).
+    pub claimed_items: Vec<usize>,
 }
 
 impl ClaimReply {
-    /// Parses `{emitted, claimed, queued…, skipped name/type pairs…}`.
+    /// Parses `{emitted, claimed, queued…, skipped name/type pairs…,
+    /// positions of the claimed items…}`.
     pub fn parse(v: Value) -> Result<Self> {
         let Value::Array(v) = v else {
             return Err(Error::Protocol {
@@ -136,6 +145,16 @@ impl ClaimReply {
                 .chunks(2)
                 .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
                 .collect(),
+            claimed_items: match v.get(4) {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::Int(n) => usize::try_from(*n).ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
         })
     }
 }
@@ -152,11 +171,13 @@ mod tests {
             Value::Int(2),
             Value::Array(vec![bulk("a 1000")]),
             Value::Array(vec![bulk("bad"), bulk("string")]),
+            Value::Array(vec![Value::Int(0), Value::Int(2)]),
         ]);
         let r = ClaimReply::parse(v).expect("reply");
         assert_eq!((r.emitted, r.claimed), (3, 2));
         assert!(r.queued.contains("a 1000"));
         assert_eq!(r.skipped, vec![("bad".to_string(), "string".to_string())]);
+        assert_eq!(r.claimed_items, vec![0, 2]);
         assert!(ClaimReply::parse(Value::Nil).is_err());
     }
 }

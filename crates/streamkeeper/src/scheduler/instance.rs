@@ -223,7 +223,13 @@ impl Scheduler {
             }
             stats.emitted += reply.emitted;
             stats.claimed += reply.claimed;
-            metrics::counter!("streamkeeper_schedule_ticks_total").increment(reply.emitted);
+            for item in reply
+                .claimed_items
+                .iter()
+                .filter_map(|&k| batch.items().get(k))
+            {
+                crate::metrics::ticks_emitted(&item.name, now, &item.ticks);
+            }
             let queued = reply.queued;
             // Second step, for the ticks this call queued (the script
             // names them; ticks another instance won are its to send).

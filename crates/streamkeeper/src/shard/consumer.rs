@@ -133,7 +133,8 @@ impl ShardedConsumer {
                 .run(handler, concurrency, stop)
                 .await;
         };
-        let shards = layout.shards();
+        // Every live generation: older ones still drain after a resize.
+        let shards = layout.all_shards();
         // Nothing created on some shards when another is of the wrong type.
         crate::inspect::check_streams(&redis, &shards).await?;
         if let Some(from) = options.create {

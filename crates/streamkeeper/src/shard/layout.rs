@@ -1,5 +1,7 @@
 //! The layout of a sharded stream, kept in `{S}:shards` (hash: `count`,
-//! `version`).
+//! `version`, and after a resize `gens`: the live generations, oldest
+//! first, as `g:count` separated by spaces; the last is the current one,
+//! the others are sealed and drain). Docs/design.md §6 "Resharding".
 
 use crate::conn::Connector;
 use crate::error::{Error, Result};
@@ -23,6 +25,53 @@ pub const MAX_SHARDS: u32 = 1024;
 pub struct ShardLayout {
     stream: StreamKey,
     count: u32,
+    generation: u32,
+    /// Older generations still live (sealed, draining), oldest first.
+    older: Vec<Generation>,
+}
+
+/// One generation of a sharded stream's layout: its number and how many
+/// shards it has. A resize starts a new generation; the shards of older
+/// ones are sealed (nothing more can be appended) and drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    /// Its number: 0 for the layout `shard create` made, one more per resize.
+    pub generation: u32,
+    /// Its shard count.
+    pub count: u32,
+}
+
+impl Generation {
+    /// Its shards' keys, in order.
+    pub fn shards(&self, stream: &StreamKey) -> Vec<StreamKey> {
+        (0..self.count)
+            .map(|i| StreamKeys::shard_of(stream, self.generation, i))
+            .collect()
+    }
+}
+
+/// Parses a `gens` field: `g:count` items separated by spaces, strictly
+/// growing generations.
+pub(crate) fn parse_gens(text: &str) -> Option<Vec<Generation>> {
+    let mut gens: Vec<Generation> = Vec::new();
+    for item in text.split_whitespace() {
+        let (g, n) = item.split_once(':')?;
+        let generation: u32 = g.parse().ok()?;
+        let count: u32 = n.parse().ok().filter(|n| (1..=MAX_SHARDS).contains(n))?;
+        if gens.last().is_some_and(|l| l.generation >= generation) {
+            return None;
+        }
+        gens.push(Generation { generation, count });
+    }
+    (!gens.is_empty()).then_some(gens)
+}
+
+/// The text of a `gens` field.
+pub(crate) fn format_gens(gens: &[Generation]) -> String {
+    gens.iter()
+        .map(|g| format!("{}:{}", g.generation, g.count))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// [`ShardLayout::open`] for a user not granted `HGET` (a user with only
@@ -64,19 +113,23 @@ impl ShardLayout {
                 "{stream}: a sharded stream's name must not contain {{ or }} (its shards are {{{stream}:i}})"
             )));
         }
-        let count = ShardCreate { stream, count }.invoke(redis).await?;
-        Ok(ShardLayout {
-            stream: stream.clone(),
-            count,
-        })
+        ShardCreate { stream, count }.invoke(redis).await?;
+        match Self::open(redis, stream).await? {
+            Some(layout) => Ok(layout),
+            None => Err(Error::Protocol {
+                command: "HSET",
+                detail: format!("the layout of {stream} is gone right after creating it"),
+            }),
+        }
     }
 
-    /// The stream keys that hold `stream`'s entries: its shards when it is
-    /// a sharded stream, else `stream` itself. For commands that act on
+    /// The stream keys that hold `stream`'s entries: the shards of every
+    /// live generation when it is a sharded stream (sealed ones still
+    /// draining included), else `stream` itself. For commands that act on
     /// every key alike (list, trim, dump, create a group).
     pub async fn keys_of(redis: &Connector, stream: &StreamKey) -> Result<Vec<StreamKey>> {
         Ok(match Self::open(redis, stream).await? {
-            Some(layout) => layout.shards(),
+            Some(layout) => layout.all_shards(),
             None => vec![stream.clone()],
         })
     }
@@ -84,19 +137,29 @@ impl ShardLayout {
     /// The layout of `stream` if it is a sharded stream.
     pub async fn open(redis: &Connector, stream: &StreamKey) -> Result<Option<Self>> {
         let mut conn = redis.shared();
-        let count: Option<String> = match redis::cmd("HGET")
-            .arg(StreamKeys::shards(stream))
+        let layout_key = StreamKeys::shards(stream);
+        let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::pipe()
+            .cmd("HGET")
+            .arg(&layout_key)
             .arg("count")
+            .cmd("HGET")
+            .arg(&layout_key)
+            .arg("gens")
             .query_async(&mut conn)
-            .await
-        {
-            Ok(count) => count,
+            .await;
+        let (count, gens) = match read {
+            Ok((count, gens)) => (count, gens),
             Err(e) if crate::error::is_noperm(&e) => return unreadable_layout(redis, stream).await,
-            Err(e) => {
-                return Err(Error::redis(
-                    format!("HGET {}", StreamKeys::shards(stream)),
-                    e,
-                ))
+            Err(e) => return Err(Error::redis(format!("HGET {layout_key}"), e)),
+        };
+        let gens = match gens.as_deref().map(parse_gens) {
+            None => None,
+            Some(Some(gens)) => Some(gens),
+            Some(None) => {
+                return Err(Error::Protocol {
+                    command: "HGET",
+                    detail: format!("{layout_key} has a bad gens field {gens:?}"),
+                })
             }
         };
         match count {
@@ -106,11 +169,27 @@ impl ShardLayout {
                     .parse::<u32>()
                     .ok()
                     .filter(|n| (1..=MAX_SHARDS).contains(n));
+                let (generation, older) = match &gens {
+                    Some(gens) => {
+                        let (current, older) = gens.split_last().expect("parse_gens: not empty");
+                        if Some(current.count) != count {
+                            return Err(Error::Protocol {
+                                command: "HGET",
+                                detail: format!(
+                                    "{layout_key} says count {c} but its current generation has {} shards",
+                                    current.count
+                                ),
+                            });
+                        }
+                        (current.generation, older.to_vec())
+                    }
+                    None => (0, Vec::new()),
+                };
                 match count {
                     Some(count) => {
                         // A count lowered by hand would hide the last
                         // shards' entries from every command: refuse.
-                        let beyond = StreamKeys::shard(stream, count);
+                        let beyond = StreamKeys::shard_of(stream, generation, count);
                         // A user not granted EXISTS skips this check.
                         let exists: bool = match redis::cmd("EXISTS")
                             .arg(beyond.as_str())
@@ -123,7 +202,7 @@ impl ShardLayout {
                         };
                         if exists {
                             return Err(Error::InvalidInput(format!(
-                                "{} says {stream} has {count} shards but {beyond} exists too: the layout was changed by hand (streamkeeper never reshards); set the count back with HSET {} count <N>",
+                                "{} says {stream} has {count} shards but {beyond} exists too: the layout was changed by hand (use `streamkeeper shard resize`); set the count back with HSET {} count <N>",
                                 StreamKeys::shards(stream),
                                 StreamKeys::shards(stream)
                             )));
@@ -131,6 +210,8 @@ impl ShardLayout {
                         Ok(Some(ShardLayout {
                             stream: stream.clone(),
                             count,
+                            generation,
+                            older,
                         }))
                     }
                     None => Err(Error::Protocol {
@@ -147,19 +228,55 @@ impl ShardLayout {
         &self.stream
     }
 
-    /// How many shards.
+    /// How many shards the current generation has (where appends go).
     pub fn count(&self) -> u32 {
         self.count
     }
 
-    /// Shard `i`'s stream key `{S:i}`.
-    pub fn shard(&self, i: u32) -> StreamKey {
-        StreamKeys::shard(&self.stream, i)
+    /// The current generation's number (0 until the first resize).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
-    /// Every shard's key, in order.
+    /// The current generation.
+    pub fn current(&self) -> Generation {
+        Generation {
+            generation: self.generation,
+            count: self.count,
+        }
+    }
+
+    /// Older generations still live: sealed, their entries still being
+    /// handled (or not yet retired), oldest first.
+    pub fn older(&self) -> &[Generation] {
+        &self.older
+    }
+
+    /// Every live generation, oldest first; the current one last.
+    pub fn generations(&self) -> Vec<Generation> {
+        let mut all = self.older.clone();
+        all.push(self.current());
+        all
+    }
+
+    /// Shard `i`'s stream key in the current generation (`{S:i}` in
+    /// generation 0, `{S:i~g}` later).
+    pub fn shard(&self, i: u32) -> StreamKey {
+        StreamKeys::shard_of(&self.stream, self.generation, i)
+    }
+
+    /// The current generation's shard keys, in order: where appends go.
     pub fn shards(&self) -> Vec<StreamKey> {
         (0..self.count).map(|i| self.shard(i)).collect()
+    }
+
+    /// The shard keys of every live generation, oldest first: every key
+    /// that may still hold entries to handle.
+    pub fn all_shards(&self) -> Vec<StreamKey> {
+        self.generations()
+            .iter()
+            .flat_map(|g| g.shards(&self.stream))
+            .collect()
     }
 
     /// The shard partition key `key` routes to.

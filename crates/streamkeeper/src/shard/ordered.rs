@@ -23,6 +23,12 @@
 //!   renewed meanwhile, its other shards kept), then releases the lease;
 //!   the new owner takes it on its next heartbeat. A crashed owner's
 //!   lease runs out after `lease_ttl`.
+//! - Across a resize (docs/design.md §6 "Resharding") the layout is read
+//!   again every heartbeat; the shards of a generation are handed out
+//!   only once the group drained every sealed shard of the older ones
+//!   (parent before child: a key's entries up to the cut were handled
+//!   before its first entry in the new layout), and the owner of a sealed
+//!   shard the group drained lets it go.
 //! - A failing (or panicking) entry is retried in place (with the group's
 //!   backoff) and the shard's later entries wait; after `max_deliveries`
 //!   attempts it goes to the shard's dead-letter stream and the shard
@@ -82,11 +88,62 @@ impl Default for OrderedOptions {
 /// (a shard cannot wait for ever behind one entry).
 pub const ORDERED_MAX_DELIVERIES: u64 = crate::consumer::DEFAULT_MAX_DELIVERIES;
 
-/// The member rendezvous hashing gives shard `i` among `members`.
+/// The member rendezvous hashing gives shard `i` (of generation 0) among
+/// `members`.
 pub fn owner_of(members: &[String], i: u32) -> Option<&String> {
+    owner_by(members, &i.to_string())
+}
+
+/// The member rendezvous hashing gives the shard labelled `label` (`i`
+/// in generation 0, `i~g` later).
+fn owner_by<'a>(members: &'a [String], label: &str) -> Option<&'a String> {
     members
         .iter()
-        .max_by_key(|m| super::route::key_hash(format!("{m}:{i}").as_bytes()))
+        .max_by_key(|m| super::route::key_hash(format!("{m}:{label}").as_bytes()))
+}
+
+/// The shards whose entries may be handed out now, with their rendezvous
+/// labels: those of the oldest generation the group has not drained, and
+/// of the later ones only once every older one is drained. `drained`
+/// keeps the sealed shards found drained (they stay so).
+async fn eligible(
+    redis: &Connector,
+    layout: &ShardLayout,
+    group: &GroupName,
+    drained: &mut std::collections::HashSet<StreamKey>,
+) -> Vec<(StreamKey, String)> {
+    let mut out = Vec::new();
+    let current = layout.generation();
+    for generation in layout.generations() {
+        let label = |i: u32| match generation.generation {
+            0 => i.to_string(),
+            g => format!("{i}~{g}"),
+        };
+        let mut all_drained = true;
+        for i in 0..generation.count {
+            let shard = StreamKeys::shard_of(layout.stream(), generation.generation, i);
+            if generation.generation != current && !drained.contains(&shard) {
+                match super::resize::drained(redis, &shard, group).await {
+                    Ok(true) => {
+                        drained.insert(shard);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%shard, error = %e, "ordered mode: checking a sealed shard failed");
+                    }
+                }
+            } else if drained.contains(&shard) {
+                continue;
+            }
+            all_drained = false;
+            out.push((shard, label(i)));
+        }
+        if !all_drained {
+            break;
+        }
+    }
+    out
 }
 
 /// One shard this member runs.
@@ -126,16 +183,18 @@ where
         name: member,
         options: consumer,
     } = plan;
-    let (redis, layout, group, member) = (&redis, &layout, &group, &member);
+    let (redis, group, member) = (&redis, &group, &member);
+    let mut layout = layout;
     let members_key = StreamKeys::members(layout.stream(), group.as_str());
-    let mut owned: HashMap<u32, Owned> = HashMap::new();
+    let mut owned: HashMap<StreamKey, Owned> = HashMap::new();
     // Shards let go of, still finishing the entry in hand: their leases
     // are kept until then, so nobody runs the shard twice at once.
-    let mut releasing: HashMap<u32, Owned> = HashMap::new();
+    let mut releasing: HashMap<StreamKey, Owned> = HashMap::new();
+    let mut drained = std::collections::HashSet::new();
     let ttl_ms = ms(options.lease_ttl);
     // `consumer.limit` counts across the shards this member runs, as in
     // shared mode; once it is used up the member leaves.
-    let budget = Budget::shared(consumer.limit, layout.count() as usize);
+    let budget = Budget::shared(consumer.limit, layout.all_shards().len());
     let mut consumer = consumer;
     if consumer.limit.is_some() {
         consumer.block = consumer.block.min(super::shared::LIMITED_BLOCK);
@@ -163,13 +222,33 @@ where
             }
             Err(e) => break Err(e),
         };
-        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
-        for i in 0..layout.count() {
-            let shard = layout.shard(i);
+        settle_releasing(redis, &mut releasing, ttl_ms, &mut total).await;
+        // Follow a resize: the layout may have a new generation.
+        match ShardLayout::open(redis, layout.stream()).await {
+            Ok(Some(now)) => layout = now,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "ordered mode: reading the layout failed"),
+        }
+        let shards = eligible(redis, &layout, group, &mut drained).await;
+        // Owned shards no longer handed out (sealed and drained): let go.
+        let gone: Vec<StreamKey> = owned
+            .keys()
+            .filter(|k| !shards.iter().any(|(s, _)| s == *k))
+            .cloned()
+            .collect();
+        for shard in gone {
+            if let Some(o) = owned.remove(&shard) {
+                tracing::info!(%shard, "ordered mode: the group drained this sealed shard; letting it go");
+                o.stop.cancel();
+                releasing.insert(shard, o);
+            }
+        }
+        for (shard, label) in shards {
+            let i = &shard;
             let lease = StreamKeys::owner(&shard, group.as_str());
-            let mine = owner_of(&members, i) == Some(&member.to_string());
-            let finished = owned.get(&i).is_some_and(|o| o.task.is_finished());
-            if let (Some(o), true) = (owned.get(&i), mine && !finished) {
+            let mine = owner_by(&members, &label) == Some(&member.to_string());
+            let finished = owned.get(i).is_some_and(|o| o.task.is_finished());
+            if let (Some(o), true) = (owned.get(i), mine && !finished) {
                 // Keep it: renew, or stop at once if the lease was lost.
                 match o.fence.renew(redis, options.lease_ttl).await {
                     Ok(true) => continue,
@@ -183,16 +262,16 @@ where
                     }
                 }
             }
-            if let Some(o) = owned.remove(&i) {
+            if let Some(o) = owned.remove(i) {
                 // Hand it over: stop reading; the entry in hand finishes
                 // in the background (the heartbeat must go on meanwhile,
                 // or this member's other leases would run out), then the
                 // lease is released.
                 o.stop.cancel();
-                releasing.insert(i, o);
+                releasing.insert(shard.clone(), o);
                 continue;
             }
-            if !mine || draining || releasing.contains_key(&i) {
+            if !mine || draining || releasing.contains_key(i) {
                 continue;
             }
             let epoch = StreamKeys::epoch(&shard, group.as_str());
@@ -214,7 +293,7 @@ where
             let run_stop = CancellationToken::new();
             let task = tokio::spawn(run_shard(
                 redis.clone(),
-                shard,
+                shard.clone(),
                 group.clone(),
                 member.clone(),
                 ConsumerOptions {
@@ -226,7 +305,7 @@ where
                 run_stop.clone(),
             ));
             owned.insert(
-                i,
+                shard,
                 Owned {
                     fence,
                     stop: run_stop,
@@ -234,7 +313,7 @@ where
                 },
             );
         }
-        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
+        settle_releasing(redis, &mut releasing, ttl_ms, &mut total).await;
     };
     tracing::info!(%member, shards = owned.len() + releasing.len(), "ordered mode: leaving; finishing the entries in hand");
     for o in owned.values() {
@@ -251,7 +330,7 @@ where
         .await;
     let poll = options.heartbeat.min(Duration::from_millis(50));
     loop {
-        settle_releasing(redis, layout, &mut releasing, ttl_ms, &mut total).await;
+        settle_releasing(redis, &mut releasing, ttl_ms, &mut total).await;
         if releasing.is_empty() {
             break;
         }
@@ -264,22 +343,21 @@ where
 /// renews the leases of those still finishing their entry in hand.
 async fn settle_releasing(
     redis: &Connector,
-    layout: &ShardLayout,
-    releasing: &mut HashMap<u32, Owned>,
+    releasing: &mut HashMap<StreamKey, Owned>,
     ttl_ms: u64,
     total: &mut RunStats,
 ) {
-    let shards: Vec<u32> = releasing.keys().copied().collect();
-    for i in shards {
-        let shard = layout.shard(i);
-        let finished = releasing.get(&i).is_some_and(|o| o.task.is_finished());
+    let shards: Vec<StreamKey> = releasing.keys().cloned().collect();
+    for shard in shards {
+        let i = &shard;
+        let finished = releasing.get(i).is_some_and(|o| o.task.is_finished());
         if finished {
-            if let Some(o) = releasing.remove(&i) {
+            if let Some(o) = releasing.remove(i) {
                 *total = add(std::mem::take(total), o.task.await);
                 let _ = o.fence.release(redis).await;
                 tracing::info!(%shard, "ordered mode: released");
             }
-        } else if let Some(o) = releasing.get(&i) {
+        } else if let Some(o) = releasing.get(i) {
             let _ = o.fence.renew(redis, Duration::from_millis(ttl_ms)).await;
         }
     }
