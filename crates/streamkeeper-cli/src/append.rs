@@ -64,10 +64,38 @@ impl Appender {
         chunk: &[NewEntry],
         total: Option<u64>,
     ) -> anyhow::Result<Vec<StreamId>> {
+        match self.append_or_sealed(chunk, total).await? {
+            (ids, false) => Ok(ids),
+            (_, true) => Err(self.stopped(
+                &streamkeeper::Error::ShardSealed {
+                    stream: self.producer.stream().clone(),
+                },
+                total,
+            )),
+        }
+    }
+
+    /// [`append`](Self::append), but a stream sealed by a resize (a shard
+    /// of an older layout generation) is not an error: the IDs written
+    /// before the seal come back with `true`, and the caller sends the
+    /// rest by the new layout.
+    pub async fn append_or_sealed(
+        &mut self,
+        chunk: &[NewEntry],
+        total: Option<u64>,
+    ) -> anyhow::Result<(Vec<StreamId>, bool)> {
         match self.producer.append(chunk).await {
             Ok(ids) => {
                 self.count(&ids);
-                Ok(ids)
+                Ok((ids, false))
+            }
+            Err(e) if e.is_sealed() => {
+                let written = match e {
+                    streamkeeper::Error::PartlyWritten { written, .. } => written,
+                    _ => Vec::new(),
+                };
+                self.count(&written);
+                Ok((written, true))
             }
             Err(streamkeeper::Error::PartlyWritten { written, cause }) => {
                 self.count(&written);
@@ -131,6 +159,9 @@ pub async fn check_all_streams(redis: &Connector, keys: &[StreamKey]) -> anyhow:
 /// all of them, not only to that one.
 pub struct Appenders {
     appenders: Vec<Appender>,
+    /// Entries written by the appenders these replaced (a resize moved the
+    /// writes to other shards).
+    earlier: u64,
 }
 
 impl Appenders {
@@ -148,6 +179,7 @@ impl Appenders {
                 .iter()
                 .map(|t| Appender::new(redis, t.clone(), maxlen).with_wait(wait))
                 .collect(),
+            earlier: 0,
         })
     }
 
@@ -155,7 +187,15 @@ impl Appenders {
     pub fn of(producers: impl IntoIterator<Item = Producer>) -> Self {
         Appenders {
             appenders: producers.into_iter().map(Appender::of).collect(),
+            earlier: 0,
         }
+    }
+
+    /// These appenders, counting `earlier` entries written before them
+    /// (by the appenders they replace).
+    pub fn after(mut self, earlier: u64) -> Self {
+        self.earlier = earlier;
+        self
     }
 
     /// Writes a `traceparent` into each entry (see [`streamkeeper::trace`]).
@@ -170,7 +210,7 @@ impl Appenders {
 
     /// Entries written to all targets so far.
     pub fn written(&self) -> u64 {
-        self.appenders.iter().map(Appender::written).sum()
+        self.earlier + self.appenders.iter().map(Appender::written).sum::<u64>()
     }
 
     /// Appends `chunk` to target `t` (see [`Appender::append`]).
@@ -180,10 +220,26 @@ impl Appenders {
         chunk: &[NewEntry],
         total: Option<u64>,
     ) -> anyhow::Result<Vec<StreamId>> {
-        if self.appenders.len() > 1 {
+        self.note_others(t);
+        self.appenders[t].append(chunk, total).await
+    }
+
+    /// Appends `chunk` to target `t`, a sealed shard not an error (see
+    /// [`Appender::append_or_sealed`]).
+    pub async fn append_or_sealed(
+        &mut self,
+        t: usize,
+        chunk: &[NewEntry],
+        total: Option<u64>,
+    ) -> anyhow::Result<(Vec<StreamId>, bool)> {
+        self.note_others(t);
+        self.appenders[t].append_or_sealed(chunk, total).await
+    }
+
+    fn note_others(&mut self, t: usize) {
+        if self.appenders.len() > 1 || self.earlier > 0 {
             let others = self.written() - self.appenders[t].written();
             self.appenders[t].elsewhere = Some((others, self.appenders.len()));
         }
-        self.appenders[t].append(chunk, total).await
     }
 }

@@ -89,7 +89,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             // checked first (the group exists), so a missing group writes
             // nothing; then each shard is moved in turn.
             let mut previews = Vec::new();
-            for shard in layout.shards() {
+            for shard in layout.all_shards() {
                 match group::reset_group(&redis, &shard, &g, to, true).await {
                     Ok(p) => previews.push(p),
                     Err(streamkeeper::Error::GroupMissing { .. }) => anyhow::bail!(
@@ -100,11 +100,11 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
             }
             if !dry_run {
                 previews.clear();
-                for shard in layout.shards() {
+                for shard in layout.all_shards() {
                     previews.push(group::reset_group(&redis, &shard, &g, to, false).await?);
                 }
             }
-            for (shard, p) in layout.shards().iter().zip(&previews) {
+            for (shard, p) in layout.all_shards().iter().zip(&previews) {
                 print_reset(global, shard, &g, p, dry_run)?;
             }
             let (redelivered, skipped) = previews
@@ -114,13 +114,13 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                 output::json_line(&serde_json::json!({
                     "stream": stream.as_str(), "group": g.as_str(), "to": to.to_string(),
                     "redelivered": redelivered, "skipped": skipped,
-                    "dry_run": dry_run, "shards": layout.count(),
+                    "dry_run": dry_run, "shards": layout.all_shards().len(),
                 }));
             } else {
                 let verb = if dry_run { "would move" } else { "moved" };
                 println!(
                     "{verb} {g} on {} shards of {stream} to {to}: {redelivered} entries delivered again, {skipped} skipped in all",
-                    layout.count()
+                    layout.all_shards().len()
                 );
             }
         }
@@ -136,7 +136,7 @@ pub async fn run(global: &Global, args: GroupArgs) -> anyhow::Result<Exit> {
                 // per shard, the heir taken among that shard's consumers.
                 Some(layout) => {
                     let mut rows = Vec::new();
-                    for shard in layout.shards() {
+                    for shard in layout.all_shards() {
                         for c in consumers(global, &redis, &shard, &g, remove_idle).await? {
                             rows.push((shard.clone(), c));
                         }
@@ -201,7 +201,7 @@ async fn ls_sharded(
         memory: false,
         ..Default::default()
     };
-    for shard in layout.shards() {
+    for shard in layout.all_shards() {
         let groups = group::list_groups(redis, &shard).await?;
         if !groups.is_empty() {
             let stat = streamkeeper::inspect::shard_stat(redis, &shard, &options).await?;
@@ -234,7 +234,7 @@ async fn ls_sharded(
         for (name, consumers, pending, lag) in &sums {
             output::json_line(&serde_json::json!({
                 "stream": stream.as_str(), "group": name, "consumers": consumers,
-                "pending": pending, "lag": lag, "shards": layout.count(),
+                "pending": pending, "lag": lag, "shards": layout.all_shards().len(),
             }));
         }
         for (shard, g) in &per_shard {
@@ -243,7 +243,10 @@ async fn ls_sharded(
             output::json_line(&v);
         }
     } else if per_shard.is_empty() {
-        println!("no groups on {stream} ({} shards)", layout.count());
+        println!(
+            "no groups on {stream} ({} shards)",
+            layout.all_shards().len()
+        );
     } else {
         let mut t = Table::new();
         t.load_preset(comfy_table::presets::NOTHING);

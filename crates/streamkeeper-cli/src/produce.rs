@@ -133,7 +133,7 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
     }
     if let Some(layout) = layout {
-        let router = Router::new(&redis, layout, args.maxlen, wait, &args).await?;
+        let router = Router::new(&redis, layout, args.maxlen, wait, &args, global.quiet).await?;
         return produce_sharded(global, router, args, stdin_entries, total).await;
     }
     let mut appender = Appender::new(&redis, stream, args.maxlen)
@@ -180,6 +180,7 @@ struct Router {
     layout: ShardLayout,
     sharded: ShardedProducer,
     appenders: Appenders,
+    quiet: bool,
     key: Option<String>,
     key_field: Option<Bytes>,
 }
@@ -191,22 +192,96 @@ impl Router {
         maxlen: Option<u64>,
         wait: Option<streamkeeper::Wait>,
         args: &ProduceArgs,
+        quiet: bool,
     ) -> anyhow::Result<Self> {
         crate::append::check_all_streams(redis, &layout.shards()).await?;
         let mut sharded = ShardedProducer::new(redis, layout.clone()).with_maxlen(maxlen);
         if let Some(w) = wait {
             sharded = sharded.with_wait(w);
         }
-        let appenders =
-            Appenders::of((0..layout.count()).map(|i| sharded.shard_producer(i).clone()))
-                .with_trace(crate::otel::produce_source());
+        let appenders = Appenders::of((0..layout.count()).map(|i| sharded.shard_producer(i)))
+            .with_trace(crate::otel::produce_source());
         Ok(Router {
             layout,
             sharded,
             appenders,
+            quiet,
             key: args.key.clone(),
             key_field: args.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
         })
+    }
+
+    /// Appends `part` (entries `first`, `first + 1`, … of the command):
+    /// each shard's entries in one step, in order; the entries a shard
+    /// sealed by a resize refused are sent again, in order, by the new
+    /// layout. Returns each entry's shard and ID in input order.
+    async fn append(
+        &mut self,
+        first: u64,
+        part: Vec<Fields>,
+        total: u64,
+    ) -> anyhow::Result<Vec<(StreamKey, StreamId)>> {
+        let mut out: Vec<Option<(StreamKey, StreamId)>> = vec![None; part.len()];
+        let mut part: Vec<Option<Fields>> = part.into_iter().map(Some).collect();
+        let mut left: Vec<usize> = (0..part.len()).collect();
+        while !left.is_empty() {
+            let mut per_shard: Vec<Vec<usize>> = vec![Vec::new(); self.layout.count() as usize];
+            for &j in &left {
+                let fields = part[j].as_ref().expect("not written yet");
+                per_shard[self.shard(first + j as u64, fields) as usize].push(j);
+            }
+            let mut still = Vec::new();
+            for (s, idx) in per_shard.iter().enumerate() {
+                if idx.is_empty() {
+                    continue;
+                }
+                let entries: Vec<NewEntry> = idx
+                    .iter()
+                    .map(|&j| (None, part[j].take().expect("not written yet")))
+                    .collect();
+                let (ids, sealed) = self
+                    .appenders
+                    .append_or_sealed(s, &entries, Some(total))
+                    .await?;
+                let key = self.layout.shard(s as u32);
+                for (&j, id) in idx.iter().zip(&ids) {
+                    out[j] = Some((key.clone(), *id));
+                }
+                if sealed {
+                    // Back in line for the new layout, in their order.
+                    for (&j, (_, fields)) in idx.iter().zip(entries).skip(ids.len()) {
+                        part[j] = Some(fields);
+                        still.push(j);
+                    }
+                }
+            }
+            if !still.is_empty() {
+                self.follow().await?;
+            }
+            still.sort_unstable();
+            left = still;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Re-reads the layout after a resize sealed a shard written to.
+    async fn follow(&mut self) -> anyhow::Result<()> {
+        self.sharded.follow(&self.layout).await?;
+        self.layout = self.sharded.layout();
+        let layout = &self.layout;
+        let written = self.appenders.written();
+        self.appenders = Appenders::of((0..layout.count()).map(|i| self.sharded.shard_producer(i)))
+            .with_trace(crate::otel::produce_source())
+            .after(written);
+        if !self.quiet {
+            eprintln!(
+                "{} was resharded: appending to its {} shards of generation {}",
+                layout.stream(),
+                layout.count(),
+                layout.generation()
+            );
+        }
+        Ok(())
     }
 
     /// The shard of entry `i` with `fields`.
@@ -253,40 +328,22 @@ async fn produce_sharded(
             let due = started + Duration::from_secs_f64(next as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let mut per_shard: Vec<Vec<NewEntry>> = vec![Vec::new(); router.layout.count() as usize];
-        let mut order = Vec::with_capacity(part.len());
-        for (j, fields) in part.into_iter().enumerate() {
-            let s = router.shard(next + j as u64, &fields) as usize;
-            order.push(s);
-            per_shard[s].push((None, fields));
-        }
-        let mut ids: Vec<std::vec::IntoIter<StreamId>> = Vec::with_capacity(per_shard.len());
-        for (s, entries) in per_shard.iter().enumerate() {
-            let written = if entries.is_empty() {
-                Vec::new()
-            } else {
-                router.appenders.append(s, entries, Some(total)).await?
-            };
-            ids.push(written.into_iter());
-        }
+        let out = router.append(next, part, total).await?;
         next += n;
         if !global.quiet {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for s in order {
-                let key: StreamKey = router.layout.shard(s as u32);
-                if let Some(id) = ids[s].next() {
-                    if global.json {
-                        writeln!(
-                            out,
-                            "{}",
-                            serde_json::json!({ "stream": key.as_str(), "id": id.to_string() })
-                        )?;
-                    } else {
-                        writeln!(out, "{key} {id}")?;
-                    }
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            for (key, id) in out {
+                if global.json {
+                    writeln!(
+                        w,
+                        "{}",
+                        serde_json::json!({ "stream": key.as_str(), "id": id.to_string() })
+                    )?;
+                } else {
+                    writeln!(w, "{key} {id}")?;
                 }
             }
-            out.flush()?;
+            w.flush()?;
         }
     }
     Ok(Exit::Ok)

@@ -1,4 +1,4 @@
-//! `streamkeeper shard create|ls`: sharded logical streams.
+//! `streamkeeper shard create|resize|ls`: sharded logical streams.
 
 use comfy_table::Table;
 use streamkeeper::inspect::{self, InspectOptions};
@@ -30,6 +30,45 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                 }
             }
         }
+        ShardAction::Resize { stream, shards } => {
+            let redis = global.connect().await?;
+            let started = std::time::Instant::now();
+            let quiet = global.quiet;
+            let done = streamkeeper::shard::resize(&redis, &stream, shards, &mut |line| {
+                if !quiet {
+                    eprintln!("{line}");
+                }
+            })
+            .await?;
+            let took = started.elapsed();
+            if global.json {
+                output::json_line(&serde_json::json!({
+                    "stream": stream.as_str(),
+                    "generation": done.to.generation,
+                    "shards": done.to.count,
+                    "from": { "generation": done.from.generation, "shards": done.from.count },
+                    "groups": done.groups.iter().map(|g| g.as_str().to_string()).collect::<Vec<_>>(),
+                    "sealed": done.sealed.iter().map(|(k, cut)| serde_json::json!({"shard": k.as_str(), "cut": cut.to_string()})).collect::<Vec<_>>(),
+                    "seconds": took.as_secs_f64(),
+                }));
+            } else if done.from == done.to {
+                println!(
+                    "{stream} has {} shards (generation {}); {} older shard(s) sealed",
+                    done.to.count,
+                    done.to.generation,
+                    done.sealed.len()
+                );
+            } else {
+                println!(
+                    "{stream} resharded {} → {} ways (generation {}) in {:.2} s; {} older shard(s) sealed and draining",
+                    done.from.count,
+                    done.to.count,
+                    done.to.generation,
+                    took.as_secs_f64(),
+                    done.sealed.len()
+                );
+            }
+        }
         ShardAction::Ls { stream } => {
             let redis = global.connect().await?;
             let Some(layout) = ShardLayout::open(&redis, &stream).await? else {
@@ -52,6 +91,8 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
             // shows Redis's own lag (undelivered) instead.
             table.set_header([
                 "shard",
+                "gen",
+                "state",
                 "slot",
                 "node",
                 "length",
@@ -60,7 +101,11 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                 "pending",
                 "outstanding",
             ]);
-            for key in layout.shards() {
+            let current = layout.shards();
+            for key in layout.all_shards() {
+                let generation = streamkeeper::keys::StreamKeys::parse_shard_of(key.as_str())
+                    .map_or(0, |(_, g, _)| g);
+                let cut = streamkeeper::shard::sealed_at(&redis, &key).await?;
                 let stat = inspect::shard_stat(&redis, &key, &options).await?;
                 let slot = key_slot(key.as_str());
                 let node = node_of(slot);
@@ -78,6 +123,25 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                         })
                         .collect()
                 };
+                // Sealed shards drain: "drained" once no group has
+                // anything left there.
+                let state = match cut {
+                    None if current.contains(&key) => "live".to_string(),
+                    None => "unsealed (re-run the resize)".to_string(),
+                    Some(cut) => {
+                        let mut left = false;
+                        for g in &stat.groups {
+                            let name = streamkeeper::GroupName::new(g.group.as_str())?;
+                            if !streamkeeper::shard::drained(&redis, &key, &name).await? {
+                                left = true;
+                            }
+                        }
+                        format!(
+                            "sealed at {cut}, {}",
+                            if left { "draining" } else { "drained" }
+                        )
+                    }
+                };
                 for (group, pending, lag) in rows {
                     // Ordered mode's lease holder (its member name), if any.
                     let owner = match group.as_str() {
@@ -86,13 +150,16 @@ pub async fn run(global: &Global, args: ShardArgs) -> anyhow::Result<Exit> {
                     };
                     if global.json {
                         output::json_line(&serde_json::json!({
-                            "stream": stream.as_str(), "shard": key.as_str(), "slot": slot,
+                            "stream": stream.as_str(), "shard": key.as_str(), "generation": generation,
+                            "state": state, "slot": slot,
                             "node": node, "length": stat.length, "group": group, "owner": owner,
                             "pending": pending.parse::<u64>().ok(), "outstanding": lag.parse::<u64>().ok(),
                         }));
                     } else {
                         table.add_row([
                             key.to_string(),
+                            generation.to_string(),
+                            state.clone(),
                             slot.to_string(),
                             node.clone(),
                             stat.length.to_string(),

@@ -69,7 +69,7 @@ pub async fn collect_with(
         }
     }
     for layout in sharded {
-        let shards = match stats(redis, layout.shards(), options, true).await {
+        let shards = match stats(redis, layout.all_shards(), options, true).await {
             Ok(s) => s,
             // Listing everything (a health check): one broken sharded
             // stream (a shard key of the wrong type) is reported, and the

@@ -122,7 +122,7 @@ async fn sharded(
     layout: ShardLayout,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let shards = layout.shards();
+    let shards = layout.all_shards();
     let (mut merged, mut left) = match from.map(|f| f.last_before()) {
         None => {
             let n = args.count.unwrap_or(10) as u64;

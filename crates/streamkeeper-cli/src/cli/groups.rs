@@ -33,7 +33,25 @@ pub enum ShardAction {
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
         shards: u32,
     },
-    /// Per shard: key, hash slot, node, length; per group: pending and lag.
+    /// Change the shard count online, up or down, while producers and
+    /// consumers run: a new layout generation of N shards takes the
+    /// appends; the shards of the older ones are sealed at a cut (an
+    /// append routed by the old layout is refused, and the producer
+    /// re-routes) and drain. In ordered mode the new shards are handed out
+    /// once a group handled everything up to the cuts, so each key's
+    /// order holds. Progress on stderr; running it again completes an
+    /// interrupted resize.
+    Resize {
+        /// The logical stream.
+        #[arg(value_parser = parse_stream_key)]
+        stream: StreamKey,
+        /// The new shard count (1 to 1024).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        shards: u32,
+    },
+    /// Per shard of every live generation: key, generation, state (live,
+    /// sealed and draining, drained), hash slot, node, length; per group:
+    /// owner, pending and outstanding.
     Ls {
         /// The logical stream.
         #[arg(value_parser = parse_stream_key)]

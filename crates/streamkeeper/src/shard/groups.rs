@@ -69,7 +69,7 @@ async fn every_key(
 ) -> Result<(Vec<StreamKey>, OnEveryKey)> {
     let keys = match ShardLayout::open(connector, stream).await? {
         Some(layout) => {
-            let shards = layout.shards();
+            let shards = layout.all_shards();
             crate::inspect::check_streams(connector, &shards).await?;
             shards
         }
