@@ -48,6 +48,45 @@ fn report(json: bool, r: &TrimReport, dry_run: bool) {
     }
 }
 
+/// The sharded streams the keys to clean belong to, each once: after
+/// trimming, the janitor retires their drained generations (a resize's
+/// sealed shards every group is done with).
+fn sharded_streams(keys: &[StreamKey]) -> Vec<StreamKey> {
+    let mut out: Vec<StreamKey> = Vec::new();
+    for k in keys {
+        if let Some((s, _, _)) = streamkeeper::keys::StreamKeys::parse_shard_of(k.as_str()) {
+            if let Ok(s) = StreamKey::new(s) {
+                if !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn report_retired(
+    json: bool,
+    stream: &StreamKey,
+    g: streamkeeper::shard::Generation,
+    dry_run: bool,
+) {
+    if json {
+        output::json_line(&serde_json::json!({
+            "stream": stream.as_str(), "retired_generation": g.generation,
+            "shards": g.count, "dry_run": dry_run,
+        }));
+    } else {
+        let verb = if dry_run { "would retire" } else { "retired" };
+        println!(
+            "{}: {verb} generation {} ({} sealed shards every group drained)",
+            output::escaped(stream.as_str().as_bytes()),
+            g.generation,
+            g.count
+        );
+    }
+}
+
 /// The keys to clean this run: the named streams (a sharded stream shard
 /// by shard: each has its own groups' trim point and its own lease), or
 /// with `--all` every stream that has a consumer group now.
@@ -118,6 +157,12 @@ pub async fn run(global: &Global, args: JanitorArgs) -> anyhow::Result<Exit> {
                 }
                 let r = janitor::run_once(&redis, s, &options).await?;
                 report(global.json, &r, options.dry_run);
+            }
+            for s in sharded_streams(&streams) {
+                let gone = streamkeeper::shard::retire_drained(&redis, &s, options.dry_run).await?;
+                for g in gone {
+                    report_retired(global.json, &s, g, options.dry_run);
+                }
             }
             if args.once || args.dry_run {
                 return Ok(());

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{group, key};
 use streamkeeper::shard::{self, OrderedOptions, ShardLayout, ShardedConsumer, ShardedProducer};
-use streamkeeper::{fields, Connector, ConsumerName, ConsumerOptions, Outcome, StartFrom};
+use streamkeeper::{
+    fields, Connector, ConsumerName, ConsumerOptions, Outcome, StartFrom, StreamKey,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Runs `async fn $name(redis: Connector)` on a single server and on a
@@ -300,4 +302,135 @@ async fn an_interrupted_resize_is_completed_by_running_it_again() {
         .await
         .expect_err("plain");
     assert!(e.to_string().contains("shard create"), "{e}");
+}
+
+/// The janitor's end of a resize: a generation every group drained leaves
+/// the layout and its keys go, but not while one of its shards holds a
+/// dead letter, nor while a group still has entries there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_generation_is_retired_unless_it_holds_dead_letters() {
+    let (_server, redis) = common::setup().await;
+    let s = key("jobs");
+    let old = ShardLayout::create(&redis, &s, 2).await.expect("create");
+    for shard in old.shards() {
+        streamkeeper::group::create_group(&redis, &shard, &group("g"), StartFrom::Beginning)
+            .await
+            .expect("group");
+    }
+    let producer = ShardedProducer::new(&redis, old.clone());
+    for n in 0..10 {
+        let key = format!("k{n}");
+        producer
+            .send(Some(key.as_bytes()), &fields([("n", n.to_string())]))
+            .await
+            .expect("send");
+    }
+    shard::resize(&redis, &s, 3, &mut |_| {})
+        .await
+        .expect("resize");
+    // Nothing handled yet: nothing to retire.
+    let none = shard::retire_drained(&redis, &s, false)
+        .await
+        .expect("retire");
+    assert!(none.is_empty(), "{none:?}");
+    // Handle the ten, dead-lettering n=3.
+    let run = |limit: u64| {
+        ShardedConsumer::new(&redis, s.clone(), group("g"))
+            .options(ConsumerOptions {
+                limit: Some(limit),
+                ..ConsumerOptions::default()
+            })
+            .run(
+                |d| async move {
+                    Ok::<_, std::io::Error>(match d.entry().get_str("n") {
+                        Some("3") => Outcome::DeadLetter {
+                            reason: "bad".into(),
+                        },
+                        _ => Outcome::Ack,
+                    })
+                },
+                CancellationToken::new(),
+            )
+    };
+    let stats = tokio::time::timeout(Duration::from_secs(20), run(10))
+        .await
+        .expect("the run ends at its limit")
+        .expect("run");
+    assert_eq!(stats.delivered, 10);
+    let dry = shard::retire_drained(&redis, &s, true).await.expect("dry");
+    assert!(
+        dry.is_empty(),
+        "a dead letter keeps its generation: {dry:?}"
+    );
+    // The dead letter replayed elsewhere and purged: now it goes.
+    let dlq: Vec<StreamKey> = old
+        .shards()
+        .iter()
+        .map(|k| key(&streamkeeper::keys::StreamKeys::dlq(k)))
+        .collect();
+    let mut conn = redis.shared();
+    for k in &dlq {
+        let _: () = redis::cmd("DEL")
+            .arg(k.as_str())
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+    let dry = shard::retire_drained(&redis, &s, true).await.expect("dry");
+    assert_eq!(dry.len(), 1, "{dry:?}");
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(old.shard(0).as_str())
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 1, "a dry run deletes nothing");
+    let gone = shard::retire_drained(&redis, &s, false)
+        .await
+        .expect("retire");
+    assert_eq!(
+        gone,
+        vec![shard::Generation {
+            generation: 0,
+            count: 2
+        }]
+    );
+    let now = ShardLayout::open(&redis, &s)
+        .await
+        .expect("open")
+        .expect("sharded");
+    assert!(now.older().is_empty(), "{now:?}");
+    assert_eq!(now.all_shards(), now.shards());
+    for k in old.shards() {
+        // Emptied, its group gone, but kept sealed: a stale producer must
+        // be refused, not recreate it.
+        let len: u64 = redis::cmd("XLEN")
+            .arg(k.as_str())
+            .query_async(&mut conn)
+            .await
+            .expect("XLEN");
+        assert_eq!(len, 0, "{k}");
+        let groups = streamkeeper::group::list_groups(&redis, &k)
+            .await
+            .expect("groups");
+        assert!(groups.is_empty(), "{k}: {groups:?}");
+        assert!(
+            shard::sealed_at(&redis, &k)
+                .await
+                .expect("sealed")
+                .is_some(),
+            "{k}"
+        );
+    }
+    // The group goes on in the new generation; a producer still routing
+    // by generation 0 follows.
+    let (to, _) = producer
+        .send(Some(b"k1"), &fields([("n", "10")]))
+        .await
+        .expect("send");
+    assert!(now.shards().contains(&to), "{to}");
+    let last = tokio::time::timeout(Duration::from_secs(20), run(1))
+        .await
+        .expect("the run ends at its limit")
+        .expect("run");
+    assert_eq!(last.delivered, 1);
 }

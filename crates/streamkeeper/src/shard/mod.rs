@@ -31,6 +31,7 @@
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`, `Generation`: create (atomic, refuses a plain stream), open, the live generations and their shard keys |
 //! | `resize.rs` | `resize` (new generation, seal the older ones), `drained`, `sealed_at` |
+//! | `retire.rs` | `retire_drained`: the janitor's end of a resize (drained generations leave the layout, their keys deleted) |
 //! | `groups.rs` | `create_on_every_key`, `destroy_on_every_key`: group commands on every shard |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
 //! | `consumer.rs` | `ShardedConsumer`: the one builder for plain, shared and ordered consuming |
@@ -47,6 +48,7 @@ mod merged;
 mod ordered;
 mod producer;
 mod resize;
+mod retire;
 mod route;
 mod shared;
 
@@ -56,4 +58,5 @@ pub use merged::{MergedFollow, MergedReader, ShardEntry};
 pub use ordered::{owner_of, OrderedOptions, ORDERED_MAX_DELIVERIES};
 pub use producer::ShardedProducer;
 pub use resize::{drained, resize, sealed_at, Resized};
+pub use retire::retire_drained;
 pub use route::{jump_consistent_hash, key_hash, shard_for};

@@ -208,7 +208,7 @@ pub async fn drained(redis: &Connector, shard: &StreamKey, group: &GroupName) ->
     Ok(after.is_empty())
 }
 
-async fn flip(
+pub(crate) async fn flip(
     redis: &Connector,
     stream: &StreamKey,
     before: &str,

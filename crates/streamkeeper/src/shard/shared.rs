@@ -101,8 +101,14 @@ where
         tokio::select! {
             Some((shard, r)) = runs.next(), if !runs.is_empty() => {
                 running.remove(&shard);
+                let retired = r.is_err() && !layout.all_shards().contains(&shard);
                 done.insert(shard);
                 match r {
+                    // A generation the janitor retired while its consumer
+                    // was still on the way out: nothing was left there.
+                    Err(e) if retired => {
+                        tracing::debug!(error = %e, "a retired shard's consumer ended");
+                    }
                     Ok(s) => {
                         total.delivered += s.delivered;
                         total.acked += s.acked;
@@ -165,8 +171,14 @@ async fn follow(
         tracing::info!(%shard, generation = layout.generation(), "the stream was resharded; reading the new shard");
         new.push(shard);
     }
+    let live = layout.all_shards();
     for (shard, token) in running {
         if current.contains(shard) {
+            continue;
+        }
+        if !live.contains(shard) {
+            // Retired by the janitor: drained by the group long since.
+            token.cancel();
             continue;
         }
         match super::resize::drained(redis, shard, group).await {
