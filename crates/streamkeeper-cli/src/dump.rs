@@ -119,9 +119,14 @@ pub async fn restore(global: &Global, args: RestoreArgs) -> anyhow::Result<Exit>
     let redis = global.connect().await?;
     check_is_stream(&redis, &stream).await?;
     // A sharded stream: a line goes back to the shard it names (a dump of
-    // a sharded stream names each entry's shard); other lines go
-    // round-robin, or are refused with --keep-ids (IDs are per shard).
-    let targets = ShardLayout::keys_of(&redis, &stream).await?;
+    // a sharded stream names each entry's shard) when that shard is one
+    // of the current layout's (after a resize, older shards are sealed);
+    // other lines go round-robin, or are refused with --keep-ids (IDs are
+    // per shard).
+    let targets = match ShardLayout::open(&redis, &stream).await? {
+        Some(layout) => layout.shards(),
+        None => vec![stream.clone()],
+    };
     let sharded = targets != [stream.clone()];
     let route = |p: &wire::ParsedLine, round_robin: &mut usize| -> Option<usize> {
         if !sharded {

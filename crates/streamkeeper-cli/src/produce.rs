@@ -133,7 +133,7 @@ pub async fn run(global: &Global, args: ProduceArgs) -> anyhow::Result<Exit> {
         }
     }
     if let Some(layout) = layout {
-        let router = Router::new(&redis, layout, args.maxlen, wait, &args, global.quiet).await?;
+        let router = Router::new(&redis, layout, args.maxlen, wait, &args).await?;
         return produce_sharded(global, router, args, stdin_entries, total).await;
     }
     let mut appender = Appender::new(&redis, stream, args.maxlen)
@@ -180,7 +180,6 @@ struct Router {
     layout: ShardLayout,
     sharded: ShardedProducer,
     appenders: Appenders,
-    quiet: bool,
     key: Option<String>,
     key_field: Option<Bytes>,
 }
@@ -192,7 +191,6 @@ impl Router {
         maxlen: Option<u64>,
         wait: Option<streamkeeper::Wait>,
         args: &ProduceArgs,
-        quiet: bool,
     ) -> anyhow::Result<Self> {
         crate::append::check_all_streams(redis, &layout.shards()).await?;
         let mut sharded = ShardedProducer::new(redis, layout.clone()).with_maxlen(maxlen);
@@ -205,7 +203,6 @@ impl Router {
             layout,
             sharded,
             appenders,
-            quiet,
             key: args.key.clone(),
             key_field: args.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
         })
@@ -273,14 +270,7 @@ impl Router {
         self.appenders = Appenders::of((0..layout.count()).map(|i| self.sharded.shard_producer(i)))
             .with_trace(crate::otel::produce_source())
             .after(written);
-        if !self.quiet {
-            eprintln!(
-                "{} was resharded: appending to its {} shards of generation {}",
-                layout.stream(),
-                layout.count(),
-                layout.generation()
-            );
-        }
+        // The library logs the move (info, on stderr).
         Ok(())
     }
 

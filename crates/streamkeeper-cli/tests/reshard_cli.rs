@@ -141,7 +141,7 @@ fn resize_up_and_down_under_keyed_producers_and_killed_processes_keeps_key_order
         String::from_utf8_lossy(&produced.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&produced.stderr).contains("was resharded"),
+        String::from_utf8_lossy(&produced.stderr).contains("the stream was resharded"),
         "the producer followed: {}",
         String::from_utf8_lossy(&produced.stderr)
     );
