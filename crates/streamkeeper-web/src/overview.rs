@@ -382,7 +382,9 @@ async fn add_shard_sums(
     shard_stats: &HashMap<String, StreamStat>,
     cfg: &crate::Config,
 ) -> Vec<StreamRow> {
-    let mut layouts: HashMap<String, Option<u32>> = HashMap::new();
+    // Per sharded stream: its current shard count and the keys of every
+    // live generation (after a resize, older shards still drain).
+    let mut layouts: HashMap<String, Option<(u32, Vec<String>)>> = HashMap::new();
     for (stream, _) in shard_stats
         .keys()
         .filter_map(|n| StreamKeys::parse_shard(n))
@@ -391,19 +393,23 @@ async fn add_shard_sums(
             continue;
         }
         let count = match StreamKey::new(stream) {
-            Ok(k) => ShardLayout::open(redis, &k)
-                .await
-                .ok()
-                .flatten()
-                .map(|l| l.count()),
+            Ok(k) => ShardLayout::open(redis, &k).await.ok().flatten().map(|l| {
+                let live = l
+                    .all_shards()
+                    .iter()
+                    .map(|k| k.as_str().to_string())
+                    .collect();
+                (l.count(), live)
+            }),
             Err(_) => None,
         };
         layouts.insert(stream.to_string(), count);
     }
     let logical = |row: &StreamRow| -> Option<String> {
-        let (stream, i) = StreamKeys::parse_shard(&row.name)?;
-        let count = (*layouts.get(stream)?)?;
-        (i < count && shard_stats.contains_key(&row.name)).then(|| stream.to_string())
+        let (stream, _) = StreamKeys::parse_shard(&row.name)?;
+        let (_, live) = layouts.get(stream)?.as_ref()?;
+        (live.contains(&row.name) && shard_stats.contains_key(&row.name))
+            .then(|| stream.to_string())
     };
     let mut out = Vec::with_capacity(rows.len());
     let mut summed = std::collections::HashSet::new();
@@ -424,21 +430,25 @@ async fn add_shard_sums(
             let memory = mine.iter().map(|r| r.memory_bytes).sum::<Option<u64>>();
             let dead = mine.iter().map(|r| r.dead_letters).sum();
             let sum = inspect::sum_shards(&stream, &stats);
-            let count = layouts.get(&stream).copied().flatten().unwrap_or(0);
+            let count = layouts
+                .get(&stream)
+                .and_then(|l| l.as_ref().map(|(count, _)| *count))
+                .unwrap_or(0);
             let mut row = stat_row(stream.clone(), &sum, memory, dead, cfg);
             row.shards = Some(count);
             out.push(row);
-            // Every shard, in order; one never written to is empty.
-            let Ok(logical_key) = StreamKey::new(stream.as_str()) else {
-                continue;
-            };
-            for index in 0..count {
-                let key = StreamKeys::shard(&logical_key, index);
-                let mut shard = match mine.iter().find(|r| r.name == key.as_str()) {
+            // Every shard of every live generation, in order; one never
+            // written to is empty.
+            let live = layouts
+                .get(&stream)
+                .and_then(|l| l.as_ref().map(|(_, live)| live.clone()))
+                .unwrap_or_default();
+            for key in live {
+                let mut shard = match mine.iter().find(|r| r.name == key) {
                     Some(r) => (*r).clone(),
                     None => stat_row(
-                        key.as_str().to_string(),
-                        &inspect::sum_shards(key.as_str(), &[]),
+                        key.clone(),
+                        &inspect::sum_shards(&key, &[]),
                         Some(0),
                         0,
                         cfg,

@@ -1251,3 +1251,55 @@ async fn dead_letters_of_a_deleted_stream_are_a_row_of_their_own() {
     .await;
     assert_eq!(dlq["total"], 2, "{dlq}");
 }
+
+#[tokio::test]
+async fn a_resharded_stream_is_one_row_with_the_shards_of_every_live_generation() {
+    use streamkeeper::shard::ShardLayout;
+    let (server, redis, _, app) = setup(Config::default()).await;
+    let cli = |args: &[&str]| server.cli(args).expect("redis-cli");
+    let clicks = streamkeeper::StreamKey::new("clicks").expect("key");
+    ShardLayout::create(&redis, &clicks, 3)
+        .await
+        .expect("shard create");
+    for i in 0..3 {
+        let shard = format!("{{clicks:{i}}}");
+        cli(&["XADD", &shard, "*", "k", "v"]);
+        cli(&["XGROUP", "CREATE", &shard, "g", "0"]);
+    }
+    // Down to 2 shards: the 3 sealed ones still count until retired.
+    streamkeeper::shard::resize(&redis, &clicks, 2, &mut |_| {})
+        .await
+        .expect("resize");
+    cli(&["XADD", "{clicks:1~1}", "*", "k", "v"]);
+    let o = get_json(&app, "/api/overview").await;
+    let top: Vec<&str> = o["streams"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(top, ["clicks"], "one row, no stray shard rows: {o}");
+    let key = streamkeeper_web::key_of(b"clicks");
+    let rows = get_json(&app, &format!("/api/overview?shards_of={key}")).await;
+    let rows = rows["streams"].as_array().expect("rows");
+    // The sum first, then the shards (in the table's sort: by name).
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "clicks",
+            "{clicks:0}",
+            "{clicks:0~1}",
+            "{clicks:1}",
+            "{clicks:1~1}",
+            "{clicks:2}"
+        ],
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["shards"], 2, "the current generation's count");
+    assert_eq!(rows[0]["length"], 4, "every live generation's entries");
+    assert_eq!(rows[0]["groups"][0]["undelivered"], 4);
+}
