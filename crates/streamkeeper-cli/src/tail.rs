@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use streamkeeper::shard::{MergedReader, ShardLayout};
+use streamkeeper::shard::{MergedFollow, MergedReader, ShardLayout};
 use streamkeeper::{reader, Connector, Reader, StartFrom, StreamId};
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +150,12 @@ async fn sharded(
     if !args.follow {
         return Ok(());
     }
-    let mut follow = merged.follow(Duration::from_secs(5));
+    // Each shard's position: where a follower rebuilt after a resize
+    // (new shards to read) goes on from, nothing twice or skipped.
+    let mut positions = merged.ends();
+    let block = Duration::from_secs(1);
+    let mut follow = MergedFollow::new(redis, positions.clone(), block);
+    let mut looked = std::time::Instant::now();
     loop {
         let batch = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
@@ -158,6 +163,25 @@ async fn sharded(
         };
         for e in &batch {
             output::shard_entry(global.json, e)?;
+            if let Some(p) = positions.iter_mut().find(|(k, _)| *k == e.shard) {
+                p.1 = e.entry.id;
+            }
+        }
+        // Follow a resize: the shards of a new generation, from their start.
+        if looked.elapsed() >= block {
+            looked = std::time::Instant::now();
+            if let Ok(Some(now)) = ShardLayout::open(redis, layout.stream()).await {
+                let new: Vec<_> = now
+                    .all_shards()
+                    .into_iter()
+                    .filter(|k| !positions.iter().any(|(p, _)| p == k))
+                    .collect();
+                if !new.is_empty() {
+                    tracing::info!(stream = %layout.stream(), shards = new.len(), "the stream was resharded; following its new shards");
+                    positions.extend(new.into_iter().map(|k| (k, StreamId::new(0, 0))));
+                    follow = MergedFollow::new(redis, positions.clone(), block);
+                }
+            }
         }
     }
 }

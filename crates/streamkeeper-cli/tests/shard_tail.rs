@@ -317,3 +317,39 @@ fn tail_n_and_follow_merge_shards_on_three_primaries_of_a_cluster() {
         ])
     );
 }
+
+#[test]
+fn tail_follow_follows_a_resize_to_the_new_generation() {
+    let server = RedisServer::start().expect("redis");
+    let url = four_shards(&server);
+    let tail = Following::start(&url, "t");
+    assert_eq!(tail.wait_lines(10).len(), 10);
+    let resized = common::sk(&server, &["shard", "resize", "t", "--shards", "2"]);
+    assert!(resized.status.success(), "{resized:?}");
+    // Written after the resize: to the new shards, which tail was not
+    // following when it started.
+    for n in 0..6 {
+        let o = common::sk(
+            &server,
+            &[
+                "produce",
+                "t",
+                "--key",
+                &format!("k{n}"),
+                "--field",
+                "n={i}",
+                "-q",
+            ],
+        );
+        assert!(o.status.success(), "{o:?}");
+    }
+    let got = tail.wait_lines(16);
+    assert_eq!(got.len(), 16, "{got:?}");
+    assert!(
+        got[10..].iter().all(|(shard, _)| shard.ends_with("~1}")),
+        "{got:?}"
+    );
+    // Nothing twice.
+    let distinct: std::collections::HashSet<_> = got.iter().collect();
+    assert_eq!(distinct.len(), 16);
+}

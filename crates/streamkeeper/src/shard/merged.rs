@@ -220,8 +220,17 @@ impl MergedReader {
     /// and none skipped between the two. `block` is the longest wait of one
     /// poll.
     pub fn follow(self, block: Duration) -> MergedFollow {
-        let positions = self.sources.into_iter().map(|s| (s.key, s.end)).collect();
+        let positions = self.ends();
         MergedFollow::new(&self.redis, positions, block)
+    }
+
+    /// Where each shard's read ends (its newest entry when the read
+    /// started): the positions [`follow`](Self::follow) starts from.
+    pub fn ends(&self) -> Vec<(StreamKey, StreamId)> {
+        self.sources
+            .iter()
+            .map(|s| (s.key.clone(), s.end))
+            .collect()
     }
 }
 
