@@ -70,6 +70,8 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             for (s, id) in pairs {
                 match deadletter::replay(&redis, &s, id).await? {
                     Some(new_id) => {
+                        // A sealed shard's letters go to the current layout.
+                        let s = deadletter::replay_target(&redis, &s).await?;
                         if global.json {
                             output::json_line(&serde_json::json!({
                                 "stream": s.as_str(), "dead_id": id.to_string(), "id": new_id.to_string()

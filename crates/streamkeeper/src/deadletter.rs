@@ -151,17 +151,20 @@ pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Re
 /// it). Its attempt count starts afresh. Returns the entry's ID in the
 /// stream (its own, or the new one), or `None` when there is no dead
 /// letter with that ID; [`Error::GroupMissing`](crate::Error::GroupMissing)
-/// when its group no longer exists (nothing is changed).
+/// when its group no longer exists (nothing is changed). A dead letter of
+/// a shard a resize sealed is appended anew to the current layout's shard
+/// ([`replay_target`]), then deleted: two steps, at least once.
 pub async fn replay(
     connector: &Connector,
     stream: &StreamKey,
     id: StreamId,
 ) -> Result<Option<StreamId>> {
     let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
-    let letter = crate::reader::range(connector, &dlq, id, id, 1).await?;
-    let Some(letter) = letter.first().map(DeadLetter::from) else {
+    let found = crate::reader::range(connector, &dlq, id, id, 1).await?;
+    let Some(raw) = found.first() else {
         return Ok(None);
     };
+    let letter = DeadLetter::from(raw);
     // Its group is gone: a replay would reach nobody (a copy for it would
     // be skipped by every other group for good).
     if let Some(g) = letter.group.as_deref() {
@@ -173,6 +176,13 @@ pub async fn replay(
             });
         }
     }
+    // A shard a resize sealed takes no appends: the letter goes to the
+    // current layout's shard of the same place.
+    if let Some(target) = current_shard_for(connector, stream).await? {
+        return replay_elsewhere(connector, &dlq, raw, &letter, &target)
+            .await
+            .map(Some);
+    }
     Replay {
         stream,
         id,
@@ -181,6 +191,80 @@ pub async fn replay(
     }
     .invoke(connector)
     .await
+}
+
+/// Where [`replay`] puts a dead letter of `stream` back: `stream` itself,
+/// or, for a shard a resize sealed, the current layout's shard at its
+/// index (modulo the count).
+pub async fn replay_target(connector: &Connector, stream: &StreamKey) -> Result<StreamKey> {
+    Ok(current_shard_for(connector, stream)
+        .await?
+        .unwrap_or_else(|| stream.clone()))
+}
+
+/// When `stream` is a shard a resize sealed: the current layout's shard
+/// at its index (modulo the count).
+async fn current_shard_for(connector: &Connector, stream: &StreamKey) -> Result<Option<StreamKey>> {
+    let Some((logical, _, i)) = crate::keys::StreamKeys::parse_shard_of(stream.as_str()) else {
+        return Ok(None);
+    };
+    if crate::shard::sealed_at(connector, stream).await?.is_none() {
+        return Ok(None);
+    }
+    let Some(layout) =
+        crate::shard::ShardLayout::open(connector, &StreamKey::new(logical)?).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(layout.shard(i % layout.count())))
+}
+
+/// Replays a dead letter of a sealed shard into `target`: appended anew
+/// (its fields without the dead-letter metadata, with `sk-origin-id` and
+/// `sk-retry-group` as the script's append does, so only its group runs
+/// it), then deleted from the dead-letter stream. Two slots, so two steps:
+/// a crash between them leaves the letter to be replayed again (at least
+/// once, never lost).
+async fn replay_elsewhere(
+    connector: &Connector,
+    dlq: &StreamKey,
+    raw: &Entry,
+    letter: &DeadLetter,
+    target: &StreamKey,
+) -> Result<StreamId> {
+    const DROPPED: [&str; 8] = [
+        meta::ORIGIN,
+        meta::DELIVERIES,
+        meta::REASON,
+        meta::DEAD_AT,
+        meta::RETRY_GROUP,
+        meta::ATTEMPT,
+        meta::GROUP,
+        meta::ORIGIN_ID,
+    ];
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = raw
+        .fields
+        .iter()
+        .filter(|(k, _)| !DROPPED.iter().any(|d| d.as_bytes() == k.as_slice()))
+        .cloned()
+        .collect();
+    if let Some(origin) = letter.origin_id {
+        fields.push((meta::ORIGIN_ID.into(), origin.to_string().into_bytes()));
+    }
+    if let Some(g) = &letter.group {
+        fields.push((meta::RETRY_GROUP.into(), g.clone().into_bytes()));
+    }
+    let id = crate::producer::Producer::new(connector, target.clone())
+        .send(&fields)
+        .await?;
+    let mut conn = connector.shared();
+    let _: u64 = redis::cmd("XDEL")
+        .arg(dlq.as_str())
+        .arg(raw.id.to_string())
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| crate::Error::redis(format!("XDEL {dlq}"), e))?;
+    Ok(id)
 }
 
 /// `lua/dlq_replay.lua`: its KEYS and ARGV, and its reply.

@@ -335,6 +335,14 @@ async fn an_interrupted_resize_is_completed_by_running_it_again() {
     assert!(e.to_string().contains("shard create"), "{e}");
 }
 
+async fn now_shards(redis: &Connector, s: &StreamKey) -> Vec<StreamKey> {
+    ShardLayout::open(redis, s)
+        .await
+        .expect("open")
+        .expect("sharded")
+        .shards()
+}
+
 /// The janitor's end of a resize: a generation every group drained leaves
 /// the layout and its keys go, but not while one of its shards holds a
 /// dead letter, nor while a group still has entries there.
@@ -373,8 +381,10 @@ async fn a_drained_generation_is_retired_unless_it_holds_dead_letters() {
             })
             .run(
                 |d| async move {
+                    // n=3 is dead-lettered, but not its replayed copy.
+                    let replayed = d.entry().get("sk-origin-id").is_some();
                     Ok::<_, std::io::Error>(match d.entry().get_str("n") {
-                        Some("3") => Outcome::DeadLetter {
+                        Some("3") if !replayed => Outcome::DeadLetter {
                             reason: "bad".into(),
                         },
                         _ => Outcome::Ack,
@@ -393,20 +403,34 @@ async fn a_drained_generation_is_retired_unless_it_holds_dead_letters() {
         dry.is_empty(),
         "a dead letter keeps its generation: {dry:?}"
     );
-    // The dead letter replayed elsewhere and purged: now it goes.
-    let dlq: Vec<StreamKey> = old
-        .shards()
-        .iter()
-        .map(|k| key(&streamkeeper::keys::StreamKeys::dlq(k)))
-        .collect();
-    let mut conn = redis.shared();
-    for k in &dlq {
-        let _: () = redis::cmd("DEL")
-            .arg(k.as_str())
-            .query_async(&mut conn)
+    // Replayed, the dead letter goes to the current generation (its own
+    // shard is sealed), and the group runs it there; now the old
+    // generation can go.
+    let mut replayed = 0;
+    for k in old.shards() {
+        for letter in streamkeeper::deadletter::list(&redis, &k, 10)
             .await
-            .expect("DEL");
+            .expect("list")
+        {
+            let id = streamkeeper::deadletter::replay(&redis, &k, letter.id)
+                .await
+                .expect("replay")
+                .expect("replayed");
+            assert!(now_shards(&redis, &s)
+                .await
+                .iter()
+                .any(|c| { c.as_str().ends_with("~1}") }));
+            let _ = id;
+            replayed += 1;
+        }
     }
+    assert_eq!(replayed, 1);
+    let again = tokio::time::timeout(Duration::from_secs(20), run(1))
+        .await
+        .expect("the run ends at its limit")
+        .expect("run");
+    assert_eq!((again.delivered, again.dead_lettered), (1, 0));
+    let mut conn = redis.shared();
     let dry = shard::retire_drained(&redis, &s, true).await.expect("dry");
     assert_eq!(dry.len(), 1, "{dry:?}");
     let exists: u64 = redis::cmd("EXISTS")
@@ -464,4 +488,56 @@ async fn a_drained_generation_is_retired_unless_it_holds_dead_letters() {
         .expect("the run ends at its limit")
         .expect("run");
     assert_eq!(last.delivered, 1);
+}
+
+/// Two resizes of one stream at once: one may lose the race (and says to
+/// run again), but the stream stays usable — the loser's shards beyond the
+/// winner's count are removed, and nothing reads them as a layout changed
+/// by hand (an independent tester locked a stream up this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_resizes_at_once_leave_a_usable_stream_and_no_stray_shards() {
+    let (_server, redis) = common::setup().await;
+    for n in 0..6 {
+        let s = key(&format!("race{n}"));
+        ShardLayout::create(&redis, &s, 4).await.expect("create");
+        streamkeeper::group::create_group(
+            &redis,
+            &ShardLayout::open(&redis, &s)
+                .await
+                .expect("open")
+                .expect("sharded")
+                .shard(0),
+            &group("g"),
+            StartFrom::Beginning,
+        )
+        .await
+        .expect("group");
+        let (mut quiet_a, mut quiet_b) = (|_: &str| {}, |_: &str| {});
+        let (a, b) = tokio::join!(
+            shard::resize(&redis, &s, 2, &mut quiet_a),
+            shard::resize(&redis, &s, 8, &mut quiet_b)
+        );
+        assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
+        for e in [&a, &b].into_iter().filter_map(|r| r.as_ref().err()) {
+            assert!(e.to_string().contains("run the resize again"), "{e}");
+        }
+        let layout = ShardLayout::open(&redis, &s)
+            .await
+            .expect("the layout opens")
+            .expect("sharded");
+        let p = ShardedProducer::new(&redis, layout.clone());
+        p.send(Some(b"k"), &fields([("n", "1")]))
+            .await
+            .expect("send");
+        let mut conn = redis.shared();
+        for g in layout.generations() {
+            let stray = streamkeeper::keys::StreamKeys::shard_of(&s, g.generation, g.count);
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(stray.as_str())
+                .query_async(&mut conn)
+                .await
+                .expect("EXISTS");
+            assert_eq!(n, 0, "{stray} left behind by the loser");
+        }
+    }
 }

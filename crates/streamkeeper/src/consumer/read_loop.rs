@@ -66,7 +66,13 @@ pub(crate) async fn read_loop(
             }
         }
         let step = tokio::select! {
-            _ = cancel.cancelled() => return,
+            // What was reserved goes back: a consumer stopped alone (a
+            // sealed shard its group drained) leaves its share of a
+            // shared limit to the others.
+            _ = cancel.cancelled() => {
+                shared.budget.settle(want, 0);
+                return;
+            }
             _ = switches.changed() => {
                 shared.budget.settle(want, 0);
                 tracing::info!(stream = %shared.stream, to = %shared.connector.server_addr(),

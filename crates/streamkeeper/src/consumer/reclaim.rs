@@ -55,7 +55,12 @@ pub(crate) async fn reclaim_loop(
                 break;
             }
             let round = tokio::select! {
-                _ = cancel.cancelled() => return,
+                // What was reserved goes back: a consumer stopped alone (a
+                // sealed shard drained) leaves its share to the others.
+                _ = cancel.cancelled() => {
+                    shared.budget.settle(want, 0);
+                    return;
+                }
                 r = claim_once(&shared, cursor, claim_after, &in_flight, want) => r,
             };
             let got = round.as_ref().map(|r| r.1.len()).unwrap_or(0);
@@ -218,7 +223,10 @@ pub(crate) async fn retry_loop(
                 max: want,
             };
             let round = tokio::select! {
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => {
+                    shared.budget.settle(want, 0);
+                    return;
+                }
                 r = take.invoke(&shared.connector) => r,
             };
             let got = round.as_ref().map(Vec::len).unwrap_or(0);

@@ -189,16 +189,25 @@ impl ShardLayout {
                     Some(count) => {
                         // A count lowered by hand would hide the last
                         // shards' entries from every command: refuse.
+                        // Only a layout never resized has a count that
+                        // was ever meant to be set by hand; a resized
+                        // one is written by scripts alone, and a resize
+                        // that lost a race may leave empty shards beyond
+                        // the count for a moment (it deletes them).
                         let beyond = StreamKeys::shard_of(stream, generation, count);
                         // A user not granted EXISTS skips this check.
-                        let exists: bool = match redis::cmd("EXISTS")
-                            .arg(beyond.as_str())
-                            .query_async(&mut conn)
-                            .await
-                        {
-                            Ok(exists) => exists,
-                            Err(e) if crate::error::is_noperm(&e) => false,
-                            Err(e) => return Err(Error::redis(format!("EXISTS {beyond}"), e)),
+                        let exists: bool = if gens.is_some() {
+                            false
+                        } else {
+                            match redis::cmd("EXISTS")
+                                .arg(beyond.as_str())
+                                .query_async(&mut conn)
+                                .await
+                            {
+                                Ok(exists) => exists,
+                                Err(e) if crate::error::is_noperm(&e) => false,
+                                Err(e) => return Err(Error::redis(format!("EXISTS {beyond}"), e)),
+                            }
                         };
                         if exists {
                             return Err(Error::InvalidInput(format!(

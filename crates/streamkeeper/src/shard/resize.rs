@@ -72,9 +72,21 @@ pub async fn resize(
         )));
     }
     let Some(layout) = ShardLayout::open(redis, stream).await? else {
-        return Err(Error::InvalidInput(format!(
-            "{stream} is not a sharded stream: make one with `streamkeeper shard create {stream} --shards {count}`"
-        )));
+        let mut conn = redis.shared();
+        let plain: bool = redis::cmd("EXISTS")
+            .arg(stream.as_str())
+            .query_async(&mut conn)
+            .await
+            .unwrap_or(false);
+        return Err(Error::InvalidInput(if plain {
+            format!(
+                "{stream} is a plain stream, not a sharded one: only a sharded stream is resized (to spread a plain stream's entries, dump it, make a new sharded stream with `streamkeeper shard create NEW --shards {count}` and restore into it)"
+            )
+        } else {
+            format!(
+                "{stream} is not a sharded stream: make one with `streamkeeper shard create {stream} --shards {count}`"
+            )
+        }));
     };
     crate::inspect::check_streams(redis, &layout.all_shards()).await?;
     let from = layout.current();
@@ -105,7 +117,16 @@ pub async fn resize(
         let before = format_gens(&layout.generations());
         let mut gens = layout.generations();
         gens.push(to);
-        flip(redis, stream, &before, &format_gens(&gens), count).await?;
+        if let Err(e) = flip(redis, stream, &before, &format_gens(&gens), count).await {
+            // Another resize won the race: the shards this one made beyond
+            // the winner's count of the same generation are nobody's.
+            if let Ok(Some(won)) = ShardLayout::open(redis, stream).await {
+                if won.generation() == to.generation {
+                    let _ = drop_empty_beyond(redis, stream, won.current()).await;
+                }
+            }
+            return Err(e);
+        }
         progress(&format!(
             "generation {}: {count} shards ({} … {}); appends go there now",
             to.generation,
