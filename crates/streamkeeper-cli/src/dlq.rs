@@ -68,10 +68,9 @@ pub async fn run(global: &Global, args: DlqArgs) -> anyhow::Result<Exit> {
             }
             let mut missing = Vec::new();
             for (s, id) in pairs {
-                match deadletter::replay(&redis, &s, id).await? {
-                    Some(new_id) => {
-                        // A sealed shard's letters go to the current layout.
-                        let s = deadletter::replay_target(&redis, &s).await?;
+                // A sealed shard's letters go back by the current layout.
+                match streamkeeper::shard::replay_dead_letter(&redis, &s, id).await? {
+                    Some((s, new_id)) => {
                         if global.json {
                             output::json_line(&serde_json::json!({
                                 "stream": s.as_str(), "dead_id": id.to_string(), "id": new_id.to_string()

@@ -91,7 +91,7 @@ pub(crate) async fn dispatch(
                         break;
                     }
                     for e in page {
-                        match deadletter::replay(redis, &stream, e.id).await? {
+                        match streamkeeper::shard::replay_dead_letter(redis, &stream, e.id).await?.map(|(_, id)| id) {
                             Some(id) => replayed.push(id.to_string()),
                             None => missing.push(e.id.to_string()),
                         }
@@ -108,7 +108,7 @@ pub(crate) async fn dispatch(
                     .map(|v| stream_id(v.as_str().unwrap_or_default()))
                     .collect::<Result<Vec<_>, _>>()?;
                 for id in ids {
-                    match deadletter::replay(redis, &stream, id).await? {
+                    match streamkeeper::shard::replay_dead_letter(redis, &stream, id).await?.map(|(_, id)| id) {
                         Some(new) => replayed.push(new.to_string()),
                         None => missing.push(id.to_string()),
                     }

@@ -151,38 +151,18 @@ pub async fn list(connector: &Connector, stream: &StreamKey, count: usize) -> Re
 /// it). Its attempt count starts afresh. Returns the entry's ID in the
 /// stream (its own, or the new one), or `None` when there is no dead
 /// letter with that ID; [`Error::GroupMissing`](crate::Error::GroupMissing)
-/// when its group no longer exists (nothing is changed). A dead letter of
-/// a shard a resize sealed is appended anew to the current layout's shard
-/// ([`replay_target`]), then deleted: two steps, at least once.
+/// when its group no longer exists (nothing is changed). For a sharded
+/// stream use [`shard::replay_dead_letter`](crate::shard::replay_dead_letter):
+/// a shard a resize sealed takes no appends, so its letters go to the
+/// current layout.
 pub async fn replay(
     connector: &Connector,
     stream: &StreamKey,
     id: StreamId,
 ) -> Result<Option<StreamId>> {
-    let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
-    let found = crate::reader::range(connector, &dlq, id, id, 1).await?;
-    let Some(raw) = found.first() else {
+    let Some((_, _, letter)) = read_letter(connector, stream, id).await? else {
         return Ok(None);
     };
-    let letter = DeadLetter::from(raw);
-    // Its group is gone: a replay would reach nobody (a copy for it would
-    // be skipped by every other group for good).
-    if let Some(g) = letter.group.as_deref() {
-        let groups = crate::group::list_groups(connector, stream).await?;
-        if !groups.iter().any(|x| x.name == g) {
-            return Err(crate::Error::GroupMissing {
-                stream: stream.clone(),
-                group: GroupName::new(g)?,
-            });
-        }
-    }
-    // A shard a resize sealed takes no appends: the letter goes to the
-    // current layout's shard of the same place.
-    if let Some(target) = current_shard_for(connector, stream).await? {
-        return replay_elsewhere(connector, &dlq, raw, &letter, &target)
-            .await
-            .map(Some);
-    }
     Replay {
         stream,
         id,
@@ -193,30 +173,47 @@ pub async fn replay(
     .await
 }
 
-/// Where [`replay`] puts a dead letter of `stream` back: `stream` itself,
-/// or, for a shard a resize sealed, the current layout's shard at its
-/// index (modulo the count).
-pub async fn replay_target(connector: &Connector, stream: &StreamKey) -> Result<StreamKey> {
-    Ok(current_shard_for(connector, stream)
-        .await?
-        .unwrap_or_else(|| stream.clone()))
+/// [`replay`] into another stream, `target` (a sealed shard's letter into
+/// the current layout's shard): see `replay_elsewhere`.
+pub(crate) async fn replay_into(
+    connector: &Connector,
+    stream: &StreamKey,
+    id: StreamId,
+    target: &StreamKey,
+) -> Result<Option<StreamId>> {
+    let Some((dlq, raw, letter)) = read_letter(connector, stream, id).await? else {
+        return Ok(None);
+    };
+    replay_elsewhere(connector, &dlq, &raw, &letter, target)
+        .await
+        .map(Some)
 }
 
-/// When `stream` is a shard a resize sealed: the current layout's shard
-/// at its index (modulo the count).
-async fn current_shard_for(connector: &Connector, stream: &StreamKey) -> Result<Option<StreamKey>> {
-    let Some((logical, _, i)) = crate::keys::StreamKeys::parse_shard_of(stream.as_str()) else {
+/// The dead letter `id` of `stream` (its dead-letter stream's key, the
+/// entry, what it says), refused when its group no longer exists: a
+/// replay would reach nobody (a copy for it would be skipped by every
+/// other group for good).
+async fn read_letter(
+    connector: &Connector,
+    stream: &StreamKey,
+    id: StreamId,
+) -> Result<Option<(StreamKey, Entry, DeadLetter)>> {
+    let dlq = StreamKey::new(crate::keys::StreamKeys::dlq(stream))?;
+    let found = crate::reader::range(connector, &dlq, id, id, 1).await?;
+    let Some(raw) = found.into_iter().next() else {
         return Ok(None);
     };
-    if crate::shard::sealed_at(connector, stream).await?.is_none() {
-        return Ok(None);
+    let letter = DeadLetter::from(&raw);
+    if let Some(g) = letter.group.as_deref() {
+        let groups = crate::group::list_groups(connector, stream).await?;
+        if !groups.iter().any(|x| x.name == g) {
+            return Err(crate::Error::GroupMissing {
+                stream: stream.clone(),
+                group: GroupName::new(g)?,
+            });
+        }
     }
-    let Some(layout) =
-        crate::shard::ShardLayout::open(connector, &StreamKey::new(logical)?).await?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(layout.shard(i % layout.count())))
+    Ok(Some((dlq, raw, letter)))
 }
 
 /// Replays a dead letter of a sealed shard into `target`: appended anew

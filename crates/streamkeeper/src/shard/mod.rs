@@ -31,6 +31,7 @@
 //! | `route.rs` | `shard_for`: jump consistent hash of XXH3-64 |
 //! | `layout.rs` | `ShardLayout`, `Generation`: create (atomic, refuses a plain stream), open, the live generations and their shard keys |
 //! | `resize.rs` | `resize` (new generation, seal the older ones), `drained`, `sealed_at` |
+//! | `dead_letters.rs` | `replay_dead_letter`: a sealed shard's dead letters go back by the current layout |
 //! | `retire.rs` | `retire_drained`: the janitor's end of a resize (drained generations leave the layout, their keys deleted) |
 //! | `groups.rs` | `create_on_every_key`, `destroy_on_every_key`: group commands on every shard |
 //! | `producer.rs` | `ShardedProducer`: per-key routing, pipelined per shard |
@@ -41,6 +42,7 @@
 //! | `ordered.rs` | ordered mode: one owner per shard (leases, fencing, rendezvous assignment, cooperative rebalance) |
 
 mod consumer;
+mod dead_letters;
 pub mod groups;
 mod layout;
 mod member;
@@ -53,6 +55,7 @@ mod route;
 mod shared;
 
 pub use consumer::ShardedConsumer;
+pub use dead_letters::{replay_dead_letter, replay_target};
 pub use layout::{Generation, ShardLayout, MAX_SHARDS};
 pub use merged::{MergedFollow, MergedReader, ShardEntry};
 pub use ordered::{owner_of, OrderedOptions, ORDERED_MAX_DELIVERIES};
