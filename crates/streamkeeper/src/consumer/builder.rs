@@ -215,6 +215,7 @@ impl GroupConsumer {
             budget: self.budget.unwrap_or_else(|| Budget::new(limit)),
             in_flight: in_flight.clone(),
             dead_before_run: AtomicU64::new(0),
+            unsent: std::sync::Mutex::new(Vec::new()),
         });
         let capacity = (shared.options.batch * shared.options.prefetch.max(1)).max(1);
         let (tx, rx) = mpsc::channel(capacity);
@@ -437,6 +438,10 @@ impl Deliveries {
             if let Ok(held) = item {
                 unhandled.push(held.entry.id);
             }
+        }
+        // Taken by a task that stopped before handing them on.
+        if let Ok(mut unsent) = self.shared.unsent.lock() {
+            unhandled.append(&mut unsent);
         }
         if !unhandled.is_empty() && self.shared.options.ack_mode != AckMode::None {
             keepalive::hand_back(&self.shared, &unhandled).await;

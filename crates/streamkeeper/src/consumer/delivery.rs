@@ -66,6 +66,29 @@ impl Held {
     }
 }
 
+/// Hands `items` on in order; when the consumer stops first, the ones not
+/// handed on are kept in `shared.unsent` (for the hand-back on close).
+/// False once the consumer stops.
+pub(crate) async fn send_all(
+    shared: &Shared,
+    tx: &tokio::sync::mpsc::Sender<Result<Held>>,
+    cancel: &tokio_util::sync::CancellationToken,
+    items: impl IntoIterator<Item = Held>,
+) -> bool {
+    let mut items = items.into_iter();
+    while let Some(held) = items.next() {
+        let id = held.entry.id;
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                shared.keep_unsent(std::iter::once(id).chain(items.map(|h| h.entry.id)));
+                return false;
+            }
+            sent = tx.send(Ok(held)) => if sent.is_err() { return false },
+        }
+    }
+    true
+}
+
 struct Inner {
     entry: Entry,
     /// The handler run's trace context: the entry's `traceparent` with a

@@ -104,11 +104,8 @@ pub(crate) async fn read_loop(
                 crate::metrics::delivered(deliveries.len());
                 backoff.reset();
                 failing_since = None;
-                for d in deliveries {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        sent = tx.send(Ok(d)) => if sent.is_err() { return },
-                    }
+                if !super::delivery::send_all(&shared, &tx, &cancel, deliveries).await {
+                    return;
                 }
             }
             Err(e) if e.is_retryable() => {

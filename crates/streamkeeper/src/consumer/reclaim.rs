@@ -69,11 +69,8 @@ pub(crate) async fn reclaim_loop(
                 Ok((next, deliveries)) => {
                     crate::metrics::delivered(deliveries.len());
                     shared.metrics.reclaimed(deliveries.len());
-                    for d in deliveries {
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            sent = tx.send(Ok(d)) => if sent.is_err() { return },
-                        }
+                    if !super::delivery::send_all(&shared, &tx, &cancel, deliveries).await {
+                        return;
                     }
                     if next == StreamId::MIN {
                         break;
@@ -260,7 +257,8 @@ pub(crate) async fn retry_loop(
                 }
             }
         }
-        for (e, last_error) in ready {
+        let mut ready = ready.into_iter();
+        while let Some((e, last_error)) = ready.next() {
             // Taken from the retry set, it is this consumer's now: a
             // keepalive that saw it parked (owned by sk-retry) may have
             // called it lost; it is not.
@@ -275,7 +273,10 @@ pub(crate) async fn retry_loop(
             let mut waited = 0;
             while in_flight.is_parking(&e.id) && waited < 200 {
                 tokio::select! {
-                    _ = cancel.cancelled() => return,
+                    _ = cancel.cancelled() => {
+                        shared.keep_unsent(std::iter::once(e.id).chain(ready.map(|(e, _)| e.id)));
+                        return;
+                    }
                     _ = tokio::time::sleep(std::time::Duration::from_millis(5)) => {}
                 }
                 waited += 1;
@@ -284,8 +285,14 @@ pub(crate) async fn retry_loop(
                 continue;
             }
             let held = Held::new(e, Source::Retry, &in_flight).with_last_error(last_error);
+            let id = held.entry.id;
             tokio::select! {
-                _ = cancel.cancelled() => return,
+                // Taken from the retry set, so this consumer's now: handed
+                // back on close like read-ahead.
+                _ = cancel.cancelled() => {
+                    shared.keep_unsent(std::iter::once(id).chain(ready.map(|(e, _)| e.id)));
+                    return;
+                }
                 sent = tx.send(Ok(held)) => if sent.is_err() { return },
             }
         }

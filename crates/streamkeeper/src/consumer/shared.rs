@@ -28,9 +28,20 @@ pub(crate) struct Shared {
     pub(crate) dead_before_run: AtomicU64,
     /// Its labelled series, registered once.
     pub(crate) metrics: ConsumerMetrics,
+    /// Entries a task had taken from Redis but not handed on when the
+    /// consumer stopped: read-ahead like the queued ones, handed back on
+    /// close so a peer takes them at once.
+    pub(crate) unsent: std::sync::Mutex<Vec<crate::types::StreamId>>,
 }
 
 impl Shared {
+    /// Records entries taken but not handed on (see `unsent`).
+    pub(crate) fn keep_unsent(&self, ids: impl IntoIterator<Item = crate::types::StreamId>) {
+        if let Ok(mut u) = self.unsent.lock() {
+            u.extend(ids);
+        }
+    }
+
     /// Drops (and acks) retries that another group of the stream asked
     /// for: a re-appended retry (a dead letter replayed after its original
     /// was trimmed, or a retry stored before 0.19) is meant for one group.
