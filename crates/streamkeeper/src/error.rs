@@ -265,7 +265,8 @@ impl Error {
     /// True when the same operation may succeed if retried after a
     /// reconnect: I/O errors, timeouts, and the server errors a failover or
     /// restart produces (`UNBLOCKED`, `READONLY`, `LOADING`, `MASTERDOWN`,
-    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `BUSY`), and a script
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `MOVED`, `ASK`, `BUSY`, `NOSCRIPT` on a
+    /// node that just became a primary), and a script
     /// refused for a "non local key" while its slot migrates.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -354,7 +355,13 @@ fn connect_message(url: &str, e: &redis::RedisError) -> String {
 }
 
 /// Server error codes that a failover, a restart or resharding produce.
+/// `NOSCRIPT` too: redis-rs loads a missing script and calls it again, but
+/// on a cluster right after a failover its `SCRIPT LOAD` can reach other
+/// nodes than the new primary, which then still lacks the script (a
+/// consumer's retry taker stopped on it in a CI run); the next call loads
+/// it again.
 const RETRYABLE_CODES: &[&str] = &[
+    "NOSCRIPT",
     "UNBLOCKED",
     "READONLY",
     "LOADING",
@@ -457,6 +464,7 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
             "MASTERDOWN Link with MASTER is down",
             "TRYAGAIN Multiple keys request during rehashing of slot",
+            "NOSCRIPT No matching script. Please use EVAL.",
         ] {
             let e = Error::redis("read", server_error(text));
             assert!(e.is_retryable(), "{text} should be retryable");
