@@ -539,3 +539,90 @@ async fn two_resizes_at_once_leave_a_usable_stream_and_no_stray_shards() {
         }
     }
 }
+
+/// A least-privilege user (stream commands, scripts and `HGET` for the
+/// layout; no `GET`) tells a sealed shard by the shard's own last ID (the
+/// seal record's `GET` used to fail, so its consumers never saw a shard
+/// drained), and its producer and shared-mode consumer follow a resize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_user_follows_a_resize() {
+    let (server, admin) = common::setup().await;
+    let mut conn = admin.shared();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "worker",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "-@all",
+            "+@stream",
+        ])
+        .arg(&[
+            "+@connection",
+            "+ping",
+            "+info",
+            "+evalsha",
+            "+eval",
+            "+script|load",
+            "+hget",
+        ])
+        .query_async(&mut conn)
+        .await
+        .expect("ACL");
+    let worker = Connector::connect(&format!("{}?user=worker&pass=pw", server.url()))
+        .await
+        .expect("connect as worker");
+    let s = key("limited");
+    let old = ShardLayout::create(&admin, &s, 2).await.expect("create");
+    for shard in old.shards() {
+        streamkeeper::group::create_group(&admin, &shard, &group("g"), StartFrom::Beginning)
+            .await
+            .expect("group");
+    }
+    let producer = ShardedProducer::new(&worker, old);
+    for n in 0..4 {
+        let k = format!("k{n}");
+        producer
+            .send(Some(k.as_bytes()), &fields([("n", n.to_string())]))
+            .await
+            .expect("send");
+    }
+    shard::resize(&admin, &s, 3, &mut |_| {})
+        .await
+        .expect("resize");
+    for n in 4..6 {
+        let k = format!("k{n}");
+        producer
+            .send(Some(k.as_bytes()), &fields([("n", n.to_string())]))
+            .await
+            .expect("send after");
+    }
+    assert!(shard::sealed_at(
+        &worker,
+        &ShardLayout::open(&admin, &s)
+            .await
+            .expect("open")
+            .expect("sharded")
+            .older()[0]
+            .shards(&s)[0]
+    )
+    .await
+    .expect("sealed_at as the worker")
+    .is_some());
+    let run = ShardedConsumer::new(&worker, s.clone(), group("g"))
+        .options(ConsumerOptions {
+            limit: Some(6),
+            ..ConsumerOptions::default()
+        })
+        .run(
+            |_d| async move { Ok::<_, std::io::Error>(Outcome::Ack) },
+            CancellationToken::new(),
+        );
+    let stats = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the new generation was handed out")
+        .expect("run");
+    assert_eq!(stats.delivered, 6);
+}

@@ -189,15 +189,63 @@ pub(crate) async fn seal(redis: &Connector, shard: &StreamKey) -> Result<StreamI
 }
 
 /// The cut of `shard` if a resize sealed it.
+///
+/// A user granted stream commands only (docs/design.md §6 "Least
+/// privilege") may not `GET` the seal record: then the shard itself says
+/// it is sealed (its last ID is the largest there is), and the cut is its
+/// last entry (`0-0` when empty).
 pub async fn sealed_at(redis: &Connector, shard: &StreamKey) -> Result<Option<StreamId>> {
     let mut conn = redis.shared();
     let key = StreamKeys::sealed(shard);
-    let cut: Option<String> = redis::cmd("GET")
-        .arg(&key)
+    let cut: redis::RedisResult<Option<String>> =
+        redis::cmd("GET").arg(&key).query_async(&mut conn).await;
+    match cut {
+        Ok(cut) => Ok(cut.and_then(|c| c.parse().ok())),
+        Err(e) if crate::error::is_noperm(&e) => sealed_by_its_last_id(redis, shard).await,
+        Err(e) => Err(Error::redis(format!("GET {key}"), e)),
+    }
+}
+
+/// [`sealed_at`] from the stream alone (`XINFO STREAM`).
+async fn sealed_by_its_last_id(redis: &Connector, shard: &StreamKey) -> Result<Option<StreamId>> {
+    let mut conn = redis.shared();
+    let info: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(shard.as_str())
         .query_async(&mut conn)
-        .await
-        .map_err(|e| Error::redis(format!("GET {key}"), e))?;
-    Ok(cut.and_then(|c| c.parse().ok()))
+        .await;
+    let info = match info {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(Error::redis(format!("XINFO STREAM {shard}"), e)),
+    };
+    let pairs: Vec<(redis::Value, redis::Value)> = match info {
+        redis::Value::Map(m) => m,
+        redis::Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| crate::reply::text(k) == name)
+            .map(|(_, v)| v.clone())
+    };
+    let sealed = field("last-generated-id")
+        .and_then(|v| crate::reply::text(&v).parse::<StreamId>().ok())
+        == Some(StreamId::MAX);
+    if !sealed {
+        return Ok(None);
+    }
+    let last = match field("last-entry") {
+        Some(redis::Value::Array(e)) => {
+            e.first().and_then(|id| crate::reply::text(id).parse().ok())
+        }
+        _ => None,
+    };
+    Ok(Some(last.unwrap_or(StreamId::new(0, 0))))
 }
 
 /// Whether `group` is done with `shard`: the shard is sealed, nothing
